@@ -1,0 +1,3 @@
+"""alignment: preference alignment for Hugging Face language models."""
+
+__version__ = "0.1.0"
