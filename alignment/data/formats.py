@@ -1,0 +1,164 @@
+"""Format detection, implicit-prompt extraction and row validation for preference data.
+
+Three formats are accepted (the same as TRL's):
+
+- standard: ``prompt``, ``chosen``, ``rejected`` are strings;
+- conversational: they are lists of ``{"role", "content"}`` messages;
+- implicit prompt: no ``prompt`` column; ``chosen`` and ``rejected`` hold the whole text or conversation,
+  and the prompt is their shared beginning (:func:`extract_prompt`).
+
+:func:`validate_row` checks one row and returns it normalized to an explicit prompt, or raises
+:class:`~alignment.data.errors.DataFormatError` naming the field. Role order rules for conversations:
+roles are system, user, assistant or tool; a system message may only come first; the first other message
+is a user message; two user messages never follow each other; the prompt ends with a user or tool
+message; each completion starts with an assistant message.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from alignment.data.errors import DataFormatError
+
+STANDARD, CONVERSATIONAL = "standard", "conversational"
+ROLES = ("system", "user", "assistant", "tool")
+COLUMNS = ("prompt", "chosen", "rejected")
+
+
+def _check_text(value: Any, field: str, allow_empty: bool = False) -> str:
+    if not isinstance(value, str):
+        raise DataFormatError(f"expected a string, got {type(value).__name__}", field=field)
+    if not allow_empty and not value.strip():
+        raise DataFormatError("empty text", field=field)
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise DataFormatError(
+            f"undecodable bytes (not valid UTF-8) at character {e.start}: {value[max(0, e.start - 10) : e.start]!r}",
+            field=field,
+        ) from None
+    return value
+
+
+def _check_messages(value: Any, field: str) -> list[dict[str, str]]:
+    if not isinstance(value, list):
+        raise DataFormatError(
+            f"expected a list of messages (conversational format), got {type(value).__name__}", field=field
+        )
+    if not value:
+        raise DataFormatError("empty conversation", field=field)
+    out = []
+    for i, message in enumerate(value):
+        where = f"{field}[{i}]"
+        if not isinstance(message, dict):
+            raise DataFormatError(f"a message must be a dict, got {type(message).__name__}", field=where)
+        for key in ("role", "content"):
+            if key not in message:
+                raise DataFormatError(f"message has no '{key}'", field=where)
+        role = message["role"]
+        if role not in ROLES:
+            raise DataFormatError(f"unknown role {role!r}; expected one of {ROLES}", field=f"{where}.role")
+        _check_text(message["content"], f"{where}.content", allow_empty=role != "assistant")
+        # role and content, plus extra string fields (e.g. "name"); other extras cannot share an Arrow schema
+        out.append({k: v for k, v in message.items() if k in ("role", "content") or isinstance(v, str)})
+    return out
+
+
+def check_role_order(prompt: list[dict], completion: list[dict], field: str) -> None:
+    """Raise when the conversation prompt + completion breaks the role rules of the module docstring."""
+    roles = [m["role"] for m in prompt + completion]
+    if completion[0]["role"] != "assistant":
+        raise DataFormatError(
+            f"a completion must start with an assistant message, got {completion[0]['role']!r}",
+            field=f"{field}[0].role",
+        )
+    if prompt and prompt[-1]["role"] not in ("user", "tool"):
+        raise DataFormatError(
+            f"the prompt must end with a user or tool message, got {prompt[-1]['role']!r}",
+            field=f"prompt[{len(prompt) - 1}].role",
+        )
+    for i, role in enumerate(roles):
+        part, j = ("prompt", i) if i < len(prompt) else (field, i - len(prompt))
+        if role == "system" and i > 0:
+            raise DataFormatError("a system message may only come first", field=f"{part}[{j}].role")
+        previous = roles[i - 1] if i > 0 else None
+        if role != "system" and previous in (None, "system") and role != "user":
+            raise DataFormatError(f"the conversation must open with a user message, got {role!r}", field=f"{part}[{j}].role")
+        if role == "user" and previous == "user":
+            raise DataFormatError("two user messages in a row", field=f"{part}[{j}].role")
+
+
+def detect_format(row: dict[str, Any]) -> str:
+    """"standard" or "conversational", from the type of the ``chosen`` column."""
+    if "chosen" not in row:
+        raise DataFormatError("missing column", field="chosen")
+    value = row["chosen"]
+    if isinstance(value, str):
+        return STANDARD
+    if isinstance(value, list):
+        return CONVERSATIONAL
+    raise DataFormatError(
+        f"expected a string (standard format) or a list of messages (conversational format), "
+        f"got {type(value).__name__}",
+        field="chosen",
+    )
+
+
+def extract_prompt(chosen: Any, rejected: Any) -> tuple[Any, Any, Any]:
+    """Split an implicit-prompt pair into (prompt, chosen, rejected).
+
+    Conversations: the prompt is the longest common run of leading messages. Strings: the longest common
+    prefix, moved back by one character when it ends on a space (so the space starts the completions, as
+    TRL's ``extract_prompt`` does). Raises when the pair is identical or one side would be left empty.
+    """
+    n = 0
+    for a, b in zip(chosen, rejected):
+        if a != b:
+            break
+        n += 1
+    if isinstance(chosen, str) and 0 < n < min(len(chosen), len(rejected)) and chosen[n - 1] == " ":
+        n -= 1
+    if n >= len(chosen) or n >= len(rejected):
+        raise DataFormatError(
+            "chosen and rejected are identical or one is a prefix of the other: no completion left after the "
+            "shared prompt",
+            field="chosen",
+        )
+    return chosen[:n], chosen[n:], rejected[n:]
+
+
+def validate_row(row: dict[str, Any], expected_format: str | None = None) -> tuple[dict[str, Any], str]:
+    """Check one row; return it normalized to ``{prompt, chosen, rejected}`` and its format.
+
+    ``expected_format`` (set from the first row of a dataset) makes a row in the other format an error.
+    Raises :class:`DataFormatError` with ``field`` set (the caller adds the source and row number).
+    """
+    if not isinstance(row, dict):
+        raise DataFormatError(f"a row must be an object with columns, got {type(row).__name__}")
+    for key in ("chosen", "rejected"):
+        if key not in row or row[key] is None:
+            raise DataFormatError("missing column", field=key)
+    fmt = detect_format(row)
+    if expected_format is not None and fmt != expected_format:
+        raise DataFormatError(
+            f"this row is in the {fmt} format but the rows before it are {expected_format}", field="chosen"
+        )
+    implicit = row.get("prompt") is None
+    if fmt == STANDARD:
+        chosen = _check_text(row["chosen"], "chosen")
+        rejected = _check_text(row["rejected"], "rejected")
+        if implicit:
+            prompt, chosen, rejected = extract_prompt(chosen, rejected)
+        else:
+            prompt = _check_text(row["prompt"], "prompt", allow_empty=True)
+        return {"prompt": prompt, "chosen": chosen, "rejected": rejected}, fmt
+
+    chosen = _check_messages(row["chosen"], "chosen")
+    rejected = _check_messages(row["rejected"], "rejected")
+    if implicit:
+        prompt, chosen, rejected = extract_prompt(chosen, rejected)
+    else:
+        prompt = _check_messages(row["prompt"], "prompt")
+    check_role_order(prompt, chosen, "chosen")
+    check_role_order(prompt, rejected, "rejected")
+    return {"prompt": prompt, "chosen": chosen, "rejected": rejected}, fmt

@@ -1,0 +1,263 @@
+"""Load preference datasets from files, saved datasets folders or the Hub; validate and mix them.
+
+Sources: ``.jsonl``, ``.json``, ``.parquet``, ``.csv`` files, a folder written by ``Dataset.save_to_disk``,
+or a Hugging Face Hub dataset name (``org/name``; needs the Hub to be reachable). Every row goes through
+:func:`~alignment.data.formats.validate_row`; a bad row raises :class:`DataFormatError` naming the file,
+the 1-based row number and the field, or, with ``drop_invalid=True``, is dropped and counted.
+
+Example::
+
+    from alignment.data import load_preference_data
+    train = load_preference_data("data/tasks/arithmetic/pref_train_standard.jsonl")
+    mix = load_preference_data(
+        [{"path": "data/tasks/arithmetic/pref_train_standard.jsonl", "weight": 0.5},
+         {"path": "data/tasks/rps/pref_train_standard.jsonl", "weight": 1.0}],
+        test_split_size=0.1,
+    )   # a DatasetDict with "train" and "test"
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import random
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from alignment.data.errors import DataFormatError, DataLoadError
+from alignment.data.formats import validate_row
+
+logger = logging.getLogger(__name__)
+FILE_TYPES = (".jsonl", ".json", ".parquet", ".csv")
+
+
+@dataclass
+class ValidationReport:
+    """What validation kept and dropped, by reason."""
+
+    source: str
+    kept: int = 0
+    dropped: Counter = field(default_factory=Counter)
+    format: str | None = None
+
+    def __str__(self) -> str:
+        text = f"{self.source}: {self.kept} rows kept ({self.format} format)"
+        if self.dropped:
+            reasons = "; ".join(f"{n} x {reason}" for reason, n in self.dropped.most_common())
+            text += f", {sum(self.dropped.values())} dropped: {reasons}"
+        return text
+
+
+# ----- reading rows -------------------------------------------------------------------------------------
+def _decode(data: bytes) -> str:
+    # Invalid UTF-8 bytes become lone surrogates; validation then names the field that holds them.
+    return data.decode("utf-8", errors="surrogateescape")
+
+
+def _iter_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
+    for line_no, line in enumerate(_decode(path.read_bytes()).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            yield line_no, json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataFormatError(f"invalid JSON: {e.msg} at column {e.colno}", str(path), line_no) from None
+
+
+def _iter_json(path: Path) -> Iterator[tuple[int, Any]]:
+    try:
+        data = json.loads(_decode(path.read_bytes()))
+    except json.JSONDecodeError as e:
+        raise DataFormatError(f"invalid JSON: {e.msg} at line {e.lineno}", str(path)) from None
+    if isinstance(data, dict) and "data" in data and isinstance(data["data"], list):
+        data = data["data"]
+    if isinstance(data, dict) and all(isinstance(v, list) for v in data.values()):
+        n = len(next(iter(data.values()), []))
+        data = [{k: v[i] for k, v in data.items()} for i in range(n)]
+    if not isinstance(data, list):
+        raise DataFormatError("a .json file must hold a list of rows or a dict of columns", str(path))
+    yield from enumerate(data, start=1)
+
+
+def _iter_csv(path: Path) -> Iterator[tuple[int, Any]]:
+    reader = csv.DictReader(io.StringIO(_decode(path.read_bytes()), newline=""))
+    for row_no, row in enumerate(reader, start=1):
+        yield row_no, {k: v for k, v in row.items() if k is not None}
+
+
+def _iter_arrow(rows: Iterable[dict[str, Any]]) -> Iterator[tuple[int, Any]]:
+    yield from enumerate(rows, start=1)
+
+
+def _iter_parquet(path: Path) -> Iterator[tuple[int, Any]]:
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except Exception as e:  # pyarrow raises several types for a corrupt file
+        raise DataLoadError(f"{path}: not a readable parquet file ({e})") from None
+    yield from _iter_arrow(table.to_pylist())
+
+
+def _load_from_disk(path: Path, split: str):
+    from datasets import DatasetDict, load_from_disk
+
+    try:
+        ds = load_from_disk(str(path))
+    except Exception as e:
+        raise DataLoadError(f"{path}: not a folder written by Dataset.save_to_disk ({e})") from None
+    if isinstance(ds, DatasetDict):
+        if split not in ds:
+            raise DataLoadError(f"{path}: no split {split!r}; it has {sorted(ds)}")
+        ds = ds[split]
+    return ds
+
+
+def _load_hub(name: str, split: str, config: str | None):
+    from datasets import load_dataset
+
+    try:
+        return load_dataset(name, config, split=split)
+    except Exception as e:
+        text = f"{type(e).__name__}: {e}"
+        offline = any(
+            s in text.lower() for s in ("offline", "connection", "resolve", "network", "max retries", "timed out")
+        )
+        hint = (
+            "the Hugging Face Hub is not reachable from this machine (offline). Download the dataset where the "
+            "Hub is reachable (datasets.load_dataset(...).save_to_disk(DIR)) and pass DIR, or a jsonl/parquet file"
+            if offline
+            else "check the name, config and split"
+        )
+        raise DataLoadError(f"could not load Hub dataset {name!r} (split {split!r}): {hint}. [{text[:300]}]") from None
+
+
+def iter_source_rows(source: str | Path, split: str = "train", config: str | None = None):
+    """Yield (row number, raw row) from any supported source, without validating."""
+    path = Path(source)
+    if path.is_dir():
+        return _iter_arrow(_load_from_disk(path, split))
+    if path.exists():
+        readers = {".jsonl": _iter_jsonl, ".json": _iter_json, ".parquet": _iter_parquet, ".csv": _iter_csv}
+        if path.suffix not in readers:
+            raise DataLoadError(f"{path}: unknown file type {path.suffix!r}; use one of {FILE_TYPES}")
+        return readers[path.suffix](path)
+    if path.suffix in FILE_TYPES or str(source).startswith((".", "/", "~")) or str(source).count("/") > 1:
+        raise DataLoadError(f"{source}: no such file or folder")
+    return _iter_arrow(_load_hub(str(source), split, config))
+
+
+# ----- validation ---------------------------------------------------------------------------------------
+def validate_rows(
+    rows: Iterable[tuple[int, Any]], source: str, drop_invalid: bool = False
+) -> tuple[list[dict[str, Any]], ValidationReport]:
+    """Validate numbered rows; return the normalized rows and a report. Raises on the first bad row unless
+    ``drop_invalid``, in which case bad rows are dropped and counted by reason."""
+    report = ValidationReport(source)
+    out: list[dict[str, Any]] = []
+    iterator = iter(rows)
+    while True:
+        try:
+            row_no, row = next(iterator)
+        except StopIteration:
+            break
+        except DataFormatError as e:  # an unreadable line: it cannot be skipped reliably in csv/json
+            if not drop_invalid or e.row is None:
+                raise e.located(source) from None
+            report.dropped[e.reason.split(":")[0]] += 1
+            continue
+        try:
+            clean, fmt = validate_row(row, report.format)
+        except DataFormatError as e:
+            if not drop_invalid:
+                raise e.located(source, row_no) from None
+            report.dropped[f"{e.field}: {e.reason}" if e.field else e.reason] += 1
+            continue
+        report.format = report.format or fmt
+        out.append(clean)
+    report.kept = len(out)
+    return out, report
+
+
+def _rows_to_dataset(rows: list[dict[str, Any]], source: str):
+    from datasets import Dataset
+
+    if not rows:
+        raise DataLoadError(f"{source}: no valid rows")
+    return Dataset.from_list(rows)
+
+
+def load_preference_dataset(
+    source: str | Path, split: str = "train", config: str | None = None, drop_invalid: bool = False
+):
+    """Load and validate one source; return (datasets.Dataset with prompt/chosen/rejected, report)."""
+    rows, report = validate_rows(iter_source_rows(source, split, config), str(source), drop_invalid)
+    logger.info("%s", report)
+    return _rows_to_dataset(rows, str(source)), report
+
+
+def validate_dataset(dataset, name: str = "<dataset>", drop_invalid: bool = False):
+    """Validate an in-memory ``datasets.Dataset`` (or list of dicts) the same way; return (Dataset, report)."""
+    rows = dataset.to_list() if hasattr(dataset, "to_list") else list(dataset)
+    clean, report = validate_rows(_iter_arrow(rows), name, drop_invalid)
+    return _rows_to_dataset(clean, name), report
+
+
+# ----- mixing -------------------------------------------------------------------------------------------
+def _normalize_sources(sources) -> list[dict[str, Any]]:
+    if isinstance(sources, (str, Path)):
+        return [{"path": str(sources)}]
+    if isinstance(sources, Mapping):
+        return [{"path": str(k), "weight": v} for k, v in sources.items()]
+    if isinstance(sources, Sequence):
+        out = []
+        for s in sources:
+            out.append({"path": str(s)} if isinstance(s, (str, Path)) else dict(s))
+        return out
+    raise DataLoadError(f"dataset sources must be a path, a list or a {{path: weight}} mapping, got {sources!r}")
+
+
+def _take(n_rows: int, weight: float, rng: random.Random) -> list[int]:
+    """Row indices for a weight: a fraction of the rows (weight <= 1) or whole copies plus a fraction."""
+    if weight <= 0:
+        raise DataLoadError(f"a dataset weight must be > 0, got {weight}")
+    whole, frac = divmod(weight, 1.0)
+    indices = list(range(n_rows)) * int(whole)
+    indices += rng.sample(range(n_rows), round(frac * n_rows))
+    return indices
+
+
+def load_preference_data(
+    sources,
+    split: str = "train",
+    test_split_size: float | int | None = None,
+    seed: int = 0,
+    drop_invalid: bool = False,
+):
+    """Load one or several sources, each with an optional ``weight`` (fraction of its rows to take; above 1
+    it is repeated), ``split`` and ``config``; shuffle the mix with ``seed``. With ``test_split_size``,
+    return a DatasetDict with "train" and "test". All sources must share one format."""
+    from datasets import concatenate_datasets
+
+    rng = random.Random(seed)
+    parts, formats = [], {}
+    for spec in _normalize_sources(sources):
+        unknown = set(spec) - {"path", "weight", "split", "config"}
+        if unknown:
+            raise DataLoadError(f"dataset source {spec}: unknown keys {sorted(unknown)}")
+        ds, report = load_preference_dataset(
+            spec["path"], spec.get("split", split), spec.get("config"), drop_invalid
+        )
+        formats[spec["path"]] = report.format
+        parts.append(ds.select(_take(len(ds), float(spec.get("weight", 1.0)), rng)))
+    if len(set(formats.values())) > 1:
+        raise DataLoadError(f"cannot mix datasets of different formats: {formats}")
+    mixed = concatenate_datasets(parts).shuffle(seed=seed) if len(parts) > 1 else parts[0]
+    if test_split_size:
+        return mixed.train_test_split(test_size=test_split_size, seed=seed)
+    return mixed

@@ -1,0 +1,147 @@
+"""Tokenize preference rows into ``{prompt_ids, chosen_ids, rejected_ids}`` exactly as trl 1.16 does.
+
+Standard rows: ``eos`` is appended to each completion (unless already there) and the strings
+``prompt``, ``prompt + chosen`` and ``prompt + rejected`` are tokenized with the tokenizer's special tokens
+(e.g. a leading ``bos``). Conversational rows: ``apply_chat_template(prompt, add_generation_prompt=True)``
+and ``apply_chat_template(prompt + completion)``. In both cases the completion starts where the tokenized
+prompt and prompt + completion first differ (token merges across the boundary, templates that render a
+lone prompt differently), so ``prompt_ids + chosen_ids`` is exactly the tokenized full sequence. These ids
+equal trl 1.16 DPOTrainer's ``prompt_ids``/``chosen_ids``/``rejected_ids`` (tests/data/test_trl_parity.py).
+
+Truncation to ``max_length`` happens here, once, instead of in every batch:
+
+- ``keep_start``: a row whose prompt alone has ``max_length`` tokens or more is dropped (as TRL does);
+  otherwise completions are cut to fit. The collated ``input_ids`` then equal TRL's token for token.
+- ``keep_end``: the prompt loses tokens from its start until the longer completion fits (a completion
+  longer than ``max_length`` keeps its last tokens and no prompt). **Departure from TRL**, which cuts
+  ``prompt + chosen`` and ``prompt + rejected`` separately and so can condition the two completions on
+  different prompts; DPO compares log pi(y_w | x) with log pi(y_l | x) for the same x, so we keep one
+  shared (left-truncated) prompt per pair.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from alignment.data.errors import DataError
+
+logger = logging.getLogger(__name__)
+TRUNCATION_MODES = ("keep_start", "keep_end")
+
+
+@dataclass
+class TokenizeReport:
+    rows: int
+    truncated: int
+    dropped: int
+    max_length: int | None
+    truncation_mode: str
+    longest: int
+
+    def __str__(self) -> str:
+        return (
+            f"tokenized {self.rows} rows: {self.truncated} truncated, {self.dropped} dropped "
+            f"(max_length={self.max_length}, {self.truncation_mode}); longest sequence {self.longest} tokens"
+        )
+
+
+def common_prefix_length(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def _ids(out: Any) -> list[int]:
+    ids = out["input_ids"] if isinstance(out, dict) or hasattr(out, "keys") else out
+    return list(ids)
+
+
+def tokenize_row(row: dict[str, Any], tokenizer, chat_template: str | None = None) -> dict[str, list[int]]:
+    """Token ids of one validated row: ``{prompt_ids, chosen_ids, rejected_ids}`` (no truncation)."""
+    prompt = row["prompt"]
+    if isinstance(row["chosen"], list):
+        kwargs = {"tokenize": True, "return_dict": True}
+        if chat_template is not None:
+            kwargs["chat_template"] = chat_template
+        prompt_ids = _ids(tokenizer.apply_chat_template(prompt, add_generation_prompt=True, **kwargs))
+        full = [_ids(tokenizer.apply_chat_template(prompt + row[k], **kwargs)) for k in ("chosen", "rejected")]
+    else:
+        eos = tokenizer.eos_token or ""
+        texts = [row[k] if row[k].endswith(eos) else row[k] + eos for k in ("chosen", "rejected")]
+        prompt_ids = _ids(tokenizer(text=prompt))
+        full = [_ids(tokenizer(text=prompt + t)) for t in texts]
+    n = min(common_prefix_length(prompt_ids, f) for f in full)
+    return {"prompt_ids": prompt_ids[:n], "chosen_ids": full[0][n:], "rejected_ids": full[1][n:]}
+
+
+def truncate_row(ids: dict[str, list[int]], max_length: int | None, mode: str) -> tuple[dict | None, bool]:
+    """Apply ``max_length`` (module docstring); return (row or None when dropped, whether it was cut)."""
+    p, c, r = ids["prompt_ids"], ids["chosen_ids"], ids["rejected_ids"]
+    if max_length is None or len(p) + max(len(c), len(r)) <= max_length:
+        return ids, False
+    if mode == "keep_start":
+        if len(p) >= max_length:
+            return None, True
+        room = max_length - len(p)
+        return {"prompt_ids": p, "chosen_ids": c[:room], "rejected_ids": r[:room]}, True
+    room = max_length - max(len(c), len(r))
+    prompt = p[len(p) - room :] if room > 0 else []
+    return {"prompt_ids": prompt, "chosen_ids": c[-max_length:], "rejected_ids": r[-max_length:]}, True
+
+
+def tokenize_preference_dataset(
+    dataset,
+    tokenizer,
+    max_length: int | None = 1024,
+    truncation_mode: str = "keep_start",
+    chat_template: str | None = None,
+    num_proc: int | None = None,
+    name: str = "train",
+):
+    """Tokenize and truncate a validated preference ``datasets.Dataset``; return (dataset, TokenizeReport).
+
+    The result keeps the row order and has the columns ``prompt_ids``, ``chosen_ids``, ``rejected_ids``
+    (other columns are removed). Conversational data needs a chat template: the tokenizer's or
+    ``chat_template``.
+    """
+    if truncation_mode not in TRUNCATION_MODES:
+        raise DataError(f"truncation_mode must be one of {TRUNCATION_MODES}, got {truncation_mode!r}")
+    if max_length is not None and max_length < 1:
+        raise DataError(f"max_length must be a positive integer or None, got {max_length}")
+    if len(dataset) and isinstance(dataset[0]["chosen"], list) and not (chat_template or tokenizer.chat_template):
+        raise DataError(
+            "the dataset is conversational but the tokenizer has no chat template; set `chat_template` "
+            "(a Jinja string) in the recipe or use a tokenizer that has one"
+        )
+
+    def process(row):
+        ids, cut = truncate_row(tokenize_row(row, tokenizer, chat_template), max_length, truncation_mode)
+        keep = ids is not None
+        ids = ids or {"prompt_ids": [], "chosen_ids": [], "rejected_ids": []}
+        longest = len(ids["prompt_ids"]) + max(len(ids["chosen_ids"]), len(ids["rejected_ids"]))
+        return {**ids, "_keep": keep, "_cut": cut and keep, "_len": longest}
+
+    out = dataset.map(
+        process, remove_columns=dataset.column_names, num_proc=num_proc, desc=f"Tokenizing {name} dataset"
+    )
+    keep = out["_keep"]
+    report = TokenizeReport(
+        rows=sum(keep),
+        truncated=sum(out["_cut"]),
+        dropped=len(keep) - sum(keep),
+        max_length=max_length,
+        truncation_mode=truncation_mode,
+        longest=max(out["_len"], default=0),
+    )
+    if report.dropped:
+        out = out.select([i for i, k in enumerate(keep) if k])
+    out = out.remove_columns(["_keep", "_cut", "_len"])
+    logger.info("%s dataset: %s", name, report)
+    if report.rows == 0:
+        raise DataError(f"{name} dataset: every row was dropped by truncation ({report})")
+    return out, report
