@@ -34,7 +34,8 @@ def _check_text(value: Any, field: str, allow_empty: bool = False) -> str:
         value.encode("utf-8")
     except UnicodeEncodeError as e:
         raise DataFormatError(
-            f"undecodable bytes (not valid UTF-8) at character {e.start}: {value[max(0, e.start - 10) : e.start]!r}",
+            f"undecodable bytes (not valid UTF-8) at character {e.start}, "
+            f"after {value[max(0, e.start - 10) : e.start]!r}",
             field=field,
         ) from None
     return value
@@ -83,13 +84,15 @@ def check_role_order(prompt: list[dict], completion: list[dict], field: str) -> 
             raise DataFormatError("a system message may only come first", field=f"{part}[{j}].role")
         previous = roles[i - 1] if i > 0 else None
         if role != "system" and previous in (None, "system") and role != "user":
-            raise DataFormatError(f"the conversation must open with a user message, got {role!r}", field=f"{part}[{j}].role")
+            raise DataFormatError(
+                f"the conversation must open with a user message, got {role!r}", field=f"{part}[{j}].role"
+            )
         if role == "user" and previous == "user":
             raise DataFormatError("two user messages in a row", field=f"{part}[{j}].role")
 
 
 def detect_format(row: dict[str, Any]) -> str:
-    """"standard" or "conversational", from the type of the ``chosen`` column."""
+    """ "standard" or "conversational", from the type of the ``chosen`` column."""
     if "chosen" not in row:
         raise DataFormatError("missing column", field="chosen")
     value = row["chosen"]

@@ -126,15 +126,19 @@ def _load_hub(name: str, split: str, config: str | None):
     except Exception as e:
         text = f"{type(e).__name__}: {e}"
         offline = any(
-            s in text.lower() for s in ("offline", "connection", "resolve", "network", "max retries", "timed out")
+            s in text.lower()
+            for s in ("offline", "connection", "resolve", "network", "max retries", "timed out")
         )
         hint = (
-            "the Hugging Face Hub is not reachable from this machine (offline). Download the dataset where the "
-            "Hub is reachable (datasets.load_dataset(...).save_to_disk(DIR)) and pass DIR, or a jsonl/parquet file"
+            "the Hugging Face Hub is not reachable from this machine (offline). Download the dataset "
+            "where the Hub is reachable (datasets.load_dataset(...).save_to_disk(DIR)) and pass DIR, "
+            "or a jsonl/parquet file"
             if offline
             else "check the name, config and split"
         )
-        raise DataLoadError(f"could not load Hub dataset {name!r} (split {split!r}): {hint}. [{text[:300]}]") from None
+        raise DataLoadError(
+            f"could not load Hub dataset {name!r} (split {split!r}): {hint}. [{text[:300]}]"
+        ) from None
 
 
 def iter_source_rows(source: str | Path, split: str = "train", config: str | None = None):
@@ -202,7 +206,7 @@ def load_preference_dataset(
 
 
 def validate_dataset(dataset, name: str = "<dataset>", drop_invalid: bool = False):
-    """Validate an in-memory ``datasets.Dataset`` (or list of dicts) the same way; return (Dataset, report)."""
+    """Validate an in-memory ``datasets.Dataset`` (or a list of dicts) the same way: (Dataset, report)."""
     rows = dataset.to_list() if hasattr(dataset, "to_list") else list(dataset)
     clean, report = validate_rows(_iter_arrow(rows), name, drop_invalid)
     return _rows_to_dataset(clean, name), report
@@ -219,7 +223,9 @@ def _normalize_sources(sources) -> list[dict[str, Any]]:
         for s in sources:
             out.append({"path": str(s)} if isinstance(s, (str, Path)) else dict(s))
         return out
-    raise DataLoadError(f"dataset sources must be a path, a list or a {{path: weight}} mapping, got {sources!r}")
+    raise DataLoadError(
+        f"dataset sources must be a path, a list or a {{path: weight}} mapping, got {sources!r}"
+    )
 
 
 def _take(n_rows: int, weight: float, rng: random.Random) -> list[int]:

@@ -165,7 +165,7 @@ class Task(ABC):
 
 
 def bt_preference(score_a: float, score_b: float, temperature: float = 0.0) -> float:
-    """Bradley-Terry preference from two scores: sigmoid((s_a - s_b) / T); T = 0 gives the hard 1 / 0 / 0.5."""
+    """Bradley-Terry preference from two scores: sigmoid((s_a - s_b) / T); T = 0 gives hard 1 / 0 / 0.5."""
     if score_a == score_b:
         return 0.5
     if temperature <= 0 or math.isinf(score_a) or math.isinf(score_b):

@@ -90,11 +90,17 @@ def check(shipped: str | Path) -> list[str]:
     with tempfile.TemporaryDirectory() as tmp:
         files = build(tmp)
         rel = [f.relative_to(tmp) for f in files]
-        return [str(r) for r in rel if not (shipped / r).exists() or not filecmp.cmp(shipped / r, Path(tmp) / r, False)]
+        return [
+            str(r)
+            for r in rel
+            if not (shipped / r).exists() or not filecmp.cmp(shipped / r, Path(tmp) / r, False)
+        ]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", default="data", help="output folder (default: data)")
     args = parser.parse_args(argv)
     for path in build(args.out):

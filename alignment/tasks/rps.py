@@ -52,7 +52,9 @@ class RPSTask(Task):
 
     def all_prompts(self) -> list[str]:
         return [
-            f"{p.format(k=k)}Play rock, paper or scissors." for p in _PREFIXES for k in range(1, self.rounds + 1)
+            f"{p.format(k=k)}Play rock, paper or scissors."
+            for p in _PREFIXES
+            for k in range(1, self.rounds + 1)
         ]
 
     def reference_response(self, prompt: str, rng: random.Random, noise: float | None = None) -> str:
@@ -75,6 +77,9 @@ class RPSTask(Task):
         win = {y: dist[BEATS[y]] + 0.5 * dist[y] + invalid for y in MOVES}
         out = {f"p_{m}": dist[m] for m in MOVES}
         out.update(
-            invalid_rate=invalid, tv_to_uniform=tv, exploitability=max(win.values()) - 0.5, n=float(len(moves))
+            invalid_rate=invalid,
+            tv_to_uniform=tv,
+            exploitability=max(win.values()) - 0.5,
+            n=float(len(moves)),
         )
         return out

@@ -18,20 +18,65 @@ MALFORMED = [
     ("empty completion", {"prompt": "p", "chosen": "", "rejected": " r"}, "chosen", "empty"),
     ("blank completion", {"prompt": "p", "chosen": " c", "rejected": "   "}, "rejected", "empty"),
     ("non-string completion", {"prompt": "p", "chosen": 42, "rejected": " r"}, "chosen", "got int"),
-    ("non-string rejected", {"prompt": "p", "chosen": " c", "rejected": 4.5}, "rejected", "expected a string"),
+    (
+        "non-string rejected",
+        {"prompt": "p", "chosen": " c", "rejected": 4.5},
+        "rejected",
+        "expected a string",
+    ),
     ("non-string prompt", {"prompt": 7, "chosen": " c", "rejected": " r"}, "prompt", "expected a string"),
     ("non-list conversation", {"prompt": {"role": "user"}, "chosen": [A], "rejected": [A]}, "prompt", "list"),
     ("message not a dict", {"prompt": [U], "chosen": ["rock"], "rejected": [A]}, "chosen[0]", "dict"),
-    ("message without content", {"prompt": [U], "chosen": [{"role": "assistant"}], "rejected": [A]}, "chosen[0]", "content"),
-    ("unknown role", {"prompt": [{"role": "human", "content": "x"}], "chosen": [A], "rejected": [A]}, "prompt[0].role", "unknown role"),
-    ("completion opens with user", {"prompt": [U], "chosen": [U], "rejected": [A]}, "chosen[0].role", "assistant"),
-    ("prompt ends with assistant", {"prompt": [U, A], "chosen": [A], "rejected": [A]}, "prompt[1].role", "end with a user"),
-    ("system not first", {"prompt": [U, A, S, U], "chosen": [A], "rejected": [A]}, "prompt[2].role", "system"),
+    (
+        "message without content",
+        {"prompt": [U], "chosen": [{"role": "assistant"}], "rejected": [A]},
+        "chosen[0]",
+        "content",
+    ),
+    (
+        "unknown role",
+        {"prompt": [{"role": "human", "content": "x"}], "chosen": [A], "rejected": [A]},
+        "prompt[0].role",
+        "unknown role",
+    ),
+    (
+        "completion opens with user",
+        {"prompt": [U], "chosen": [U], "rejected": [A]},
+        "chosen[0].role",
+        "assistant",
+    ),
+    (
+        "prompt ends with assistant",
+        {"prompt": [U, A], "chosen": [A], "rejected": [A]},
+        "prompt[1].role",
+        "end with a user",
+    ),
+    (
+        "system not first",
+        {"prompt": [U, A, S, U], "chosen": [A], "rejected": [A]},
+        "prompt[2].role",
+        "system",
+    ),
     ("two user turns", {"prompt": [U, U], "chosen": [A], "rejected": [A]}, "prompt[1].role", "two user"),
-    ("opens with assistant", {"prompt": [S, A, U], "chosen": [A], "rejected": [A]}, "prompt[1].role", "open with a user"),
-    ("empty assistant content", {"prompt": [U], "chosen": [{"role": "assistant", "content": ""}], "rejected": [A]}, "chosen[0].content", "empty"),
+    (
+        "opens with assistant",
+        {"prompt": [S, A, U], "chosen": [A], "rejected": [A]},
+        "prompt[1].role",
+        "open with a user",
+    ),
+    (
+        "empty assistant content",
+        {"prompt": [U], "chosen": [{"role": "assistant", "content": ""}], "rejected": [A]},
+        "chosen[0].content",
+        "empty",
+    ),
     ("empty conversation", {"prompt": [], "chosen": [A], "rejected": [A]}, "prompt", "empty conversation"),
-    ("mixed formats in a row", {"prompt": "p", "chosen": [A], "rejected": " r"}, "rejected", "list of messages"),
+    (
+        "mixed formats in a row",
+        {"prompt": "p", "chosen": [A], "rejected": " r"},
+        "rejected",
+        "list of messages",
+    ),
     ("identical implicit pair", {"chosen": "same text", "rejected": "same text"}, "chosen", "identical"),
     ("lone surrogate", {"prompt": "p", "chosen": " ok\ud800", "rejected": " r"}, "chosen", "undecodable"),
 ]
@@ -75,12 +120,18 @@ def test_invalid_json_line_names_the_row(tmp_path):
 def test_a_row_in_the_other_format_is_named(tmp_path):
     rows = [*STANDARD_ROWS, *conversational(STANDARD_ROWS[:1])]
     path = write(tmp_path / "mixed.jsonl", rows)
-    with pytest.raises(DataFormatError, match=r"row 4, field 'chosen': this row is in the conversational format"):
+    with pytest.raises(
+        DataFormatError, match=r"row 4, field 'chosen': this row is in the conversational format"
+    ):
         load_preference_dataset(path)
 
 
 def test_drop_invalid_reports_how_many_and_why(tmp_path):
-    rows = [*STANDARD_ROWS, {"prompt": "p", "chosen": "", "rejected": " r"}, {"prompt": "p", "rejected": " r"}]
+    rows = [
+        *STANDARD_ROWS,
+        {"prompt": "p", "chosen": "", "rejected": " r"},
+        {"prompt": "p", "rejected": " r"},
+    ]
     path = write(tmp_path / "some_bad.jsonl", rows)
     path.write_text(path.read_text() + "{broken\n")
     ds, report = load_preference_dataset(path, drop_invalid=True)
@@ -101,7 +152,9 @@ def test_the_file_is_not_modified_by_validation(tmp_path):
 # ----- property test: random rows give our error or a valid row, never anything else --------------------
 text = st.one_of(st.text(max_size=8), st.integers(), st.none(), st.floats(allow_nan=False), st.booleans())
 message = st.one_of(
-    st.fixed_dictionaries({"role": st.sampled_from(["system", "user", "assistant", "tool", "bot"]), "content": text}),
+    st.fixed_dictionaries(
+        {"role": st.sampled_from(["system", "user", "assistant", "tool", "bot"]), "content": text}
+    ),
     st.dictionaries(st.sampled_from(["role", "content", "name"]), text, max_size=3),
     text,
 )
