@@ -21,9 +21,7 @@ class DataFormatError(DataError):
         reason: what is wrong, in words.
     """
 
-    def __init__(
-        self, reason: str, source: str | None = None, row: int | None = None, field: str | None = None
-    ):
+    def __init__(self, reason: str, source: str | None = None, row: int | None = None, field: str | None = None):
         self.reason, self.source, self.row, self.field = reason, source, row, field
         super().__init__(self._message())
 

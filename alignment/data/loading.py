@@ -126,8 +126,7 @@ def _load_hub(name: str, split: str, config: str | None):
     except Exception as e:
         text = f"{type(e).__name__}: {e}"
         offline = any(
-            s in text.lower()
-            for s in ("offline", "connection", "resolve", "network", "max retries", "timed out")
+            s in text.lower() for s in ("offline", "connection", "resolve", "network", "max retries", "timed out")
         )
         hint = (
             "the Hugging Face Hub is not reachable from this machine (offline). Download the dataset "
@@ -136,9 +135,7 @@ def _load_hub(name: str, split: str, config: str | None):
             if offline
             else "check the name, config and split"
         )
-        raise DataLoadError(
-            f"could not load Hub dataset {name!r} (split {split!r}): {hint}. [{text[:300]}]"
-        ) from None
+        raise DataLoadError(f"could not load Hub dataset {name!r} (split {split!r}): {hint}. [{text[:300]}]") from None
 
 
 def iter_source_rows(source: str | Path, split: str = "train", config: str | None = None):
@@ -223,9 +220,7 @@ def _normalize_sources(sources) -> list[dict[str, Any]]:
         for s in sources:
             out.append({"path": str(s)} if isinstance(s, (str, Path)) else dict(s))
         return out
-    raise DataLoadError(
-        f"dataset sources must be a path, a list or a {{path: weight}} mapping, got {sources!r}"
-    )
+    raise DataLoadError(f"dataset sources must be a path, a list or a {{path: weight}} mapping, got {sources!r}")
 
 
 def _take(n_rows: int, weight: float, rng: random.Random) -> list[int]:
@@ -256,9 +251,7 @@ def load_preference_data(
         unknown = set(spec) - {"path", "weight", "split", "config"}
         if unknown:
             raise DataLoadError(f"dataset source {spec}: unknown keys {sorted(unknown)}")
-        ds, report = load_preference_dataset(
-            spec["path"], spec.get("split", split), spec.get("config"), drop_invalid
-        )
+        ds, report = load_preference_dataset(spec["path"], spec.get("split", split), spec.get("config"), drop_invalid)
         formats[spec["path"]] = report.format
         parts.append(ds.select(_take(len(ds), float(spec.get("weight", 1.0)), rng)))
     if len(set(formats.values())) > 1:

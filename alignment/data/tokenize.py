@@ -69,9 +69,7 @@ def tokenize_row(row: dict[str, Any], tokenizer, chat_template: str | None = Non
         if chat_template is not None:
             kwargs["chat_template"] = chat_template
         prompt_ids = _ids(tokenizer.apply_chat_template(prompt, add_generation_prompt=True, **kwargs))
-        full = [
-            _ids(tokenizer.apply_chat_template(prompt + row[k], **kwargs)) for k in ("chosen", "rejected")
-        ]
+        full = [_ids(tokenizer.apply_chat_template(prompt + row[k], **kwargs)) for k in ("chosen", "rejected")]
     else:
         eos = tokenizer.eos_token or ""
         texts = [row[k] if row[k].endswith(eos) else row[k] + eos for k in ("chosen", "rejected")]
@@ -115,11 +113,7 @@ def tokenize_preference_dataset(
         raise DataError(f"truncation_mode must be one of {TRUNCATION_MODES}, got {truncation_mode!r}")
     if max_length is not None and max_length < 1:
         raise DataError(f"max_length must be a positive integer or None, got {max_length}")
-    if (
-        len(dataset)
-        and isinstance(dataset[0]["chosen"], list)
-        and not (chat_template or tokenizer.chat_template)
-    ):
+    if len(dataset) and isinstance(dataset[0]["chosen"], list) and not (chat_template or tokenizer.chat_template):
         raise DataError(
             "the dataset is conversational but the tokenizer has no chat template; set `chat_template` "
             "(a Jinja string) in the recipe or use a tokenizer that has one"

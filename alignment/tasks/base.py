@@ -123,8 +123,7 @@ class Task(ABC):
         """``n`` (prompt, completion) rows from the noisy reference generator, for supervised fine-tuning."""
         rng = random.Random(f"{self.name}-sft-{split}-{seed}")
         return [
-            {"prompt": p, "completion": self.reference_response(p, rng, noise)}
-            for p in self.prompts(split, n, seed)
+            {"prompt": p, "completion": self.reference_response(p, rng, noise)} for p in self.prompts(split, n, seed)
         ]
 
     # ----- evaluation ----------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Regenerate everything the project ships under data/: task datasets and the tokenizer.
 
-    alignment data build --out data        (or: python -m alignment.tasks.export --out data)
+    alignment data build --out data
 
 The output is byte-for-byte identical on a rerun (seeded generators, sorted keys, a deterministic BPE
 trainer); ``alignment data check`` rebuilds into a temporary folder and compares. Layout:
@@ -14,7 +14,6 @@ text. Conversational rows hold lists of {"role", "content"} messages (the comple
 
 from __future__ import annotations
 
-import argparse
 import filecmp
 import json
 import os
@@ -90,23 +89,4 @@ def check(shipped: str | Path) -> list[str]:
     with tempfile.TemporaryDirectory() as tmp:
         files = build(tmp)
         rel = [f.relative_to(tmp) for f in files]
-        return [
-            str(r)
-            for r in rel
-            if not (shipped / r).exists() or not filecmp.cmp(shipped / r, Path(tmp) / r, False)
-        ]
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--out", default="data", help="output folder (default: data)")
-    args = parser.parse_args(argv)
-    for path in build(args.out):
-        print(f"wrote {path} ({path.stat().st_size:,} bytes)")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+        return [str(r) for r in rel if not (shipped / r).exists() or not filecmp.cmp(shipped / r, Path(tmp) / r, False)]

@@ -51,11 +51,7 @@ class RPSTask(Task):
         self.move_probs = tuple(move_probs)
 
     def all_prompts(self) -> list[str]:
-        return [
-            f"{p.format(k=k)}Play rock, paper or scissors."
-            for p in _PREFIXES
-            for k in range(1, self.rounds + 1)
-        ]
+        return [f"{p.format(k=k)}Play rock, paper or scissors." for p in _PREFIXES for k in range(1, self.rounds + 1)]
 
     def reference_response(self, prompt: str, rng: random.Random, noise: float | None = None) -> str:
         noise = self.default_noise if noise is None else noise

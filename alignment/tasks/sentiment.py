@@ -20,9 +20,7 @@ POSITIVE = (
     "great wonderful brilliant superb delightful charming excellent beautiful clever touching "
     "gripping stunning lovely warm funny"
 ).split()
-NEGATIVE = (
-    "awful boring dull terrible weak messy tedious bad clumsy bland poor annoying flat lifeless silly"
-).split()
+NEGATIVE = ("awful boring dull terrible weak messy tedious bad clumsy bland poor annoying flat lifeless silly").split()
 NEUTRAL = (
     "the film story plot actors scenes music camera and with a was felt very quite it of some characters "
     "ending pace director script movie cast score light at times in this its an long short second first "
@@ -52,9 +50,7 @@ class SentimentTask(Task):
     name = "sentiment"
     default_noise = 0.5
 
-    def __init__(
-        self, min_words: int = 8, max_words: int = 20, sentiment_rate: float = 0.25, temperature: float = 0.0
-    ):
+    def __init__(self, min_words: int = 8, max_words: int = 20, sentiment_rate: float = 0.25, temperature: float = 0.0):
         self.min_words, self.max_words = min_words, max_words
         self.sentiment_rate = sentiment_rate
         self.temperature = temperature

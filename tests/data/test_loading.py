@@ -33,9 +33,9 @@ def test_json_dict_of_columns(tmp_path):
 def test_saved_datasetdict_picks_the_split(tmp_path):
     from datasets import Dataset, DatasetDict
 
-    DatasetDict(
-        {"train": Dataset.from_list(STANDARD_ROWS), "test": Dataset.from_list(STANDARD_ROWS[:1])}
-    ).save_to_disk(str(tmp_path / "dd"))
+    DatasetDict({"train": Dataset.from_list(STANDARD_ROWS), "test": Dataset.from_list(STANDARD_ROWS[:1])}).save_to_disk(
+        str(tmp_path / "dd")
+    )
     assert len(load_preference_dataset(tmp_path / "dd", split="test")[0]) == 1
     with pytest.raises(DataLoadError, match="no split 'validation'"):
         load_preference_dataset(tmp_path / "dd", split="validation")
@@ -119,9 +119,7 @@ def test_hub_name_fails_with_a_clear_offline_message():
         env={**__import__("os").environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"},
         timeout=120,
     )
-    assert out.stdout.startswith("ERR could not load Hub dataset 'trl-lib/ultrafeedback_binarized'"), (
-        out.stderr
-    )
+    assert out.stdout.startswith("ERR could not load Hub dataset 'trl-lib/ultrafeedback_binarized'"), out.stderr
     assert "not reachable" in out.stdout and "offline" in out.stdout
 
 

@@ -50,8 +50,7 @@ def test_conversational_row_uses_the_chat_template(tokenizer):
     custom = "{% for m in messages %}{{ m['role'] + ': ' + m['content'] + eos_token }}{% endfor %}"
     other = tokenize_row(row, tokenizer, chat_template=custom)
     assert (
-        tokenizer.decode(other["prompt_ids"] + other["chosen_ids"])
-        == "user: What is 1 + 2?<|eos|>assistant: 3<|eos|>"
+        tokenizer.decode(other["prompt_ids"] + other["chosen_ids"]) == "user: What is 1 + 2?<|eos|>assistant: 3<|eos|>"
     )
 
 
@@ -160,15 +159,13 @@ def test_collator_random_batches_match_a_slow_twin():
                 }
             )
         batch = PreferenceCollator(pad_token_id=0)(rows)
-        seqs = [r["prompt_ids"] + r["chosen_ids"] for r in rows] + [
-            r["prompt_ids"] + r["rejected_ids"] for r in rows
-        ]
+        seqs = [r["prompt_ids"] + r["chosen_ids"] for r in rows] + [r["prompt_ids"] + r["rejected_ids"] for r in rows]
         assert batch["input_ids"].shape == (2 * b, max(map(len, seqs)))
         for i, r in enumerate(rows * 2):
             comp = r["chosen_ids"] if i < b else r["rejected_ids"]
             t = len(r["prompt_ids"]) + len(comp)
             assert batch["input_ids"][i, :t].tolist() == r["prompt_ids"] + comp
             assert batch["attention_mask"][i].sum() == t
-            assert batch["completion_mask"][i].tolist() == [0] * len(r["prompt_ids"]) + [1] * len(comp) + [
-                0
-            ] * (batch["input_ids"].shape[1] - t)
+            assert batch["completion_mask"][i].tolist() == [0] * len(r["prompt_ids"]) + [1] * len(comp) + [0] * (
+                batch["input_ids"].shape[1] - t
+            )

@@ -75,9 +75,7 @@ def test_keep_start_truncation_equals_trl(tokenizer, tiny_model, data_dir, tmp_p
 
     path = data_dir / "tasks" / "sentiment" / f"pref_eval_{fmt}.jsonl"
     max_length = 20  # sentiment rows are 8-30 tokens: many are cut
-    ours, report = tokenize_preference_dataset(
-        load_preference_dataset(path)[0], tokenizer, max_length=max_length
-    )
+    ours, report = tokenize_preference_dataset(load_preference_dataset(path)[0], tokenizer, max_length=max_length)
     raw = load_dataset("json", data_files=str(path), split="train")
     theirs, collate = trl_prepare(tiny_model, tokenizer, raw, max_length, tmp_path)
     assert report.truncated > 100 and len(ours) == len(theirs)

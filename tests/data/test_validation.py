@@ -120,9 +120,7 @@ def test_invalid_json_line_names_the_row(tmp_path):
 def test_a_row_in_the_other_format_is_named(tmp_path):
     rows = [*STANDARD_ROWS, *conversational(STANDARD_ROWS[:1])]
     path = write(tmp_path / "mixed.jsonl", rows)
-    with pytest.raises(
-        DataFormatError, match=r"row 4, field 'chosen': this row is in the conversational format"
-    ):
+    with pytest.raises(DataFormatError, match=r"row 4, field 'chosen': this row is in the conversational format"):
         load_preference_dataset(path)
 
 
@@ -152,9 +150,7 @@ def test_the_file_is_not_modified_by_validation(tmp_path):
 # ----- property test: random rows give our error or a valid row, never anything else --------------------
 text = st.one_of(st.text(max_size=8), st.integers(), st.none(), st.floats(allow_nan=False), st.booleans())
 message = st.one_of(
-    st.fixed_dictionaries(
-        {"role": st.sampled_from(["system", "user", "assistant", "tool", "bot"]), "content": text}
-    ),
+    st.fixed_dictionaries({"role": st.sampled_from(["system", "user", "assistant", "tool", "bot"]), "content": text}),
     st.dictionaries(st.sampled_from(["role", "content", "name"]), text, max_size=3),
     text,
 )

@@ -1,0 +1,89 @@
+"""The ``alignment`` command line.
+
+    alignment data build [--out data]         regenerate the shipped datasets and tokenizer
+    alignment data check [--data data]        rebuild in a temporary folder and compare byte for byte
+    alignment data validate PATH [...]        load, validate and tokenize a preference dataset; print reports
+
+A user mistake (a bad file, row or option) prints one line ``error: ...`` and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from alignment import __version__
+
+
+def _data_build(args) -> int:
+    from alignment.tasks.export import build
+
+    for path in build(args.out):
+        print(f"wrote {path} ({path.stat().st_size:,} bytes)")
+    return 0
+
+
+def _data_check(args) -> int:
+    from alignment.tasks.export import check
+
+    differ = check(args.data)
+    if differ:
+        print(f"{len(differ)} files differ from a fresh build: {', '.join(differ)}")
+        return 1
+    print(f"{args.data}: every shipped file equals a fresh build")
+    return 0
+
+
+def _data_validate(args) -> int:
+    from alignment.data import load_preference_dataset, tokenize_preference_dataset
+
+    dataset, report = load_preference_dataset(args.path, args.split, args.config, args.drop_invalid)
+    print(report)
+    if args.tokenizer:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
+        _, tok_report = tokenize_preference_dataset(dataset, tokenizer, args.max_length, args.truncation_mode)
+        print(tok_report)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="alignment", description="Preference alignment for language models.")
+    parser.add_argument("--version", action="version", version=f"alignment {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    data = commands.add_parser("data", help="shipped data and dataset checks").add_subparsers(
+        dest="data_command", required=True
+    )
+    build = data.add_parser("build", help="regenerate data/ (task datasets and tokenizer)")
+    build.add_argument("--out", default="data")
+    build.set_defaults(func=_data_build)
+    check = data.add_parser("check", help="check that data/ equals a fresh build, byte for byte")
+    check.add_argument("--data", default="data")
+    check.set_defaults(func=_data_check)
+    validate = data.add_parser("validate", help="load, validate and (optionally) tokenize a preference dataset")
+    validate.add_argument("path", help="a .jsonl/.json/.parquet/.csv file, a save_to_disk folder or a Hub name")
+    validate.add_argument("--split", default="train")
+    validate.add_argument("--config", default=None, help="Hub dataset config name")
+    validate.add_argument("--drop-invalid", action="store_true", help="drop bad rows instead of failing")
+    validate.add_argument("--tokenizer", default=None, help="tokenize with this tokenizer and report truncation")
+    validate.add_argument("--max-length", type=int, default=1024)
+    validate.add_argument("--truncation-mode", choices=("keep_start", "keep_end"), default="keep_start")
+    validate.set_defaults(func=_data_validate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from alignment.data import DataError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (DataError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
