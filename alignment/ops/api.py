@@ -1,0 +1,203 @@
+"""The public entry points of the fused log-softmax op: ``token_logps`` and ``pair_fused_loss``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from alignment.ops.frozen import FrozenHeadFn
+from alignment.ops.general import GeneralFn
+from alignment.ops.options import KernelOptions
+from alignment.ops.pair_fused import LossFn, PairFusedFn
+
+PATHS = ("auto", "general", "frozen")
+
+
+@dataclass
+class TokenLogps:
+    """Per-token outputs of :func:`token_logps`, shaped like ``targets`` (0 / False at ignored positions).
+
+    logps: log p(y_n) (float32; float64 for float64 inputs). lse: logsumexp of the logits. entropy and
+    kl_ref: when asked. collapsed: bool flags (softmax collapse), when asked. path: the path that ran.
+    """
+
+    logps: torch.Tensor
+    lse: torch.Tensor
+    entropy: torch.Tensor | None = None
+    kl_ref: torch.Tensor | None = None
+    collapsed: torch.Tensor | None = None
+    path: str = "general"
+    mask: torch.Tensor | None = field(default=None, repr=False)
+
+
+def _check(hidden, weight, targets, bias, name="hidden"):
+    if hidden.shape[:-1] != targets.shape:
+        raise ValueError(
+            f"{name} {tuple(hidden.shape)} and targets {tuple(targets.shape)} disagree: want [..., H] and [...]"
+        )
+    if weight.dim() != 2 or weight.shape[1] != hidden.shape[-1]:
+        raise ValueError(f"weight must be [V, H] with H = {hidden.shape[-1]}, got {tuple(weight.shape)}")
+    if bias is not None and bias.shape != (weight.shape[0],):
+        raise ValueError(f"bias must be [V] = [{weight.shape[0]}], got {tuple(bias.shape)}")
+    if targets.dtype not in (torch.int64, torch.int32):
+        raise ValueError(f"targets must be integer token ids, got {targets.dtype}")
+
+
+def _scatter(values: torch.Tensor | None, mask: torch.Tensor, fill=0.0) -> torch.Tensor | None:
+    """Put compacted per-token values back at the mask's positions (zeros elsewhere), differentiably."""
+    if values is None:
+        return None
+    out = torch.full(mask.shape, fill, dtype=values.dtype, device=values.device)
+    return out.masked_scatter(mask, values)
+
+
+def token_logps(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    bias: torch.Tensor | None = None,
+    temperature: float = 1.0,
+    logit_scale: float = 1.0,
+    softcap: float | None = None,
+    entropy: bool = False,
+    ref_hidden: torch.Tensor | None = None,
+    ref_weight: torch.Tensor | None = None,
+    ref_bias: torch.Tensor | None = None,
+    collapsed: bool = False,
+    extras_grad: bool = True,
+    path: str = "auto",
+    token_chunk: int | None = None,
+    vocab_chunk: int | None = None,
+    memory_budget: int | None = None,
+    ignore_index: int = -100,
+) -> TokenLogps:
+    """Per-token log-probabilities of ``targets`` under logits z = softcap((h W^T + b) * scale) / T,
+    without materializing the [N, V] logits.
+
+    Shapes: hidden [..., H], weight [V, H], targets [...] (``ignore_index`` = not scored), bias [V].
+    Positions with ``ignore_index`` are dropped before the matmul and get 0 outputs and 0 gradients.
+
+    - ``entropy``: also return -sum_v p_v log p_v per token.
+    - ``ref_hidden`` (+ ``ref_weight``, default ``weight``, and ``ref_bias``): also return
+      kl_ref = KL(pi_ref || pi_theta) per token, with the reference under no grad.
+    - ``collapsed``: return the softmax-collapse flags (sum_v exp(z_v - max z) == 1 in float32;
+      arXiv 2501.04697).
+    - ``extras_grad=False``: entropy and kl_ref are for logging only (no gradient; saves a GEMM in the
+      frozen-head path).
+    - ``path``: "general" (recompute in backward, any downstream use), "frozen" (weight and bias take no
+      gradient; dh formed in the forward), or "auto" (frozen when neither weight nor bias requires grad).
+
+    Example::
+
+        out = token_logps(h, lm_head.weight, labels, entropy=True)
+        seq_logps = out.logps.sum(-1)          # [B] for h [B, T, H], labels [B, T]
+    """
+    _check(hidden, weight, targets, bias)
+    if path not in PATHS:
+        raise ValueError(f"path must be one of {PATHS}, got {path!r}")
+    frozen_ok = not weight.requires_grad and (bias is None or not bias.requires_grad)
+    if path == "frozen" and not frozen_ok:
+        raise ValueError("path='frozen' needs a head without gradient: weight (and bias) must not require grad")
+    chosen = "frozen" if (path == "frozen" or (path == "auto" and frozen_ok)) else "general"
+    opts = KernelOptions(temperature, logit_scale, softcap, token_chunk, vocab_chunk, memory_budget)
+    mask = targets != ignore_index
+    flat_mask = mask.reshape(-1)
+    h = hidden.reshape(-1, hidden.shape[-1])[flat_mask]
+    y = targets.reshape(-1)[flat_mask].long()
+    if y.numel() and (y.min() < 0 or y.max() >= weight.shape[0]):
+        raise ValueError(f"targets must be in [0, {weight.shape[0]}) or {ignore_index}")
+    rh = rw = None
+    if ref_hidden is not None:
+        _check(ref_hidden, ref_weight if ref_weight is not None else weight, targets, ref_bias, "ref_hidden")
+        rh = ref_hidden.detach().reshape(-1, ref_hidden.shape[-1])[flat_mask]
+        rw = (ref_weight if ref_weight is not None else weight).detach()
+        ref_bias = None if ref_bias is None else ref_bias.detach()
+    fn = FrozenHeadFn if chosen == "frozen" else GeneralFn
+    logp, lse, ent, kl, col = fn.apply(h, weight, bias, y, rh, rw, ref_bias, opts, entropy, extras_grad)
+    if not extras_grad:
+        ent = None if ent is None else ent.detach()
+        kl = None if kl is None else kl.detach()
+    return TokenLogps(
+        logps=_scatter(logp, mask),
+        lse=_scatter(lse, mask),
+        entropy=_scatter(ent, mask),
+        kl_ref=_scatter(kl, mask),
+        collapsed=_scatter(col, mask, False) if collapsed else None,
+        path=chosen,
+        mask=mask,
+    )
+
+
+@dataclass
+class PairFusedOutput:
+    """loss (scalar, differentiable); per-pair metrics from the loss function; per-token values [2B, T]
+    (detached, for logging) and the per-sequence sums [2B]."""
+
+    loss: torch.Tensor
+    metrics: dict[str, torch.Tensor]
+    token_logps: torch.Tensor
+    token_entropy: torch.Tensor | None
+    token_kl: torch.Tensor | None
+    seq_logps: torch.Tensor
+
+
+def pair_fused_loss(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    loss_fn: LossFn,
+    *,
+    bias: torch.Tensor | None = None,
+    temperature: float = 1.0,
+    logit_scale: float = 1.0,
+    softcap: float | None = None,
+    entropy: bool = False,
+    ref_hidden: torch.Tensor | None = None,
+    ref_weight: torch.Tensor | None = None,
+    ref_bias: torch.Tensor | None = None,
+    extras_grad: bool = True,
+    token_chunk: int | None = None,
+    memory_budget: int | None = None,
+    ignore_index: int = -100,
+) -> PairFusedOutput:
+    """Evaluate a pairwise preference loss through the pair-fused path (gradients formed in the forward).
+
+    Shapes: hidden [2B, T, H] with rows 0..B-1 the chosen and B..2B-1 the rejected sequences of B pairs
+    (the collator's layout), targets [2B, T] (``ignore_index`` = prompt/padding), weight [V, H].
+    ``loss_fn(chunk: PairChunk) -> (contribution, metrics)`` is called per chunk of whole pairs; the
+    contributions are summed into ``loss`` (see alignment.ops.pair_fused for the contract).
+    """
+    if hidden.dim() != 3 or hidden.shape[0] % 2:
+        raise ValueError(f"hidden must be [2B, T, H] (chosen rows then rejected rows), got {tuple(hidden.shape)}")
+    _check(hidden, weight, targets, bias)
+    n_pairs = hidden.shape[0] // 2
+    opts = KernelOptions(temperature, logit_scale, softcap, token_chunk, None, memory_budget)
+    mask = targets != ignore_index
+    rows = torch.arange(hidden.shape[0], device=hidden.device).unsqueeze(1).expand_as(targets)
+    flat = mask.reshape(-1)
+    h = hidden.reshape(-1, hidden.shape[-1])[flat]
+    y = targets.reshape(-1)[flat].long()
+    seq = rows.reshape(-1)[flat]
+    if y.numel() and (y.min() < 0 or y.max() >= weight.shape[0]):
+        raise ValueError(f"targets must be in [0, {weight.shape[0]}) or {ignore_index}")
+    rh = rw = None
+    if ref_hidden is not None:
+        rh = ref_hidden.detach().reshape(-1, ref_hidden.shape[-1])[flat]
+        rw = (ref_weight if ref_weight is not None else weight).detach()
+        ref_bias = None if ref_bias is None else ref_bias.detach()
+    metrics: dict[str, torch.Tensor] = {}
+    loss, logp, ent, kl = PairFusedFn.apply(
+        h, weight, bias, y, seq, rh, rw, ref_bias, n_pairs, loss_fn, opts, entropy, extras_grad, metrics
+    )
+    token_logps = _scatter(logp, mask)
+    seq_logps = token_logps.sum(dim=-1)
+    return PairFusedOutput(
+        loss=loss,
+        metrics=metrics,
+        token_logps=token_logps,
+        token_entropy=_scatter(ent, mask) if entropy else None,
+        token_kl=_scatter(kl, mask) if ref_hidden is not None else None,
+        seq_logps=seq_logps,
+    )

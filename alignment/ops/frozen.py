@@ -1,0 +1,89 @@
+"""Path 3, frozen head: W (and b) take no gradient, so dh is formed in the forward pass.
+
+For each row, every output's gradient w.r.t. h is a fixed vector times its upstream scalar:
+with d = dz/da (scale / temperature, times 1 - tanh^2 under softcap) and P = p * d,
+
+    d logp / dh = d_y W_y - P W        d lse / dh = P W
+    d H / dh    = -(P * (z - E_p[z])) W                d kl / dh = P W - (q * d) W
+
+so the forward needs the logits GEMM plus one GEMM (P W) for logp and lse, and one more for each of
+entropy and kl_ref when they carry gradients: about 4*N*H*V FLOPs for log-probabilities. The backward is
+a few [N, H] multiply-adds. Whole vocabulary rows per tile (the token chunk shrinks to fit the budget).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from alignment.ops.options import KernelOptions
+from alignment.ops.tiles import RowStats, accumulate, logits_derivative, logits_tile, matmul, stat_dtype
+
+
+class FrozenHeadFn(torch.autograd.Function):
+    """Inputs are compacted (every target is a real token id). Returns logp, lse, entropy, kl, collapsed."""
+
+    @staticmethod
+    def forward(
+        ctx, hidden, weight, bias, targets, ref_hidden, ref_weight, ref_bias, opts: KernelOptions, entropy, extras_grad
+    ):
+        ctx.set_materialize_grads(False)
+        dtype = stat_dtype(hidden)
+        n, vocab = hidden.shape[0], weight.shape[0]
+        kl = ref_hidden is not None
+        keep_z = entropy or kl or opts.softcap is not None
+        tc, _ = opts.chunks(n, vocab, 1 + int(keep_z) + 2 * int(kl), torch.finfo(dtype).bits // 8, full_vocab=True)
+        with_grad = hidden.requires_grad
+        keys = ("logp", "lse", "ent", "kl", "col", "pw", "wy", "uent", "uq")
+        parts: dict[str, list[torch.Tensor]] = {k: [] for k in keys}
+        for t0 in range(0, n, tc):
+            t1 = min(t0 + tc, n)
+            y = targets[t0:t1]
+            stats = RowStats.empty(t1 - t0, dtype, hidden.device, entropy, kl)
+            z = logits_tile(hidden[t0:t1], weight, bias, opts, dtype)
+            zr = logits_tile(ref_hidden[t0:t1], ref_weight, ref_bias, opts, dtype) if kl else None
+            p = accumulate(stats, z, y, zr, keep_z=keep_z).div_(stats.s.unsqueeze(1))
+            lse = stats.lse()
+            parts["lse"].append(lse)
+            parts["logp"].append(stats.zy - lse)
+            parts["col"].append(stats.collapsed())
+            if entropy:
+                parts["ent"].append(lse - stats.mean_z())
+            if kl:
+                parts["kl"].append(stats.kl_ref())
+            if not with_grad:
+                continue
+            d = logits_derivative(z, opts) if opts.softcap is not None else opts.linear_factor
+            d_y = d.gather(1, y.unsqueeze(1)).squeeze(1) if isinstance(d, torch.Tensor) else torch.full_like(lse, d)
+            parts["wy"].append(weight[y].to(dtype) * d_y.unsqueeze(1))
+            if entropy and extras_grad:
+                centered = (z - stats.mean_z().unsqueeze(1)).mul_(p).mul_(d)
+                parts["uent"].append(matmul(centered, weight, dtype).neg_())
+            if kl and extras_grad:
+                q = zr.sub_(stats.lse_ref().unsqueeze(1)).exp_().mul_(d)
+                parts["uq"].append(matmul(q, weight, dtype))
+            parts["pw"].append(matmul(p.mul_(d), weight, dtype))
+
+        def cat(key):
+            return torch.cat(parts[key]) if parts[key] else None
+
+        ctx.save_for_backward(cat("pw"), cat("wy"), cat("uent"), cat("uq"))
+        ctx.hidden_dtype = hidden.dtype
+        col = cat("col")
+        ctx.mark_non_differentiable(col)
+        return cat("logp"), cat("lse"), cat("ent"), cat("kl"), col
+
+    @staticmethod
+    def backward(ctx, g_logp, g_lse, g_ent, g_kl, _g_col):
+        pw, wy, u_ent, u_q = ctx.saved_tensors
+        if not ctx.needs_input_grad[0] or pw is None:
+            return (None,) * 10
+        dh = torch.zeros_like(pw)
+        if g_logp is not None:
+            dh += g_logp.to(dh.dtype).unsqueeze(1) * (wy - pw)
+        if g_lse is not None:
+            dh += g_lse.to(dh.dtype).unsqueeze(1) * pw
+        if g_ent is not None:
+            dh += g_ent.to(dh.dtype).unsqueeze(1) * u_ent
+        if g_kl is not None:
+            dh += g_kl.to(dh.dtype).unsqueeze(1) * (pw - u_q)
+        return (dh.to(ctx.hidden_dtype), *(None,) * 9)

@@ -1,0 +1,250 @@
+"""Path 2, pair-fused: the loss is evaluated inside the op, chunk by chunk of whole (chosen, rejected)
+pairs, and dh, dW are formed in the forward pass (gradient-in-forward, as Liger-Kernel's chunked losses).
+
+Preference losses (DPO, RPO, IPO, SparsePO, INPO) are sums over pairs, so the total loss is the sum of
+each chunk's contribution and a chunk's gradients depend only on its own pairs. Per chunk: logits tile
+(GEMM 1), statistics, the loss function on the chunk's sequence log-probabilities (a tiny autograd graph
+gives dL/dlogp per token), then dh = dA W (GEMM 2) and dW += dA^T h (GEMM 3): about 6*N*H*V FLOPs.
+
+A chunk never holds more than ``token_chunk`` x V logits. A pair longer than that (Liger-Kernel issue
+#439) is processed in token sub-chunks in two passes: statistics first, then, once the loss gives the
+per-sequence gradients, a recomputation of each sub-chunk's logits (4 GEMMs for those pairs only).
+
+The loss is a callable ``loss_fn(chunk: PairChunk) -> (contribution, metrics)``: ``contribution`` is
+that chunk's share of the total loss (e.g. the sum of its per-pair losses divided by the total number of
+pairs), ``metrics`` a dict of per-pair tensors [k]. It is the pure function from alignment/losses, bound to
+its parameters and reference values by the caller.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from alignment.ops.general import local_targets
+from alignment.ops.options import KernelOptions
+from alignment.ops.tiles import RowGrads, RowStats, accumulate, grad_tile, logits_tile, matmul, stat_dtype
+
+
+@dataclass
+class PairChunk:
+    """What a loss function sees for k pairs (all per-token tensors are over the chunk's scored tokens).
+
+    pair_index [k]: global pair ids (index per-pair inputs such as reference log-probabilities with it).
+    chosen_logps, rejected_logps [k]: summed log-probabilities of each response (differentiable).
+    chosen_tokens, rejected_tokens [k]: scored token counts.
+    token_logps [n], token_pair [n] (0..k-1), token_chosen [n] bool; token_entropy, token_kl [n] or None.
+    """
+
+    pair_index: torch.Tensor
+    chosen_logps: torch.Tensor
+    rejected_logps: torch.Tensor
+    chosen_tokens: torch.Tensor
+    rejected_tokens: torch.Tensor
+    token_logps: torch.Tensor
+    token_pair: torch.Tensor
+    token_chosen: torch.Tensor
+    token_entropy: torch.Tensor | None = None
+    token_kl: torch.Tensor | None = None
+
+    @classmethod
+    def build(cls, pair_index, token_pair, token_chosen, logp, entropy=None, kl=None) -> PairChunk:
+        k = pair_index.numel()
+        slot = token_pair + k * (~token_chosen).long()  # chosen sequences 0..k-1, rejected k..2k-1
+        sums = torch.zeros(2 * k, dtype=logp.dtype, device=logp.device).index_add(0, slot, logp)
+        counts = torch.bincount(slot, minlength=2 * k)
+        return cls(pair_index, sums[:k], sums[k:], counts[:k], counts[k:], logp, token_pair, token_chosen, entropy, kl)
+
+
+LossFn = Callable[[PairChunk], tuple[torch.Tensor, dict[str, torch.Tensor]]]
+
+
+def plan_chunks(tokens_per_pair: list[int], token_chunk: int) -> list[tuple[int, int]]:
+    """Greedy runs of consecutive pairs whose tokens fit ``token_chunk`` (a pair too long stands alone)."""
+    chunks, start, total = [], 0, 0
+    for i, n in enumerate(tokens_per_pair):
+        if i > start and total + n > token_chunk:
+            chunks.append((start, i))
+            start, total = i, 0
+        total += n
+    if tokens_per_pair:
+        chunks.append((start, len(tokens_per_pair)))
+    return chunks
+
+
+class _Work:
+    """Per-call state: inputs, options, gradient accumulators."""
+
+    def __init__(self, hidden, weight, bias, targets, ref, opts, entropy, extras_grad, needs):
+        self.hidden, self.weight, self.bias, self.targets = hidden, weight, bias, targets
+        self.ref_hidden, self.ref_weight, self.ref_bias = ref
+        self.kl = self.ref_hidden is not None
+        self.opts, self.entropy, self.extras_grad = opts, entropy, extras_grad
+        self.dtype = stat_dtype(hidden)
+        dev = hidden.device
+        self.dh = torch.zeros(hidden.shape, dtype=self.dtype, device=dev) if needs[0] else None
+        self.dw = torch.zeros(weight.shape, dtype=self.dtype, device=dev) if needs[1] else None
+        self.db = torch.zeros(bias.shape, dtype=self.dtype, device=dev) if needs[2] else None
+        self.keep_z = entropy or self.kl or opts.softcap is not None
+
+    def tiles(self, idx):
+        h = self.hidden[idx]
+        z = logits_tile(h, self.weight, self.bias, self.opts, self.dtype)
+        zr = None
+        if self.kl:
+            zr = logits_tile(self.ref_hidden[idx], self.ref_weight, self.ref_bias, self.opts, self.dtype)
+        return h, z, zr
+
+    def backprop(self, idx, h, da):
+        if self.dh is not None:
+            self.dh[idx] = matmul(da, self.weight, self.dtype)
+        if self.dw is not None:
+            self.dw.addmm_(da.t(), h if h.dtype == self.dtype else h.to(self.dtype))
+        if self.db is not None:
+            self.db += da.sum(dim=0)
+
+    def outputs(self, stats: RowStats):
+        lse = stats.lse()
+        ent = lse - stats.mean_z() if self.entropy else None
+        kl = stats.kl_ref() if self.kl else None
+        return stats.zy - lse, lse, ent, kl
+
+
+def _loss_grads(loss_fn, pair_index, token_pair, token_chosen, logp, ent, kl, extras_grad):
+    """Evaluate the loss on detached leaves; return (contribution, metrics, RowGrads for the tokens)."""
+    with torch.enable_grad():
+        leaves = [logp.detach().requires_grad_()]
+        ent_in = kl_in = None
+        if ent is not None:
+            ent_in = ent.detach().requires_grad_(extras_grad)
+        if kl is not None:
+            kl_in = kl.detach().requires_grad_(extras_grad)
+        leaves += [x for x in (ent_in, kl_in) if x is not None and x.requires_grad]
+        chunk = PairChunk.build(pair_index, token_pair, token_chosen, leaves[0], ent_in, kl_in)
+        contribution, metrics = loss_fn(chunk)
+        if not isinstance(contribution, torch.Tensor) or contribution.dim() != 0:
+            raise ValueError("a pair-fused loss function must return a scalar tensor as its contribution")
+        grads = torch.autograd.grad(contribution, leaves, allow_unused=True) if contribution.requires_grad else []
+    grads = list(grads) + [None] * (len(leaves) - len(grads))
+    g = dict(
+        zip(["logp"] + [n for n, x in (("ent", ent_in), ("kl", kl_in)) if x is not None and x.requires_grad], grads)
+    )
+    metrics = {k: v.detach() for k, v in metrics.items()}
+    return contribution.detach(), metrics, RowGrads(logp=g.get("logp"), entropy=g.get("ent"), kl=g.get("kl"))
+
+
+def _one_pass(work: _Work, idx, y, pair_index, token_pair, token_chosen, loss_fn):
+    """A chunk whose tokens fit: logits once, loss, gradients in place (3 GEMMs)."""
+    h, z, zr = work.tiles(idx)
+    stats = RowStats.empty(idx.numel(), work.dtype, z.device, work.entropy, work.kl)
+    p = accumulate(stats, z, y, zr, keep_z=work.keep_z).div_(stats.s.unsqueeze(1))
+    logp, lse, ent, kl = work.outputs(stats)
+    contribution, metrics, grads = _loss_grads(
+        loss_fn, pair_index, token_pair, token_chosen, logp, ent, kl, work.extras_grad
+    )
+    q = zr.sub_(stats.lse_ref().unsqueeze(1)).exp_() if grads.kl is not None else None
+    mean_z = stats.mean_z() if work.entropy else None
+    if grads.any():
+        work.backprop(idx, h, grad_tile(p, z if work.keep_z else None, q, y, grads, mean_z, work.opts))
+    return contribution, metrics, (logp, ent, kl)
+
+
+def _two_pass(work: _Work, idx, y, pair_index, token_pair, token_chosen, loss_fn, token_chunk):
+    """A pair longer than the token chunk: statistics by sub-chunks, loss, then recompute (4 GEMMs)."""
+    saved = []
+    for s0 in range(0, idx.numel(), token_chunk):
+        sub = slice(s0, s0 + token_chunk)
+        _, z, zr = work.tiles(idx[sub])
+        stats = RowStats.empty(z.shape[0], work.dtype, z.device, work.entropy, work.kl)
+        accumulate(stats, z, y[sub], zr)
+        saved.append((stats, *work.outputs(stats)))
+    logp = torch.cat([s[1] for s in saved])
+    ent = torch.cat([s[3] for s in saved]) if work.entropy else None
+    kl = torch.cat([s[4] for s in saved]) if work.kl else None
+    contribution, metrics, grads = _loss_grads(
+        loss_fn, pair_index, token_pair, token_chosen, logp, ent, kl, work.extras_grad
+    )
+    if grads.any():
+        for s0, (stats, _, lse, _, _) in zip(range(0, idx.numel(), token_chunk), saved):
+            sub = slice(s0, s0 + token_chunk)
+            h, z, zr = work.tiles(idx[sub])
+            p = torch.exp(z - lse.unsqueeze(1)) if work.keep_z else z.sub_(lse.unsqueeze(1)).exp_()
+            q = zr.sub_(stats.lse_ref().unsqueeze(1)).exp_() if grads.kl is not None else None
+            sub_grads = RowGrads(
+                *(None if g is None else g[sub] for g in (grads.logp, grads.lse, grads.entropy, grads.kl))
+            )
+            mean_z = stats.mean_z() if work.entropy else None
+            da = grad_tile(p, z if work.keep_z else None, q, y[sub], sub_grads, mean_z, work.opts)
+            work.backprop(idx[sub], h, da)
+    return contribution, metrics, (logp, ent, kl)
+
+
+class PairFusedFn(torch.autograd.Function):
+    """Returns (loss, token logps, token entropy, token kl); metrics go to ``out_metrics`` (a dict)."""
+
+    @staticmethod
+    def forward(
+        ctx,
+        hidden,
+        weight,
+        bias,
+        targets,
+        seq,
+        ref_hidden,
+        ref_weight,
+        ref_bias,
+        n_pairs,
+        loss_fn,
+        opts,
+        entropy,
+        extras_grad,
+        out_metrics,
+    ):
+        needs = ctx.needs_input_grad[:3]
+        work = _Work(
+            hidden, weight, bias, targets, (ref_hidden, ref_weight, ref_bias), opts, entropy, extras_grad, needs
+        )
+        n, vocab = hidden.shape[0], weight.shape[0]
+        buffers = 1 + int(work.keep_z) + 2 * int(work.kl)
+        token_chunk, _ = opts.chunks(n, vocab, buffers, torch.finfo(work.dtype).bits // 8, full_vocab=True)
+        pair = seq % n_pairs
+        order = torch.argsort(pair, stable=True)
+        counts = torch.bincount(pair, minlength=n_pairs).tolist()
+        bounds = [0]
+        for c in counts:
+            bounds.append(bounds[-1] + c)
+        total = torch.zeros((), dtype=work.dtype, device=hidden.device)
+        token_out = [torch.zeros(n, dtype=work.dtype, device=hidden.device) for _ in range(3)]
+        metric_parts: dict[str, list] = {}
+        for p0, p1 in plan_chunks(counts, token_chunk):
+            idx = order[bounds[p0] : bounds[p1]]
+            pair_index = torch.arange(p0, p1, device=hidden.device)
+            token_pair = pair[idx] - p0
+            token_chosen = seq[idx] < n_pairs
+            y = targets[idx]
+            args = (work, idx, y, pair_index, token_pair, token_chosen, loss_fn)
+            if idx.numel() <= token_chunk:
+                contribution, metrics, outs = _one_pass(*args)
+            else:
+                contribution, metrics, outs = _two_pass(*args, token_chunk)
+            total += contribution
+            for buf, val in zip(token_out, outs):
+                if val is not None:
+                    buf[idx] = val.detach()
+            for key, val in metrics.items():
+                metric_parts.setdefault(key, []).append(val)
+        out_metrics.update({k: torch.cat([v.reshape(-1) for v in vals]) for k, vals in metric_parts.items()})
+        ctx.save_for_backward(work.dh, work.dw, work.db)
+        ctx.dtypes = (hidden.dtype, weight.dtype, None if bias is None else bias.dtype)
+        logp, ent, kl = token_out
+        ctx.mark_non_differentiable(logp, ent, kl)
+        return total, logp, ent, kl
+
+    @staticmethod
+    def backward(ctx, g_loss, *_):
+        grads = []
+        for g, dtype in zip(ctx.saved_tensors, ctx.dtypes):
+            grads.append(None if g is None or g_loss is None else (g * g_loss).to(dtype))
+        return (*grads, *(None,) * 11)

@@ -1,0 +1,221 @@
+"""The math on one [n, v] tile of logits, shared by the three paths.
+
+Notation for one token row: z the final logits (after scale, softcap and temperature), m = max z,
+e = exp(z - m), s = sum e, lse = m + log s, p = e / s, y the target.
+
+- logp      = z_y - lse                           d/dz = onehot(y) - p
+- lse                                              d/dz = p
+- entropy   = lse - E_p[z]                         d/dz = -p * (z - E_p[z])
+- kl_ref    = sum q (log q - log p), q = softmax(z_ref)   d/dz = p - q
+- collapsed = (s == 1 in float32)                  no gradient
+
+A tile covers a slice [v0, v1) of the vocabulary. Partial statistics of the slices are merged with the
+online (running max, rescaled sum) rule, so a whole row never needs to be in memory at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from alignment.ops.options import KernelOptions
+
+
+def stat_dtype(x: torch.Tensor) -> torch.dtype:
+    """float64 for float64 inputs (gradcheck), float32 otherwise (bf16/fp16 inputs accumulate in float32)."""
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
+def matmul(a: torch.Tensor, b: torch.Tensor, dtype: torch.dtype, out: torch.Tensor | None = None) -> torch.Tensor:
+    """a @ b with the result in ``dtype``: low-precision inputs use the device's fast matmul on GPU and
+    are upcast on CPU (where bf16 GEMMs are slow and round their output)."""
+    if a.dtype == dtype and b.dtype == dtype:
+        return torch.mm(a, b, out=out)
+    if a.is_cuda:
+        result = torch.mm(a, b.to(a.dtype)).to(dtype)
+    else:
+        result = torch.mm(a.to(dtype), b.to(dtype))
+    if out is not None:
+        out.copy_(result)
+        return out
+    return result
+
+
+def logits_tile(
+    h: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    opts: KernelOptions,
+    dtype: torch.dtype,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """z = softcap((h W^T + b) * scale) / T for a [n, H] block of h and a [v, H] slice of W -> [n, v]."""
+    z = matmul(h, weight.t(), dtype, out=out)
+    if bias is not None:
+        z.add_(bias.to(dtype))
+    if opts.softcap is None:
+        if opts.linear_factor != 1.0:
+            z.mul_(opts.linear_factor)
+    else:
+        z.mul_(opts.logit_scale / opts.softcap).tanh_().mul_(opts.softcap / opts.temperature)
+    return z
+
+
+def logits_derivative(z: torch.Tensor, opts: KernelOptions) -> torch.Tensor | float:
+    """dz/da (elementwise) where a = h W^T + b, recovered from z itself."""
+    if opts.softcap is None:
+        return opts.linear_factor
+    t = z * (opts.temperature / opts.softcap)
+    return (1.0 - t * t).mul_(opts.logit_scale / opts.temperature)
+
+
+def row_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """sum_v a[n, v] * b[n, v] -> [n] (batched dot products, no [n, v] temporary)."""
+    return torch.bmm(a.unsqueeze(1), b.unsqueeze(2)).view(-1)
+
+
+@dataclass
+class RowStats:
+    """Per-row running statistics over vocabulary slices (all [n])."""
+
+    m: torch.Tensor  # running max of z
+    s: torch.Tensor  # sum exp(z - m)
+    zy: torch.Tensor  # target logit (0 until the target's slice is seen)
+    sz: torch.Tensor | None = None  # sum exp(z - m) * z            (entropy)
+    mr: torch.Tensor | None = None  # running max of z_ref           (kl_ref)
+    sr: torch.Tensor | None = None  # sum exp(z_ref - mr)
+    szr: torch.Tensor | None = None  # sum exp(z_ref - mr) * z_ref
+    szrz: torch.Tensor | None = None  # sum exp(z_ref - mr) * z
+
+    @classmethod
+    def empty(cls, n: int, dtype, device, entropy: bool, kl: bool) -> RowStats:
+        def zeros():
+            return torch.zeros(n, dtype=dtype, device=device)
+
+        def ninf():
+            return torch.full((n,), float("-inf"), dtype=dtype, device=device)
+
+        return cls(
+            m=ninf(),
+            s=zeros(),
+            zy=zeros(),
+            sz=zeros() if entropy else None,
+            mr=ninf() if kl else None,
+            sr=zeros() if kl else None,
+            szr=zeros() if kl else None,
+            szrz=zeros() if kl else None,
+        )
+
+    # ----- derived outputs ----------------------------------------------------------------------------
+    def lse(self) -> torch.Tensor:
+        return self.m + torch.log(self.s)
+
+    def mean_z(self) -> torch.Tensor:
+        """E_p[z] (needs sz)."""
+        return self.sz / self.s
+
+    def entropy(self) -> torch.Tensor:
+        return self.lse() - self.mean_z()
+
+    def lse_ref(self) -> torch.Tensor:
+        return self.mr + torch.log(self.sr)
+
+    def kl_ref(self) -> torch.Tensor:
+        """sum q (z_ref - lse_ref) - sum q (z - lse) = E_q[z_ref] - lse_ref - E_q[z] + lse."""
+        return (self.szr - self.szrz) / self.sr - self.lse_ref() + self.lse()
+
+    def collapsed(self) -> torch.Tensor:
+        return self.s.float() == 1.0
+
+
+def _rescale(running_max: torch.Tensor, tile_max: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(new max, factor for the old sums): exp(old max - new max), 0 where the old max was -inf."""
+    new = torch.maximum(running_max, tile_max)
+    factor = torch.exp(running_max - new)
+    return new, torch.nan_to_num(factor, nan=0.0)
+
+
+def accumulate(
+    stats: RowStats,
+    z: torch.Tensor,
+    y_local: torch.Tensor,
+    zr: torch.Tensor | None = None,
+    keep_z: bool = False,
+) -> torch.Tensor:
+    """Fold tile z [n, v] (and the reference tile zr) into ``stats``; return e = exp(z - m_new).
+
+    Without ``keep_z`` (and without entropy or kl) z is overwritten in place by e; otherwise e is a new
+    tensor and z is left intact. ``y_local`` [n] is the target's column in this tile, -1 when it lies in
+    another tile.
+    """
+    in_tile = y_local >= 0
+    if in_tile.any():
+        picked = z.gather(1, y_local.clamp(min=0).unsqueeze(1)).squeeze(1)
+        stats.zy = torch.where(in_tile, picked, stats.zy)
+    new_m, factor = _rescale(stats.m, z.amax(dim=1))
+    need_z = keep_z or stats.sz is not None or stats.szrz is not None
+    e = torch.exp(z - new_m.unsqueeze(1)) if need_z else z.sub_(new_m.unsqueeze(1)).exp_()
+    stats.s = stats.s * factor + e.sum(dim=1)
+    if stats.sz is not None:
+        stats.sz = stats.sz * factor + row_dot(e, z)
+    stats.m = new_m
+    if stats.szrz is not None:
+        new_mr, factor_r = _rescale(stats.mr, zr.amax(dim=1))
+        er = torch.exp(zr - new_mr.unsqueeze(1))
+        stats.sr = stats.sr * factor_r + er.sum(dim=1)
+        stats.szr = stats.szr * factor_r + row_dot(er, zr)
+        stats.szrz = stats.szrz * factor_r + row_dot(er, z)
+        stats.mr = new_mr
+    return e
+
+
+@dataclass
+class RowGrads:
+    """Upstream gradients per row ([n] or None) of the four differentiable outputs."""
+
+    logp: torch.Tensor | None = None
+    lse: torch.Tensor | None = None
+    entropy: torch.Tensor | None = None
+    kl: torch.Tensor | None = None
+
+    def any(self) -> bool:
+        return any(g is not None for g in (self.logp, self.lse, self.entropy, self.kl))
+
+
+def grad_tile(
+    p: torch.Tensor,
+    z: torch.Tensor | None,
+    q: torch.Tensor | None,
+    y_local: torch.Tensor,
+    grads: RowGrads,
+    mean_z: torch.Tensor | None,
+    opts: KernelOptions,
+) -> torch.Tensor:
+    """Turn the probability tile p [n, v] into dL/da (a = h W^T + b) IN PLACE and return it.
+
+    dL/dz = p * (g_lse - g_logp + g_kl - g_ent * (z - E_p[z])) - g_kl * q + g_logp * onehot(y)
+    then times dz/da (scale / temperature, and 1 - tanh^2 under softcap). ``z`` is needed for the
+    entropy term and for softcap; ``q`` (reference probabilities) for kl.
+    """
+    coef = torch.zeros_like(p[:, 0])
+    for g, sign in ((grads.lse, 1.0), (grads.logp, -1.0), (grads.kl, 1.0)):
+        if g is not None:
+            coef = coef + sign * g.to(coef.dtype)
+    if grads.entropy is not None:
+        centered = z - mean_z.unsqueeze(1)
+        p.mul_(coef.unsqueeze(1) - grads.entropy.to(p.dtype).unsqueeze(1) * centered)
+    else:
+        p.mul_(coef.unsqueeze(1))
+    if grads.kl is not None:
+        p.sub_(grads.kl.to(p.dtype).unsqueeze(1) * q)
+    if grads.logp is not None:
+        rows = torch.nonzero(y_local >= 0).squeeze(1)
+        if rows.numel():
+            p.index_put_((rows, y_local[rows]), grads.logp.to(p.dtype)[rows], accumulate=True)
+    derivative = logits_derivative(z, opts) if opts.softcap is not None else opts.linear_factor
+    if isinstance(derivative, torch.Tensor):
+        p.mul_(derivative)
+    elif derivative != 1.0:
+        p.mul_(derivative)
+    return p
