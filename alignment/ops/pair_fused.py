@@ -23,8 +23,6 @@ from dataclasses import dataclass
 
 import torch
 
-from alignment.ops.general import local_targets
-from alignment.ops.options import KernelOptions
 from alignment.ops.tiles import RowGrads, RowStats, accumulate, grad_tile, logits_tile, matmul, stat_dtype
 
 
@@ -140,7 +138,7 @@ def _one_pass(work: _Work, idx, y, pair_index, token_pair, token_chosen, loss_fn
     h, z, zr = work.tiles(idx)
     stats = RowStats.empty(idx.numel(), work.dtype, z.device, work.entropy, work.kl)
     p = accumulate(stats, z, y, zr, keep_z=work.keep_z).div_(stats.s.unsqueeze(1))
-    logp, lse, ent, kl = work.outputs(stats)
+    logp, _, ent, kl = work.outputs(stats)
     contribution, metrics, grads = _loss_grads(
         loss_fn, pair_index, token_pair, token_chosen, logp, ent, kl, work.extras_grad
     )

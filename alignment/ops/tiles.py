@@ -32,10 +32,8 @@ def matmul(a: torch.Tensor, b: torch.Tensor, dtype: torch.dtype, out: torch.Tens
     are upcast on CPU (where bf16 GEMMs are slow and round their output)."""
     if a.dtype == dtype and b.dtype == dtype:
         return torch.mm(a, b, out=out)
-    if a.is_cuda:
-        result = torch.mm(a, b.to(a.dtype)).to(dtype)
-    else:
-        result = torch.mm(a.to(dtype), b.to(dtype))
+    on_gpu = a.is_cuda
+    result = torch.mm(a, b.to(a.dtype)).to(dtype) if on_gpu else torch.mm(a.to(dtype), b.to(dtype))
     if out is not None:
         out.copy_(result)
         return out
@@ -214,8 +212,6 @@ def grad_tile(
         if rows.numel():
             p.index_put_((rows, y_local[rows]), grads.logp.to(p.dtype)[rows], accumulate=True)
     derivative = logits_derivative(z, opts) if opts.softcap is not None else opts.linear_factor
-    if isinstance(derivative, torch.Tensor):
-        p.mul_(derivative)
-    elif derivative != 1.0:
+    if isinstance(derivative, torch.Tensor) or derivative != 1.0:
         p.mul_(derivative)
     return p
