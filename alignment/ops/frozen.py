@@ -63,14 +63,25 @@ class FrozenHeadFn(torch.autograd.Function):
                 parts["uq"].append(matmul(q, weight, dtype))
             parts["pw"].append(matmul(p.mul_(d), weight, dtype))
 
-        def cat(key):
-            return torch.cat(parts[key]) if parts[key] else None
+        def cat(key, wanted=True, kind=dtype, width=None):
+            if not wanted:
+                return None
+            if parts[key]:
+                return torch.cat(parts[key])
+            return torch.zeros((0, width) if width else 0, dtype=kind, device=hidden.device)
 
-        ctx.save_for_backward(cat("pw"), cat("wy"), cat("uent"), cat("uq"))
+        grad_h = with_grad
+        width = hidden.shape[1]
+        ctx.save_for_backward(
+            cat("pw", grad_h, width=width),
+            cat("wy", grad_h, width=width),
+            cat("uent", grad_h and entropy and extras_grad, width=width),
+            cat("uq", grad_h and kl and extras_grad, width=width),
+        )
         ctx.hidden_dtype = hidden.dtype
-        col = cat("col")
+        col = cat("col", kind=torch.bool)
         ctx.mark_non_differentiable(col)
-        return cat("logp"), cat("lse"), cat("ent"), cat("kl"), col
+        return cat("logp"), cat("lse"), cat("ent", entropy), cat("kl", kl), col
 
     @staticmethod
     def backward(ctx, g_logp, g_lse, g_ent, g_kl, _g_col):

@@ -58,10 +58,13 @@ class GeneralFn(torch.autograd.Function):
                 parts["lser"].append(stats.lse_ref())
                 parts["kl"].append(stats.kl_ref())
 
-        def cat(key):
-            return torch.cat(parts[key]) if parts[key] else None
+        def cat(key, wanted=True, kind=dtype):
+            if not wanted:
+                return None
+            return torch.cat(parts[key]) if parts[key] else torch.zeros(0, dtype=kind, device=hidden.device)
 
-        logp, lse, ent, kl_out, col = cat("logp"), cat("lse"), cat("ent"), cat("kl"), cat("col")
+        logp, lse, ent, kl_out = cat("logp"), cat("lse"), cat("ent", entropy), cat("kl", kl)
+        col = cat("col", kind=torch.bool)
         ctx.save_for_backward(
             hidden, weight, bias, targets, ref_hidden, ref_weight, ref_bias, lse, cat("mz"), cat("lser")
         )

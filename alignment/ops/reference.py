@@ -55,15 +55,30 @@ def reference_token_logps(
     return out
 
 
-def reference_pair_loss(hidden, weight, targets, loss_fn, bias=None, ignore_index=-100, **logit_options):
-    """Evaluate a pair-fused loss function on ALL pairs at once from full logits (the slow twin)."""
+def reference_pair_loss(
+    hidden, weight, targets, loss_fn, bias=None, ref_hidden=None, ref_weight=None, ignore_index=-100, **logit_options
+):
+    """Evaluate a pair-fused loss function on ALL pairs at once from full logits (the slow twin).
+
+    hidden [2B, T, H] (chosen rows, then rejected rows), targets [2B, T]."""
     from alignment.ops.pair_fused import PairChunk
 
     n_pairs = hidden.shape[0] // 2
-    out = reference_token_logps(hidden, weight, targets, bias, ignore_index=ignore_index, **logit_options)
+    out = reference_token_logps(
+        hidden,
+        weight,
+        targets,
+        bias,
+        ref_hidden=ref_hidden,
+        ref_weight=ref_weight,
+        ignore_index=ignore_index,
+        **logit_options,
+    )
     mask = targets != ignore_index
     rows = torch.arange(hidden.shape[0]).unsqueeze(1).expand_as(targets)
-    logp = out["logps"][mask]
     seq = rows[mask]
-    chunk = PairChunk.build(torch.arange(n_pairs), seq % n_pairs, seq < n_pairs, logp, out["entropy"][mask])
+    kl = out["kl_ref"][mask] if ref_hidden is not None else None
+    chunk = PairChunk.build(
+        torch.arange(n_pairs), seq % n_pairs, seq < n_pairs, out["logps"][mask], out["entropy"][mask], kl
+    )
     return loss_fn(chunk)

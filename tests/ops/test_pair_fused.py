@@ -1,0 +1,173 @@
+"""The pair-fused path: a preference loss evaluated inside the op, gradients formed in the forward."""
+
+import pytest
+import torch
+
+from alignment.losses import dpo_loss
+from alignment.ops import pair_fused_loss, token_logps
+from alignment.ops.pair_fused import plan_chunks
+from alignment.ops.reference import reference_pair_loss
+from tests.ops.test_token_logps import FRESH_SEED, rel_err
+
+
+def make_pairs(seed, b, t, h, v, dtype=torch.float32):
+    gen = torch.Generator().manual_seed(seed)
+    hidden = torch.randn(2 * b, t, h, generator=gen, dtype=torch.float64).to(dtype)
+    weight = (torch.randn(v, h, generator=gen, dtype=torch.float64) * 0.5).to(dtype)
+    bias = torch.randn(v, generator=gen, dtype=torch.float64).to(dtype)
+    targets = torch.randint(0, v, (2 * b, t), generator=gen)
+    prompt = torch.randint(0, t, (b,), generator=gen).repeat(2)  # chosen and rejected share a prompt length
+    for row in range(2 * b):
+        targets[row, : prompt[row]] = -100
+        end = int(torch.randint(prompt[row], t + 1, (1,), generator=gen))
+        targets[row, end:] = -100  # padding
+    ref = torch.randn(2, b, generator=gen, dtype=torch.float64) * 3
+    return hidden, weight, bias, targets, ref
+
+
+def dpo_fn(ref, beta=0.3):
+    n_pairs = ref.shape[1]
+
+    def loss_fn(chunk):
+        dt = chunk.chosen_logps.dtype
+        losses, metrics = dpo_loss(
+            chunk.chosen_logps,
+            chunk.rejected_logps,
+            ref[0, chunk.pair_index].to(dt),
+            ref[1, chunk.pair_index].to(dt),
+            beta,
+        )
+        return losses.sum() / n_pairs, metrics
+
+    return loss_fn
+
+
+def token_level_fn(ref):
+    """A loss that uses per-token entropy and KL too (as SparsePO-like losses do)."""
+    base = dpo_fn(ref)
+
+    def loss_fn(chunk):
+        loss, metrics = base(chunk)
+        extra = 0.01 * chunk.token_entropy.sum() + 0.05 * (chunk.token_kl * chunk.token_chosen).sum()
+        return loss + extra / ref.shape[1], metrics
+
+    return loss_fn
+
+
+def grads_of(loss, tensors):
+    return torch.autograd.grad(loss, tensors)
+
+
+def compare(seed, b, t, h, v, fn_factory=dpo_fn, kl=False, dtype=torch.float32, tol=1e-5, **kw):
+    hidden, weight, bias, targets, ref = make_pairs(seed, b, t, h, v, dtype)
+    ref_hidden = torch.randn_like(hidden) if kl else None
+    leaves = [x.clone().requires_grad_() for x in (hidden, weight, bias)]
+    logit_kw = {k: kw[k] for k in ("temperature", "softcap", "logit_scale") if k in kw}
+    out = pair_fused_loss(
+        leaves[0],
+        leaves[1],
+        targets,
+        fn_factory(ref),
+        bias=leaves[2],
+        entropy=kl,
+        ref_hidden=ref_hidden,
+        ref_weight=weight.clone() if kl else None,
+        **kw,
+    )
+    grads = grads_of(out.loss * 1.3, leaves)
+    dleaves = [x.double().requires_grad_() for x in (hidden, weight, bias)]
+    ref_loss, ref_metrics = reference_pair_loss(
+        dleaves[0],
+        dleaves[1],
+        targets,
+        fn_factory(ref),
+        bias=dleaves[2],
+        ref_hidden=None if ref_hidden is None else ref_hidden.double(),
+        ref_weight=weight.double() if kl else None,
+        **logit_kw,
+    )
+    ref_grads = grads_of(ref_loss * 1.3, dleaves)
+    assert abs(out.loss.item() - ref_loss.item()) <= tol * max(1.0, abs(ref_loss.item()))
+    for g, r in zip(grads, ref_grads):
+        assert g.dtype == dtype
+        assert rel_err(g, r) <= tol
+    for key, value in ref_metrics.items():
+        assert rel_err(out.metrics[key], value) <= max(tol, 1e-5) * 10, key
+    return out
+
+
+@pytest.mark.parametrize("seed", [0, 1, FRESH_SEED])
+@pytest.mark.parametrize(
+    "shape_kw",
+    [
+        ((1, 1, 8, 5), {}),
+        ((3, 9, 16, 53), {}),
+        ((4, 12, 16, 130), {"token_chunk": 30}),  # several chunks of whole pairs
+        ((2, 20, 8, 64), {"token_chunk": 7}),  # every pair longer than the chunk: two-pass path
+        ((3, 10, 8, 40), {"softcap": 2.0, "temperature": 0.6, "logit_scale": 1.5}),
+    ],
+    ids=["tiny", "plain", "multi_chunk", "long_pairs", "softcap_temperature"],
+)
+def test_dpo_through_pair_fused_matches_reference(seed, shape_kw):
+    shape, kw = shape_kw
+    compare(seed, *shape, **kw)
+
+
+@pytest.mark.parametrize("token_chunk", [None, 9])
+def test_token_level_terms_entropy_and_kl(token_chunk):
+    compare(4, 3, 8, 8, 37, fn_factory=token_level_fn, kl=True, token_chunk=token_chunk)
+
+
+def test_bfloat16_inputs():
+    compare(2, 3, 10, 16, 90, dtype=torch.bfloat16, tol=1e-2)
+
+
+def test_gradcheck_float64():
+    hidden, weight, bias, targets, ref = make_pairs(6, 2, 4, 3, 9, torch.float64)
+    targets[:, -1] = 1  # every sequence scores at least one token
+
+    def fn(h, w, b):
+        return pair_fused_loss(h, w, targets, dpo_fn(ref), bias=b, token_chunk=5).loss
+
+    leaves = tuple(x.clone().requires_grad_() for x in (hidden, weight, bias))
+    assert torch.autograd.gradcheck(fn, leaves, eps=1e-6, atol=1e-7)
+
+
+def test_all_rows_masked():
+    hidden, weight, bias, targets, ref = make_pairs(0, 2, 5, 8, 20)
+    targets[:] = -100
+    leaves = [x.clone().requires_grad_() for x in (hidden, weight, bias)]
+    out = pair_fused_loss(leaves[0], leaves[1], targets, dpo_fn(ref * 0), bias=leaves[2])
+    assert out.loss.item() == pytest.approx(torch.log(torch.tensor(2.0)).item())  # margin 0
+    for g in grads_of(out.loss, leaves):
+        assert torch.all(g == 0) and not torch.isnan(g).any()
+    assert torch.all(out.token_logps == 0)
+
+
+def test_equals_general_path_plus_the_same_loss():
+    hidden, weight, bias, targets, ref = make_pairs(9, 4, 10, 16, 70)
+    a = [x.clone().requires_grad_() for x in (hidden, weight, bias)]
+    fused = pair_fused_loss(a[0], a[1], targets, dpo_fn(ref), bias=a[2], token_chunk=25)
+    b = [x.clone().requires_grad_() for x in (hidden, weight, bias)]
+    seq = token_logps(b[0], b[1], targets, bias=b[2], path="general").logps.sum(-1)
+    losses, _ = dpo_loss(seq[:4], seq[4:], ref[0].float(), ref[1].float(), 0.3)
+    general = losses.mean()
+    assert abs(fused.loss.item() - general.item()) < 1e-6
+    for g1, g2 in zip(grads_of(fused.loss, a), grads_of(general, b)):
+        assert rel_err(g1, g2) <= 1e-5
+    assert rel_err(fused.seq_logps, seq.detach()) <= 1e-6
+
+
+def test_plan_chunks_keeps_pairs_whole():
+    assert plan_chunks([3, 3, 3, 3], 6) == [(0, 2), (2, 4)]
+    assert plan_chunks([10, 2, 2], 4) == [(0, 1), (1, 3)]
+    assert plan_chunks([1, 1, 1], 100) == [(0, 3)]
+    assert plan_chunks([], 5) == []
+
+
+def test_bad_inputs():
+    hidden, weight, bias, targets, ref = make_pairs(0, 2, 5, 8, 20)
+    with pytest.raises(ValueError, match=r"\[2B, T, H\]"):
+        pair_fused_loss(hidden[:3], weight, targets[:3], dpo_fn(ref))
+    with pytest.raises(ValueError, match="scalar"):
+        pair_fused_loss(hidden, weight, targets, lambda chunk: (chunk.chosen_logps, {}))
