@@ -1,0 +1,190 @@
+"""Run any causal LM's backbone and apply the fused op with its LM head (specs/kernel.md, "Where it plugs in").
+
+The model's own forward would build [B, T, V] logits; instead we run the backbone (the base model under
+``base_model_prefix``, PEFT unwrapped) to the final hidden states and hand them with the LM head weight
+to :mod:`alignment.ops`. Softcapping and logit scaling are read from the config (Gemma-2's
+``final_logit_softcapping``, Cohere's ``logit_scale``, Granite's ``logits_scaling`` ...).
+
+- PEFT: LoRA layers inside the backbone run as usual (and ``disable_adapter()`` gives the reference
+  model); a LoRA-wrapped or ``modules_to_save`` LM head is resolved to its effective weight.
+- DeepSpeed ZeRO-3: the head weight is partitioned; the op then runs as the head module's own forward, so
+  ZeRO-3's hooks gather the weight for the forward and again for the backward, and reduce its gradient.
+- FSDP2: a DTensor head weight is replaced by its full tensor.
+
+Example::
+
+    out = causal_token_logps(model, batch["input_ids"], batch["attention_mask"], batch["completion_mask"])
+    out.logps      # [B, T-1]: log p(x_{t+1} | x_{<=t}) at completion positions, 0 elsewhere
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from alignment.ops import TokenLogps, pair_fused_loss, token_logps
+
+
+@dataclass
+class HeadSpec:
+    """The LM head as the op needs it."""
+
+    weight: torch.Tensor
+    bias: torch.Tensor | None
+    softcap: float | None
+    logit_scale: float
+    module: nn.Module
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The transformers model inside DeepSpeed / DDP / PEFT wrappers."""
+    while True:
+        if hasattr(model, "get_base_model") and callable(model.get_base_model):  # PeftModel
+            model = model.get_base_model()
+        elif hasattr(model, "module") and isinstance(model.module, nn.Module):  # DDP, DeepSpeedEngine
+            model = model.module
+        else:
+            return model
+
+
+def backbone(model: nn.Module) -> nn.Module:
+    """The decoder stack that returns the final (normed) hidden states."""
+    inner = unwrap(model)
+    prefix = getattr(inner, "base_model_prefix", "")
+    found = getattr(inner, prefix, None) if prefix else None
+    if isinstance(found, nn.Module) and found is not inner:
+        return found
+    if hasattr(inner, "get_decoder"):
+        return inner.get_decoder()
+    raise ValueError(f"cannot find the backbone of {type(inner).__name__}: no '{prefix}' submodule")
+
+
+def _logit_scale(config) -> float:
+    for name in ("logit_scale", "output_multiplier", "lm_head_multiplier"):
+        value = getattr(config, name, None)
+        if value is not None:
+            return float(value)
+    scaling = getattr(config, "logits_scaling", None)
+    if scaling is not None:  # Granite divides the logits by it
+        return 1.0 / float(scaling)
+    return 1.0
+
+
+def _effective_weight(head: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Weight and bias of a plain, LoRA-wrapped or modules_to_save-wrapped linear head."""
+    if hasattr(head, "modules_to_save") and hasattr(head, "original_module"):
+        active = getattr(head, "active_adapters", [])
+        use = [a for a in active if a in head.modules_to_save]
+        head = (
+            head.original_module
+            if getattr(head, "disable_adapters", False) or not use
+            else head.modules_to_save[use[0]]
+        )
+    if hasattr(head, "base_layer") and hasattr(head, "get_delta_weight"):
+        weight, bias = head.base_layer.weight, head.base_layer.bias
+        if not getattr(head, "disable_adapters", False) and not getattr(head, "merged", False):
+            for name in head.active_adapters:
+                if name in getattr(head, "lora_A", {}):
+                    weight = weight + head.get_delta_weight(name)
+        return weight, bias
+    return head.weight, getattr(head, "bias", None)
+
+
+def lm_head(model: nn.Module) -> HeadSpec:
+    inner = unwrap(model)
+    head = inner.get_output_embeddings()
+    if head is None:
+        raise ValueError(f"{type(inner).__name__} has no output embeddings (LM head)")
+    weight, bias = _effective_weight(head)
+    config = inner.config.get_text_config() if hasattr(inner.config, "get_text_config") else inner.config
+    softcap = getattr(config, "final_logit_softcapping", None)
+    return HeadSpec(weight, bias, float(softcap) if softcap else None, _logit_scale(config), head)
+
+
+def _full(t: torch.Tensor | None) -> torch.Tensor | None:
+    if t is not None and hasattr(t, "full_tensor"):  # FSDP2 DTensor
+        return t.full_tensor()
+    return t
+
+
+def _zero3_partitioned(t: torch.Tensor) -> bool:
+    return hasattr(t, "ds_id")
+
+
+def run_with_head(head: HeadSpec, fn: Callable, *args):
+    """Call ``fn(weight, bias, *args)``; under ZeRO-3 as the head module's forward (hooks gather the weight)."""
+    if not _zero3_partitioned(head.weight):
+        return fn(_full(head.weight), _full(head.bias), *args)
+    module = head.module
+    saved = module.__dict__.get("forward")
+
+    def forward(*inner_args):
+        weight, bias = _effective_weight(module)
+        return fn(weight, bias, *inner_args)
+
+    module.forward = forward
+    try:
+        return module(*args)
+    finally:
+        if saved is None:
+            del module.forward
+        else:
+            module.forward = saved
+
+
+def hidden_states(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs):
+    """Final hidden states [B, T, H] of the backbone (no LM head)."""
+    out = backbone(model)(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **kwargs)
+    return out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+
+
+def shifted_targets(input_ids: torch.Tensor, completion_mask: torch.Tensor | None, ignore_index: int = -100):
+    """Targets [B, T-1] for hidden[:, :-1]: the next token where it is a completion token, else ignore_index."""
+    targets = input_ids[:, 1:].clone()
+    if completion_mask is not None:
+        targets[completion_mask[:, 1:] == 0] = ignore_index
+    return targets
+
+
+def causal_token_logps(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+    completion_mask: torch.Tensor | None = None,
+    **op_kwargs,
+) -> TokenLogps:
+    """Per-token log-probabilities [B, T-1] of the completion tokens (``completion_mask``; every token when
+    None), through the fused op; ``op_kwargs`` go to :func:`alignment.ops.token_logps` (entropy, ...)."""
+    hidden = hidden_states(model, input_ids, attention_mask)[:, :-1]
+    targets = shifted_targets(input_ids, completion_mask if completion_mask is not None else attention_mask)
+    head = lm_head(model)
+    op_kwargs = {"softcap": head.softcap, "logit_scale": head.logit_scale, **op_kwargs}
+
+    def fn(weight, bias, h, y):
+        return token_logps(h, weight, y, bias=bias, **op_kwargs)
+
+    return run_with_head(head, fn, hidden, targets)
+
+
+def causal_pair_loss(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    completion_mask: torch.Tensor,
+    loss_fn,
+    **op_kwargs,
+):
+    """The pair-fused path on a [chosen; rejected] batch (the collator's layout): see
+    :func:`alignment.ops.pair_fused_loss`."""
+    hidden = hidden_states(model, input_ids, attention_mask)[:, :-1]
+    targets = shifted_targets(input_ids, completion_mask)
+    head = lm_head(model)
+    op_kwargs = {"softcap": head.softcap, "logit_scale": head.logit_scale, **op_kwargs}
+
+    def fn(weight, bias, h, y):
+        return pair_fused_loss(h, weight, y, loss_fn, bias=bias, **op_kwargs)
+
+    return run_with_head(head, fn, hidden, targets)
