@@ -19,6 +19,7 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -120,14 +121,19 @@ def run_with_head(head: HeadSpec, fn: Callable, *args):
         return fn(_full(head.weight), _full(head.bias), *args)
     module = head.module
     saved = module.__dict__.get("forward")
+    kind = []
 
     def forward(*inner_args):
         weight, bias = _effective_weight(module)
-        return fn(weight, bias, *inner_args)
+        result = fn(weight, bias, *inner_args)
+        kind.append(type(result))
+        # a plain dict: ZeRO-3 hooks find the tensors in it and arm the backward gather on them
+        return {f.name: getattr(result, f.name) for f in dataclasses.fields(result)}
 
     module.forward = forward
     try:
-        return module(*args)
+        fields = module(*args)
+        return kind[0](**fields)
     finally:
         if saved is None:
             del module.forward

@@ -148,14 +148,18 @@ def table(results: list[dict]) -> str:
                 lines.append(f"| {n} x {v} | {r['method']} | failed: {r['error'][0][:60]} | | | | | |")
                 continue
 
-            def ratio(ref, key="time_s"):
-                return f"{r[key] / base[ref][key]:.2f}" if ref in base and base[ref][key] > 0 else "-"
-
             lines.append(
-                f"| {n} x {v} | {r['method']} | {r['time_s']:.2f} | {ratio('naive')} | {ratio('trl')} | "
-                f"{ratio('gemm')} | {r['extra_mb']:.0f} | {ratio('naive', 'extra_mb')} |"
+                f"| {n} x {v} | {r['method']} | {r['time_s']:.2f} | {_ratio(r, base, 'naive')} | "
+                f"{_ratio(r, base, 'trl')} | {_ratio(r, base, 'gemm')} | {r['extra_mb']:.0f} | "
+                f"{_ratio(r, base, 'naive', 'extra_mb')} |"
             )
     return "\n".join(lines)
+
+
+def _ratio(result: dict, base: dict, ref: str, key: str = "time_s") -> str:
+    if ref not in base or base[ref][key] <= 0:
+        return "-"
+    return f"{result[key] / base[ref][key]:.2f}"
 
 
 def _by_shape(results):

@@ -166,7 +166,7 @@ def test_plan_chunks_keeps_pairs_whole():
 
 
 def test_bad_inputs():
-    hidden, weight, bias, targets, ref = make_pairs(0, 2, 5, 8, 20)
+    hidden, weight, _, targets, ref = make_pairs(0, 2, 5, 8, 20)
     with pytest.raises(ValueError, match=r"\[2B, T, H\]"):
         pair_fused_loss(hidden[:3], weight, targets[:3], dpo_fn(ref))
     with pytest.raises(ValueError, match="scalar"):

@@ -202,7 +202,7 @@ def test_detached_extras_have_no_gradient():
 
 
 def test_bad_arguments_raise_clear_errors():
-    hidden, weight, bias, targets, _ = make(0, 4, 8, 10)
+    hidden, weight, _, targets, _ = make(0, 4, 8, 10)
     with pytest.raises(ValueError, match="disagree"):
         token_logps(hidden, weight, targets[:3])
     with pytest.raises(ValueError, match=r"weight must be \[V, H\]"):
