@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 
 from alignment.ops.options import KernelOptions
-from alignment.ops.tiles import RowStats, accumulate, logits_derivative, logits_tile, matmul, stat_dtype
+from alignment.ops.tiles import RowStats, Workspace, accumulate, logits_derivative, logits_tile, matmul, stat_dtype
 
 
 class FrozenHeadFn(torch.autograd.Function):
@@ -35,12 +35,17 @@ class FrozenHeadFn(torch.autograd.Function):
         with_grad = hidden.requires_grad
         keys = ("logp", "lse", "ent", "kl", "col", "pw", "wy", "uent", "uq")
         parts: dict[str, list[torch.Tensor]] = {k: [] for k in keys}
+        ws, ws_ref = Workspace(tc, vocab, dtype, hidden.device), Workspace(tc, vocab, dtype, hidden.device)
         for t0 in range(0, n, tc):
             t1 = min(t0 + tc, n)
             y = targets[t0:t1]
             stats = RowStats.empty(t1 - t0, dtype, hidden.device, entropy, kl)
-            z = logits_tile(hidden[t0:t1], weight, bias, opts, dtype)
-            zr = logits_tile(ref_hidden[t0:t1], ref_weight, ref_bias, opts, dtype) if kl else None
+            z = logits_tile(hidden[t0:t1], weight, bias, opts, dtype, ws.tile(t1 - t0, vocab))
+            zr = (
+                logits_tile(ref_hidden[t0:t1], ref_weight, ref_bias, opts, dtype, ws_ref.tile(t1 - t0, vocab))
+                if kl
+                else None
+            )
             p = accumulate(stats, z, y, zr, keep_z=keep_z).div_(stats.s.unsqueeze(1))
             lse = stats.lse()
             parts["lse"].append(lse)
@@ -62,6 +67,7 @@ class FrozenHeadFn(torch.autograd.Function):
                 q = zr.sub_(stats.lse_ref().unsqueeze(1)).exp_().mul_(d)
                 parts["uq"].append(matmul(q, weight, dtype))
             parts["pw"].append(matmul(p.mul_(d), weight, dtype))
+            del z, zr, p
 
         def cat(key, wanted=True, kind=dtype, width=None):
             if not wanted:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from alignment.ops.options import KernelOptions
-from alignment.ops.tiles import RowGrads, RowStats, accumulate, grad_tile, logits_tile, matmul, stat_dtype
+from alignment.ops.tiles import RowGrads, RowStats, Workspace, accumulate, grad_tile, logits_tile, matmul, stat_dtype
 
 
 def local_targets(targets: torch.Tensor, v0: int, v1: int) -> torch.Tensor:
@@ -36,16 +36,24 @@ class GeneralFn(torch.autograd.Function):
         buffers = 1 + int(entropy) + 3 * int(kl)
         tc, vc = opts.chunks(n, vocab, buffers, torch.finfo(dtype).bits // 8)
         parts: dict[str, list[torch.Tensor]] = {k: [] for k in ("logp", "lse", "ent", "kl", "col", "mz", "lser")}
+        ws, ws_ref = Workspace(tc, vc, dtype, hidden.device), Workspace(tc, vc, dtype, hidden.device)
         for t0 in range(0, n, tc):
             t1 = min(t0 + tc, n)
             h = hidden[t0:t1]
             stats = RowStats.empty(t1 - t0, dtype, hidden.device, entropy, kl)
             for v0 in range(0, vocab, vc):
                 v1 = min(v0 + vc, vocab)
-                z = logits_tile(h, weight[v0:v1], _slice(bias, v0, v1), opts, dtype)
+                z = logits_tile(h, weight[v0:v1], _slice(bias, v0, v1), opts, dtype, ws.tile(t1 - t0, v1 - v0))
                 zr = None
                 if kl:
-                    zr = logits_tile(ref_hidden[t0:t1], ref_weight[v0:v1], _slice(ref_bias, v0, v1), opts, dtype)
+                    zr = logits_tile(
+                        ref_hidden[t0:t1],
+                        ref_weight[v0:v1],
+                        _slice(ref_bias, v0, v1),
+                        opts,
+                        dtype,
+                        ws_ref.tile(t1 - t0, v1 - v0),
+                    )
                 accumulate(stats, z, local_targets(targets[t0:t1], v0, v1), zr)
             lse = stats.lse()
             parts["lse"].append(lse)
@@ -86,6 +94,7 @@ class GeneralFn(torch.autograd.Function):
         dw = torch.zeros(weight.shape, dtype=dtype, device=weight.device) if need_w else None
         db = torch.zeros(bias.shape, dtype=dtype, device=bias.device) if need_b else None
         keep_z = g_ent is not None or opts.softcap is not None
+        ws, ws_ref = Workspace(tc, vc, dtype, hidden.device), Workspace(tc, vc, dtype, hidden.device)
         for t0 in range(0, n, tc):
             t1 = min(t0 + tc, n)
             rows = slice(t0, t1)
@@ -94,11 +103,18 @@ class GeneralFn(torch.autograd.Function):
             grads = RowGrads(*(None if g is None else g[rows] for g in (g_logp, g_lse, g_ent, g_kl)))
             for v0 in range(0, vocab, vc):
                 v1 = min(v0 + vc, vocab)
-                z = logits_tile(h, weight[v0:v1], _slice(bias, v0, v1), opts, dtype)
+                z = logits_tile(h, weight[v0:v1], _slice(bias, v0, v1), opts, dtype, ws.tile(t1 - t0, v1 - v0))
                 p = torch.exp(z - lse[rows].unsqueeze(1)) if keep_z else z.sub_(lse[rows].unsqueeze(1)).exp_()
                 q = None
                 if g_kl is not None:
-                    zr = logits_tile(ref_hidden[rows], ref_weight[v0:v1], _slice(ref_bias, v0, v1), opts, dtype)
+                    zr = logits_tile(
+                        ref_hidden[rows],
+                        ref_weight[v0:v1],
+                        _slice(ref_bias, v0, v1),
+                        opts,
+                        dtype,
+                        ws_ref.tile(t1 - t0, v1 - v0),
+                    )
                     q = zr.sub_(lse_ref[rows].unsqueeze(1)).exp_()
                 mz = None if mean_z is None else mean_z[rows]
                 da = grad_tile(p, z if keep_z else None, q, local_targets(targets[rows], v0, v1), grads, mz, opts)
@@ -108,5 +124,6 @@ class GeneralFn(torch.autograd.Function):
                     dw[v0:v1].addmm_(da.t(), h_mm)
                 if need_b:
                     db[v0:v1] += da.sum(dim=0)
+                del z, p, q, da
         cast = [None if g is None else g.to(x.dtype) for g, x in ((dh, hidden), (dw, weight), (db, bias))]
         return (*cast, *(None,) * 7)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
-from alignment.ops.tiles import RowGrads, RowStats, accumulate, grad_tile, logits_tile, matmul, stat_dtype
+from alignment.ops.tiles import RowGrads, RowStats, Workspace, accumulate, grad_tile, logits_tile, matmul, stat_dtype
 
 
 @dataclass
@@ -86,13 +86,22 @@ class _Work:
         self.dw = torch.zeros(weight.shape, dtype=self.dtype, device=dev) if needs[1] else None
         self.db = torch.zeros(bias.shape, dtype=self.dtype, device=dev) if needs[2] else None
         self.keep_z = entropy or self.kl or opts.softcap is not None
+        self.ws = self.ws_ref = None
+
+    def workspaces(self, token_chunk: int):
+        vocab = self.weight.shape[0]
+        self.ws = Workspace(token_chunk, vocab, self.dtype, self.hidden.device)
+        self.ws_ref = Workspace(token_chunk, vocab, self.dtype, self.hidden.device)
 
     def tiles(self, idx):
         h = self.hidden[idx]
-        z = logits_tile(h, self.weight, self.bias, self.opts, self.dtype)
+        n, vocab = idx.numel(), self.weight.shape[0]
+        z = logits_tile(h, self.weight, self.bias, self.opts, self.dtype, self.ws.tile(n, vocab))
         zr = None
         if self.kl:
-            zr = logits_tile(self.ref_hidden[idx], self.ref_weight, self.ref_bias, self.opts, self.dtype)
+            zr = logits_tile(
+                self.ref_hidden[idx], self.ref_weight, self.ref_bias, self.opts, self.dtype, self.ws_ref.tile(n, vocab)
+            )
         return h, z, zr
 
     def backprop(self, idx, h, da):
@@ -207,6 +216,7 @@ class PairFusedFn(torch.autograd.Function):
         n, vocab = hidden.shape[0], weight.shape[0]
         buffers = 1 + int(work.keep_z) + 2 * int(work.kl)
         token_chunk, _ = opts.chunks(n, vocab, buffers, torch.finfo(work.dtype).bits // 8, full_vocab=True)
+        work.workspaces(token_chunk)
         pair = seq % n_pairs
         order = torch.argsort(pair, stable=True)
         counts = torch.bincount(pair, minlength=n_pairs).tolist()

@@ -40,6 +40,20 @@ def matmul(a: torch.Tensor, b: torch.Tensor, dtype: torch.dtype, out: torch.Tens
     return result
 
 
+class Workspace:
+    """One reusable buffer for the [n, v] logits tiles of a call, so that a new tile never coexists with
+    the previous one (the peak stays at one tile per role)."""
+
+    def __init__(self, rows: int, cols: int, dtype: torch.dtype, device: torch.device):
+        self.numel, self.dtype, self.device = rows * cols, dtype, device
+        self.buffer: torch.Tensor | None = None
+
+    def tile(self, n: int, v: int) -> torch.Tensor:
+        if self.buffer is None:
+            self.buffer = torch.empty(self.numel, dtype=self.dtype, device=self.device)
+        return self.buffer[: n * v].view(n, v)
+
+
 def logits_tile(
     h: torch.Tensor,
     weight: torch.Tensor,
