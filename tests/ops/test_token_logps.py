@@ -37,7 +37,7 @@ def run_op(hidden, weight, bias, targets, ref_hidden, path, **kw):
     b = None if bias is None else bias.clone().requires_grad_(path == "general")
     out = token_logps(h, w, targets, bias=b, entropy=True, ref_hidden=ref_hidden, collapsed=True, path=path, **kw)
     gen = torch.Generator().manual_seed(123)
-    ups = [torch.randn(targets.shape, generator=gen, dtype=torch.float64) for _ in OUTPUTS]
+    ups = [torch.randn(targets.shape, generator=gen, dtype=torch.float64).to(targets.device) for _ in OUTPUTS]
     loss = sum((getattr(out, k).double() * g).sum() for k, g in zip(OUTPUTS, ups))
     leaves = [h] + ([w] + ([b] if b is not None else []) if path == "general" else [])
     grads = torch.autograd.grad(loss, leaves)
@@ -210,6 +210,8 @@ def test_bad_arguments_raise_clear_errors():
     with pytest.raises(ValueError, match="targets must be in"):
         token_logps(hidden, weight, torch.full((4,), 10))
     with pytest.raises(ValueError, match="path"):
+        token_logps(hidden, weight, targets, path="fast")
+    with pytest.raises(NotImplementedError, match="Triton"):
         token_logps(hidden, weight, targets, path="triton")
     with pytest.raises(ValueError, match="frozen"):
         token_logps(hidden, weight.requires_grad_(), targets, path="frozen")
