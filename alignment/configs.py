@@ -1,0 +1,169 @@
+"""Training configurations: ``AlignmentConfig(transformers.TrainingArguments)`` and one subclass per method.
+
+Every field has help text; a wrong value fails at construction (and so at recipe parse time) with a
+message naming the field and the allowed values. Library-wide defaults differ from TrainingArguments':
+bf16 only where a CUDA device supports it, ``remove_unused_columns=False`` (the collator needs the
+token-id columns), ``report_to="none"``, logging every 10 steps, and ``max_length=1024``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from transformers import TrainingArguments
+
+
+def _choice(name: str, value, allowed) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {list(allowed)}, got {value!r}")
+
+
+def _bf16_default() -> bool:
+    return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+
+
+@dataclass
+class ScriptArguments:
+    """What a recipe trains on: model, datasets and the evaluation split."""
+
+    model_name_or_path: str = field(default="data/sft_model", metadata={"help": "Model path or Hub name."})
+    dataset_mixture: list[str] | None = field(
+        default=None,
+        metadata={"help": "Dataset sources: files, save_to_disk folders or Hub names; 'path:weight' sets a weight."},
+    )
+    dataset_split: str = field(default="train", metadata={"help": "Split of each source to load."})
+    eval_dataset: list[str] | None = field(default=None, metadata={"help": "Evaluation sources (same syntax)."})
+    test_split_size: float | None = field(
+        default=None, metadata={"help": "Hold out this fraction of the training mix for evaluation."}
+    )
+    drop_invalid_rows: bool = field(default=False, metadata={"help": "Drop malformed rows instead of failing."})
+    eval_task: str | None = field(
+        default=None, metadata={"help": "After training, run `alignment eval` on this task (arithmetic/sentiment/rps)."}
+    )
+    eval_prompts: int = field(default=500, metadata={"help": "Held-out prompts for the task evaluation."})
+
+
+@dataclass
+class ModelArguments:
+    """How the model is built: dtype, PEFT/LoRA."""
+
+    dtype: str = field(default="float32", metadata={"help": "float32, bfloat16, float16 or auto."})
+    use_peft: bool = field(default=False, metadata={"help": "Train a LoRA adapter instead of all weights."})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha."})
+    lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout."})
+    lora_target_modules: list[str] | None = field(
+        default=None, metadata={"help": "Modules to adapt (default: all linear layers but the head)."}
+    )
+    trust_remote_code: bool = field(default=False, metadata={"help": "Allow custom model code from the Hub."})
+
+    def __post_init__(self):
+        _choice("dtype", self.dtype, ("float32", "bfloat16", "float16", "auto"))
+        if self.lora_r < 1:
+            raise ValueError(f"lora_r must be >= 1, got {self.lora_r}")
+
+    def peft_config(self):
+        if not self.use_peft:
+            return None
+        from peft import LoraConfig
+
+        return LoraConfig(
+            r=self.lora_r,
+            lora_alpha=self.lora_alpha,
+            lora_dropout=self.lora_dropout,
+            target_modules=self.lora_target_modules or "all-linear",
+            task_type="CAUSAL_LM",
+        )
+
+
+@dataclass
+class AlignmentConfig(TrainingArguments):
+    """Library-wide training options (TrainingArguments plus data and kernel settings)."""
+
+    output_dir: str = field(default="outputs/run", metadata={"help": "Where checkpoints, logs and the report go."})
+    bf16: bool = field(
+        default_factory=_bf16_default, metadata={"help": "bf16 mixed precision (default: on supported GPUs)."}
+    )
+    remove_unused_columns: bool = field(default=False, metadata={"help": "Keep the token-id columns (leave False)."})
+    report_to: str | list[str] = field(
+        default="none", metadata={"help": "Integrations to report to (none, wandb, ...)."}
+    )
+    logging_steps: float = field(default=10, metadata={"help": "Log every N optimizer steps."})
+    save_strategy: str = field(default="no", metadata={"help": "Checkpointing: no, steps or epoch."})
+    max_length: int | None = field(default=1024, metadata={"help": "Truncate prompt + completion to this many tokens."})
+    truncation_mode: str = field(default="keep_start", metadata={"help": "keep_start or keep_end."})
+    pad_to_multiple_of: int | None = field(default=None, metadata={"help": "Pad batches to a multiple of this."})
+    chat_template: str | None = field(
+        default=None, metadata={"help": "A Jinja chat template overriding the tokenizer's."}
+    )
+    dataset_num_proc: int | None = field(default=None, metadata={"help": "Processes for tokenization."})
+    kernel_memory_mb: int | None = field(
+        default=None, metadata={"help": "Working-memory budget of the fused op (MiB)."}
+    )
+    padding_free: bool = field(default=False, metadata={"help": "Not supported yet: raises instead of being ignored."})
+    diagnostics: bool = field(default=False, metadata={"help": "Gradient-entanglement diagnostics (not built yet)."})
+
+    def __post_init__(self):
+        _choice("truncation_mode", self.truncation_mode, ("keep_start", "keep_end"))
+        if self.max_length is not None and self.max_length < 2:
+            raise ValueError(f"max_length must be >= 2 or None, got {self.max_length}")
+        if self.padding_free:
+            raise ValueError("padding_free is not supported yet; remove it (it would otherwise be silently ignored)")
+        if self.diagnostics:
+            raise ValueError("diagnostics are not built yet (see the diagnostics issue); remove `diagnostics: true`")
+        super().__post_init__()
+
+
+@dataclass
+class SFTConfig(AlignmentConfig):
+    """Supervised fine-tuning: token-mean NLL of the completion, prompt masked."""
+
+    completion_only_loss: bool = field(default=True, metadata={"help": "Mask the prompt out of the loss."})
+
+
+@dataclass
+class DPOConfig(AlignmentConfig):
+    """DPO (Rafailov et al. 2023, arXiv 2305.18290) and its common variants (specs/losses.md)."""
+
+    beta: float = field(default=0.1, metadata={"help": "KL strength beta."})
+    loss_type: str = field(default="sigmoid", metadata={"help": "sigmoid, ipo, hinge or robust."})
+    label_smoothing: float = field(
+        default=0.0, metadata={"help": "Label-noise rate eps (cDPO for sigmoid, robust DPO); in [0, 0.5)."}
+    )
+    precompute_ref_logps: bool = field(
+        default=False, metadata={"help": "Compute reference log-probabilities once before training (cached on disk)."}
+    )
+    ref_cache_dir: str | None = field(default=None, metadata={"help": "Cache folder for precomputed reference values."})
+
+    def __post_init__(self):
+        from alignment.losses.dpo import LOSS_TYPES
+
+        _choice("loss_type", self.loss_type, LOSS_TYPES)
+        if not self.beta > 0:
+            raise ValueError(f"beta must be > 0, got {self.beta}")
+        if not 0.0 <= self.label_smoothing < 0.5:
+            raise ValueError(f"label_smoothing must be in [0, 0.5), got {self.label_smoothing}")
+        super().__post_init__()
+
+
+@dataclass
+class RPOConfig(DPOConfig):
+    """RPO (Liu et al. 2024, arXiv 2405.16436): DPO plus an SFT term on the chosen responses."""
+
+    eta: float = field(default=0.005, metadata={"help": "Weight of the SFT term (see sft_normalization)."})
+    sft_normalization: str = field(
+        default="sum",
+        metadata={"help": "sum (paper: eta*beta*sum logp), seq_mean (eta*per-sequence mean), token_mean (TRL)."},
+    )
+
+    def __post_init__(self):
+        from alignment.losses.rpo import SFT_NORMALIZATIONS
+
+        _choice("sft_normalization", self.sft_normalization, SFT_NORMALIZATIONS)
+        if self.eta < 0:
+            raise ValueError(f"eta must be >= 0, got {self.eta}")
+        super().__post_init__()
+
+
+CONFIGS = {"sft": SFTConfig, "dpo": DPOConfig, "rpo": RPOConfig}

@@ -1,0 +1,71 @@
+"""RPO (Liu et al. 2024, "Provably Mitigating Overoptimization in RLHF: Your SFT Loss is Implicitly an
+Adversarial Regularizer", arXiv 2405.16436, eq. 4.8): DPO plus an SFT term on the chosen response.
+
+    L_RPO = L_DPO + SFT term, where the SFT term depends on ``sft_normalization``:
+
+    sum        (default; the paper and its code):  eta * beta * mean_i( -sum_t log p(y_w,t) )
+    seq_mean   (the authors' OpenRLHF variant):    eta * mean_i( -mean_t log p(y_w,t) )
+    token_mean (TRL's loss_type=["sigmoid","sft"]): eta * sum_{i,t}( -log p(y_w,t) ) / N_chosen_tokens
+
+The three differ by orders of magnitude for the same eta. Worked example: one pair whose chosen response
+has 100 tokens at log p = -0.5 each (sum -50), eta = 0.005, beta = 0.1: sum gives 0.005*0.1*50 = 0.025;
+seq_mean gives 0.005*0.5 = 0.0025; token_mean gives 0.005*0.5 = 0.0025 (equal to seq_mean here, as all
+tokens are in one sequence; they differ when lengths vary). To match TRL's ["sigmoid", "sft"] use
+token_mean with eta = 1 (TRL's loss_weights [1, 1]); the paper's setting is sum with eta = 0.005.
+
+With eta = 0 RPO is exactly DPO.
+
+Shapes: per-pair inputs [B]; ``chosen_token_logps`` the summed form's parts are not needed: the function
+takes the chosen sequence sums [B], the chosen token counts [B], and for token_mean the global token
+count (a number: all chosen tokens of the global batch, across accumulation steps and processes).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from alignment.losses.dpo import dpo_loss
+
+SFT_NORMALIZATIONS = ("sum", "seq_mean", "token_mean")
+
+
+def rpo_sft_term(
+    policy_chosen: torch.Tensor,
+    chosen_tokens: torch.Tensor,
+    eta: float,
+    beta: float,
+    sft_normalization: str = "sum",
+    total_chosen_tokens: float | torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Per-pair SFT terms [B] whose MEAN over the batch is the RPO regularizer (for token_mean the per-pair
+    terms are B * sum_t(-log p) / N, so that their mean is sum / N)."""
+    if sft_normalization not in SFT_NORMALIZATIONS:
+        raise ValueError(f"sft_normalization must be one of {SFT_NORMALIZATIONS}, got {sft_normalization!r}")
+    nll = -policy_chosen
+    if sft_normalization == "sum":
+        return eta * beta * nll
+    if sft_normalization == "seq_mean":
+        return eta * nll / chosen_tokens.clamp(min=1)
+    total = chosen_tokens.sum() if total_chosen_tokens is None else total_chosen_tokens
+    return eta * nll * nll.numel() / torch.as_tensor(total, dtype=nll.dtype, device=nll.device).clamp(min=1)
+
+
+def rpo_loss(
+    policy_chosen: torch.Tensor,
+    policy_rejected: torch.Tensor,
+    ref_chosen: torch.Tensor,
+    ref_rejected: torch.Tensor,
+    chosen_tokens: torch.Tensor,
+    beta: float = 0.1,
+    eta: float = 0.005,
+    sft_normalization: str = "sum",
+    total_chosen_tokens: float | torch.Tensor | None = None,
+    **dpo_kwargs,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Per-pair RPO losses [B] and metrics (DPO's plus ``rpo/sft_term``)."""
+    losses, metrics = dpo_loss(
+        policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta, chosen_tokens=chosen_tokens, **dpo_kwargs
+    )
+    sft = rpo_sft_term(policy_chosen, chosen_tokens, eta, beta, sft_normalization, total_chosen_tokens)
+    metrics["rpo/sft_term"] = sft.detach()
+    return losses + sft, metrics
