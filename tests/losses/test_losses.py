@@ -65,7 +65,7 @@ def test_dpo_gradcheck(loss_type):
     def fn(w, lose):
         return dpo_loss(
             w,
-            l,
+            lose,
             args[2],
             args[3],
             beta=0.2,
