@@ -1,6 +1,6 @@
 """Preference data: loading, format detection, validation, tokenization and collation."""
 
-from alignment.data.collator import PreferenceCollator
+from alignment.data.collator import PreferenceCollator, SFTCollator
 from alignment.data.errors import DataError, DataFormatError, DataLoadError
 from alignment.data.formats import CONVERSATIONAL, STANDARD, detect_format, extract_prompt, validate_row
 from alignment.data.loading import (
@@ -20,6 +20,7 @@ __all__ = [
     "DataFormatError",
     "DataLoadError",
     "PreferenceCollator",
+    "SFTCollator",
     "TokenizeReport",
     "ValidationReport",
     "detect_format",

@@ -50,3 +50,17 @@ class PreferenceCollator:
             if key in rows[0]:
                 batch[key] = torch.tensor([float(row[key]) for row in rows], dtype=torch.float32)
         return batch
+
+
+@dataclass
+class SFTCollator:
+    """Supervised rows {prompt_ids, completion_ids} -> input_ids, attention_mask, completion_mask [B, T],
+    right-padded to the longest row (optionally to a multiple of ``pad_to_multiple_of``)."""
+
+    pad_token_id: int
+    pad_to_multiple_of: int | None = None
+
+    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        pairs = [{"prompt_ids": r["prompt_ids"], "chosen_ids": r["completion_ids"], "rejected_ids": []} for r in rows]
+        batch = PreferenceCollator(self.pad_token_id, self.pad_to_multiple_of)(pairs)
+        return {k: v[: len(rows)] for k, v in batch.items()}

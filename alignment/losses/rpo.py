@@ -36,9 +36,11 @@ def rpo_sft_term(
     beta: float,
     sft_normalization: str = "sum",
     total_chosen_tokens: float | torch.Tensor | None = None,
+    batch_pairs: int | None = None,
 ) -> torch.Tensor:
-    """Per-pair SFT terms [B] whose MEAN over the batch is the RPO regularizer (for token_mean the per-pair
-    terms are B * sum_t(-log p) / N, so that their mean is sum / N)."""
+    """Per-pair SFT terms whose MEAN over the batch of ``batch_pairs`` pairs is the RPO regularizer (for
+    token_mean a pair's term is batch_pairs * sum_t(-log p) / N, so that the batch mean is sum / N; the
+    inputs may be a chunk of the batch)."""
     if sft_normalization not in SFT_NORMALIZATIONS:
         raise ValueError(f"sft_normalization must be one of {SFT_NORMALIZATIONS}, got {sft_normalization!r}")
     nll = -policy_chosen
@@ -47,7 +49,8 @@ def rpo_sft_term(
     if sft_normalization == "seq_mean":
         return eta * nll / chosen_tokens.clamp(min=1)
     total = chosen_tokens.sum() if total_chosen_tokens is None else total_chosen_tokens
-    return eta * nll * nll.numel() / torch.as_tensor(total, dtype=nll.dtype, device=nll.device).clamp(min=1)
+    pairs = nll.numel() if batch_pairs is None else batch_pairs
+    return eta * nll * pairs / torch.as_tensor(total, dtype=nll.dtype, device=nll.device).clamp(min=1)
 
 
 def rpo_loss(
@@ -60,12 +63,13 @@ def rpo_loss(
     eta: float = 0.005,
     sft_normalization: str = "sum",
     total_chosen_tokens: float | torch.Tensor | None = None,
+    batch_pairs: int | None = None,
     **dpo_kwargs,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Per-pair RPO losses [B] and metrics (DPO's plus ``rpo/sft_term``)."""
     losses, metrics = dpo_loss(
         policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta, chosen_tokens=chosen_tokens, **dpo_kwargs
     )
-    sft = rpo_sft_term(policy_chosen, chosen_tokens, eta, beta, sft_normalization, total_chosen_tokens)
+    sft = rpo_sft_term(policy_chosen, chosen_tokens, eta, beta, sft_normalization, total_chosen_tokens, batch_pairs)
     metrics["rpo/sft_term"] = sft.detach()
     return losses + sft, metrics

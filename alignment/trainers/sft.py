@@ -1,0 +1,73 @@
+"""SFTTrainer: supervised fine-tuning on (prompt, completion) rows, token-mean NLL of the completion
+through the fused op's general path (alignment.losses.sft). Used to make the quickstart's starting policy."""
+
+from __future__ import annotations
+
+import torch
+from datasets import Dataset
+
+from alignment.configs import SFTConfig
+from alignment.data import DataFormatError, SFTCollator, tokenize_preference_dataset, validate_dataset
+from alignment.losses import sft_loss
+from alignment.models import causal_token_logps
+from alignment.trainers.base import PreferenceTrainer, logger
+
+
+def _as_pairs(dataset) -> Dataset:
+    """(prompt, completion) rows as pseudo-pairs (completion as both sides) for the shared validator."""
+    missing = [c for c in ("prompt", "completion") if c not in dataset.column_names]
+    if missing:
+        raise DataFormatError(f"an SFT dataset needs prompt and completion columns; missing {missing}")
+    return dataset.map(
+        lambda r: {"prompt": r["prompt"], "chosen": r["completion"], "rejected": r["completion"]},
+        remove_columns=dataset.column_names,
+    )
+
+
+class SFTTrainer(PreferenceTrainer):
+    method = "sft"
+    paper = "supervised fine-tuning"
+    arxiv = "n/a"
+    config_class = SFTConfig
+
+    def __init__(self, model, args=None, train_dataset=None, eval_dataset=None, processing_class=None, **kwargs):
+        kwargs.pop("ref_model", None)
+        super().__init__(model, None, args, train_dataset, eval_dataset, processing_class, **kwargs)
+        self.data_collator = SFTCollator(self.processing_class.pad_token_id, self.args.pad_to_multiple_of)
+
+    def make_dataset(self, dataset, tokenizer, args, name):
+        if dataset is None:
+            return None
+        if {"prompt_ids", "completion_ids"} <= set(dataset.column_names):
+            return dataset
+        pairs, report = validate_dataset(_as_pairs(dataset), f"{name} dataset")
+        logger.info("%s", report)
+        tokens, tok_report = tokenize_preference_dataset(
+            pairs, tokenizer, args.max_length, args.truncation_mode, args.chat_template, args.dataset_num_proc, name
+        )
+        self.__dict__.setdefault("data_reports", {})[name] = str(tok_report)
+        return tokens.rename_column("chosen_ids", "completion_ids").remove_columns("rejected_ids")
+
+    def _get_num_items_in_batch(self, batch_samples, device):
+        count = sum(b["completion_mask"][:, 1:].sum() for b in batch_samples)
+        count = torch.as_tensor(count, device=device)
+        if self.args.world_size > 1:
+            count = self.accelerator.gather(count.reshape(1)).sum()
+        return count
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        out = causal_token_logps(
+            model, inputs["input_ids"], inputs["attention_mask"], inputs["completion_mask"], **self.kernel_kwargs()
+        )
+        mask = inputs["completion_mask"][:, 1:]
+        loss, metrics = sft_loss(out.logps, mask, self.token_scale(num_items_in_batch))
+        mode = "train" if self.model.training else "eval"
+        value = self.accelerator.gather_for_metrics(metrics["nll_per_token"]).mean().item()
+        self._metrics[mode]["nll_per_token"].append(value)
+        return (loss, out) if return_outputs else loss
+
+    def active_summary(self):
+        summary = super().active_summary()
+        summary["kernel path"] = "general (token log-probabilities, recompute in backward)"
+        summary["reference"] = "none"
+        return summary
