@@ -1,5 +1,7 @@
 """The ``alignment`` command line.
 
+    alignment train RECIPE.yaml [--field value ...]   train (directly, or under `accelerate launch`)
+    alignment eval MODEL --task NAME [--n 500]          task metrics, greedy and sampled
     alignment data build [--out data]         regenerate the shipped datasets and tokenizer
     alignment data check [--data data]        rebuild in a temporary folder and compare byte for byte
     alignment data validate PATH [...]        load, validate and tokenize a preference dataset; print reports
@@ -10,6 +12,7 @@ A user mistake (a bad file, row or option) prints one line ``error: ...`` and ex
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from alignment import __version__
@@ -48,10 +51,43 @@ def _data_validate(args) -> int:
     return 0
 
 
+def _train(args) -> int:
+    from alignment.recipes import parse_overrides
+    from alignment.run import train
+
+    command = "alignment train " + " ".join([args.recipe, *args.overrides])
+    summary = train(args.recipe, parse_overrides(args.overrides), command)
+    if "eval" in summary:
+        print(json.dumps({"eval": summary["eval"]}, indent=1))
+    return 0
+
+
+def _eval(args) -> int:
+    from alignment.run import eval_command
+
+    modes = ("greedy", "sampled") if args.mode == "both" else (args.mode,)
+    results = eval_command(args.model, args.task, args.n, modes, args.output)
+    print(json.dumps(results, indent=1))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="alignment", description="Preference alignment for language models.")
     parser.add_argument("--version", action="version", version=f"alignment {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="train from a YAML recipe")
+    train.add_argument("recipe", help="a recipe file, e.g. recipes/quickstart/dpo.yaml")
+    train.add_argument("overrides", nargs=argparse.REMAINDER, help="--field value pairs overriding the recipe")
+    train.set_defaults(func=_train)
+
+    evaluate = commands.add_parser("eval", help="evaluate a model on a synthetic task")
+    evaluate.add_argument("model", help="a model folder (or Hub name)")
+    evaluate.add_argument("--task", required=True, choices=("arithmetic", "sentiment", "rps"))
+    evaluate.add_argument("--n", type=int, default=500, help="held-out prompts (default 500)")
+    evaluate.add_argument("--mode", choices=("greedy", "sampled", "both"), default="both")
+    evaluate.add_argument("--output", default=None, help="also write the metrics to this JSON file")
+    evaluate.set_defaults(func=_eval)
 
     data = commands.add_parser("data", help="shipped data and dataset checks").add_subparsers(
         dest="data_command", required=True
@@ -76,11 +112,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from alignment.data import DataError
+    from alignment.recipes import RecipeError
 
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (DataError, FileNotFoundError) as e:
+    except (DataError, RecipeError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

@@ -28,12 +28,16 @@ class ScriptArguments:
     """What a recipe trains on: model, datasets and the evaluation split."""
 
     model_name_or_path: str = field(default="data/sft_model", metadata={"help": "Model path or Hub name."})
+    tokenizer_name_or_path: str | None = field(
+        default=None, metadata={"help": "Tokenizer path or Hub name (default: the model's)."}
+    )
     dataset_mixture: list[str] | None = field(
         default=None,
         metadata={"help": "Dataset sources: files, save_to_disk folders or Hub names; 'path:weight' sets a weight."},
     )
     dataset_split: str = field(default="train", metadata={"help": "Split of each source to load."})
     eval_dataset: list[str] | None = field(default=None, metadata={"help": "Evaluation sources (same syntax)."})
+    eval_split: str = field(default="test", metadata={"help": "Split of each evaluation source (Hub datasets)."})
     test_split_size: float | None = field(
         default=None, metadata={"help": "Hold out this fraction of the training mix for evaluation."}
     )

@@ -194,9 +194,18 @@ def _rows_to_dataset(rows: list[dict[str, Any]], source: str):
 
 
 def load_preference_dataset(
-    source: str | Path, split: str = "train", config: str | None = None, drop_invalid: bool = False
+    source: str | Path,
+    split: str = "train",
+    config: str | None = None,
+    drop_invalid: bool = False,
+    validate: bool = True,
 ):
-    """Load and validate one source; return (datasets.Dataset with prompt/chosen/rejected, report)."""
+    """Load and validate one source; return (datasets.Dataset with prompt/chosen/rejected, report).
+    ``validate=False`` loads the rows as they are (e.g. SFT rows, which their trainer validates)."""
+    if not validate:
+        rows = [row for _, row in iter_source_rows(source, split, config)]
+        report = ValidationReport(str(source), kept=len(rows), format="unvalidated")
+        return _rows_to_dataset(rows, str(source)), report
     rows, report = validate_rows(iter_source_rows(source, split, config), str(source), drop_invalid)
     logger.info("%s", report)
     return _rows_to_dataset(rows, str(source)), report
@@ -210,15 +219,26 @@ def validate_dataset(dataset, name: str = "<dataset>", drop_invalid: bool = Fals
 
 
 # ----- mixing -------------------------------------------------------------------------------------------
+def _parse_source(text: str) -> dict[str, Any]:
+    """ "path" or "path:weight" (a number after the last colon)."""
+    head, sep, tail = str(text).rpartition(":")
+    if sep:
+        try:
+            return {"path": head, "weight": float(tail)}
+        except ValueError:
+            pass
+    return {"path": str(text)}
+
+
 def _normalize_sources(sources) -> list[dict[str, Any]]:
     if isinstance(sources, (str, Path)):
-        return [{"path": str(sources)}]
+        return [_parse_source(sources)]
     if isinstance(sources, Mapping):
         return [{"path": str(k), "weight": v} for k, v in sources.items()]
     if isinstance(sources, Sequence):
         out = []
         for s in sources:
-            out.append({"path": str(s)} if isinstance(s, (str, Path)) else dict(s))
+            out.append(_parse_source(s) if isinstance(s, (str, Path)) else dict(s))
         return out
     raise DataLoadError(f"dataset sources must be a path, a list or a {{path: weight}} mapping, got {sources!r}")
 
@@ -239,6 +259,7 @@ def load_preference_data(
     test_split_size: float | int | None = None,
     seed: int = 0,
     drop_invalid: bool = False,
+    validate: bool = True,
 ):
     """Load one or several sources, each with an optional ``weight`` (fraction of its rows to take; above 1
     it is repeated), ``split`` and ``config``; shuffle the mix with ``seed``. With ``test_split_size``,
@@ -251,7 +272,9 @@ def load_preference_data(
         unknown = set(spec) - {"path", "weight", "split", "config"}
         if unknown:
             raise DataLoadError(f"dataset source {spec}: unknown keys {sorted(unknown)}")
-        ds, report = load_preference_dataset(spec["path"], spec.get("split", split), spec.get("config"), drop_invalid)
+        ds, report = load_preference_dataset(
+            spec["path"], spec.get("split", split), spec.get("config"), drop_invalid, validate
+        )
         formats[spec["path"]] = report.format
         parts.append(ds.select(_take(len(ds), float(spec.get("weight", 1.0)), rng)))
     if len(set(formats.values())) > 1:

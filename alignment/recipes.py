@@ -1,0 +1,87 @@
+"""Recipes: flat YAML files naming a method and its fields, parsed into (ScriptArguments, ModelArguments,
+<Method>Config). Unknown fields and bad values fail with one line naming the file and the field.
+
+    method: dpo
+    model_name_or_path: data/sft_model
+    dataset_mixture: [data/tasks/arithmetic/pref_train_conversational.jsonl]
+    beta: 0.1
+    learning_rate: 5.0e-6
+    output_dir: outputs/dpo
+
+Command-line overrides (``alignment train RECIPE.yaml --beta 0.2 --max_steps 10``) replace recipe values;
+they are parsed as YAML scalars. A recipe may set ``init_from_config`` (a JSON model config) instead of a
+model to train from scratch (the quickstart SFT model).
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import fields
+from pathlib import Path
+
+import yaml
+from transformers import HfArgumentParser
+
+from alignment.configs import CONFIGS, ModelArguments, ScriptArguments
+
+
+class RecipeError(ValueError):
+    """A recipe that cannot be used: names the file and the field."""
+
+
+def _fields(*classes) -> set[str]:
+    return {f.name for cls in classes for f in fields(cls) if f.init}
+
+
+def parse_overrides(argv: list[str]) -> dict:
+    out, i = {}, 0
+    while i < len(argv):
+        key = argv[i]
+        if not key.startswith("--"):
+            raise RecipeError(f"expected --field value, got {key!r}")
+        key = key[2:].replace("-", "_")
+        if "=" in key:
+            key, value = key.split("=", 1)
+            i += 1
+        elif i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+            value, i = argv[i + 1], i + 2
+        else:
+            value, i = "true", i + 1
+        out[key] = yaml.safe_load(value)
+    return out
+
+
+def load_recipe(path: str | os.PathLike, overrides: dict | None = None):
+    """(method, ScriptArguments, ModelArguments, <Method>Config) from a recipe file and overrides."""
+    path = Path(path)
+    if not path.exists():
+        raise RecipeError(f"{path}: no such recipe file")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise RecipeError(f"{path}: not valid YAML ({e})") from None
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{path}: a recipe is a mapping of field: value")
+    raw.update(overrides or {})
+    method = raw.pop("method", None)
+    if method not in CONFIGS:
+        raise RecipeError(f"{path}: field 'method' must be one of {sorted(CONFIGS)}, got {method!r}")
+    config_class = CONFIGS[method]
+    init_config = raw.pop("init_from_config", None)
+    env = raw.pop("env", {}) or {}
+    known = _fields(ScriptArguments, ModelArguments, config_class)
+    for key in raw:
+        if key not in known:
+            hint = difflib.get_close_matches(key, sorted(known), n=1)
+            more = f" (did you mean '{hint[0]}'?)" if hint else ""
+            raise RecipeError(f"{path}: unknown field '{key}' for method {method}{more}")
+    for key, value in env.items():
+        os.environ.setdefault(str(key), str(value))
+    parser = HfArgumentParser((ScriptArguments, ModelArguments, config_class))
+    try:
+        script, model_args, config = parser.parse_dict(raw)
+    except (ValueError, TypeError) as e:
+        raise RecipeError(f"{path}: {e}") from None
+    script.init_from_config = init_config
+    return method, script, model_args, config

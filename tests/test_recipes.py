@@ -1,0 +1,75 @@
+"""Every recipe and accelerate config parses; bad recipes fail with one line naming the file and field."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from alignment.cli import main
+from alignment.configs import DPOConfig, RPOConfig, SFTConfig
+from alignment.recipes import RecipeError, load_recipe, parse_overrides
+from tests.conftest import ROOT
+
+RECIPES = sorted((ROOT / "recipes").rglob("*.yaml"))
+CONFIGS = sorted((ROOT / "accelerate_configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=[str(p.relative_to(ROOT)) for p in RECIPES])
+def test_every_recipe_parses(path):
+    method, script, _, config = load_recipe(path)
+    assert isinstance(config, {"sft": SFTConfig, "dpo": DPOConfig, "rpo": RPOConfig}[method])
+    assert script.dataset_mixture
+    if "quickstart" in str(path):
+        assert config.use_cpu and not config.bf16
+        for source in script.dataset_mixture:
+            assert (ROOT / source.rsplit(":", 1)[0]).exists(), source
+
+
+def test_rpo_recipe_has_the_paper_settings():
+    _, _, _, config = load_recipe(ROOT / "recipes" / "zephyr-7b" / "rpo.yaml")
+    assert (config.eta, config.beta, config.learning_rate, config.sft_normalization) == (0.005, 0.01, 5e-7, "sum")
+    assert config.lr_scheduler_type == "cosine" and config.warmup_ratio == 0.1
+    assert config.per_device_train_batch_size * config.gradient_accumulation_steps * 8 == 128
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
+def test_accelerate_configs_parse(path):
+    data = yaml.safe_load(path.read_text())
+    assert data["distributed_type"] in ("MULTI_GPU", "DEEPSPEED", "FSDP")
+    assert data["num_processes"] >= 2
+    if data["distributed_type"] == "DEEPSPEED":
+        assert data["deepspeed_config"]["zero_stage"] in (2, 3)
+    expected = {"cpu_ddp.yaml", "multi_gpu.yaml", "deepspeed_zero2.yaml", "deepspeed_zero3.yaml", "fsdp.yaml"}
+    assert expected <= {p.name for p in CONFIGS}
+
+
+def test_overrides_and_errors(tmp_path):
+    assert parse_overrides(["--beta", "0.2", "--max_steps=3", "--use_peft"]) == {
+        "beta": 0.2,
+        "max_steps": 3,
+        "use_peft": True,
+    }
+    base = ROOT / "recipes" / "quickstart" / "dpo.yaml"
+    _, _, _, config = load_recipe(base, {"beta": 0.3})
+    assert config.beta == 0.3
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("method: dpo\nbetta: 0.1\ndataset_mixture: [x.jsonl]\n")
+    with pytest.raises(RecipeError, match=r"bad.yaml: unknown field 'betta' for method dpo \(did you mean 'beta'\?\)"):
+        load_recipe(bad)
+    bad.write_text("method: dpo\nloss_type: kto\ndataset_mixture: [x.jsonl]\n")
+    with pytest.raises(RecipeError, match=r"loss_type must be one of"):
+        load_recipe(bad)
+    bad.write_text("method: ppo\n")
+    with pytest.raises(RecipeError, match="field 'method'"):
+        load_recipe(bad)
+    with pytest.raises(RecipeError, match="no such recipe"):
+        load_recipe(tmp_path / "missing.yaml")
+
+
+def test_cli_bad_recipe_is_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("method: rpo\nsft_normalization: mean\ndataset_mixture: [x.jsonl]\n")
+    assert main(["train", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {bad}: sft_normalization must be one of") and "\n" not in err
+    assert main(["train", str(Path(tmp_path) / "nope.yaml")]) == 2

@@ -1,0 +1,112 @@
+"""Same tiny model, reference, tokenizer and rows through trl 1.16's DPOTrainer and ours: the same
+first-step loss and rewards, and after one SGD step the same parameters."""
+
+import copy
+
+import pytest
+import torch
+from datasets import load_dataset
+
+from alignment.configs import DPOConfig, RPOConfig
+from alignment.trainers import DPOTrainer, RPOTrainer
+from tests.ops.test_token_logps import rel_err
+
+COMMON = dict(
+    use_cpu=True,
+    bf16=False,
+    report_to=[],
+    per_device_train_batch_size=8,
+    max_steps=1,
+    learning_rate=0.5,
+    optim="sgd",
+    lr_scheduler_type="constant",
+    warmup_steps=0,
+    weight_decay=0.0,
+    logging_steps=1,
+    save_strategy="no",
+    seed=0,
+)
+
+
+@pytest.fixture(scope="module")
+def base_model(tokenizer):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+    )  # fmt: skip
+    model = LlamaForCausalLM(config)
+    with torch.no_grad():  # a reference that differs from the policy, so rewards are not all zero
+        model.lm_head.weight.mul_(4.0)
+    return model
+
+
+def _rows(data_dir, fmt):
+    path = data_dir / "tasks" / "arithmetic" / f"pref_train_{fmt}.jsonl"
+    return load_dataset("json", data_files=str(path), split="train").select(range(8))
+
+
+def _run_trl(base, tokenizer, rows, tmp_path, loss_type):
+    from trl import DPOConfig as TrlDPOConfig
+    from trl import DPOTrainer as TrlDPOTrainer
+
+    policy, ref = copy.deepcopy(base), copy.deepcopy(base)
+    with torch.no_grad():
+        ref.lm_head.weight.mul_(0.5)
+    args = TrlDPOConfig(
+        output_dir=str(tmp_path / "trl"),
+        loss_type=loss_type,
+        beta=0.2,
+        gradient_checkpointing=False,
+        max_length=None,
+        **COMMON,
+    )
+    trainer = TrlDPOTrainer(model=policy, ref_model=ref, args=args, train_dataset=rows, processing_class=tokenizer)
+    trainer.train()
+    return trainer.state.log_history[0], dict(policy.named_parameters())
+
+
+def _run_ours(base, tokenizer, rows, tmp_path, trainer_cls, config_cls, **extra):
+    policy, ref = copy.deepcopy(base), copy.deepcopy(base)
+    with torch.no_grad():
+        ref.lm_head.weight.mul_(0.5)
+    args = config_cls(output_dir=str(tmp_path / "ours"), beta=0.2, max_length=None, **COMMON, **extra)
+    trainer = trainer_cls(policy, ref_model=ref, args=args, train_dataset=rows, processing_class=tokenizer)
+    trainer.train()
+    return trainer.state.log_history[0], dict(policy.named_parameters())
+
+
+def _compare(theirs, ours, keys):
+    (t_log, t_params), (o_log, o_params) = theirs, ours
+    for key in keys:
+        assert o_log[key] == pytest.approx(t_log[key], rel=1e-5, abs=1e-6), key
+    moved = 0.0
+    for name, value in t_params.items():
+        assert rel_err(o_params[name].detach(), value.detach()) <= 1e-5, name
+    return moved
+
+
+@pytest.mark.parametrize("fmt", ["standard", "conversational"])
+def test_dpo_sigmoid_equals_trl(tokenizer, base_model, data_dir, tmp_path, fmt):
+    rows = _rows(data_dir, fmt)
+    theirs = _run_trl(base_model, tokenizer, rows, tmp_path, ["sigmoid"])
+    ours = _run_ours(base_model, tokenizer, rows, tmp_path, DPOTrainer, DPOConfig)
+    assert theirs[0]["rewards/margins"] != 0  # a real comparison: the reference differs from the policy
+    _compare(
+        theirs,
+        ours,
+        ["loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "logps/chosen", "logps/rejected"],
+    )
+    changed = any(not torch.equal(p.detach(), base_model.state_dict()[n]) for n, p in ours[1].items())
+    assert changed
+
+
+def test_rpo_token_mean_equals_trl_sigmoid_plus_sft(tokenizer, base_model, data_dir, tmp_path):
+    rows = _rows(data_dir, "conversational")
+    theirs = _run_trl(base_model, tokenizer, rows, tmp_path, ["sigmoid", "sft"])
+    ours = _run_ours(
+        base_model, tokenizer, rows, tmp_path, RPOTrainer, RPOConfig, eta=1.0, sft_normalization="token_mean"
+    )
+    _compare(theirs, ours, ["loss", "rewards/chosen", "rewards/rejected", "rewards/margins"])
