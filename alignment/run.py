@@ -64,6 +64,11 @@ def train(recipe: str, overrides: dict | None = None, command: str | None = None
         processing_class=tokenizer,
         peft_config=model_args.peft_config(),
     )
+    trainer.card_extra = {
+        "command": command,
+        "datasets": list(script.dataset_mixture),
+        "base_model": None if getattr(script, "init_from_config", None) else script.model_name_or_path,
+    }
     result = trainer.train()
     trainer.save_model(config.output_dir)
     summary = {
@@ -80,8 +85,12 @@ def train(recipe: str, overrides: dict | None = None, command: str | None = None
     if script.eval_task and trainer.accelerator.is_main_process:
         model.eval()
         summary["eval"] = evaluate(trainer.model, tokenizer, script.eval_task, script.eval_prompts)
+        trainer.card_extra["eval"] = summary["eval"]
     if trainer.accelerator.is_main_process:
         _write_json(Path(config.output_dir) / "alignment_run.json", summary)
+        trainer.create_model_card()
+    if config.push_to_hub:
+        trainer.push_to_hub()
     return summary
 
 

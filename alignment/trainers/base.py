@@ -247,6 +247,14 @@ class PreferenceTrainer(Trainer):
         self._metrics[mode].clear()
         super().log(logs, start_time)
 
+    # ----- the Hub --------------------------------------------------------------------------------------
+    def create_model_card(self, model_name: str | None = None, **kwargs) -> None:
+        """Write our model card (method, paper, base model, data, hyperparameters, metrics, command)."""
+        from alignment.hub import write_model_card
+
+        if self.is_world_process_zero():
+            write_model_card(self, model_name)
+
     # ----- what is active ------------------------------------------------------------------------------
     def active_summary(self) -> dict[str, str]:
         head = lm_head(self.model)

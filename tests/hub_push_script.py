@@ -1,0 +1,57 @@
+"""Run with HF_ENDPOINT set to a local Hub server: train a tiny DPO model for 2 steps, push it with its
+model card, load it back from the 'Hub' and compare log-probabilities. Prints one JSON line."""
+
+import json
+import sys
+import tempfile
+
+import torch
+from datasets import load_dataset
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+from alignment.configs import DPOConfig
+from alignment.models import causal_token_logps
+from alignment.trainers import DPOTrainer
+
+data = sys.argv[1]
+tokenizer = AutoTokenizer.from_pretrained(f"{data}/tokenizer")
+torch.manual_seed(0)
+config = LlamaConfig(
+    vocab_size=len(tokenizer),
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=1,
+    num_attention_heads=4,
+    num_key_value_heads=4,
+    pad_token_id=0,
+    bos_token_id=1,
+    eos_token_id=2,
+)
+model = LlamaForCausalLM(config)
+rows = load_dataset("json", data_files=f"{data}/tasks/rps/pref_train_conversational.jsonl", split="train").select(
+    range(16)
+)
+with tempfile.TemporaryDirectory() as out:
+    args = DPOConfig(
+        output_dir=out,
+        use_cpu=True,
+        max_steps=2,
+        per_device_train_batch_size=8,
+        logging_steps=1,
+        push_to_hub=True,
+        hub_model_id="alice/tiny-dpo",
+        hub_token="hf_test",
+        report_to=[],
+    )
+    trainer = DPOTrainer(model, args=args, train_dataset=rows, processing_class=tokenizer)
+    trainer.card_extra = {
+        "datasets": ["data/tasks/rps/pref_train_conversational.jsonl"],
+        "command": "python tests/hub_push_script.py",
+    }
+    trainer.train()
+    trainer.push_to_hub()
+loaded = AutoModelForCausalLM.from_pretrained("alice/tiny-dpo", token="hf_test")
+ids = torch.tensor([[1, 4, 50, 60, 2, 5, 70, 80, 2]])
+a = causal_token_logps(model.eval(), ids).logps
+b = causal_token_logps(loaded.eval(), ids).logps
+print(json.dumps({"max_diff": (a - b).abs().max().item()}))
