@@ -40,7 +40,7 @@ def model_fingerprint(model: nn.Module) -> str:
 def dataset_fingerprint(dataset) -> str:
     digest = hashlib.sha256()
     for key in ("prompt_ids", "chosen_ids", "rejected_ids"):
-        digest.update(json.dumps(dataset[key]).encode())
+        digest.update(json.dumps([list(x) for x in dataset[key]]).encode())
     return digest.hexdigest()[:20]
 
 

@@ -1,0 +1,208 @@
+"""Training a tiny model with each trainer: parameters move, references behave, options are honest."""
+
+import copy
+import logging
+
+import pytest
+import torch
+from datasets import load_dataset
+
+from alignment.configs import DPOConfig, RPOConfig, SFTConfig
+from alignment.trainers import DPOTrainer, RPOTrainer, SFTTrainer
+from tests.ops.test_token_logps import rel_err
+
+
+@pytest.fixture(scope="module")
+def tiny(tokenizer):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+    )  # fmt: skip
+    return LlamaForCausalLM(config)
+
+
+def rows(data_dir, kind="pref", task="arithmetic", n=16):
+    path = data_dir / "tasks" / task / f"{kind}_train_conversational.jsonl"
+    return load_dataset("json", data_files=str(path), split="train").select(range(n))
+
+
+def args(cls, tmp_path, **kw):
+    base = dict(output_dir=str(tmp_path / "out"), use_cpu=True, max_steps=2, per_device_train_batch_size=8,
+                learning_rate=1e-2, logging_steps=1, report_to=[], seed=0)  # fmt: skip
+    return cls(**{**base, **kw})
+
+
+def changed(before: dict, model) -> list[str]:
+    return [n for n, p in model.named_parameters() if not torch.equal(before[n], p.detach())]
+
+
+@pytest.mark.parametrize(
+    ("trainer_cls", "config_cls", "kind", "extra"),
+    [
+        (DPOTrainer, DPOConfig, "pref", {}),
+        (DPOTrainer, DPOConfig, "pref", {"loss_type": "ipo"}),
+        (RPOTrainer, RPOConfig, "pref", {"eta": 0.5}),
+        (SFTTrainer, SFTConfig, "sft", {}),
+    ],
+    ids=["dpo", "ipo", "rpo", "sft"],
+)
+def test_every_parameter_changes(tiny, tokenizer, data_dir, tmp_path, trainer_cls, config_cls, kind, extra):
+    model = copy.deepcopy(tiny)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    trainer = trainer_cls(
+        model, args=args(config_cls, tmp_path, **extra), train_dataset=rows(data_dir, kind), processing_class=tokenizer
+    )
+    trainer.train()
+    assert sorted(changed(before, model)) == sorted(before)
+    logged = trainer.state.log_history[0]
+    if kind == "pref":
+        for key in (
+            "rewards/chosen",
+            "rewards/rejected",
+            "rewards/accuracies",
+            "rewards/margins",
+            "logps/chosen",
+            "logps/rejected",
+            "logps/chosen_per_token",
+        ):
+            assert key in logged
+    else:
+        assert logged["nll_per_token"] > 0
+
+
+def test_model_object_without_reference_uses_a_frozen_copy(tiny, tokenizer, data_dir, tmp_path):
+    model = copy.deepcopy(tiny)
+    trainer = DPOTrainer(
+        model, args=args(DPOConfig, tmp_path), train_dataset=rows(data_dir), processing_class=tokenizer
+    )
+    assert trainer.ref_mode == "copy"
+    trainer.train()
+    ref_params = dict(trainer.ref_model.named_parameters())
+    for name, value in tiny.named_parameters():
+        assert torch.equal(ref_params[name], value)  # the reference stayed where the policy started
+    assert abs(trainer.state.log_history[0]["rewards/margins"]) < 1e-5  # first step: policy == reference
+
+
+def test_peft_reference_is_the_adapter_disabled(tiny, tokenizer, data_dir, tmp_path):
+    from peft import LoraConfig
+
+    model = copy.deepcopy(tiny)
+    peft = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], lora_dropout=0.0)
+    trainer = DPOTrainer(
+        model,
+        args=args(DPOConfig, tmp_path),
+        train_dataset=rows(data_dir),
+        processing_class=tokenizer,
+        peft_config=peft,
+    )
+    assert trainer.ref_mode == "adapter" and trainer.ref_model is None
+    summary = trainer.active_summary()
+    assert "LoraConfig r=4" in summary["peft"] and "head frozen" in summary["kernel path"]
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    trainer.train()
+    moved = changed(before, trainer.model)
+    assert moved and all("lora_" in n for n in moved)
+
+
+def test_precomputed_reference_is_cached_and_equal(tiny, tokenizer, data_dir, tmp_path):
+    data = rows(data_dir)
+    common = dict(max_steps=1, learning_rate=0.0, ref_cache_dir=str(tmp_path / "cache"))
+    live = DPOTrainer(
+        copy.deepcopy(tiny), args=args(DPOConfig, tmp_path, **common), train_dataset=data, processing_class=tokenizer
+    )
+    live.train()
+    pre = DPOTrainer(
+        copy.deepcopy(tiny),
+        args=args(DPOConfig, tmp_path, precompute_ref_logps=True, **common),
+        train_dataset=data,
+        processing_class=tokenizer,
+    )
+    assert pre.ref_mode == "precomputed (copy)" and len(pre.ref_cache_files) == 1
+    cache = tmp_path / "cache"
+    files = list(cache.iterdir())
+    stamp = files[0].stat().st_mtime_ns
+    again = DPOTrainer(
+        copy.deepcopy(tiny),
+        args=args(DPOConfig, tmp_path, precompute_ref_logps=True, **common),
+        train_dataset=data,
+        processing_class=tokenizer,
+    )
+    assert list(cache.iterdir()) == files and files[0].stat().st_mtime_ns == stamp  # read, not recomputed
+    assert list(again.train_dataset["ref_chosen_logps"]) == list(pre.train_dataset["ref_chosen_logps"])
+    pre.train()
+    assert pre.state.log_history[0]["loss"] == pytest.approx(live.state.log_history[0]["loss"], rel=1e-5)
+    # another model gets another cache entry
+    other = copy.deepcopy(tiny)
+    with torch.no_grad():
+        other.lm_head.weight.add_(0.01)
+    DPOTrainer(
+        other,
+        args=args(DPOConfig, tmp_path, precompute_ref_logps=True, **common),
+        train_dataset=data,
+        processing_class=tokenizer,
+    )
+    assert len(list(cache.iterdir())) == 2
+
+
+@pytest.mark.parametrize(
+    ("trainer_cls", "config_cls", "extra"),
+    [(DPOTrainer, DPOConfig, {}), (RPOTrainer, RPOConfig, {"eta": 1.0, "sft_normalization": "token_mean"})],
+)
+def test_gradient_accumulation_equals_one_big_batch(
+    tiny, tokenizer, data_dir, tmp_path, trainer_cls, config_cls, extra
+):
+    data = rows(data_dir, n=8)
+    results = []
+    for batch, steps in ((8, 1), (4, 2), (2, 4)):
+        model = copy.deepcopy(tiny)
+        cfg = args(
+            config_cls,
+            tmp_path,
+            max_steps=1,
+            per_device_train_batch_size=batch,
+            gradient_accumulation_steps=steps,
+            optim="sgd",
+            learning_rate=0.5,
+            lr_scheduler_type="constant",
+            max_grad_norm=0.0,
+            **extra,
+        )
+        trainer_cls(model, args=cfg, train_dataset=data, processing_class=tokenizer).train()
+        results.append(dict(model.named_parameters()))
+    for other in results[1:]:
+        for name, value in results[0].items():
+            assert rel_err(other[name].detach(), value.detach()) <= 1e-5, name
+
+
+def test_unsupported_options_raise(tmp_path):
+    with pytest.raises(ValueError, match="padding_free is not supported"):
+        DPOConfig(output_dir=str(tmp_path), use_cpu=True, padding_free=True)
+    with pytest.raises(ValueError, match="loss_type must be one of"):
+        DPOConfig(output_dir=str(tmp_path), use_cpu=True, loss_type="kto")
+    with pytest.raises(ValueError, match="label_smoothing"):
+        DPOConfig(output_dir=str(tmp_path), use_cpu=True, label_smoothing=0.5)
+    with pytest.raises(ValueError, match="beta"):
+        DPOConfig(output_dir=str(tmp_path), use_cpu=True, beta=0)
+
+
+def test_wrong_config_class_and_banner(tiny, tokenizer, data_dir, tmp_path, caplog):
+    with pytest.raises(TypeError, match="needs a DPOConfig"):
+        DPOTrainer(
+            copy.deepcopy(tiny),
+            args=args(SFTConfig, tmp_path),
+            train_dataset=rows(data_dir),
+            processing_class=tokenizer,
+        )
+    with caplog.at_level(logging.WARNING, logger="alignment"):
+        RPOTrainer(
+            copy.deepcopy(tiny),
+            args=args(RPOConfig, tmp_path),
+            train_dataset=rows(data_dir),
+            processing_class=tokenizer,
+        )
+    text = caplog.text
+    assert "rpo (Provably Mitigating" in text and "arXiv 2405.16436" in text and "pair-fused" in text
+    assert "single process" in text and "reference             copy" in text
