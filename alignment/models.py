@@ -155,6 +155,33 @@ def shifted_targets(input_ids: torch.Tensor, completion_mask: torch.Tensor | Non
     return targets
 
 
+def through_wrapper(model: nn.Module, fn: Callable, *args):
+    """Run ``fn(*args)`` as the forward of a DDP wrapper's module, so that DDP prepares its gradient
+    all-reduce (a direct call of the inner module would skip it); other models call ``fn`` directly."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    if not isinstance(model, DistributedDataParallel):
+        return fn(*args)
+    inner = model.module
+    saved = inner.__dict__.get("forward")
+    kind = []
+
+    def forward(*inner_args):
+        result = fn(*inner_args)
+        kind.append(type(result))
+        return {f.name: getattr(result, f.name) for f in dataclasses.fields(result)}
+
+    inner.forward = forward
+    try:
+        fields = model(*args)
+    finally:
+        if saved is None:
+            del inner.forward
+        else:
+            inner.forward = saved
+    return kind[0](**fields)
+
+
 def causal_token_logps(
     model: nn.Module,
     input_ids: torch.Tensor,
@@ -164,15 +191,19 @@ def causal_token_logps(
 ) -> TokenLogps:
     """Per-token log-probabilities [B, T-1] of the completion tokens (``completion_mask``; every token when
     None), through the fused op; ``op_kwargs`` go to :func:`alignment.ops.token_logps` (entropy, ...)."""
-    hidden = hidden_states(model, input_ids, attention_mask)[:, :-1]
-    targets = shifted_targets(input_ids, completion_mask if completion_mask is not None else attention_mask)
-    head = lm_head(model)
-    op_kwargs = {"softcap": head.softcap, "logit_scale": head.logit_scale, **op_kwargs}
 
-    def fn(weight, bias, h, y):
-        return token_logps(h, weight, y, bias=bias, **op_kwargs)
+    def run(input_ids, attention_mask, completion_mask):
+        hidden = hidden_states(model, input_ids, attention_mask)[:, :-1]
+        targets = shifted_targets(input_ids, completion_mask if completion_mask is not None else attention_mask)
+        head = lm_head(model)
+        kwargs = {"softcap": head.softcap, "logit_scale": head.logit_scale, **op_kwargs}
 
-    return run_with_head(head, fn, hidden, targets)
+        def fn(weight, bias, h, y):
+            return token_logps(h, weight, y, bias=bias, **kwargs)
+
+        return run_with_head(head, fn, hidden, targets)
+
+    return through_wrapper(model, run, input_ids, attention_mask, completion_mask)
 
 
 def causal_pair_loss(
@@ -185,12 +216,16 @@ def causal_pair_loss(
 ):
     """The pair-fused path on a [chosen; rejected] batch (the collator's layout): see
     :func:`alignment.ops.pair_fused_loss`."""
-    hidden = hidden_states(model, input_ids, attention_mask)[:, :-1]
-    targets = shifted_targets(input_ids, completion_mask)
-    head = lm_head(model)
-    op_kwargs = {"softcap": head.softcap, "logit_scale": head.logit_scale, **op_kwargs}
 
-    def fn(weight, bias, h, y):
-        return pair_fused_loss(h, weight, y, loss_fn, bias=bias, **op_kwargs)
+    def run(input_ids, attention_mask, completion_mask):
+        hidden = hidden_states(model, input_ids, attention_mask)[:, :-1]
+        targets = shifted_targets(input_ids, completion_mask)
+        head = lm_head(model)
+        kwargs = {"softcap": head.softcap, "logit_scale": head.logit_scale, **op_kwargs}
 
-    return run_with_head(head, fn, hidden, targets)
+        def fn(weight, bias, h, y):
+            return pair_fused_loss(h, weight, y, loss_fn, bias=bias, **kwargs)
+
+        return run_with_head(head, fn, hidden, targets)
+
+    return through_wrapper(model, run, input_ids, attention_mask, completion_mask)

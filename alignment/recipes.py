@@ -52,6 +52,20 @@ def parse_overrides(argv: list[str]) -> dict:
     return out
 
 
+def _coerce(path, key: str, value, type_name: str):
+    """YAML reads 1e-3 as a string (it wants 1.0e-3): convert strings for numeric fields."""
+    if not isinstance(value, str):
+        return value
+    name = type_name.replace("<class '", "").replace("'>", "").replace("typing.", "")
+    for kind, cast in (("float", float), ("int", int)):
+        if name.startswith(kind):
+            try:
+                return cast(value)
+            except ValueError:
+                raise RecipeError(f"{path}: field '{key}' must be a number, got {value!r}") from None
+    return value
+
+
 def load_recipe(path: str | os.PathLike, overrides: dict | None = None):
     """(method, ScriptArguments, ModelArguments, <Method>Config) from a recipe file and overrides."""
     path = Path(path)
@@ -78,6 +92,9 @@ def load_recipe(path: str | os.PathLike, overrides: dict | None = None):
             raise RecipeError(f"{path}: unknown field '{key}' for method {method}{more}")
     for key, value in env.items():
         os.environ.setdefault(str(key), str(value))
+    types = {f.name: str(f.type) for cls in (ScriptArguments, ModelArguments, config_class) for f in fields(cls)}
+    for key, value in raw.items():
+        raw[key] = _coerce(path, key, value, types.get(key, ""))
     parser = HfArgumentParser((ScriptArguments, ModelArguments, config_class))
     try:
         script, model_args, config = parser.parse_dict(raw)

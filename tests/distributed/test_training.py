@@ -1,0 +1,60 @@
+"""Several processes give the same training step as one (same global batch): DDP on CPU (gloo), with
+and without gradient accumulation, and DeepSpeed ZeRO-3 against DDP. Slow: real `accelerate launch`es."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from tests.conftest import ROOT
+from tests.ops.test_token_logps import rel_err
+
+SCRIPT = ROOT / "tests" / "distributed" / "train_script.py"
+
+
+def run(out, method, batch, accum, config=None):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu", "PYTHONPATH": str(ROOT)}
+    args = [str(SCRIPT), str(out), method, str(batch), str(accum)]
+    if config is None:
+        cmd = [sys.executable, *args]
+    else:
+        cmd = [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--config_file",
+            str(ROOT / "accelerate_configs" / config),
+            *args,
+        ]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-4000:]
+    return torch.load(out, weights_only=False)
+
+
+def same(a, b, tol=1e-5):
+    assert a["log"]["loss"] == pytest.approx(b["log"]["loss"], rel=tol)
+    for name, value in a["params"].items():
+        assert rel_err(b["params"][name], value) <= tol, name
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["dpo", "rpo"])
+def test_ddp_two_processes_equal_one(tmp_path, method):
+    single = run(tmp_path / "single.pt", method, 8, 1)
+    ddp = run(tmp_path / "ddp.pt", method, 4, 1, "cpu_ddp.yaml")
+    ddp_accum = run(tmp_path / "ddp_accum.pt", method, 2, 2, "cpu_ddp.yaml")
+    assert "DDP, 2 process(es)" in ddp["summary"]["distributed"]
+    same(single, ddp)
+    same(single, ddp_accum)
+
+
+@pytest.mark.slow
+def test_deepspeed_zero3_matches_ddp(tmp_path):
+    import deepspeed  # noqa: F401  (a clear ImportError when the deepspeed extra is missing)
+
+    ddp = run(tmp_path / "ddp.pt", "dpo", 4, 1, "cpu_ddp.yaml")
+    zero3 = run(tmp_path / "zero3.pt", "dpo", 4, 1, "deepspeed_zero3.yaml")
+    assert "DeepSpeed ZeRO-3, 2 process(es)" in zero3["summary"]["distributed"]
+    same(ddp, zero3)

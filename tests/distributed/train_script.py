@@ -1,0 +1,81 @@
+"""One DPO/RPO optimizer step on 8 fixed rows; writes the logged loss and the full parameters (rank 0).
+
+python tests/distributed/train_script.py OUT.pt METHOD BATCH ACCUM
+accelerate launch --config_file accelerate_configs/cpu_ddp.yaml tests/distributed/train_script.py ...
+accelerate launch --config_file accelerate_configs/deepspeed_zero3.yaml tests/distributed/train_script.py ...
+"""
+
+import os
+import sys
+
+import torch
+from datasets import load_dataset
+from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+from alignment.configs import DPOConfig, RPOConfig
+from alignment.trainers import DPOTrainer, RPOTrainer
+
+out_path, method, batch, accum = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false") == "true"
+tokenizer = AutoTokenizer.from_pretrained(f"{root}/data/tokenizer")
+torch.manual_seed(0)
+config = LlamaConfig(
+    vocab_size=len(tokenizer),
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    pad_token_id=0,
+    bos_token_id=1,
+    eos_token_id=2,
+)
+model = LlamaForCausalLM(config)
+ref = LlamaForCausalLM(config)
+ref.load_state_dict(model.state_dict())
+with torch.no_grad():
+    ref.lm_head.weight.mul_(0.5)
+rows = load_dataset(
+    "json", data_files=f"{root}/data/tasks/arithmetic/pref_train_conversational.jsonl", split="train"
+).select(range(8))
+common = dict(
+    output_dir=f"{out_path}.run",
+    per_device_train_batch_size=batch,
+    gradient_accumulation_steps=accum,
+    max_steps=1,
+    learning_rate=0.5,
+    optim="sgd",
+    lr_scheduler_type="constant",
+    max_grad_norm=0.0,
+    logging_steps=1,
+    report_to=[],
+    save_strategy="no",
+    seed=0,
+    beta=0.2,
+)
+# DeepSpeed on CPU: not use_cpu (that selects plain multi-CPU), and the gloo backend named explicitly
+common.update(use_cpu=False, ddp_backend="gloo") if deepspeed else common.update(use_cpu=True)
+if method == "rpo":
+    trainer = RPOTrainer(
+        model,
+        ref_model=ref,
+        args=RPOConfig(eta=1.0, sft_normalization="token_mean", **common),
+        train_dataset=rows,
+        processing_class=tokenizer,
+    )
+else:
+    trainer = DPOTrainer(model, ref_model=ref, args=DPOConfig(**common), train_dataset=rows, processing_class=tokenizer)
+trainer.train()
+inner = trainer.accelerator.unwrap_model(trainer.model_wrapped)
+params = {}
+for name, param in inner.named_parameters():
+    if hasattr(param, "ds_id"):
+        import deepspeed as ds
+
+        with ds.zero.GatheredParameters([param]):
+            params[name] = param.detach().clone()
+    else:
+        params[name] = param.detach().clone()
+if trainer.accelerator.is_main_process:
+    torch.save({"log": trainer.state.log_history[0], "params": params, "summary": trainer.active_summary()}, out_path)
