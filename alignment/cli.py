@@ -5,6 +5,7 @@
     alignment data build [--out data]         regenerate the shipped datasets and tokenizer
     alignment data check [--data data]        rebuild in a temporary folder and compare byte for byte
     alignment data validate PATH [...]        load, validate and tokenize a preference dataset; print reports
+    alignment data pairs MODEL --task T --out F  on-policy pairs ranked by the task's oracle
 
 A user mistake (a bad file, row or option) prints one line ``error: ...`` and exits with status 2.
 """
@@ -34,6 +35,14 @@ def _data_check(args) -> int:
         print(f"{len(differ)} files differ from a fresh build: {', '.join(differ)}")
         return 1
     print(f"{args.data}: every shipped file equals a fresh build")
+    return 0
+
+
+def _data_pairs(args) -> int:
+    from alignment.tasks.onpolicy import write_pairs
+
+    n = write_pairs(args.model, args.task, args.n, args.samples, args.out, args.seed)
+    print(f"wrote {n} on-policy pairs to {args.out}")
     return 0
 
 
@@ -107,6 +116,14 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("--max-length", type=int, default=1024)
     validate.add_argument("--truncation-mode", choices=("keep_start", "keep_end"), default="keep_start")
     validate.set_defaults(func=_data_validate)
+    pairs = data.add_parser("pairs", help="on-policy pairs: sample from a model, rank with the task's oracle")
+    pairs.add_argument("model", help="a model folder")
+    pairs.add_argument("--task", required=True, choices=("arithmetic", "sentiment", "rps"))
+    pairs.add_argument("--n", type=int, default=3000, help="training prompts")
+    pairs.add_argument("--samples", type=int, default=4, help="responses sampled per prompt")
+    pairs.add_argument("--seed", type=int, default=0)
+    pairs.add_argument("--out", required=True, help="output .jsonl (conversational format)")
+    pairs.set_defaults(func=_data_pairs)
     return parser
 
 
