@@ -115,30 +115,41 @@ def _zero3_partitioned(t: torch.Tensor) -> bool:
     return hasattr(t, "ds_id")
 
 
+def call_as_forward(caller: nn.Module, owner: nn.Module, fn: Callable, *args):
+    """Call ``caller(*args)`` with ``owner.forward`` temporarily replaced by ``fn`` (a function returning a
+    dataclass), so that the hooks and bookkeeping of ``caller`` (ZeRO-3's parameter gathering, DDP's
+    gradient all-reduce) wrap our computation. The dataclass travels as a plain dict of its fields, which
+    those hooks can walk."""
+    saved = owner.__dict__.get("forward")
+    kind = []
+
+    def forward(*inner_args):
+        result = fn(*inner_args)
+        kind.append(type(result))
+        return {f.name: getattr(result, f.name) for f in dataclasses.fields(result)}
+
+    owner.forward = forward
+    try:
+        fields = caller(*args)
+    finally:
+        if saved is None:
+            del owner.forward
+        else:
+            owner.forward = saved
+    return kind[0](**fields)
+
+
 def run_with_head(head: HeadSpec, fn: Callable, *args):
     """Call ``fn(weight, bias, *args)``; under ZeRO-3 as the head module's forward (hooks gather the weight)."""
     if not _zero3_partitioned(head.weight):
         return fn(_full(head.weight), _full(head.bias), *args)
     module = head.module
-    saved = module.__dict__.get("forward")
-    kind = []
 
     def forward(*inner_args):
         weight, bias = _effective_weight(module)
-        result = fn(weight, bias, *inner_args)
-        kind.append(type(result))
-        # a plain dict: ZeRO-3 hooks find the tensors in it and arm the backward gather on them
-        return {f.name: getattr(result, f.name) for f in dataclasses.fields(result)}
+        return fn(weight, bias, *inner_args)
 
-    module.forward = forward
-    try:
-        fields = module(*args)
-        return kind[0](**fields)
-    finally:
-        if saved is None:
-            del module.forward
-        else:
-            module.forward = saved
+    return call_as_forward(module, module, forward, *args)
 
 
 def hidden_states(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs):
@@ -162,24 +173,25 @@ def through_wrapper(model: nn.Module, fn: Callable, *args):
 
     if not isinstance(model, DistributedDataParallel):
         return fn(*args)
-    inner = model.module
-    saved = inner.__dict__.get("forward")
-    kind = []
+    return call_as_forward(model, model.module, fn, *args)
 
-    def forward(*inner_args):
-        result = fn(*inner_args)
-        kind.append(type(result))
-        return {f.name: getattr(result, f.name) for f in dataclasses.fields(result)}
 
-    inner.forward = forward
-    try:
-        fields = model(*args)
-    finally:
-        if saved is None:
-            del inner.forward
-        else:
-            inner.forward = saved
-    return kind[0](**fields)
+def _apply_head(model: nn.Module, op: Callable, input_ids, attention_mask, completion_mask, op_kwargs: dict):
+    """Backbone on ``input_ids``, then ``op(hidden, weight, targets, bias=..., **kwargs)`` with the LM head
+    (softcap and logit scale from the config), through the DDP / ZeRO-3 wrappers."""
+
+    def run(input_ids, attention_mask, completion_mask):
+        hidden = hidden_states(model, input_ids, attention_mask)[:, :-1]
+        targets = shifted_targets(input_ids, completion_mask)
+        head = lm_head(model)
+        kwargs = {"softcap": head.softcap, "logit_scale": head.logit_scale, **op_kwargs}
+
+        def fn(weight, bias, h, y):
+            return op(h, weight, y, bias=bias, **kwargs)
+
+        return run_with_head(head, fn, hidden, targets)
+
+    return through_wrapper(model, run, input_ids, attention_mask, completion_mask)
 
 
 def causal_token_logps(
@@ -191,19 +203,8 @@ def causal_token_logps(
 ) -> TokenLogps:
     """Per-token log-probabilities [B, T-1] of the completion tokens (``completion_mask``; every token when
     None), through the fused op; ``op_kwargs`` go to :func:`alignment.ops.token_logps` (entropy, ...)."""
-
-    def run(input_ids, attention_mask, completion_mask):
-        hidden = hidden_states(model, input_ids, attention_mask)[:, :-1]
-        targets = shifted_targets(input_ids, completion_mask if completion_mask is not None else attention_mask)
-        head = lm_head(model)
-        kwargs = {"softcap": head.softcap, "logit_scale": head.logit_scale, **op_kwargs}
-
-        def fn(weight, bias, h, y):
-            return token_logps(h, weight, y, bias=bias, **kwargs)
-
-        return run_with_head(head, fn, hidden, targets)
-
-    return through_wrapper(model, run, input_ids, attention_mask, completion_mask)
+    scored = completion_mask if completion_mask is not None else attention_mask
+    return _apply_head(model, token_logps, input_ids, attention_mask, scored, op_kwargs)
 
 
 def causal_pair_loss(
@@ -217,15 +218,7 @@ def causal_pair_loss(
     """The pair-fused path on a [chosen; rejected] batch (the collator's layout): see
     :func:`alignment.ops.pair_fused_loss`."""
 
-    def run(input_ids, attention_mask, completion_mask):
-        hidden = hidden_states(model, input_ids, attention_mask)[:, :-1]
-        targets = shifted_targets(input_ids, completion_mask)
-        head = lm_head(model)
-        kwargs = {"softcap": head.softcap, "logit_scale": head.logit_scale, **op_kwargs}
+    def op(h, weight, y, **kwargs):
+        return pair_fused_loss(h, weight, y, loss_fn, **kwargs)
 
-        def fn(weight, bias, h, y):
-            return pair_fused_loss(h, weight, y, loss_fn, bias=bias, **kwargs)
-
-        return run_with_head(head, fn, hidden, targets)
-
-    return through_wrapper(model, run, input_ids, attention_mask, completion_mask)
+    return _apply_head(model, op, input_ids, attention_mask, completion_mask, op_kwargs)

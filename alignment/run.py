@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 
 import torch
+
+from alignment.io import atomic_write_text
 
 logger = logging.getLogger("alignment")
 MAX_NEW_TOKENS = {"arithmetic": 6, "rps": 12, "sentiment": 32}
@@ -101,10 +102,7 @@ def _plain(value) -> bool:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=str))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(data, indent=1, default=str))
 
 
 def generation_fn(model, tokenizer, task: str, do_sample: bool = False, temperature: float = 1.0, seed: int = 0):

@@ -7,27 +7,16 @@ import tempfile
 
 import torch
 from datasets import load_dataset
-from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from alignment.configs import DPOConfig
 from alignment.models import causal_token_logps
 from alignment.trainers import DPOTrainer
+from tests.tiny import tiny_llama
 
 data = sys.argv[1]
 tokenizer = AutoTokenizer.from_pretrained(f"{data}/tokenizer")
-torch.manual_seed(0)
-config = LlamaConfig(
-    vocab_size=len(tokenizer),
-    hidden_size=32,
-    intermediate_size=64,
-    num_hidden_layers=1,
-    num_attention_heads=4,
-    num_key_value_heads=4,
-    pad_token_id=0,
-    bos_token_id=1,
-    eos_token_id=2,
-)
-model = LlamaForCausalLM(config)
+model = tiny_llama(len(tokenizer), layers=1, kv_heads=4)
 rows = load_dataset("json", data_files=f"{data}/tasks/rps/pref_train_conversational.jsonl", split="train").select(
     range(16)
 )

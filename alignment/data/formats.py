@@ -107,6 +107,16 @@ def detect_format(row: dict[str, Any]) -> str:
     )
 
 
+def common_prefix_length(a, b) -> int:
+    """Number of leading items (tokens, characters or messages) that ``a`` and ``b`` share."""
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
 def extract_prompt(chosen: Any, rejected: Any) -> tuple[Any, Any, Any]:
     """Split an implicit-prompt pair into (prompt, chosen, rejected).
 
@@ -114,11 +124,7 @@ def extract_prompt(chosen: Any, rejected: Any) -> tuple[Any, Any, Any]:
     prefix, moved back by one character when it ends on a space (so the space starts the completions, as
     TRL's ``extract_prompt`` does). Raises when the pair is identical or one side would be left empty.
     """
-    n = 0
-    for a, b in zip(chosen, rejected):
-        if a != b:
-            break
-        n += 1
+    n = common_prefix_length(chosen, rejected)
     if isinstance(chosen, str) and 0 < n < min(len(chosen), len(rejected)) and chosen[n - 1] == " ":
         n -= 1
     if n >= len(chosen) or n >= len(rejected):

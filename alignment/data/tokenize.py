@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from alignment.data.errors import DataError
+from alignment.data.formats import common_prefix_length
 
 logger = logging.getLogger(__name__)
 TRUNCATION_MODES = ("keep_start", "keep_end")
@@ -45,15 +46,6 @@ class TokenizeReport:
             f"tokenized {self.rows} rows: {self.truncated} truncated, {self.dropped} dropped "
             f"(max_length={self.max_length}, {self.truncation_mode}); longest sequence {self.longest} tokens"
         )
-
-
-def common_prefix_length(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 def _ids(out: Any) -> list[int]:

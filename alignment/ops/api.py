@@ -44,6 +44,36 @@ def _check(hidden, weight, targets, bias, name="hidden"):
         raise ValueError(f"targets must be integer token ids, got {targets.dtype}")
 
 
+@dataclass
+class _Compacted:
+    """The scored positions only: hidden [n, H], targets [n], the reference's hidden [n, H] and head."""
+
+    mask: torch.Tensor
+    flat: torch.Tensor
+    hidden: torch.Tensor
+    targets: torch.Tensor
+    ref_hidden: torch.Tensor | None
+    ref_weight: torch.Tensor | None
+    ref_bias: torch.Tensor | None
+
+
+def _compact(hidden, weight, targets, ref_hidden, ref_weight, ref_bias, ignore_index) -> _Compacted:
+    """Drop the ``ignore_index`` positions before any matmul; check target ids; detach the reference."""
+    mask = targets != ignore_index
+    flat = mask.reshape(-1)
+    h = hidden.reshape(-1, hidden.shape[-1])[flat]
+    y = targets.reshape(-1)[flat].long()
+    if y.numel() and (y.min() < 0 or y.max() >= weight.shape[0]):
+        raise ValueError(f"targets must be in [0, {weight.shape[0]}) or {ignore_index}")
+    rh = rw = rb = None
+    if ref_hidden is not None:
+        rw = (ref_weight if ref_weight is not None else weight).detach()
+        _check(ref_hidden, rw, targets, ref_bias, "ref_hidden")
+        rh = ref_hidden.detach().reshape(-1, ref_hidden.shape[-1])[flat]
+        rb = None if ref_bias is None else ref_bias.detach()
+    return _Compacted(mask, flat, h, y, rh, rw, rb)
+
+
 def _scatter(values: torch.Tensor | None, mask: torch.Tensor, fill=0.0) -> torch.Tensor | None:
     """Put compacted per-token values back at the mask's positions (zeros elsewhere), differentiably."""
     if values is None:
@@ -107,20 +137,12 @@ def token_logps(
         raise ValueError("path='frozen' needs a head without gradient: weight (and bias) must not require grad")
     chosen = "frozen" if (path == "frozen" or (path == "auto" and frozen_ok)) else "general"
     opts = KernelOptions(temperature, logit_scale, softcap, token_chunk, vocab_chunk, memory_budget)
-    mask = targets != ignore_index
-    flat_mask = mask.reshape(-1)
-    h = hidden.reshape(-1, hidden.shape[-1])[flat_mask]
-    y = targets.reshape(-1)[flat_mask].long()
-    if y.numel() and (y.min() < 0 or y.max() >= weight.shape[0]):
-        raise ValueError(f"targets must be in [0, {weight.shape[0]}) or {ignore_index}")
-    rh = rw = None
-    if ref_hidden is not None:
-        _check(ref_hidden, ref_weight if ref_weight is not None else weight, targets, ref_bias, "ref_hidden")
-        rh = ref_hidden.detach().reshape(-1, ref_hidden.shape[-1])[flat_mask]
-        rw = (ref_weight if ref_weight is not None else weight).detach()
-        ref_bias = None if ref_bias is None else ref_bias.detach()
+    c = _compact(hidden, weight, targets, ref_hidden, ref_weight, ref_bias, ignore_index)
+    mask = c.mask
     fn = FrozenHeadFn if chosen == "frozen" else GeneralFn
-    logp, lse, ent, kl, col = fn.apply(h, weight, bias, y, rh, rw, ref_bias, opts, entropy, extras_grad)
+    logp, lse, ent, kl, col = fn.apply(
+        c.hidden, weight, bias, c.targets, c.ref_hidden, c.ref_weight, c.ref_bias, opts, entropy, extras_grad
+    )
     if not extras_grad:
         ent = None if ent is None else ent.detach()
         kl = None if kl is None else kl.detach()
@@ -179,23 +201,15 @@ def pair_fused_loss(
     _check(hidden, weight, targets, bias)
     n_pairs = hidden.shape[0] // 2
     opts = KernelOptions(temperature, logit_scale, softcap, token_chunk, None, memory_budget)
-    mask = targets != ignore_index
+    c = _compact(hidden, weight, targets, ref_hidden, ref_weight, ref_bias, ignore_index)
+    mask = c.mask
     rows = torch.arange(hidden.shape[0], device=hidden.device).unsqueeze(1).expand_as(targets)
-    flat = mask.reshape(-1)
-    h = hidden.reshape(-1, hidden.shape[-1])[flat]
-    y = targets.reshape(-1)[flat].long()
-    seq = rows.reshape(-1)[flat]
-    if y.numel() and (y.min() < 0 or y.max() >= weight.shape[0]):
-        raise ValueError(f"targets must be in [0, {weight.shape[0]}) or {ignore_index}")
-    rh = rw = None
-    if ref_hidden is not None:
-        rh = ref_hidden.detach().reshape(-1, ref_hidden.shape[-1])[flat]
-        rw = (ref_weight if ref_weight is not None else weight).detach()
-        ref_bias = None if ref_bias is None else ref_bias.detach()
+    seq = rows.reshape(-1)[c.flat]
     metrics: dict[str, torch.Tensor] = {}
     loss, logp, ent, kl = PairFusedFn.apply(
-        h, weight, bias, y, seq, rh, rw, ref_bias, n_pairs, loss_fn, opts, entropy, extras_grad, metrics
-    )
+        c.hidden, weight, bias, c.targets, seq, c.ref_hidden, c.ref_weight, c.ref_bias,
+        n_pairs, loss_fn, opts, entropy, extras_grad, metrics,
+    )  # fmt: skip
     token_logps = _scatter(logp, mask)
     seq_logps = token_logps.sum(dim=-1)
     return PairFusedOutput(

@@ -15,11 +15,10 @@ text. Conversational rows hold lists of {"role", "content"} messages (the comple
 from __future__ import annotations
 
 import filecmp
-import json
-import os
 import tempfile
 from pathlib import Path
 
+from alignment.io import write_jsonl
 from alignment.tasks import TASKS, get_task
 
 #: rows per (task, kind, split); keeps data/ at a few MB.
@@ -48,15 +47,6 @@ def task_rows(task_name: str, kind: str, split: str) -> list[dict[str, str]]:
     return task.build_pairs(split, n, seed=SEED + 1)
 
 
-def _write_jsonl(path: Path, rows: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False, sort_keys=False) + "\n")
-    os.replace(tmp, path)
-
-
 def build(out: str | Path) -> list[Path]:
     """Write the datasets and the tokenizer under ``out``; return the files written."""
     out = Path(out)
@@ -69,7 +59,7 @@ def build(out: str | Path) -> list[Path]:
             for fmt in FORMATS:
                 convert = _standard if fmt == "standard" else _conversational
                 path = out / "tasks" / name / f"{kind}_{split}_{fmt}.jsonl"
-                _write_jsonl(path, [convert(r) for r in rows])
+                write_jsonl(path, [convert(r) for r in rows])
                 written.append(path)
     written.extend(build_tokenizer(out / "tokenizer", texts))
     return written

@@ -9,10 +9,7 @@ responses are the policy's own mistakes, which is what preference training can c
 
 from __future__ import annotations
 
-import json
-import os
-from pathlib import Path
-
+from alignment.io import write_jsonl
 from alignment.tasks import get_task
 
 
@@ -60,9 +57,5 @@ def write_pairs(model_path: str, task_name: str, n: int, samples: int, out: str,
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()
     rows = onpolicy_pairs(model, tokenizer, task_name, n, samples, seed)
-    path = Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-    os.replace(tmp, path)
+    write_jsonl(out, rows)
     return len(rows)

@@ -173,10 +173,14 @@ class PreferenceTrainer(Trainer):
         """Per-pair losses [k] and metrics for one chunk of pairs (the method's pure loss)."""
         raise NotImplementedError
 
+    def counted_tokens(self, batch) -> torch.Tensor:
+        """The tokens a token mean divides by: the chosen completion tokens (SFT: all completion tokens)."""
+        comp = batch["completion_mask"]
+        return comp[: comp.shape[0] // 2, 1:].sum()
+
     def _get_num_items_in_batch(self, batch_samples, device):
-        """Chosen completion tokens over the accumulation window and all processes (for token means)."""
-        count = sum(b["completion_mask"][: b["completion_mask"].shape[0] // 2, 1:].sum() for b in batch_samples)
-        count = torch.as_tensor(count, device=device)
+        """``counted_tokens`` over the accumulation window and all processes (for token means)."""
+        count = torch.as_tensor(sum(self.counted_tokens(b) for b in batch_samples), device=device)
         if self.args.world_size > 1:
             count = self.accelerator.gather(count.reshape(1)).sum()
         return count
@@ -228,9 +232,11 @@ class PreferenceTrainer(Trainer):
         values = dict(out.metrics)
         values["logps/chosen_per_token"] = per_token[:half]
         values["logps/rejected_per_token"] = per_token[half:]
-        for key, value in values.items():
-            gathered = self.accelerator.gather_for_metrics(value.detach().float().reshape(-1))
-            self._metrics[mode][key].append(gathered.mean().item())
+        # one collective per step: every metric is [pairs], so they travel as one [metrics, pairs] tensor
+        stacked = torch.stack([v.detach().float().reshape(-1) for v in values.values()], dim=1)
+        means = self.accelerator.gather_for_metrics(stacked).mean(dim=0).tolist()
+        for key, value in zip(values, means):
+            self._metrics[mode][key].append(value)
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         inputs = self._prepare_inputs(inputs)

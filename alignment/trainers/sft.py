@@ -3,14 +3,13 @@ through the fused op's general path (alignment.losses.sft). Used to make the qui
 
 from __future__ import annotations
 
-import torch
 from datasets import Dataset
 
 from alignment.configs import SFTConfig
-from alignment.data import DataFormatError, SFTCollator, tokenize_preference_dataset, validate_dataset
+from alignment.data import DataFormatError, SFTCollator
 from alignment.losses import sft_loss
 from alignment.models import causal_token_logps
-from alignment.trainers.base import PreferenceTrainer, logger
+from alignment.trainers.base import PreferenceTrainer
 
 
 def _as_pairs(dataset) -> Dataset:
@@ -36,24 +35,14 @@ class SFTTrainer(PreferenceTrainer):
         self.data_collator = SFTCollator(self.processing_class.pad_token_id, self.args.pad_to_multiple_of)
 
     def make_dataset(self, dataset, tokenizer, args, name):
-        if dataset is None:
-            return None
-        if {"prompt_ids", "completion_ids"} <= set(dataset.column_names):
+        """(prompt, completion) rows through the preference pipeline as pseudo-pairs, keeping one side."""
+        if dataset is None or {"prompt_ids", "completion_ids"} <= set(dataset.column_names):
             return dataset
-        pairs, report = validate_dataset(_as_pairs(dataset), f"{name} dataset")
-        logger.info("%s", report)
-        tokens, tok_report = tokenize_preference_dataset(
-            pairs, tokenizer, args.max_length, args.truncation_mode, args.chat_template, args.dataset_num_proc, name
-        )
-        self.__dict__.setdefault("data_reports", {})[name] = str(tok_report)
+        tokens = super().make_dataset(_as_pairs(dataset), tokenizer, args, name)
         return tokens.rename_column("chosen_ids", "completion_ids").remove_columns("rejected_ids")
 
-    def _get_num_items_in_batch(self, batch_samples, device):
-        count = sum(b["completion_mask"][:, 1:].sum() for b in batch_samples)
-        count = torch.as_tensor(count, device=device)
-        if self.args.world_size > 1:
-            count = self.accelerator.gather(count.reshape(1)).sum()
-        return count
+    def counted_tokens(self, batch):
+        return batch["completion_mask"][:, 1:].sum()
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         out = causal_token_logps(

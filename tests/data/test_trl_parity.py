@@ -6,25 +6,12 @@ import pytest
 import torch
 
 from alignment.data import PreferenceCollator, load_preference_dataset, tokenize_preference_dataset
+from tests.tiny import tiny_llama
 
 
 @pytest.fixture(scope="module")
 def tiny_model(tokenizer):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
-    return LlamaForCausalLM(config)
+    return tiny_llama(len(tokenizer), hidden=16, layers=1, heads=2)
 
 
 def trl_prepare(model, tokenizer, dataset, max_length, tmp_path, truncation_mode="keep_start"):

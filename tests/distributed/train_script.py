@@ -10,29 +10,18 @@ import sys
 
 import torch
 from datasets import load_dataset
-from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+from transformers import AutoTokenizer
 
 from alignment.configs import DPOConfig, RPOConfig
 from alignment.trainers import DPOTrainer, RPOTrainer
+from tests.tiny import full_parameters, tiny_llama
 
 out_path, method, batch, accum = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false") == "true"
 tokenizer = AutoTokenizer.from_pretrained(f"{root}/data/tokenizer")
-torch.manual_seed(0)
-config = LlamaConfig(
-    vocab_size=len(tokenizer),
-    hidden_size=32,
-    intermediate_size=64,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    pad_token_id=0,
-    bos_token_id=1,
-    eos_token_id=2,
-)
-model = LlamaForCausalLM(config)
-ref = LlamaForCausalLM(config)
+model = tiny_llama(len(tokenizer))
+ref = tiny_llama(len(tokenizer))
 ref.load_state_dict(model.state_dict())
 with torch.no_grad():
     ref.lm_head.weight.mul_(0.5)
@@ -68,14 +57,6 @@ else:
     trainer = DPOTrainer(model, ref_model=ref, args=DPOConfig(**common), train_dataset=rows, processing_class=tokenizer)
 trainer.train()
 inner = trainer.accelerator.unwrap_model(trainer.model_wrapped)
-params = {}
-for name, param in inner.named_parameters():
-    if hasattr(param, "ds_id"):
-        import deepspeed as ds
-
-        with ds.zero.GatheredParameters([param]):
-            params[name] = param.detach().clone()
-    else:
-        params[name] = param.detach().clone()
+params = full_parameters(inner)
 if trainer.accelerator.is_main_process:
     torch.save({"log": trainer.state.log_history[0], "params": params, "summary": trainer.active_summary()}, out_path)

@@ -14,10 +14,10 @@ import sys
 import torch
 from accelerate import Accelerator
 from accelerate.utils import InitProcessGroupKwargs
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from alignment.losses import dpo_loss
 from alignment.models import causal_pair_loss, causal_token_logps
+from tests.tiny import full_parameters, tiny_llama
 
 
 def main(out_path: str) -> None:
@@ -29,16 +29,7 @@ def main(out_path: str) -> None:
     if plugin is not None:  # no dataloader is prepared: tell DeepSpeed the micro-batch size
         plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = 4 // accelerator.num_processes
         plugin.deepspeed_config["gradient_clipping"] = 0.0  # the single-process run does not clip
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=97,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-    )
-    model = LlamaForCausalLM(config).float()
+    model = tiny_llama(97)
     gen = torch.Generator().manual_seed(1)
     input_ids = torch.randint(0, 97, (4, 10), generator=gen)
     attention_mask = torch.ones_like(input_ids)
@@ -77,16 +68,7 @@ def main(out_path: str) -> None:
     accelerator.backward(fused.loss)
     optimizer.step()
     pair_losses = accelerator.gather(fused.loss.detach().reshape(1))
-    params = {}
-    inner = model.module if hasattr(model, "module") else model
-    for name, param in inner.named_parameters():
-        if hasattr(param, "ds_id"):
-            import deepspeed
-
-            with deepspeed.zero.GatheredParameters([param]):
-                params[name] = param.detach().clone()
-        else:
-            params[name] = param.detach().clone()
+    params = full_parameters(model.module if hasattr(model, "module") else model)
     if accelerator.is_main_process:
         torch.save(
             {

@@ -10,18 +10,12 @@ from datasets import load_dataset
 from alignment.configs import DPOConfig, RPOConfig, SFTConfig
 from alignment.trainers import DPOTrainer, RPOTrainer, SFTTrainer
 from tests.ops.test_token_logps import rel_err
+from tests.tiny import tiny_llama
 
 
 @pytest.fixture(scope="module")
 def tiny(tokenizer):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, pad_token_id=0, bos_token_id=1, eos_token_id=2,
-    )  # fmt: skip
-    return LlamaForCausalLM(config)
+    return tiny_llama(len(tokenizer))
 
 
 def rows(data_dir, kind="pref", task="arithmetic", n=16):

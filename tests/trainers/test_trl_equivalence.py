@@ -10,6 +10,7 @@ from datasets import load_dataset
 from alignment.configs import DPOConfig, RPOConfig
 from alignment.trainers import DPOTrainer, RPOTrainer
 from tests.ops.test_token_logps import rel_err
+from tests.tiny import tiny_llama
 
 COMMON = dict(
     use_cpu=True,
@@ -30,14 +31,7 @@ COMMON = dict(
 
 @pytest.fixture(scope="module")
 def base_model(tokenizer):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, pad_token_id=0, bos_token_id=1, eos_token_id=2,
-    )  # fmt: skip
-    model = LlamaForCausalLM(config)
+    model = tiny_llama(len(tokenizer))
     with torch.no_grad():  # a reference that differs from the policy, so rewards are not all zero
         model.lm_head.weight.mul_(4.0)
     return model
