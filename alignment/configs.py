@@ -8,6 +8,7 @@ token-id columns), ``report_to="none"``, logging every 10 steps, and ``max_lengt
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import torch
@@ -106,7 +107,28 @@ class AlignmentConfig(TrainingArguments):
         default=None, metadata={"help": "Working-memory budget of the fused op (MiB)."}
     )
     padding_free: bool = field(default=False, metadata={"help": "Not supported yet: raises instead of being ignored."})
-    diagnostics: bool = field(default=False, metadata={"help": "Gradient-entanglement diagnostics (not built yet)."})
+    diagnostics: bool = field(
+        default=True,
+        metadata={
+            "help": "Training diagnostics: softmax-collapse fractions on every step (free), gradient entanglement "
+            "and likelihood displacement on a fixed probe set every diagnostics_steps (preference trainers)."
+        },
+    )
+    diagnostics_steps: int = field(default=50, metadata={"help": "Probe every N optimizer steps (and at start/end)."})
+    diagnostics_probe_pairs: int = field(
+        default=16, metadata={"help": "Probe pairs: the first rows of the eval split (else of the training split)."}
+    )
+    diagnostics_params: str | None = field(
+        default=None,
+        metadata={"help": "Regex on parameter names: probe gradients over these trainable parameters only."},
+    )
+    diagnostics_first_order: bool = field(
+        default=False,
+        metadata={
+            "help": "Also compare the first-order prediction <delta theta, g_w> with the observed change of logp_w "
+            "over the step after each probe (keeps 2 x probe-pairs gradients in memory)."
+        },
+    )
 
     def __post_init__(self):
         _choice("truncation_mode", self.truncation_mode, ("keep_start", "keep_end"))
@@ -114,8 +136,14 @@ class AlignmentConfig(TrainingArguments):
             raise ValueError(f"max_length must be >= 2 or None, got {self.max_length}")
         if self.padding_free:
             raise ValueError("padding_free is not supported yet; remove it (it would otherwise be silently ignored)")
-        if self.diagnostics:
-            raise ValueError("diagnostics are not built yet (see the diagnostics issue); remove `diagnostics: true`")
+        for name in ("diagnostics_steps", "diagnostics_probe_pairs"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.diagnostics_params is not None:
+            try:
+                re.compile(self.diagnostics_params)
+            except re.error as err:
+                raise ValueError(f"diagnostics_params is not a valid regular expression: {err}") from None
         super().__post_init__()
 
 

@@ -160,7 +160,8 @@ def token_logps(
 @dataclass
 class PairFusedOutput:
     """loss (scalar, differentiable); per-pair metrics from the loss function; per-token values [2B, T]
-    (detached, for logging) and the per-sequence sums [2B]."""
+    (detached, for logging), the per-sequence sums [2B] and the softmax-collapse flags [2B, T] (bool,
+    False at unscored positions; free: the op has the softmax denominators anyway)."""
 
     loss: torch.Tensor
     metrics: dict[str, torch.Tensor]
@@ -168,6 +169,8 @@ class PairFusedOutput:
     token_entropy: torch.Tensor | None
     token_kl: torch.Tensor | None
     seq_logps: torch.Tensor
+    collapsed: torch.Tensor | None = None
+    mask: torch.Tensor | None = None
 
 
 def pair_fused_loss(
@@ -206,7 +209,7 @@ def pair_fused_loss(
     rows = torch.arange(hidden.shape[0], device=hidden.device).unsqueeze(1).expand_as(targets)
     seq = rows.reshape(-1)[c.flat]
     metrics: dict[str, torch.Tensor] = {}
-    loss, logp, ent, kl = PairFusedFn.apply(
+    loss, logp, ent, kl, col = PairFusedFn.apply(
         c.hidden, weight, bias, c.targets, seq, c.ref_hidden, c.ref_weight, c.ref_bias,
         n_pairs, loss_fn, opts, entropy, extras_grad, metrics,
     )  # fmt: skip
@@ -219,4 +222,6 @@ def pair_fused_loss(
         token_entropy=_scatter(ent, mask) if entropy else None,
         token_kl=_scatter(kl, mask) if ref_hidden is not None else None,
         seq_logps=seq_logps,
+        collapsed=_scatter(col, mask, False),
+        mask=mask,
     )

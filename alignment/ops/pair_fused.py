@@ -155,7 +155,7 @@ def _one_pass(work: _Work, idx, y, pair_index, token_pair, token_chosen, loss_fn
     mean_z = stats.mean_z() if work.entropy else None
     if grads.any():
         work.backprop(idx, h, grad_tile(p, z if work.keep_z else None, q, y, grads, mean_z, work.opts))
-    return contribution, metrics, (logp, ent, kl)
+    return contribution, metrics, (logp, ent, kl, stats.collapsed())
 
 
 def _two_pass(work: _Work, idx, y, pair_index, token_pair, token_chosen, loss_fn, token_chunk):
@@ -185,11 +185,13 @@ def _two_pass(work: _Work, idx, y, pair_index, token_pair, token_chosen, loss_fn
             mean_z = stats.mean_z() if work.entropy else None
             da = grad_tile(p, z if work.keep_z else None, q, y[sub], sub_grads, mean_z, work.opts)
             work.backprop(idx[sub], h, da)
-    return contribution, metrics, (logp, ent, kl)
+    collapsed = torch.cat([s[0].collapsed() for s in saved])
+    return contribution, metrics, (logp, ent, kl, collapsed)
 
 
 class PairFusedFn(torch.autograd.Function):
-    """Returns (loss, token logps, token entropy, token kl); metrics go to ``out_metrics`` (a dict)."""
+    """Returns (loss, token logps, token entropy, token kl, token collapsed flags); metrics go to
+    ``out_metrics`` (a dict)."""
 
     @staticmethod
     def forward(
@@ -225,6 +227,7 @@ class PairFusedFn(torch.autograd.Function):
             bounds.append(bounds[-1] + c)
         total = torch.zeros((), dtype=work.dtype, device=hidden.device)
         token_out = [torch.zeros(n, dtype=work.dtype, device=hidden.device) for _ in range(3)]
+        token_out.append(torch.zeros(n, dtype=torch.bool, device=hidden.device))
         metric_parts: dict[str, list] = {}
         for p0, p1 in plan_chunks(counts, token_chunk):
             idx = order[bounds[p0] : bounds[p1]]
@@ -240,15 +243,15 @@ class PairFusedFn(torch.autograd.Function):
             total += contribution
             for buf, val in zip(token_out, outs):
                 if val is not None:
-                    buf[idx] = val.detach()
+                    buf[idx] = val.detach().to(buf.dtype)
             for key, val in metrics.items():
                 metric_parts.setdefault(key, []).append(val)
         out_metrics.update({k: torch.cat([v.reshape(-1) for v in vals]) for k, vals in metric_parts.items()})
         ctx.save_for_backward(work.dh, work.dw, work.db)
         ctx.dtypes = (hidden.dtype, weight.dtype, None if bias is None else bias.dtype)
-        logp, ent, kl = token_out
-        ctx.mark_non_differentiable(logp, ent, kl)
-        return total, logp, ent, kl
+        logp, ent, kl, collapsed = token_out
+        ctx.mark_non_differentiable(logp, ent, kl, collapsed)
+        return total, logp, ent, kl, collapsed
 
     @staticmethod
     def backward(ctx, g_loss, *_):

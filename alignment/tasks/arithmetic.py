@@ -16,7 +16,7 @@ from alignment.tasks.base import Task, bt_preference
 
 _PROMPT = re.compile(r"What is (\d+) \+ (\d+)\?")
 _NUMBER = re.compile(r"-?\d+")
-# Wrong answers of the noisy reference policy: off by a little, a carry forgotten or a digit slip.
+# Wrong answers of the noisy reference policy beyond its systematic slip: off by a little or a digit slip.
 _OFFSETS = (-10, -2, -1, 1, 2, 10)
 
 
@@ -27,6 +27,11 @@ def parse_prompt(prompt: str) -> tuple[int, int]:
     return int(match.group(1)), int(match.group(2))
 
 
+def has_carry(a: int, b: int) -> bool:
+    """Whether adding the units digits carries into the tens."""
+    return a % 10 + b % 10 >= 10
+
+
 def parse_answer(response: str) -> int | None:
     """The first integer in the response, or None when there is none."""
     match = _NUMBER.search(response)
@@ -34,14 +39,25 @@ def parse_answer(response: str) -> int | None:
 
 
 class ArithmeticTask(Task):
+    """Two-digit addition with a systematically wrong reference policy.
+
+    The noisy reference's errors are systematic, as a weak model's are: it forgets the carry. ``noise`` is
+    the share of wrong answers over all prompts; with operands in 0..99, 45% of prompts carry, so at the
+    default noise 0.3 the reference forgets the carry on 2/3 of the carry prompts. Its most likely answer
+    to a carry prompt is then wrong, so an SFT model that imitates it answers carry prompts wrongly even
+    when greedy, and preference pairs (correct vs. carry forgotten) have something to fix. Noise above the
+    carry share adds random near misses on the other prompts.
+    """
+
     name = "arithmetic"
     default_noise = 0.3
-    # pairs from two 30%-noisy answers: most decisive pairs are (correct, near miss), so chosen is the
-    # correct answer in about 85% of rows (the rest rank two wrong answers by distance)
+    # pairs from two 30%-noisy answers: the decisive ones are (correct, carry forgotten) on carry prompts
     pair_noise = 0.3
 
     def __init__(self, max_operand: int = 99, temperature: float = 0.0):
         self.max_operand = max_operand
+        r = range(max_operand + 1)
+        self._carry_share = sum(has_carry(a, b) for a in r for b in r) / len(r) ** 2
         self.temperature = temperature
 
     def all_prompts(self) -> list[str]:
@@ -54,12 +70,21 @@ class ArithmeticTask(Task):
 
     def reference_response(self, prompt: str, rng: random.Random, noise: float | None = None) -> str:
         noise = self.default_noise if noise is None else noise
-        answer = self.truth(prompt)
-        if rng.random() < noise:
-            answer = max(0, answer + rng.choice(_OFFSETS))
-            if answer == self.truth(prompt):
-                answer += 1
+        a, b = parse_prompt(prompt)
+        answer = a + b
+        carry_share = self._carry_share
+        if has_carry(a, b):
+            if rng.random() < min(1.0, noise / carry_share):
+                return str(answer - 10)
+        elif noise > carry_share and rng.random() < (noise - carry_share) / (1.0 - carry_share):
+            slipped = max(0, answer + rng.choice(_OFFSETS))
+            return str(slipped if slipped != answer else answer + 1)
         return str(answer)
+
+    @property
+    def carry_share(self) -> float:
+        """The share of prompts whose units digits carry (0.45 for operands in 0..99)."""
+        return self._carry_share
 
     def score(self, prompt: str, response: str) -> float:
         answer = parse_answer(response)

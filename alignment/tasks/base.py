@@ -108,15 +108,22 @@ class Task(ABC):
     def build_pairs(
         self, split: str, n: int, seed: int = 0, noise: float | None = None, flip_rate: float = 0.0
     ) -> list[dict[str, str]]:
-        """``n`` preference rows over prompts of ``split`` (standard format: plain strings)."""
+        """``n`` preference rows over prompts of ``split`` (standard format: plain strings).
+
+        Prompts on which the reference never gives a decisive pair are skipped and more prompts are drawn
+        (repeating the pool once it is used up); fewer than ``n`` rows come back only when ``4 * n``
+        prompts did not give ``n`` decisive pairs.
+        """
         if not 0.0 <= flip_rate <= 1.0:
             raise ValueError(f"flip_rate must be in [0, 1], got {flip_rate}")
         rng = random.Random(f"{self.name}-pairs-{split}-{seed}")
         rows: list[dict[str, str]] = []
-        for prompt in self.prompts(split, n, seed):
+        for prompt in self.prompts(split, 4 * n, seed):
             row = self.build_pair(prompt, rng, noise=noise, flip_rate=flip_rate)
             if row is not None:
                 rows.append(row)
+                if len(rows) == n:
+                    break
         return rows
 
     def sft_rows(self, split: str, n: int, seed: int = 0, noise: float | None = None) -> list[dict[str, str]]:

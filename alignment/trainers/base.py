@@ -28,6 +28,7 @@ from alignment.data import (
     tokenize_preference_dataset,
     validate_dataset,
 )
+from alignment.diagnostics.collapse import collapse_stats
 from alignment.models import causal_pair_loss, lm_head, unwrap
 from alignment.trainers import reference as ref_lib
 
@@ -106,6 +107,11 @@ class PreferenceTrainer(Trainer):
             optimizers=optimizers,
         )
         self._place_reference()
+        self.probe_status = self._probe_status()
+        if args.diagnostics and self.probe_status == "on":
+            from alignment.diagnostics import DiagnosticsCallback
+
+            self.add_callback(DiagnosticsCallback(self))
         if getattr(args, "precompute_ref_logps", False):
             self.train_dataset = ref_lib.precompute(self, self.train_dataset, "train")
             if self.eval_dataset is not None and not isinstance(self.eval_dataset, dict):
@@ -232,6 +238,9 @@ class PreferenceTrainer(Trainer):
         values = dict(out.metrics)
         values["logps/chosen_per_token"] = per_token[:half]
         values["logps/rejected_per_token"] = per_token[half:]
+        if self.args.diagnostics:
+            for key, value in collapse_stats(out.collapsed, out.token_logps, comp).items():
+                values[f"diagnostics/{key}"] = torch.full((half,), value)
         # one collective per step: every metric is [pairs], so they travel as one [metrics, pairs] tensor
         stacked = torch.stack([v.detach().float().reshape(-1) for v in values.values()], dim=1)
         means = self.accelerator.gather_for_metrics(stacked).mean(dim=0).tolist()
@@ -251,6 +260,8 @@ class PreferenceTrainer(Trainer):
             if values:
                 logs[prefix + key] = sum(values) / len(values)
         self._metrics[mode].clear()
+        if mode == "train":  # the latest probe of the diagnostics callback, once
+            logs.update(self.__dict__.pop("latest_diagnostics", {}))
         super().log(logs, start_time)
 
     # ----- the Hub --------------------------------------------------------------------------------------
@@ -283,7 +294,29 @@ class PreferenceTrainer(Trainer):
             "distributed": f"{engine}, {self.args.world_size} process(es), {self.args.device}",
             "peft": peft,
             "precision": "bf16" if self.args.bf16 else ("fp16" if self.args.fp16 else "float32"),
+            "diagnostics": self.diagnostics_summary(),
         }
+
+    def _probe_status(self) -> str:
+        """'on', or why the probe-set diagnostics (entanglement, displacement) cannot run here."""
+        if self.is_deepspeed_enabled and self._zero_stage() == "3":
+            return "off: DeepSpeed ZeRO-3 partitions the parameters (per-pair gradients need them whole)"
+        if self.is_fsdp_enabled:
+            return "off: FSDP shards the parameters (per-pair gradients need them whole)"
+        return "on"
+
+    def diagnostics_summary(self) -> str:
+        if not self.args.diagnostics:
+            return "off"
+        if self.probe_status != "on":
+            return f"softmax collapse every step; probes {self.probe_status}"
+        args = self.args
+        params = f", params ~ /{args.diagnostics_params}/" if args.diagnostics_params else ""
+        first = ", first-order check" if args.diagnostics_first_order else ""
+        return (
+            f"softmax collapse every step; entanglement + displacement on {args.diagnostics_probe_pairs} probe "
+            f"pairs every {args.diagnostics_steps} steps{params}{first}"
+        )
 
     def _zero_stage(self) -> str:
         plugin = self.accelerator.state.deepspeed_plugin

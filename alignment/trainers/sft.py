@@ -3,10 +3,12 @@ through the fused op's general path (alignment.losses.sft). Used to make the qui
 
 from __future__ import annotations
 
+import torch
 from datasets import Dataset
 
 from alignment.configs import SFTConfig
 from alignment.data import DataFormatError, SFTCollator
+from alignment.diagnostics.collapse import collapse_stats
 from alignment.losses import sft_loss
 from alignment.models import causal_token_logps
 from alignment.trainers.base import PreferenceTrainer
@@ -46,14 +48,28 @@ class SFTTrainer(PreferenceTrainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         out = causal_token_logps(
-            model, inputs["input_ids"], inputs["attention_mask"], inputs["completion_mask"], **self.kernel_kwargs()
+            model,
+            inputs["input_ids"],
+            inputs["attention_mask"],
+            inputs["completion_mask"],
+            collapsed=self.args.diagnostics,
+            **self.kernel_kwargs(),
         )
         mask = inputs["completion_mask"][:, 1:]
         loss, metrics = sft_loss(out.logps, mask, self.token_scale(num_items_in_batch))
         mode = "train" if self.model.training else "eval"
-        value = self.accelerator.gather_for_metrics(metrics["nll_per_token"]).mean().item()
-        self._metrics[mode]["nll_per_token"].append(value)
+        values = {"nll_per_token": metrics["nll_per_token"].detach().float()}
+        if self.args.diagnostics:
+            stats = collapse_stats(out.collapsed, out.logps.detach(), mask)
+            values.update({f"diagnostics/{k}": torch.tensor(v) for k, v in stats.items()})
+        stacked = torch.stack([v.reshape(()) for v in values.values()]).to(out.logps.device)
+        means = self.accelerator.gather_for_metrics(stacked.unsqueeze(0)).mean(dim=0).tolist()
+        for key, value in zip(values, means):
+            self._metrics[mode][key].append(value)
         return (loss, out) if return_outputs else loss
+
+    def _probe_status(self) -> str:
+        return "off: SFT rows have no (chosen, rejected) pairs to probe"
 
     def active_summary(self):
         summary = super().active_summary()

@@ -171,3 +171,15 @@ def test_bad_inputs():
         pair_fused_loss(hidden[:3], weight, targets[:3], dpo_fn(ref))
     with pytest.raises(ValueError, match="scalar"):
         pair_fused_loss(hidden, weight, targets, lambda chunk: (chunk.chosen_logps, {}))
+
+
+@pytest.mark.parametrize("token_chunk", [None, 3])  # 3: every pair goes through the two-pass route
+def test_collapsed_flags_equal_the_token_path(token_chunk):
+    hidden, weight, bias, targets, ref = make_pairs(5, 3, 6, 8, 40)
+    big = targets[0] != -100
+    assert big.any()
+    hidden[0, big] *= 400.0  # a huge logit margin: every other exp underflows in float32
+    out = pair_fused_loss(hidden, weight, targets, dpo_fn(ref), bias=bias, token_chunk=token_chunk)
+    flags = token_logps(hidden, weight, targets, bias=bias, collapsed=True).collapsed
+    assert torch.equal(out.collapsed, flags)
+    assert out.collapsed[0, big].all() and not out.collapsed[0, ~big].any() and not out.collapsed[1:].any()
