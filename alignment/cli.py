@@ -6,6 +6,8 @@
     alignment data check [--data data]        rebuild in a temporary folder and compare byte for byte
     alignment data validate PATH [...]        load, validate and tokenize a preference dataset; print reports
     alignment data pairs MODEL --task T --out F  on-policy pairs ranked by the task's oracle
+    alignment report RUN_DIR [RUN_DIR ...] [-o report.html]   HTML page + Markdown summary of runs
+    alignment token-entanglement MODEL DATA --row N [-o tokens.png]   per-token gradient cosines
 
 A user mistake (a bad file, row or option) prints one line ``error: ...`` and exits with status 2.
 """
@@ -80,6 +82,22 @@ def _eval(args) -> int:
     return 0
 
 
+def _report(args) -> int:
+    from alignment.diagnostics.report import write_report
+
+    page, markdown = write_report(args.run_dirs, args.output)
+    print(f"wrote {page} and {markdown}")
+    return 0
+
+
+def _tokens(args) -> int:
+    from alignment.diagnostics.tokens import token_command
+
+    out = token_command(args.model, args.data, args.row, args.params, args.output, args.max_length)
+    print(f"wrote {out['heatmap']} and {out['json']} ({out['shape'][0]} chosen x {out['shape'][1]} rejected tokens)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="alignment", description="Preference alignment for language models.")
     parser.add_argument("--version", action="version", version=f"alignment {__version__}")
@@ -124,17 +142,32 @@ def build_parser() -> argparse.ArgumentParser:
     pairs.add_argument("--seed", type=int, default=0)
     pairs.add_argument("--out", required=True, help="output .jsonl (conversational format)")
     pairs.set_defaults(func=_data_pairs)
+
+    report = commands.add_parser("report", help="render runs into one HTML page (+ Markdown summary)")
+    report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="output_dir of a training run")
+    report.add_argument("-o", "--output", default=None, help="HTML file (default RUN_DIR/report.html)")
+    report.set_defaults(func=_report)
+
+    tokens = commands.add_parser("token-entanglement", help="heatmap of per-token gradient cosines of one pair")
+    tokens.add_argument("model", help="a model folder")
+    tokens.add_argument("data", help="a preference dataset (file, folder or Hub name)")
+    tokens.add_argument("--row", type=int, default=0, help="the pair's row (default 0)")
+    tokens.add_argument("--params", default=None, help="regex on parameter names (default: all trainable)")
+    tokens.add_argument("--max-length", type=int, default=1024)
+    tokens.add_argument("-o", "--output", default="token_entanglement.png", help="PNG file (a .json twin is written)")
+    tokens.set_defaults(func=_tokens)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     from alignment.data import DataError
+    from alignment.diagnostics.probes import DiagnosticsError
     from alignment.recipes import RecipeError
 
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (DataError, RecipeError, FileNotFoundError) as e:
+    except (DataError, RecipeError, DiagnosticsError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

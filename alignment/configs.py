@@ -47,6 +47,7 @@ class ScriptArguments:
         default=None, metadata={"help": "After training, run `alignment eval` on this task (arithmetic/sentiment/rps)."}
     )
     eval_prompts: int = field(default=500, metadata={"help": "Held-out prompts for the task evaluation."})
+    report: bool = field(default=True, metadata={"help": "After training, write output_dir/report.html and report.md."})
 
 
 @dataclass

@@ -90,6 +90,11 @@ def train(recipe: str, overrides: dict | None = None, command: str | None = None
     if trainer.accelerator.is_main_process:
         _write_json(Path(config.output_dir) / "alignment_run.json", summary)
         trainer.create_model_card()
+        if script.report:
+            from alignment.diagnostics.report import write_report
+
+            page, _ = write_report([config.output_dir])
+            logger.warning("report: %s", page)
     if config.push_to_hub:
         trainer.push_to_hub()
     return summary

@@ -18,6 +18,10 @@ from alignment.diagnostics.entanglement import grad_dot
 from alignment.models import causal_token_logps, unwrap
 
 
+class DiagnosticsError(ValueError):
+    """A diagnostics option that cannot work (no parameter matches, too much memory): a user mistake."""
+
+
 def trainable_parameters(model: nn.Module, pattern: str | None = None) -> list[tuple[str, nn.Parameter]]:
     """(name, parameter) of the parameters that require grad, whose names match ``pattern`` (re.search)."""
     regex = re.compile(pattern) if pattern else None
@@ -25,7 +29,7 @@ def trainable_parameters(model: nn.Module, pattern: str | None = None) -> list[t
     if regex is not None:
         params = [(n, p) for n, p in params if regex.search(n)]
     if not params:
-        raise ValueError(
+        raise DiagnosticsError(
             f"no trainable parameter matches diagnostics_params={pattern!r}" if pattern else "no trainable parameters"
         )
     return params

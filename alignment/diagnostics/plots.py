@@ -1,0 +1,168 @@
+"""The report's figures (matplotlib, Agg): each returns PNG bytes, or None when no run has the data.
+
+Runs overlay in one color each; within a figure, solid lines are the chosen response and dashed lines the
+rejected one.
+"""
+
+from __future__ import annotations
+
+import io
+
+from alignment.diagnostics.runs import Run
+
+COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _png(fig) -> bytes:
+    buffer = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buffer, format="png", dpi=100)
+    _plt().close(fig)
+    return buffer.getvalue()
+
+
+def _grid(n: int, title: str):
+    plt = _plt()
+    cols = min(n, 3)
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.3 * rows), squeeze=False)
+    fig.suptitle(title, fontsize=12)
+    flat = [ax for row in axes for ax in row]
+    for ax in flat[n:]:
+        ax.set_visible(False)
+    return fig, flat[:n]
+
+
+def _panel(ax, runs: list[Run], lines: list[tuple[str, str, str]], title: str, source: str = "log") -> bool:
+    """Plot (key, label, style) series of every run on ``ax``; False when nothing was there."""
+    drawn = False
+    for i, run in enumerate(runs):
+        for key, label, style in lines:
+            steps, values = run.series(key) if source == "log" else run.probe_series(key)
+            if steps:
+                name = f"{run.name}: {label}" if label else run.name
+                ax.plot(steps, values, style, color=COLORS[i % len(COLORS)], label=name, lw=1.6, ms=4)
+                drawn = True
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel("step")
+    ax.grid(alpha=0.3)
+    if drawn:
+        ax.legend(fontsize=7)
+    return drawn
+
+
+def _figure(runs: list[Run], title: str, panels: list[tuple[str, list, str]], source: str = "log") -> bytes | None:
+    wanted = [
+        p
+        for p in panels
+        if any((r.series(k) if source == "log" else r.probe_series(k))[0] for r in runs for k, _, _ in p[1])
+    ]
+    if not wanted:
+        return None
+    fig, axes = _grid(len(wanted), title)
+    for ax, (panel_title, lines, ylabel) in zip(axes, wanted):
+        _panel(ax, runs, lines, panel_title, source)
+        ax.set_ylabel(ylabel, fontsize=8)
+    return _png(fig)
+
+
+CHOSEN_REJECTED = {
+    "rewards": [("rewards/chosen", "chosen", "-"), ("rewards/rejected", "rejected", "--")],
+    "logps": [("logps/chosen", "chosen", "-"), ("logps/rejected", "rejected", "--")],
+}
+
+
+def training_curves(runs: list[Run]) -> bytes | None:
+    return _figure(
+        runs,
+        "Training curves",
+        [
+            ("loss", [("loss", "", "-")], "loss"),
+            ("rewards (beta x log-ratio)", CHOSEN_REJECTED["rewards"], ""),
+            ("reward margin", [("rewards/margins", "", "-")], "chosen - rejected"),
+            ("reward accuracy", [("rewards/accuracies", "", "-")], "share with margin > 0"),
+            ("log-probabilities (batch)", CHOSEN_REJECTED["logps"], "sum over tokens"),
+            ("SFT NLL per token", [("nll_per_token", "", "-")], "nats"),
+        ],
+    )
+
+
+def displacement(runs: list[Run]) -> bytes | None:
+    return _figure(
+        runs,
+        "Likelihood displacement on the probe pairs (change since step 0)",
+        [
+            ("mean change of log p", [("chosen_delta", "chosen", "o-"), ("rejected_delta", "rejected", "s--")], "nats"),
+            ("share of pairs whose chosen log p fell", [("chosen_fell_share", "", "o-")], "share"),
+            ("probe log p", [("logp_chosen", "chosen", "o-"), ("logp_rejected", "rejected", "s--")], "nats"),
+        ],
+        source="probes",
+    )  # fmt: skip
+
+
+def entanglement(runs: list[Run]) -> bytes | None:
+    return _figure(
+        runs,
+        "Gradient entanglement on the probe pairs",
+        [
+            ("share of entangled pairs (rho > 1)", [("entangled_share", "", "o-")], "share"),
+            ("predicted: chosen down / rejected up", [("chosen_down_predicted", "chosen down", "o-"),
+                                                      ("rejected_up_predicted", "rejected up", "s--")], "share"),
+            ("mean cos(g_w, g_l)", [("cosine_mean", "", "o-")], "cosine"),
+            ("median condition ratio rho", [("rho_median", "", "o-")], "<g_w,g_l> / min(|g_w|^2, |g_l|^2)"),
+            ("gradient norms", [("grad_norm_chosen", "|g_w|", "o-"), ("grad_norm_rejected", "|g_l|", "s--")], "norm"),
+            ("sign agreement with the prediction", [("sign_agreement_chosen", "chosen", "o-"),
+                                                    ("sign_agreement_rejected", "rejected", "s--")], "share"),
+        ],
+        source="probes",
+    )  # fmt: skip
+
+
+def collapse(runs: list[Run]) -> bytes | None:
+    return _figure(
+        runs,
+        "Softmax collapse (kernel flags, every step)",
+        [
+            ("softmax collapse", [("diagnostics/softmax_collapse", "", "-")], "share of scored tokens"),
+            ("tokens with loss exactly 0", [("diagnostics/zero_loss_tokens", "", "-")], "share of scored tokens"),
+        ],
+    )
+
+
+def first_order(runs: list[Run]) -> bytes | None:
+    """Predicted <delta theta, g> against the observed change of log p, over the steps after each probe."""
+    points = [(i, r) for i, r in enumerate(runs) if r.first_order]
+    if not points:
+        return None
+    fig, (ax,) = _grid(1, "First-order check: predicted vs observed change of log p over one step")
+    for i, run in points:
+        for key, marker in (("w", "o"), ("l", "s")):
+            pred = [v for rec in run.first_order for v in rec["pairs"][f"predicted_dlogp_{key}"]]
+            obs = [v for rec in run.first_order for v in rec["pairs"][f"observed_dlogp_{key}"]]
+            label = f"{run.name}: {'chosen' if key == 'w' else 'rejected'}"
+            ax.scatter(obs, pred, marker=marker, color=COLORS[i % len(COLORS)], s=14, label=label, alpha=0.7)
+    low, high = ax.get_xlim()
+    ax.plot([low, high], [low, high], "k:", lw=1)
+    ax.set_xlabel("observed change")
+    ax.set_ylabel("predicted <delta theta, g>")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    return _png(fig)
+
+
+FIGURES = [
+    ("training", "Training curves", training_curves),
+    ("displacement", "Likelihood displacement", displacement),
+    ("entanglement", "Gradient entanglement", entanglement),
+    ("collapse", "Softmax collapse", collapse),
+    ("first_order", "First-order check", first_order),
+]

@@ -1,0 +1,144 @@
+"""``alignment report RUN_DIR [RUN_DIR ...] [-o report.html]``: one self-contained HTML page and a Markdown
+summary of one or more training runs (specs/diagnostics.md, "Reports").
+
+The page holds the figures as embedded PNGs (data: URIs), no script and no external resource, so it opens
+anywhere with no network. Runs overlay in every figure. The Markdown file (same name, ``.md``) holds the
+findings and the tables, for pull requests and model cards.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import html
+from pathlib import Path
+
+import jinja2
+
+from alignment.diagnostics.plots import FIGURES
+from alignment.diagnostics.runs import Run, load_runs
+from alignment.io import atomic_write_text
+
+TEMPLATE = Path(__file__).with_name("report.html.j2")
+
+
+def _last(run: Run, key: str, probes: bool = False):
+    _, values = run.probe_series(key) if probes else run.series(key)
+    return values[-1] if values else None
+
+
+def run_facts(run: Run) -> dict:
+    """The numbers a reader wants first, per run (None where the run has no such data)."""
+    final = {k: _last(run, k) for k in ("loss", "rewards/accuracies", "rewards/margins")}
+    probe = {
+        k: _last(run, k, probes=True)
+        for k in ("chosen_delta", "rejected_delta", "chosen_fell_share", "entangled_share", "cosine_mean")
+    }
+    _, collapse_values = run.series("diagnostics/softmax_collapse")
+    greedy = run.evaluation.get("greedy", {}).get("accuracy")
+    sampled = run.evaluation.get("sampled", {}).get("accuracy")
+    steps = max((e.get("step", 0) for e in run.log_history), default=0)
+    return {
+        "name": run.name, "method": run.method, "steps": steps, **final, **probe,
+        "max_collapse": max(collapse_values) if collapse_values else None,
+        "greedy": greedy, "sampled": sampled, "probe_pairs": len(run.probes[0]["pairs"]["logp_w"]) if run.probes else 0,
+    }  # fmt: skip
+
+
+def findings(runs: list[Run]) -> list[str]:
+    """Plain-language findings: displacement, entanglement, collapse per run, then a comparison."""
+    lines = []
+    facts = [run_facts(r) for r in runs]
+    for f in facts:
+        if f["chosen_delta"] is not None:
+            direction = "fell" if f["chosen_delta"] < 0 else "rose"
+            lines.append(
+                f"{f['name']} ({f['method']}): on {f['probe_pairs']} probe pairs the chosen log-probability "
+                f"{direction} by {abs(f['chosen_delta']):.3f} nats on average (it fell for "
+                f"{f['chosen_fell_share']:.0%} of the pairs), the rejected one changed by {f['rejected_delta']:+.3f}; "
+                f"{f['entangled_share']:.0%} of the pairs are entangled (rho > 1) at the last probe, "
+                f"mean cos(g_w, g_l) = {f['cosine_mean']:.2f}."
+            )
+        if f["max_collapse"]:
+            lines.append(f"{f['name']}: up to {f['max_collapse']:.2%} of the scored tokens had a collapsed softmax.")
+        elif f["max_collapse"] == 0:
+            lines.append(f"{f['name']}: no softmax collapse (no scored token's softmax saturated in float32).")
+    ranked = sorted((f for f in facts if f["chosen_delta"] is not None), key=lambda f: f["chosen_delta"])
+    if len(ranked) > 1:
+        low, high = ranked[0], ranked[-1]
+        lines.append(
+            f"{high['name']} holds the chosen log-probability highest ({high['chosen_delta']:+.3f}), "
+            f"{low['name']} lowest ({low['chosen_delta']:+.3f})."
+        )
+    return lines
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+SUMMARY_COLUMNS = [
+    ("run", "name"), ("method", "method"), ("steps", "steps"), ("final loss", "loss"),
+    ("reward acc.", "rewards/accuracies"), ("margin", "rewards/margins"), ("chosen dlogp", "chosen_delta"),
+    ("rejected dlogp", "rejected_delta"), ("chosen fell", "chosen_fell_share"), ("entangled", "entangled_share"),
+    ("max collapse", "max_collapse"), ("greedy acc.", "greedy"), ("sampled acc.", "sampled"),
+]  # fmt: skip
+
+
+def summary_table(runs: list[Run]) -> tuple[list[str], list[list[str]]]:
+    facts = [run_facts(r) for r in runs]
+    return [c for c, _ in SUMMARY_COLUMNS], [[_fmt(f[k]) for _, k in SUMMARY_COLUMNS] for f in facts]
+
+
+def render_markdown(runs: list[Run], html_name: str) -> str:
+    header, rows = summary_table(runs)
+    out = [f"# Training report: {', '.join(r.name for r in runs)}", ""]
+    out += [f"- {line}" for line in findings(runs)] + [""]
+    out += ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    out += ["| " + " | ".join(row) + " |" for row in rows]
+    out += ["", f"Figures and each run's configuration: {html_name}", ""]
+    return "\n".join(out)
+
+
+def _run_view(run: Run) -> dict:
+    keys = ("name", "active", "config", "evaluation", "finished")
+    return {"path": str(run.path), **{k: getattr(run, k) for k in keys}}
+
+
+def render_html(runs: list[Run]) -> str:
+    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
+    template = env.from_string(TEMPLATE.read_text())
+    figures = []
+    for key, title, make in FIGURES:
+        png = make(runs)
+        if png is not None:
+            src = "data:image/png;base64," + base64.b64encode(png).decode()
+            figures.append({"key": key, "title": title, "src": src})
+    header, rows = summary_table(runs)
+    return template.render(
+        title="Training report: " + ", ".join(r.name for r in runs),
+        generated=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        findings=findings(runs),
+        header=header,
+        rows=rows,
+        figures=figures,
+        runs=[_run_view(r) for r in runs],
+        escape=html.escape,
+    )
+
+
+def write_report(run_dirs: list[str], output: str | Path | None = None) -> tuple[Path, Path]:
+    """Render the runs into ``output`` (default: RUN_DIR/report.html for one run, ./report.html for several)
+    and the Markdown twin next to it; written atomically. Returns (html path, markdown path)."""
+    runs = load_runs(run_dirs)
+    if output is None:
+        output = Path(run_dirs[0]) / "report.html" if len(run_dirs) == 1 else Path("report.html")
+    output = Path(output)
+    markdown = output.with_suffix(".md")
+    atomic_write_text(output, render_html(runs))
+    atomic_write_text(markdown, render_markdown(runs, output.name))
+    return output, markdown
