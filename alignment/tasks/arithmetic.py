@@ -16,8 +16,6 @@ from alignment.tasks.base import Task, bt_preference
 
 _PROMPT = re.compile(r"What is (\d+) \+ (\d+)\?")
 _NUMBER = re.compile(r"-?\d+")
-# Wrong answers of the noisy reference policy beyond its systematic slip: off by a little or a digit slip.
-_OFFSETS = (-10, -2, -1, 1, 2, 10)
 
 
 def parse_prompt(prompt: str) -> tuple[int, int]:
@@ -41,18 +39,21 @@ def parse_answer(response: str) -> int | None:
 class ArithmeticTask(Task):
     """Two-digit addition with a systematically wrong reference policy.
 
-    The noisy reference's errors are systematic, as a weak model's are: it forgets the carry. ``noise`` is
-    the share of wrong answers over all prompts; with operands in 0..99, 45% of prompts carry, so at the
-    default noise 0.3 the reference forgets the carry on 2/3 of the carry prompts. Its most likely answer
-    to a carry prompt is then wrong, so an SFT model that imitates it answers carry prompts wrongly even
-    when greedy, and preference pairs (correct vs. carry forgotten) have something to fix. Noise above the
-    carry share adds random near misses on the other prompts.
+    The noisy reference's errors are systematic, as a weak model's are: it confuses carries. It forgets the
+    carry on carry prompts (answer - 10) and, more rarely, adds one where there is none (answer + 10).
+    ``noise`` is the share of wrong answers over all prompts: 90% of the errors are forgotten carries. With
+    operands in 0..99, 45% of the prompts carry, so at the default noise 0.3 the reference forgets the
+    carry on 60% of the carry prompts (its most likely answer there is wrong, so an SFT model that imitates
+    it answers them wrongly even when greedy) and adds a spurious carry on 5.5% of the others. Preference
+    pairs (correct vs. carry forgotten, correct vs. spurious carry) then teach the carry rule both ways.
     """
 
     name = "arithmetic"
     default_noise = 0.3
-    # pairs from two 30%-noisy answers: the decisive ones are (correct, carry forgotten) on carry prompts
+    # pairs from two 30%-noisy answers: (correct, carry forgotten) on carry prompts, (correct, spurious
+    # carry) on the others; the correct answer is always the chosen one
     pair_noise = 0.3
+    forgotten_share = 0.9  # of the errors
 
     def __init__(self, max_operand: int = 99, temperature: float = 0.0):
         self.max_operand = max_operand
@@ -68,23 +69,24 @@ class ArithmeticTask(Task):
         a, b = parse_prompt(prompt)
         return a + b
 
-    def reference_response(self, prompt: str, rng: random.Random, noise: float | None = None) -> str:
-        noise = self.default_noise if noise is None else noise
-        a, b = parse_prompt(prompt)
-        answer = a + b
-        carry_share = self._carry_share
-        if has_carry(a, b):
-            if rng.random() < min(1.0, noise / carry_share):
-                return str(answer - 10)
-        elif noise > carry_share and rng.random() < (noise - carry_share) / (1.0 - carry_share):
-            slipped = max(0, answer + rng.choice(_OFFSETS))
-            return str(slipped if slipped != answer else answer + 1)
-        return str(answer)
-
     @property
     def carry_share(self) -> float:
         """The share of prompts whose units digits carry (0.45 for operands in 0..99)."""
         return self._carry_share
+
+    def slip_rates(self, noise: float) -> tuple[float, float]:
+        """(P(carry forgotten | carry prompt), P(spurious carry | other prompt)) for an overall error rate."""
+        forgotten = min(1.0, self.forgotten_share * noise / self._carry_share)
+        spurious = (noise - forgotten * self._carry_share) / (1.0 - self._carry_share)
+        return forgotten, min(1.0, max(0.0, spurious))
+
+    def reference_response(self, prompt: str, rng: random.Random, noise: float | None = None) -> str:
+        noise = self.default_noise if noise is None else noise
+        a, b = parse_prompt(prompt)
+        forgotten, spurious = self.slip_rates(noise)
+        if has_carry(a, b):
+            return str(a + b - 10 if rng.random() < forgotten else a + b)
+        return str(a + b + 10 if rng.random() < spurious else a + b)
 
     def score(self, prompt: str, response: str) -> float:
         answer = parse_answer(response)
