@@ -87,10 +87,10 @@ def heatmap(result: TokenCosines, path: str | Path, title: str = "") -> Path:
     import matplotlib.pyplot as plt
 
     rows, cols = result.cosine.shape
-    fig, ax = plt.subplots(figsize=(1.2 + 0.55 * max(cols, 3), 1.0 + 0.45 * max(rows, 3)), dpi=110)
+    fig, ax = plt.subplots(figsize=(max(5.5, 1.6 + 0.6 * cols), max(4.0, 1.4 + 0.5 * rows)), dpi=110)
     image = ax.imshow(result.cosine.numpy(), cmap="RdBu_r", vmin=-1, vmax=1)
-    ax.set_xticks(range(cols), [repr(t)[1:-1] for t in result.rejected_tokens], rotation=60, ha="right")
-    ax.set_yticks(range(rows), [repr(t)[1:-1] for t in result.chosen_tokens])
+    ax.set_xticks(range(cols), [repr(t) for t in result.rejected_tokens], rotation=60, ha="right")
+    ax.set_yticks(range(rows), [repr(t) for t in result.chosen_tokens])
     ax.set_xlabel("rejected tokens")
     ax.set_ylabel("chosen tokens")
     for i in range(rows):
@@ -98,7 +98,7 @@ def heatmap(result: TokenCosines, path: str | Path, title: str = "") -> Path:
             value = float(result.cosine[i, j])
             ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7, color="w" if abs(value) > 0.6 else "k")
     fig.colorbar(image, ax=ax, fraction=0.046, label="cosine of per-token gradients")
-    ax.set_title(title or "token-level gradient entanglement", fontsize=10)
+    ax.set_title(title or "token-level gradient entanglement", fontsize=8, wrap=True)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -125,7 +125,7 @@ def token_command(model_path: str, data: str, row: int, params: str | None, outp
     tokens, _ = tokenize_preference_dataset(dataset.select([row]), tokenizer, max_length, name=data)
     batch = PreferenceCollator(pad)([tokens[0]])
     result = token_cosines(model, batch, tokenizer, params)
-    image = heatmap(result, output, f"{Path(data).name} row {row}: per-token gradient cosines")
+    image = heatmap(result, output, f"{Path(data).name}, row {row}")
     twin = image.with_suffix(".json")
     twin.write_text(
         json.dumps(
