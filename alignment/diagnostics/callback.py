@@ -36,6 +36,11 @@ logger = logging.getLogger("alignment")
 FILE_NAME = "diagnostics.jsonl"
 
 
+def _column(probes: list[PairProbe], key: str) -> torch.Tensor:
+    """One field of every probe pair as a float64 tensor [k]."""
+    return torch.tensor([getattr(p, key) for p in probes], dtype=torch.float64)
+
+
 class DiagnosticsCallback(TrainerCallback):
     """Probe-set diagnostics for a PreferenceTrainer (constructed with the trainer; added by it when
     ``args.diagnostics`` is on and the engine allows per-parameter gradients)."""
@@ -49,6 +54,7 @@ class DiagnosticsCallback(TrainerCallback):
         self.first_order = args.diagnostics_first_order
         self.path = Path(args.output_dir) / FILE_NAME
         self.batches: list[dict] = []
+        self.params: list[torch.nn.Parameter] = []  # the probed parameters, fixed at train begin
         self.start: list[PairProbe] | None = None
         self.last: list[PairProbe] | None = None
         self.last_stats: dict | None = None
@@ -64,6 +70,7 @@ class DiagnosticsCallback(TrainerCallback):
         if dataset is None or isinstance(dataset, dict):
             dataset = self.trainer.train_dataset
         self.batches = probe_batches(dataset, self.trainer.data_collator, self.n_pairs, self.trainer.args.device)
+        self.params = [p for _, p in trainable_parameters(self._model(), self.pattern)]
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.path.write_text("")  # a new run starts a new file
         self.probe(state)
@@ -86,7 +93,7 @@ class DiagnosticsCallback(TrainerCallback):
 
     def _run(self, keep_grads: bool, with_grads: bool = True) -> list[PairProbe]:
         model = self._model()
-        params = [p for _, p in trainable_parameters(model, self.pattern)] if with_grads else None
+        params = self.params if with_grads else None
         was_training = model.training
         model.eval()
         try:
@@ -97,15 +104,12 @@ class DiagnosticsCallback(TrainerCallback):
     def probe(self, state) -> dict:
         probes = self._run(keep_grads=self.first_order)
         if self.first_order:
-            params = [p for _, p in trainable_parameters(self._model(), self.pattern)]
-            self.snapshot = [p.detach().clone() for p in params]
-        stats = entanglement_stats(*(torch.tensor([getattr(p, k) for p in probes]) for k in ("inner", "sq_w", "sq_l")))
-        logp_w = torch.tensor([p.logp_w for p in probes], dtype=torch.float64)
-        logp_l = torch.tensor([p.logp_l for p in probes], dtype=torch.float64)
+            self.snapshot = [p.detach().clone() for p in self.params]
+        stats = entanglement_stats(*(_column(probes, k) for k in ("inner", "sq_w", "sq_l")))
+        logp_w, logp_l = _column(probes, "logp_w"), _column(probes, "logp_l")
         if self.start is None:
             self.start = probes
-        start_w = torch.tensor([p.logp_w for p in self.start], dtype=torch.float64)
-        start_l = torch.tensor([p.logp_l for p in self.start], dtype=torch.float64)
+        start_w, start_l = _column(self.start, "logp_w"), _column(self.start, "logp_l")
         summary = {
             "entangled_share": float(stats["entangled"].double().mean()),
             "chosen_down_predicted": float(stats["chosen_down"].double().mean()),
@@ -119,8 +123,8 @@ class DiagnosticsCallback(TrainerCallback):
             **displacement_stats(logp_w, logp_l, start_w, start_l),
         }
         if self.last is not None and self.last_stats is not None:
-            observed_w = logp_w - torch.tensor([p.logp_w for p in self.last], dtype=torch.float64)
-            observed_l = logp_l - torch.tensor([p.logp_l for p in self.last], dtype=torch.float64)
+            observed_w = logp_w - _column(self.last, "logp_w")
+            observed_l = logp_l - _column(self.last, "logp_l")
             summary["sign_agreement_chosen"] = sign_agreement(self.last_stats["predicted_dlogp_w"], observed_w)
             summary["sign_agreement_rejected"] = sign_agreement(self.last_stats["predicted_dlogp_l"], observed_l)
         pairs = {k: v.tolist() for k, v in stats.items()}
@@ -137,8 +141,7 @@ class DiagnosticsCallback(TrainerCallback):
 
     def check_first_order(self, state) -> dict:
         """Predicted <delta theta, g> against the observed change of logp_w and logp_l over the last step."""
-        params = [p for _, p in trainable_parameters(self._model(), self.pattern)]
-        delta = [p.detach() - old for p, old in zip(params, self.snapshot)]
+        delta = [p.detach() - old for p, old in zip(self.params, self.snapshot)]
         now = self._run(keep_grads=False, with_grads=False)
         rows = {"predicted_dlogp_w": [], "observed_dlogp_w": [], "predicted_dlogp_l": [], "observed_dlogp_l": []}
         for before, after in zip(self.last, now):

@@ -239,10 +239,18 @@ class PreferenceTrainer(Trainer):
         values["logps/chosen_per_token"] = per_token[:half]
         values["logps/rejected_per_token"] = per_token[half:]
         if self.args.diagnostics:
-            for key, value in collapse_stats(out.collapsed, out.token_logps, comp).items():
-                values[f"diagnostics/{key}"] = torch.full((half,), value)
-        # one collective per step: every metric is [pairs], so they travel as one [metrics, pairs] tensor
-        stacked = torch.stack([v.detach().float().reshape(-1) for v in values.values()], dim=1)
+            stats = collapse_stats(out.collapsed, out.token_logps, comp)
+            values.update({f"diagnostics/{key}": value for key, value in stats.items()})
+        self.log_step_metrics(values, mode)
+
+    def log_step_metrics(self, values: dict, mode: str) -> None:
+        """Record the means of this step's metrics over the batch and all processes in one collective:
+        every value is [n] (per pair or per sequence) or a scalar (repeated n times), and they travel as one
+        [n, metrics] tensor."""
+        device = self.accelerator.device
+        flat = [torch.as_tensor(v, device=device).detach().float().reshape(-1) for v in values.values()]
+        n = max(f.numel() for f in flat)
+        stacked = torch.stack([f.expand(n) for f in flat], dim=1)
         means = self.accelerator.gather_for_metrics(stacked).mean(dim=0).tolist()
         for key, value in zip(values, means):
             self._metrics[mode][key].append(value)

@@ -3,7 +3,6 @@ through the fused op's general path (alignment.losses.sft). Used to make the qui
 
 from __future__ import annotations
 
-import torch
 from datasets import Dataset
 
 from alignment.configs import SFTConfig
@@ -58,14 +57,11 @@ class SFTTrainer(PreferenceTrainer):
         mask = inputs["completion_mask"][:, 1:]
         loss, metrics = sft_loss(out.logps, mask, self.token_scale(num_items_in_batch))
         mode = "train" if self.model.training else "eval"
-        values = {"nll_per_token": metrics["nll_per_token"].detach().float()}
+        values = {"nll_per_token": metrics["nll_per_token"]}
         if self.args.diagnostics:
             stats = collapse_stats(out.collapsed, out.logps.detach(), mask)
-            values.update({f"diagnostics/{k}": torch.tensor(v) for k, v in stats.items()})
-        stacked = torch.stack([v.reshape(()) for v in values.values()]).to(out.logps.device)
-        means = self.accelerator.gather_for_metrics(stacked.unsqueeze(0)).mean(dim=0).tolist()
-        for key, value in zip(values, means):
-            self._metrics[mode][key].append(value)
+            values.update({f"diagnostics/{k}": v for k, v in stats.items()})
+        self.log_step_metrics(values, mode)
         return (loss, out) if return_outputs else loss
 
     def _probe_status(self) -> str:
