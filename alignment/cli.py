@@ -1,6 +1,7 @@
 """The ``alignment`` command line.
 
     alignment train RECIPE.yaml [--field value ...]   train (directly, or under `accelerate launch`)
+    alignment methods                                   the registered methods, papers and recipes
     alignment eval MODEL --task NAME [--n 500]          task metrics, greedy and sampled
     alignment data build [--out data]         regenerate the shipped datasets and tokenizer
     alignment data check [--data data]        rebuild in a temporary folder and compare byte for byte
@@ -19,6 +20,9 @@ import json
 import sys
 
 from alignment import __version__
+from alignment.tasks import TASKS
+
+TASK_NAMES = sorted(TASKS)
 
 
 def _data_build(args) -> int:
@@ -41,7 +45,7 @@ def _data_check(args) -> int:
 
 
 def _data_pairs(args) -> int:
-    from alignment.tasks.onpolicy import write_pairs
+    from alignment.loops.onpolicy import write_pairs
 
     n = write_pairs(args.model, args.task, args.n, args.samples, args.out, args.seed)
     print(f"wrote {n} on-policy pairs to {args.out}")
@@ -70,6 +74,20 @@ def _train(args) -> int:
     summary = train(args.recipe, parse_overrides(args.overrides), command)
     if "eval" in summary:
         print(json.dumps({"eval": summary["eval"]}, indent=1))
+    return 0
+
+
+def _methods(args) -> int:
+    from alignment.trainers.registry import methods
+
+    rows = [
+        (m.name, m.summary, f"arXiv {m.arxiv}" if m.arxiv else "-", ", ".join(m.anchors) or "none", m.recipe or "-")
+        for m in methods().values()
+    ]
+    header = ("method", "what it is", "paper", "anchors", "recipe (under recipes/)")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
     return 0
 
 
@@ -108,9 +126,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("overrides", nargs=argparse.REMAINDER, help="--field value pairs overriding the recipe")
     train.set_defaults(func=_train)
 
+    commands.add_parser("methods", help="list the registered methods").set_defaults(func=_methods)
+
     evaluate = commands.add_parser("eval", help="evaluate a model on a synthetic task")
     evaluate.add_argument("model", help="a model folder (or Hub name)")
-    evaluate.add_argument("--task", required=True, choices=("arithmetic", "sentiment", "rps"))
+    evaluate.add_argument("--task", required=True, choices=TASK_NAMES)
     evaluate.add_argument("--n", type=int, default=500, help="held-out prompts (default 500)")
     evaluate.add_argument("--mode", choices=("greedy", "sampled", "both"), default="both")
     evaluate.add_argument("--output", default=None, help="also write the metrics to this JSON file")
@@ -136,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     validate.set_defaults(func=_data_validate)
     pairs = data.add_parser("pairs", help="on-policy pairs: sample from a model, rank with the task's oracle")
     pairs.add_argument("model", help="a model folder")
-    pairs.add_argument("--task", required=True, choices=("arithmetic", "sentiment", "rps"))
+    pairs.add_argument("--task", required=True, choices=TASK_NAMES)
     pairs.add_argument("--n", type=int, default=3000, help="training prompts")
     pairs.add_argument("--samples", type=int, default=4, help="responses sampled per prompt")
     pairs.add_argument("--seed", type=int, default=0)

@@ -1,4 +1,6 @@
-"""Training configurations: ``AlignmentConfig(transformers.TrainingArguments)`` and one subclass per method.
+"""Training configurations: ``AlignmentConfig(transformers.TrainingArguments)``, ``PreferenceConfig`` (what
+every pairwise method shares) and the recipe's script and model arguments. Each method's own config class
+lives in its method module (alignment/trainers/<method>.py) and is registered with it.
 
 Every field has help text; a wrong value fails at construction (and so at recipe parse time) with a
 message naming the field and the allowed values. Library-wide defaults differ from TrainingArguments':
@@ -10,12 +12,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 from transformers import TrainingArguments
 
 
-def _choice(name: str, value, allowed) -> None:
+def choice(name: str, value, allowed) -> None:
+    """Fail with a message naming the field and the allowed values."""
     if value not in allowed:
         raise ValueError(f"{name} must be one of {list(allowed)}, got {value!r}")
 
@@ -65,7 +69,7 @@ class ModelArguments:
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow custom model code from the Hub."})
 
     def __post_init__(self):
-        _choice("dtype", self.dtype, ("float32", "bfloat16", "float16", "auto"))
+        choice("dtype", self.dtype, ("float32", "bfloat16", "float16", "auto"))
         if self.lora_r < 1:
             raise ValueError(f"lora_r must be >= 1, got {self.lora_r}")
 
@@ -132,7 +136,7 @@ class AlignmentConfig(TrainingArguments):
     )
 
     def __post_init__(self):
-        _choice("truncation_mode", self.truncation_mode, ("keep_start", "keep_end"))
+        choice("truncation_mode", self.truncation_mode, ("keep_start", "keep_end"))
         if self.max_length is not None and self.max_length < 2:
             raise ValueError(f"max_length must be >= 2 or None, got {self.max_length}")
         if self.padding_free:
@@ -149,54 +153,31 @@ class AlignmentConfig(TrainingArguments):
 
 
 @dataclass
-class SFTConfig(AlignmentConfig):
-    """Supervised fine-tuning: token-mean NLL of the completion, prompt masked."""
+class PreferenceConfig(AlignmentConfig):
+    """Options of every pairwise method: where its anchors' log-probabilities come from."""
 
-    completion_only_loss: bool = field(default=True, metadata={"help": "Mask the prompt out of the loss."})
-
-
-@dataclass
-class DPOConfig(AlignmentConfig):
-    """DPO (Rafailov et al. 2023, arXiv 2305.18290) and its common variants (specs/losses.md)."""
-
-    beta: float = field(default=0.1, metadata={"help": "KL strength beta."})
-    loss_type: str = field(default="sigmoid", metadata={"help": "sigmoid, ipo, hinge or robust."})
-    label_smoothing: float = field(
-        default=0.0, metadata={"help": "Label-noise rate eps (cDPO for sigmoid, robust DPO); in [0, 0.5)."}
-    )
     precompute_ref_logps: bool = field(
-        default=False, metadata={"help": "Compute reference log-probabilities once before training (cached on disk)."}
+        default=False,
+        metadata={
+            "help": "Compute the anchors' (reference's) log-probabilities once before training (cached on disk)."
+        },
     )
-    ref_cache_dir: str | None = field(default=None, metadata={"help": "Cache folder for precomputed reference values."})
-
-    def __post_init__(self):
-        from alignment.losses.dpo import LOSS_TYPES
-
-        _choice("loss_type", self.loss_type, LOSS_TYPES)
-        if not self.beta > 0:
-            raise ValueError(f"beta must be > 0, got {self.beta}")
-        if not 0.0 <= self.label_smoothing < 0.5:
-            raise ValueError(f"label_smoothing must be in [0, 0.5), got {self.label_smoothing}")
-        super().__post_init__()
-
-
-@dataclass
-class RPOConfig(DPOConfig):
-    """RPO (Liu et al. 2024, arXiv 2405.16436): DPO plus an SFT term on the chosen responses."""
-
-    eta: float = field(default=0.005, metadata={"help": "Weight of the SFT term (see sft_normalization)."})
-    sft_normalization: str = field(
-        default="sum",
-        metadata={"help": "sum (paper: eta*beta*sum logp), seq_mean (eta*per-sequence mean), token_mean (TRL)."},
+    ref_cache_dir: str | None = field(
+        default=None,
+        metadata={"help": "Cache folder for precomputed anchor values (default output_dir/ref_logps_cache)."},
     )
-
-    def __post_init__(self):
-        from alignment.losses.rpo import SFT_NORMALIZATIONS
-
-        _choice("sft_normalization", self.sft_normalization, SFT_NORMALIZATIONS)
-        if self.eta < 0:
-            raise ValueError(f"eta must be >= 0, got {self.eta}")
-        super().__post_init__()
+    #: fields the model card leaves out (paths that mean nothing on another machine)
+    card_exclude: ClassVar[tuple[str, ...]] = ("ref_cache_dir",)
 
 
-CONFIGS = {"sft": SFTConfig, "dpo": DPOConfig, "rpo": RPOConfig}
+def __getattr__(name):
+    """``alignment.configs.DPOConfig`` and the other method configs, which live with their methods
+    (alignment/trainers/<method>.py), resolved through the method registry."""
+    if name.startswith("__"):  # import machinery probes (__path__, ...): never the registry
+        raise AttributeError(name)
+    from alignment.trainers.registry import exported
+
+    found = exported().get(name)
+    if found is None:
+        raise AttributeError(f"module 'alignment.configs' has no attribute {name!r}")
+    return found

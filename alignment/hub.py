@@ -1,22 +1,21 @@
 """Model cards and pushing to the Hugging Face Hub.
 
-``PreferenceTrainer.push_to_hub()`` (transformers' own, which creates the repo and uploads the output
+``AlignmentTrainer.push_to_hub()`` (transformers' own, which creates the repo and uploads the output
 folder) writes the card below through ``create_model_card``: the method with its paper and arXiv id, the
-base model, the datasets, the hyperparameters that matter, the final metrics and the command that
+base model, the datasets, the method's own hyperparameters (the fields its config adds, with their help
+text) and the training settings, the final metrics and the command that
 reproduces the run. ``HF_ENDPOINT`` points the client at another Hub (the tests run a local server).
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import fields
 from pathlib import Path
 
-KEY_HYPERPARAMETERS = (
-    "beta",
-    "loss_type",
-    "label_smoothing",
-    "eta",
-    "sft_normalization",
+#: the training settings every card shows (TrainingArguments / AlignmentConfig fields); each method's own
+#: fields (those its config adds to AlignmentConfig) come first, derived from the config class itself
+TRAINING_HYPERPARAMETERS = (
     "learning_rate",
     "lr_scheduler_type",
     "warmup_steps",
@@ -25,7 +24,6 @@ KEY_HYPERPARAMETERS = (
     "per_device_train_batch_size",
     "gradient_accumulation_steps",
     "max_length",
-    "precompute_ref_logps",
     "seed",
 )
 METRIC_KEYS = (
@@ -51,8 +49,10 @@ def final_metrics(log_history: list[dict]) -> dict[str, float]:
 
 def model_card(info: dict) -> str:
     """Markdown with YAML front matter, from a dict: method, paper, arxiv, base_model, datasets,
-    hyperparameters, metrics, eval (optional), command (optional), model_name."""
+    hyperparameters (name -> value), hyperparameter_help (name -> text, optional), metrics, eval (optional),
+    command (optional), model_name."""
     datasets = info.get("datasets") or []
+    helps = {k: v.replace("|", "/") for k, v in (info.get("hyperparameter_help") or {}).items()}
     front = ["---", "library_name: transformers", "tags:", "- alignment", f"- {info['method']}"]
     if info.get("base_model"):
         front.append(f"base_model: {info['base_model']}")
@@ -76,9 +76,9 @@ def model_card(info: dict) -> str:
         "",
         "## Hyperparameters",
         "",
-        "| name | value |",
-        "| --- | --- |",
-        *[f"| {k} | {v} |" for k, v in info.get("hyperparameters", {}).items()],
+        "| name | value | meaning |",
+        "| --- | --- | --- |",
+        *[f"| {k} | {v} | {helps.get(k, '')} |" for k, v in info.get("hyperparameters", {}).items()],
         "",
         "## Final training metrics",
         "",
@@ -92,19 +92,39 @@ def model_card(info: dict) -> str:
     return "\n".join(lines)
 
 
+def method_fields(config) -> list:
+    """The dataclass fields a method's config adds to AlignmentConfig (its own hyperparameters, with their
+    help text), in declaration order, less those the config lists in ``card_exclude`` (paths and such)."""
+    from alignment.configs import AlignmentConfig
+
+    skip = {f.name for f in fields(AlignmentConfig)} | set(getattr(config, "card_exclude", ()))
+    return [f for f in fields(config) if f.name not in skip]
+
+
+def card_hyperparameters(config) -> tuple[dict, dict]:
+    """(name -> value, name -> help) for the card: the method's own fields, then TRAINING_HYPERPARAMETERS."""
+    own = method_fields(config)
+    values = {f.name: getattr(config, f.name) for f in own}
+    values.update({k: getattr(config, k) for k in TRAINING_HYPERPARAMETERS if hasattr(config, k)})
+    return values, {f.name: f.metadata.get("help", "") for f in own}
+
+
 def card_info(trainer, model_name: str | None = None) -> dict:
-    args = trainer.args
-    extra = getattr(trainer, "card_extra", {}) or {}
+    """The card's fields from the trainer's declared state: ``method`` (the registry entry), ``args``,
+    ``model_id``, ``run_info`` and the log history."""
+    args, method, run = trainer.args, trainer.method, trainer.run_info
+    values, helps = card_hyperparameters(args)
     return {
-        "method": trainer.method,
-        "paper": trainer.paper,
-        "arxiv": trainer.arxiv,
-        "base_model": extra.get("base_model", trainer.model_id),
-        "datasets": extra.get("datasets", []),
-        "hyperparameters": {k: getattr(args, k) for k in KEY_HYPERPARAMETERS if hasattr(args, k)},
+        "method": method.name,
+        "paper": method.paper,
+        "arxiv": method.arxiv,
+        "base_model": run.base_model or trainer.model_id,
+        "datasets": list(run.datasets),
+        "hyperparameters": values,
+        "hyperparameter_help": helps,
         "metrics": final_metrics(trainer.state.log_history),
-        "eval": extra.get("eval"),
-        "command": extra.get("command"),
+        "eval": run.eval,
+        "command": run.command,
         "model_name": model_name or Path(args.output_dir).name,
     }
 

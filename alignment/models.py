@@ -1,4 +1,9 @@
-"""Run any causal LM's backbone and apply the fused op with its LM head (specs/kernel.md, "Where it plugs in").
+"""Load a causal LM and its tokenizer (one place, one error); run any causal LM's backbone and apply the
+fused op with its LM head (specs/kernel.md, "Where it plugs in").
+
+Loading: :func:`load_model` and :func:`load_tokenizer` take a local folder or a Hub name (a model object
+passes through :func:`load_model` unchanged). A name that is neither an existing folder nor a model the Hub
+serves raises :class:`ModelNotFoundError` (a ``FileNotFoundError``; the CLI prints it as one line).
 
 The model's own forward would build [B, T, V] logits; instead we run the backbone (the base model under
 ``base_model_prefix``, PEFT unwrapped) to the final hidden states and hand them with the LM head weight
@@ -22,11 +27,77 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from alignment.ops import TokenLogps, pair_fused_loss, token_logps
+
+
+class ModelNotFoundError(FileNotFoundError):
+    """A model or tokenizer that is neither a local folder nor a model the Hub serves."""
+
+
+def _looks_local(name: str) -> bool:
+    return name.startswith((".", "/", "~")) or name.count("/") > 1 or Path(name).suffix in (".json", ".bin")
+
+
+def _from_pretrained(loader: Callable, name: str, what: str, **kwargs):
+    """``loader(name, **kwargs)`` with the one error for a missing folder or an unknown Hub name."""
+    name = str(name)
+    if not Path(name).exists() and _looks_local(name):
+        raise ModelNotFoundError(f"{name}: no such {what} folder")
+    try:
+        return loader(name, **kwargs)
+    except OSError as e:
+        if Path(name).exists():
+            raise ModelNotFoundError(f"{name}: not a {what} folder ({str(e).splitlines()[0]})") from None
+        raise ModelNotFoundError(
+            f"{name}: no such {what} folder, and the Hugging Face Hub has no {what} of that name or cannot be "
+            f"reached ({str(e).splitlines()[0]})"
+        ) from None
+
+
+def load_model(
+    model: str | nn.Module,
+    dtype: str | torch.dtype = "float32",
+    trust_remote_code: bool = False,
+    init_from_config: str | None = None,
+) -> nn.Module:
+    """A causal LM from a folder or Hub name (a module passes through unchanged). ``dtype``: a torch dtype or
+    its name, or "auto". ``init_from_config``: a JSON model config, to build a randomly initialised model
+    instead (the quickstart's SFT model is trained from scratch this way)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    if isinstance(model, nn.Module):
+        return model
+    if init_from_config:
+        import json
+
+        config = AutoConfig.for_model(**json.loads(Path(init_from_config).read_text()))
+        return AutoModelForCausalLM.from_config(config)
+    torch_dtype = getattr(torch, dtype) if isinstance(dtype, str) and dtype != "auto" else dtype
+    return _from_pretrained(
+        AutoModelForCausalLM.from_pretrained, model, "model", dtype=torch_dtype, trust_remote_code=trust_remote_code
+    )
+
+
+def load_tokenizer(name: str, trust_remote_code: bool = False):
+    """The tokenizer of a folder or Hub name, with a pad token (the EOS token when it has none)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = _from_pretrained(AutoTokenizer.from_pretrained, name, "tokenizer", trust_remote_code=trust_remote_code)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def model_name(model) -> str | None:
+    """The path or Hub name a model (or its name) came from, when known."""
+    if isinstance(model, str):
+        return model
+    return getattr(getattr(unwrap(model), "config", None), "_name_or_path", None) or None
 
 
 @dataclass

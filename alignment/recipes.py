@@ -23,7 +23,7 @@ from pathlib import Path
 import yaml
 from transformers import HfArgumentParser
 
-from alignment.configs import CONFIGS, ModelArguments, ScriptArguments
+from alignment.configs import ModelArguments, ScriptArguments
 
 
 class RecipeError(ValueError):
@@ -78,10 +78,13 @@ def load_recipe(path: str | os.PathLike, overrides: dict | None = None):
     if not isinstance(raw, dict):
         raise RecipeError(f"{path}: a recipe is a mapping of field: value")
     raw.update(overrides or {})
+    from alignment.trainers.registry import methods
+
+    known_methods = methods()
     method = raw.pop("method", None)
-    if method not in CONFIGS:
-        raise RecipeError(f"{path}: field 'method' must be one of {sorted(CONFIGS)}, got {method!r}")
-    config_class = CONFIGS[method]
+    if method not in known_methods:
+        raise RecipeError(f"{path}: field 'method' must be one of {sorted(known_methods)}, got {method!r}")
+    config_class = known_methods[method].config
     init_config = raw.pop("init_from_config", None)
     env = raw.pop("env", {}) or {}
     known = _fields(ScriptArguments, ModelArguments, config_class)

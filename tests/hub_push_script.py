@@ -11,8 +11,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from alignment.configs import DPOConfig
 from alignment.models import causal_token_logps
-from alignment.trainers import DPOTrainer
-from tests.tiny import tiny_llama
+from alignment.trainers import DPOTrainer, RunInfo
+from tests.helpers import tiny_llama
 
 data = sys.argv[1]
 tokenizer = AutoTokenizer.from_pretrained(f"{data}/tokenizer")
@@ -32,11 +32,10 @@ with tempfile.TemporaryDirectory() as out:
         hub_token="hf_test",
         report_to=[],
     )
-    trainer = DPOTrainer(model, args=args, train_dataset=rows, processing_class=tokenizer)
-    trainer.card_extra = {
-        "datasets": ["data/tasks/rps/pref_train_conversational.jsonl"],
-        "command": "python tests/hub_push_script.py",
-    }
+    run = RunInfo(
+        datasets=["data/tasks/rps/pref_train_conversational.jsonl"], command="python tests/hub_push_script.py"
+    )
+    trainer = DPOTrainer(model, args=args, train_dataset=rows, processing_class=tokenizer, run_info=run)
     trainer.train()
     trainer.push_to_hub()
 loaded = AutoModelForCausalLM.from_pretrained("alice/tiny-dpo", token="hf_test")

@@ -29,7 +29,9 @@ def test_push_to_hub_and_load_back():
         assert {"config.json", "model.safetensors", "README.md", "tokenizer.json"} <= set(files)
         card = files["README.md"].decode()
         assert "**DPO**" in card and "arXiv 2305.18290" in card
-        assert "| beta | 0.1 |" in card and "rewards/accuracies" in card
+        assert "| beta | 0.1 | KL strength beta. |" in card and "rewards/accuracies" in card
+        assert "| loss_type | sigmoid |" in card and "| precompute_ref_logps | False |" in card
+        assert "ref_cache_dir" not in card and "| eta |" not in card  # DPO has no eta
         assert "data/tasks/rps/pref_train_conversational.jsonl" in card and "python tests/hub_push_script.py" in card
         assert ("POST", "/api/repos/create") in server.requests
     finally:
@@ -54,3 +56,19 @@ def test_model_card_sections():
     assert "(arXiv 2405.16436)" in card or "arXiv 2405.16436" in card
     assert "| eta | 0.005 |" in card and "| loss | 0.5 |" in card
     assert "alignment train recipes/zephyr-7b/rpo.yaml" in card
+
+
+def test_card_hyperparameters_are_the_configs_own_fields(tmp_path):
+    """Each method's card lists the fields its config adds (with their help), never another method's."""
+    from alignment.hub import card_hyperparameters
+    from alignment.trainers import get_method
+
+    common = dict(output_dir=str(tmp_path), use_cpu=True)
+    rpo_values, rpo_help = card_hyperparameters(get_method("rpo").config(eta=0.25, **common))
+    assert rpo_values["eta"] == 0.25 and rpo_values["beta"] == 0.1 and "SFT term" in rpo_help["eta"]
+    assert list(rpo_values)[:4] == ["precompute_ref_logps", "beta", "loss_type", "label_smoothing"]  # own fields first
+    assert rpo_values["learning_rate"] == 5e-05 and "learning_rate" not in rpo_help
+    dpo_values, _ = card_hyperparameters(get_method("dpo").config(**common))
+    assert "eta" not in dpo_values and "sft_normalization" not in dpo_values
+    sft_values, sft_help = card_hyperparameters(get_method("sft").config(**common))
+    assert "beta" not in sft_values and set(sft_help) == {"completion_only_loss"}

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from alignment.models import backbone, causal_token_logps, lm_head, shifted_targets
-from tests.ops.test_token_logps import rel_err
+from tests.helpers import rel_err
 
 VOCAB = 211
 

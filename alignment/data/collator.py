@@ -1,13 +1,20 @@
-"""The preference collator: [chosen; rejected] stacked on the batch axis, padded only as far as needed.
+"""Collators: the preference collator ([chosen; rejected] stacked on the batch axis) and the SFT collator,
+padded only as far as needed.
 
-For B rows it returns tensors of shape [2B, T] where rows 0..B-1 are ``prompt + chosen`` and rows
-B..2B-1 are ``prompt + rejected`` (the layout trl 1.16 uses), T the longest of the 2B sequences, rounded
-up to ``pad_to_multiple_of`` when set:
+For B preference rows :class:`PreferenceCollator` returns tensors of shape [2B, T] where rows 0..B-1 are
+``prompt + chosen`` and rows B..2B-1 are ``prompt + rejected`` (the layout trl 1.16 uses), T the longest of
+the 2B sequences, rounded up to ``pad_to_multiple_of`` when set:
 
 - ``input_ids``: token ids, right-padded with ``pad_token_id``;
 - ``attention_mask``: 1 on real tokens, 0 on padding;
 - ``completion_mask``: 1 on completion tokens only (0 on the prompt and padding);
-- ``ref_chosen_logps`` / ``ref_rejected_logps`` [B], when the rows carry precomputed reference values.
+- ``<anchor>_chosen_logps`` / ``<anchor>_rejected_logps`` [B] (e.g. ``ref_chosen_logps``), when the rows
+  carry precomputed anchor values (see alignment.trainers.anchors);
+- ``<anchor>_token_logps`` [2B, T], when the rows carry per-token anchor values
+  (``<anchor>_chosen_token_logps`` / ``<anchor>_rejected_token_logps``, one value per completion token):
+  the value of completion token j sits at that token's position in ``input_ids``, 0 elsewhere.
+
+:class:`SFTCollator` does the same for rows ``{prompt_ids, completion_ids}``: [B, T] tensors.
 """
 
 from __future__ import annotations
@@ -17,7 +24,37 @@ from typing import Any
 
 import torch
 
-PASSTHROUGH = ("ref_chosen_logps", "ref_rejected_logps")
+SEQUENCE_SUFFIXES = ("_chosen_logps", "_rejected_logps")
+TOKEN_SUFFIXES = ("_chosen_token_logps", "_rejected_token_logps")
+
+
+def pad_sequences(
+    prompts: list[list[int]], completions: list[list[int]], pad_token_id: int, pad_to_multiple_of: int | None
+) -> dict[str, torch.Tensor]:
+    """``prompt + completion`` per row, right-padded: input_ids, attention_mask, completion_mask [N, T]."""
+    sequences = [list(p) + list(c) for p, c in zip(prompts, completions)]
+    length = max(len(s) for s in sequences)
+    if pad_to_multiple_of:
+        length = -(-length // pad_to_multiple_of) * pad_to_multiple_of
+    n = len(sequences)
+    input_ids = torch.full((n, length), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((n, length), dtype=torch.long)
+    completion_mask = torch.zeros((n, length), dtype=torch.long)
+    for i, (seq, prompt) in enumerate(zip(sequences, prompts)):
+        input_ids[i, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+        attention_mask[i, : len(seq)] = 1
+        completion_mask[i, len(prompt) : len(seq)] = 1
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "completion_mask": completion_mask}
+
+
+def anchor_columns(columns) -> tuple[list[str], list[str]]:
+    """The anchor names of a row's precomputed columns: (with sequence sums, with per-token values)."""
+    columns = set(columns)
+    sequence = sorted(c[: -len(SEQUENCE_SUFFIXES[0])] for c in columns if c.endswith(SEQUENCE_SUFFIXES[0]))
+    tokens = sorted(c[: -len(TOKEN_SUFFIXES[0])] for c in columns if c.endswith(TOKEN_SUFFIXES[0]))
+    return [a for a in sequence if a + SEQUENCE_SUFFIXES[1] in columns], [
+        a for a in tokens if a + TOKEN_SUFFIXES[1] in columns
+    ]
 
 
 @dataclass
@@ -28,28 +65,25 @@ class PreferenceCollator:
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         if not rows:
             raise ValueError("PreferenceCollator got an empty batch")
-        sequences, masks = [], []
-        for key in ("chosen_ids", "rejected_ids"):
-            for row in rows:
-                prompt, completion = list(row["prompt_ids"]), list(row[key])
-                sequences.append(prompt + completion)
-                masks.append([0] * len(prompt) + [1] * len(completion))
-        length = max(len(s) for s in sequences)
-        if self.pad_to_multiple_of:
-            length = -(-length // self.pad_to_multiple_of) * self.pad_to_multiple_of
-        n = len(sequences)
-        input_ids = torch.full((n, length), self.pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros((n, length), dtype=torch.long)
-        completion_mask = torch.zeros((n, length), dtype=torch.long)
-        for i, (seq, mask) in enumerate(zip(sequences, masks)):
-            input_ids[i, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-            attention_mask[i, : len(seq)] = 1
-            completion_mask[i, : len(mask)] = torch.tensor(mask, dtype=torch.long)
-        batch = {"input_ids": input_ids, "attention_mask": attention_mask, "completion_mask": completion_mask}
-        for key in PASSTHROUGH:
-            if key in rows[0]:
-                batch[key] = torch.tensor([float(row[key]) for row in rows], dtype=torch.float32)
+        prompts = [row["prompt_ids"] for row in rows] * 2
+        completions = [row["chosen_ids"] for row in rows] + [row["rejected_ids"] for row in rows]
+        batch = pad_sequences(prompts, completions, self.pad_token_id, self.pad_to_multiple_of)
+        sequence, tokens = anchor_columns(rows[0])
+        for name in sequence:
+            for suffix in SEQUENCE_SUFFIXES:
+                batch[name + suffix] = torch.tensor([float(row[name + suffix]) for row in rows], dtype=torch.float32)
+        for name in tokens:
+            values = [row[name + TOKEN_SUFFIXES[0]] for row in rows] + [row[name + TOKEN_SUFFIXES[1]] for row in rows]
+            batch[f"{name}_token_logps"] = _place(values, prompts, batch["input_ids"].shape)
         return batch
+
+
+def _place(values: list[list[float]], prompts: list[list[int]], shape) -> torch.Tensor:
+    """Per-completion-token values at their token positions in a [N, T] float32 tensor (0 elsewhere)."""
+    out = torch.zeros(shape, dtype=torch.float32)
+    for i, (row, prompt) in enumerate(zip(values, prompts)):
+        out[i, len(prompt) : len(prompt) + len(row)] = torch.tensor(list(row), dtype=torch.float32)
+    return out
 
 
 @dataclass
@@ -61,6 +95,8 @@ class SFTCollator:
     pad_to_multiple_of: int | None = None
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        pairs = [{"prompt_ids": r["prompt_ids"], "chosen_ids": r["completion_ids"], "rejected_ids": []} for r in rows]
-        batch = PreferenceCollator(self.pad_token_id, self.pad_to_multiple_of)(pairs)
-        return {k: v[: len(rows)] for k, v in batch.items()}
+        if not rows:
+            raise ValueError("SFTCollator got an empty batch")
+        prompts = [row["prompt_ids"] for row in rows]
+        completions = [row["completion_ids"] for row in rows]
+        return pad_sequences(prompts, completions, self.pad_token_id, self.pad_to_multiple_of)

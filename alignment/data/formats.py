@@ -22,7 +22,12 @@ from alignment.data.errors import DataFormatError
 
 STANDARD, CONVERSATIONAL = "standard", "conversational"
 ROLES = ("system", "user", "assistant", "tool")
-COLUMNS = ("prompt", "chosen", "rejected")
+PREFERENCE = ("chosen", "rejected")  # the completion columns of a preference row
+SFT = ("completion",)  # the completion column of a supervised row
+COLUMNS = ("prompt", *PREFERENCE)
+#: columns ending in this are precomputed anchor log-probabilities (``ref_chosen_logps``, ...): validation and
+#: tokenization carry them with their rows
+CARRIED_SUFFIX = "_logps"
 
 
 def _check_text(value: Any, field: str, allow_empty: bool = False) -> str:
@@ -91,11 +96,11 @@ def check_role_order(prompt: list[dict], completion: list[dict], field: str) -> 
             raise DataFormatError("two user messages in a row", field=f"{part}[{j}].role")
 
 
-def detect_format(row: dict[str, Any]) -> str:
-    """ "standard" or "conversational", from the type of the ``chosen`` column."""
-    if "chosen" not in row:
-        raise DataFormatError("missing column", field="chosen")
-    value = row["chosen"]
+def detect_format(row: dict[str, Any], column: str = "chosen") -> str:
+    """ "standard" or "conversational", from the type of the first completion column (``chosen``)."""
+    if column not in row:
+        raise DataFormatError("missing column", field=column)
+    value = row[column]
     if isinstance(value, str):
         return STANDARD
     if isinstance(value, list):
@@ -103,7 +108,7 @@ def detect_format(row: dict[str, Any]) -> str:
     raise DataFormatError(
         f"expected a string (standard format) or a list of messages (conversational format), "
         f"got {type(value).__name__}",
-        field="chosen",
+        field=column,
     )
 
 
@@ -136,38 +141,38 @@ def extract_prompt(chosen: Any, rejected: Any) -> tuple[Any, Any, Any]:
     return chosen[:n], chosen[n:], rejected[n:]
 
 
-def validate_row(row: dict[str, Any], expected_format: str | None = None) -> tuple[dict[str, Any], str]:
-    """Check one row; return it normalized to ``{prompt, chosen, rejected}`` and its format.
+def validate_row(
+    row: dict[str, Any], expected_format: str | None = None, completions: tuple[str, ...] = PREFERENCE
+) -> tuple[dict[str, Any], str]:
+    """Check one row; return it normalized to ``{prompt, *completions}`` and its format.
 
+    ``completions`` names the completion columns: ``("chosen", "rejected")`` for preference rows (the
+    default; the prompt may be implicit), ``("completion",)`` for supervised rows (the prompt is required).
     ``expected_format`` (set from the first row of a dataset) makes a row in the other format an error.
     Raises :class:`DataFormatError` with ``field`` set (the caller adds the source and row number).
     """
     if not isinstance(row, dict):
         raise DataFormatError(f"a row must be an object with columns, got {type(row).__name__}")
-    for key in ("chosen", "rejected"):
+    for key in completions:
         if key not in row or row[key] is None:
             raise DataFormatError("missing column", field=key)
-    fmt = detect_format(row)
+    fmt = detect_format(row, completions[0])
     if expected_format is not None and fmt != expected_format:
         raise DataFormatError(
-            f"this row is in the {fmt} format but the rows before it are {expected_format}", field="chosen"
+            f"this row is in the {fmt} format but the rows before it are {expected_format}", field=completions[0]
         )
     implicit = row.get("prompt") is None
-    if fmt == STANDARD:
-        chosen = _check_text(row["chosen"], "chosen")
-        rejected = _check_text(row["rejected"], "rejected")
-        if implicit:
-            prompt, chosen, rejected = extract_prompt(chosen, rejected)
-        else:
-            prompt = _check_text(row["prompt"], "prompt", allow_empty=True)
-        return {"prompt": prompt, "chosen": chosen, "rejected": rejected}, fmt
-
-    chosen = _check_messages(row["chosen"], "chosen")
-    rejected = _check_messages(row["rejected"], "rejected")
+    if implicit and len(completions) != 2:
+        raise DataFormatError("missing column", field="prompt")
+    check = _check_text if fmt == STANDARD else _check_messages
+    values = [check(row[key], key) for key in completions]
     if implicit:
-        prompt, chosen, rejected = extract_prompt(chosen, rejected)
+        prompt, *values = extract_prompt(*values)
+    elif fmt == STANDARD:
+        prompt = _check_text(row["prompt"], "prompt", allow_empty=True)
     else:
         prompt = _check_messages(row["prompt"], "prompt")
-    check_role_order(prompt, chosen, "chosen")
-    check_role_order(prompt, rejected, "rejected")
-    return {"prompt": prompt, "chosen": chosen, "rejected": rejected}, fmt
+    if fmt == CONVERSATIONAL:
+        for key, value in zip(completions, values):
+            check_role_order(prompt, value, key)
+    return {"prompt": prompt, **dict(zip(completions, values))}, fmt

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from alignment.data.errors import DataFormatError, DataLoadError
-from alignment.data.formats import validate_row
+from alignment.data.formats import CARRIED_SUFFIX, PREFERENCE, validate_row
 
 logger = logging.getLogger(__name__)
 FILE_TYPES = (".jsonl", ".json", ".parquet", ".csv")
@@ -155,10 +155,14 @@ def iter_source_rows(source: str | Path, split: str = "train", config: str | Non
 
 # ----- validation ---------------------------------------------------------------------------------------
 def validate_rows(
-    rows: Iterable[tuple[int, Any]], source: str, drop_invalid: bool = False
+    rows: Iterable[tuple[int, Any]],
+    source: str,
+    drop_invalid: bool = False,
+    completions: tuple[str, ...] = PREFERENCE,
 ) -> tuple[list[dict[str, Any]], ValidationReport]:
     """Validate numbered rows; return the normalized rows and a report. Raises on the first bad row unless
-    ``drop_invalid``, in which case bad rows are dropped and counted by reason."""
+    ``drop_invalid``, in which case bad rows are dropped and counted by reason. ``completions``: the
+    completion columns (``formats.PREFERENCE`` or ``formats.SFT``)."""
     report = ValidationReport(source)
     out: list[dict[str, Any]] = []
     iterator = iter(rows)
@@ -173,13 +177,14 @@ def validate_rows(
             report.dropped[e.reason.split(":")[0]] += 1
             continue
         try:
-            clean, fmt = validate_row(row, report.format)
+            clean, fmt = validate_row(row, report.format, completions)
         except DataFormatError as e:
             if not drop_invalid:
                 raise e.located(source, row_no) from None
             report.dropped[f"{e.field}: {e.reason}" if e.field else e.reason] += 1
             continue
         report.format = report.format or fmt
+        clean.update({k: v for k, v in row.items() if k.endswith(CARRIED_SUFFIX)})
         out.append(clean)
     report.kept = len(out)
     return out, report
@@ -199,22 +204,25 @@ def load_preference_dataset(
     config: str | None = None,
     drop_invalid: bool = False,
     validate: bool = True,
+    completions: tuple[str, ...] = PREFERENCE,
 ):
-    """Load and validate one source; return (datasets.Dataset with prompt/chosen/rejected, report).
-    ``validate=False`` loads the rows as they are (e.g. SFT rows, which their trainer validates)."""
+    """Load and validate one source; return (datasets.Dataset with prompt and the ``completions`` columns,
+    report). ``validate=False`` loads the rows as they are."""
     if not validate:
         rows = [row for _, row in iter_source_rows(source, split, config)]
         report = ValidationReport(str(source), kept=len(rows), format="unvalidated")
         return _rows_to_dataset(rows, str(source)), report
-    rows, report = validate_rows(iter_source_rows(source, split, config), str(source), drop_invalid)
+    rows, report = validate_rows(iter_source_rows(source, split, config), str(source), drop_invalid, completions)
     logger.info("%s", report)
     return _rows_to_dataset(rows, str(source)), report
 
 
-def validate_dataset(dataset, name: str = "<dataset>", drop_invalid: bool = False):
+def validate_dataset(
+    dataset, name: str = "<dataset>", drop_invalid: bool = False, completions: tuple[str, ...] = PREFERENCE
+):
     """Validate an in-memory ``datasets.Dataset`` (or a list of dicts) the same way: (Dataset, report)."""
     rows = dataset.to_list() if hasattr(dataset, "to_list") else list(dataset)
-    clean, report = validate_rows(_iter_arrow(rows), name, drop_invalid)
+    clean, report = validate_rows(_iter_arrow(rows), name, drop_invalid, completions)
     return _rows_to_dataset(clean, name), report
 
 
@@ -260,6 +268,7 @@ def load_preference_data(
     seed: int = 0,
     drop_invalid: bool = False,
     validate: bool = True,
+    completions: tuple[str, ...] = PREFERENCE,
 ):
     """Load one or several sources, each with an optional ``weight`` (fraction of its rows to take; above 1
     it is repeated), ``split`` and ``config``; shuffle the mix with ``seed``. With ``test_split_size``,
@@ -273,7 +282,7 @@ def load_preference_data(
         if unknown:
             raise DataLoadError(f"dataset source {spec}: unknown keys {sorted(unknown)}")
         ds, report = load_preference_dataset(
-            spec["path"], spec.get("split", split), spec.get("config"), drop_invalid, validate
+            spec["path"], spec.get("split", split), spec.get("config"), drop_invalid, validate, completions
         )
         formats[spec["path"]] = report.format
         parts.append(ds.select(_take(len(ds), float(spec.get("weight", 1.0)), rng)))

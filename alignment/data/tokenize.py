@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from alignment.data.errors import DataError
-from alignment.data.formats import common_prefix_length
+from alignment.data.formats import CARRIED_SUFFIX, common_prefix_length
 
 logger = logging.getLogger(__name__)
 TRUNCATION_MODES = ("keep_start", "keep_end")
@@ -53,37 +53,46 @@ def _ids(out: Any) -> list[int]:
     return list(ids)
 
 
+def _completion_keys(row: dict[str, Any]) -> tuple[str, ...]:
+    """The completion columns of a validated row: chosen/rejected (preference) or completion (SFT)."""
+    return tuple(k for k in ("chosen", "rejected", "completion") if k in row)
+
+
 def tokenize_row(row: dict[str, Any], tokenizer, chat_template: str | None = None) -> dict[str, list[int]]:
-    """Token ids of one validated row: ``{prompt_ids, chosen_ids, rejected_ids}`` (no truncation)."""
-    prompt = row["prompt"]
-    if isinstance(row["chosen"], list):
+    """Token ids of one validated row, no truncation: ``{prompt_ids, chosen_ids, rejected_ids}`` for a
+    preference row, ``{prompt_ids, completion_ids}`` for a supervised one."""
+    prompt, keys = row["prompt"], _completion_keys(row)
+    if isinstance(row[keys[0]], list):
         kwargs = {"tokenize": True, "return_dict": True}
         if chat_template is not None:
             kwargs["chat_template"] = chat_template
         prompt_ids = _ids(tokenizer.apply_chat_template(prompt, add_generation_prompt=True, **kwargs))
-        full = [_ids(tokenizer.apply_chat_template(prompt + row[k], **kwargs)) for k in ("chosen", "rejected")]
+        full = [_ids(tokenizer.apply_chat_template(prompt + row[k], **kwargs)) for k in keys]
     else:
         eos = tokenizer.eos_token or ""
-        texts = [row[k] if row[k].endswith(eos) else row[k] + eos for k in ("chosen", "rejected")]
+        texts = [row[k] if row[k].endswith(eos) else row[k] + eos for k in keys]
         prompt_ids = _ids(tokenizer(text=prompt))
         full = [_ids(tokenizer(text=prompt + t)) for t in texts]
     n = min(common_prefix_length(prompt_ids, f) for f in full)
-    return {"prompt_ids": prompt_ids[:n], "chosen_ids": full[0][n:], "rejected_ids": full[1][n:]}
+    return {"prompt_ids": prompt_ids[:n], **{f"{k}_ids": f[n:] for k, f in zip(keys, full)}}
 
 
 def truncate_row(ids: dict[str, list[int]], max_length: int | None, mode: str) -> tuple[dict | None, bool]:
-    """Apply ``max_length`` (module docstring); return (row or None when dropped, whether it was cut)."""
-    p, c, r = ids["prompt_ids"], ids["chosen_ids"], ids["rejected_ids"]
-    if max_length is None or len(p) + max(len(c), len(r)) <= max_length:
+    """Apply ``max_length`` (module docstring) to ``prompt_ids`` and every completion's ids (the other
+    ``*_ids`` entries); return (row or None when dropped, whether it was cut)."""
+    p = ids["prompt_ids"]
+    completions = {k: v for k, v in ids.items() if k != "prompt_ids"}
+    longest = max(len(v) for v in completions.values())
+    if max_length is None or len(p) + longest <= max_length:
         return ids, False
     if mode == "keep_start":
         if len(p) >= max_length:
             return None, True
         room = max_length - len(p)
-        return {"prompt_ids": p, "chosen_ids": c[:room], "rejected_ids": r[:room]}, True
-    room = max_length - max(len(c), len(r))
+        return {"prompt_ids": p, **{k: v[:room] for k, v in completions.items()}}, True
+    room = max_length - longest
     prompt = p[len(p) - room :] if room > 0 else []
-    return {"prompt_ids": prompt, "chosen_ids": c[-max_length:], "rejected_ids": r[-max_length:]}, True
+    return {"prompt_ids": prompt, **{k: v[-max_length:] for k, v in completions.items()}}, True
 
 
 def tokenize_preference_dataset(
@@ -98,14 +107,16 @@ def tokenize_preference_dataset(
     """Tokenize and truncate a validated preference ``datasets.Dataset``; return (dataset, TokenizeReport).
 
     The result keeps the row order and has the columns ``prompt_ids``, ``chosen_ids``, ``rejected_ids``
-    (other columns are removed). Conversational data needs a chat template: the tokenizer's or
-    ``chat_template``.
+    (supervised rows, validated with ``completions=formats.SFT``: ``prompt_ids``, ``completion_ids``) and
+    any precomputed anchor columns (names ending in ``_logps``); other columns are removed. Conversational
+    data needs a chat template: the tokenizer's or ``chat_template``.
     """
     if truncation_mode not in TRUNCATION_MODES:
         raise DataError(f"truncation_mode must be one of {TRUNCATION_MODES}, got {truncation_mode!r}")
     if max_length is not None and max_length < 1:
         raise DataError(f"max_length must be a positive integer or None, got {max_length}")
-    if len(dataset) and isinstance(dataset[0]["chosen"], list) and not (chat_template or tokenizer.chat_template):
+    keys = _completion_keys(dataset[0]) if len(dataset) else ("chosen", "rejected")
+    if len(dataset) and isinstance(dataset[0][keys[0]], list) and not (chat_template or tokenizer.chat_template):
         raise DataError(
             "the dataset is conversational but the tokenizer has no chat template; set `chat_template` "
             "(a Jinja string) in the recipe or use a tokenizer that has one"
@@ -114,12 +125,15 @@ def tokenize_preference_dataset(
     def process(row):
         ids, cut = truncate_row(tokenize_row(row, tokenizer, chat_template), max_length, truncation_mode)
         keep = ids is not None
-        ids = ids or {"prompt_ids": [], "chosen_ids": [], "rejected_ids": []}
-        longest = len(ids["prompt_ids"]) + max(len(ids["chosen_ids"]), len(ids["rejected_ids"]))
+        ids = ids or {f"{k}_ids": [] for k in ("prompt", *keys)}
+        longest = len(ids["prompt_ids"]) + max(len(ids[f"{k}_ids"]) for k in keys)
         return {**ids, "_keep": keep, "_cut": cut and keep, "_len": longest}
 
     out = dataset.map(
-        process, remove_columns=dataset.column_names, num_proc=num_proc, desc=f"Tokenizing {name} dataset"
+        process,
+        remove_columns=[c for c in dataset.column_names if not c.endswith(CARRIED_SUFFIX)],
+        num_proc=num_proc,
+        desc=f"Tokenizing {name} dataset",
     )
     keep = out["_keep"]
     report = TokenizeReport(

@@ -14,7 +14,7 @@ trainable parameters (see probes.py), then:
 
 Each probe appends one JSON line to ``<output_dir>/diagnostics.jsonl`` and its summary is logged under
 ``diagnostics/<name>`` with the next training log (the latest probe's values, not a mean over probes).
-The softmax-collapse fractions come from the kernel on every step (PreferenceTrainer._record), no probe.
+The softmax-collapse fractions come from the kernel on every step (AlignmentTrainer.collapse_metrics), no probe.
 """
 
 from __future__ import annotations
@@ -42,8 +42,12 @@ def _column(probes: list[PairProbe], key: str) -> torch.Tensor:
 
 
 class DiagnosticsCallback(TrainerCallback):
-    """Probe-set diagnostics for a PreferenceTrainer (constructed with the trainer; added by it when
-    ``args.diagnostics`` is on and the engine allows per-parameter gradients)."""
+    """Probe-set diagnostics for a pairwise trainer (constructed with the trainer; added by it when
+    ``args.diagnostics`` is on and the engine allows per-parameter gradients).
+
+    What it uses of the trainer, all declared by AlignmentTrainer: ``args``, ``model``, ``data_collator``,
+    ``is_world_process_zero()``, ``probe_dataset()`` (the dataset whose first rows are the probe pairs) and
+    ``queue_log(values)`` (adds the latest probe's summary to the next training log)."""
 
     def __init__(self, trainer):
         self.trainer = trainer
@@ -66,9 +70,7 @@ class DiagnosticsCallback(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         if not self.trainer.is_world_process_zero():
             return
-        dataset = self.trainer.eval_dataset
-        if dataset is None or isinstance(dataset, dict):
-            dataset = self.trainer.train_dataset
+        dataset = self.trainer.probe_dataset()
         self.batches = probe_batches(dataset, self.trainer.data_collator, self.n_pairs, self.trainer.args.device)
         self.params = [p for _, p in trainable_parameters(self._model(), self.pattern)]
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -162,5 +164,4 @@ class DiagnosticsCallback(TrainerCallback):
         self.records.append(record)
         with self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")
-        latest = self.trainer.__dict__.setdefault("latest_diagnostics", {})
-        latest.update({f"diagnostics/{key}": value for key, value in record["summary"].items()})
+        self.trainer.queue_log({f"diagnostics/{key}": value for key, value in record["summary"].items()})

@@ -109,21 +109,17 @@ def heatmap(result: TokenCosines, path: str | Path, title: str = "") -> Path:
 
 def token_command(model_path: str, data: str, row: int, params: str | None, output: str, max_length: int) -> dict:
     """``alignment token-entanglement``: load the model and one row, write the heatmap and a JSON twin."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     from alignment.data import PreferenceCollator, load_preference_dataset, tokenize_preference_dataset
     from alignment.data.errors import DataError
+    from alignment.models import load_model, load_tokenizer
 
-    if not Path(model_path).exists() and model_path.count("/") != 1:
-        raise FileNotFoundError(f"{model_path}: no such model folder")
+    tokenizer = load_tokenizer(model_path)
     dataset, _ = load_preference_dataset(data)
     if not 0 <= row < len(dataset):
         raise DataError(f"{data}: --row {row} is out of range (the dataset has {len(dataset)} rows)")
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+    model = load_model(model_path)
     tokens, _ = tokenize_preference_dataset(dataset.select([row]), tokenizer, max_length, name=data)
-    batch = PreferenceCollator(pad)([tokens[0]])
+    batch = PreferenceCollator(tokenizer.pad_token_id)([tokens[0]])
     result = token_cosines(model, batch, tokenizer, params)
     image = heatmap(result, output, f"{Path(data).name}, row {row}")
     twin = image.with_suffix(".json")

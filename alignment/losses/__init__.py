@@ -1,7 +1,22 @@
-"""Preference and SFT losses as pure functions of log-probabilities: (inputs) -> (per-pair losses, metrics)."""
+"""Preference and SFT losses as pure functions of log-probabilities: (inputs) -> (per-pair losses, metrics).
 
-from alignment.losses.dpo import LOSS_TYPES, dpo_loss
-from alignment.losses.rpo import SFT_NORMALIZATIONS, rpo_loss, rpo_sft_term
+One file per method. Nothing needs registering here: a method module imports its loss from its own file
+(``from alignment.losses.dpo import dpo_loss``); the names below are the built-in losses, for convenience.
+"""
+
+from alignment.losses.dpo import LOSS_TYPES, LOSS_VARIANTS, LossVariant, Ratios, dpo_loss
+from alignment.losses.rpo import SFT_NORMALIZATIONS, SFT_TERMS, rpo_loss, rpo_sft_term
 from alignment.losses.sft import sft_loss
 
-__all__ = ["LOSS_TYPES", "SFT_NORMALIZATIONS", "dpo_loss", "rpo_loss", "rpo_sft_term", "sft_loss"]
+__all__ = [
+    "LOSS_TYPES",
+    "LOSS_VARIANTS",
+    "SFT_NORMALIZATIONS",
+    "SFT_TERMS",
+    "LossVariant",
+    "Ratios",
+    "dpo_loss",
+    "rpo_loss",
+    "rpo_sft_term",
+    "sft_loss",
+]

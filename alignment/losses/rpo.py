@@ -26,7 +26,33 @@ import torch
 
 from alignment.losses.dpo import dpo_loss
 
-SFT_NORMALIZATIONS = ("sum", "seq_mean", "token_mean")
+
+def _sum(nll, chosen_tokens, eta, beta, total, pairs):
+    return eta * beta * nll
+
+
+def _seq_mean(nll, chosen_tokens, eta, beta, total, pairs):
+    return eta * nll / chosen_tokens.clamp(min=1)
+
+
+def _token_mean(nll, chosen_tokens, eta, beta, total, pairs):
+    total = chosen_tokens.sum() if total is None else total
+    pairs = nll.numel() if pairs is None else pairs
+    return eta * nll * pairs / torch.as_tensor(total, dtype=nll.dtype, device=nll.device).clamp(min=1)
+
+
+#: sft_normalization -> (per-pair SFT term, help). Each term takes (nll [B], chosen_tokens [B], eta, beta,
+#: total_chosen_tokens, batch_pairs).
+SFT_TERMS = {
+    "sum": (_sum, "eta*beta*(-sum_t log p), the paper and its code"),
+    "seq_mean": (_seq_mean, "eta*(-mean_t log p) per sequence, the authors' OpenRLHF variant"),
+    "token_mean": (_token_mean, "eta*(-sum log p)/N over the global batch's chosen tokens, TRL's"),
+}
+SFT_NORMALIZATIONS = tuple(SFT_TERMS)
+
+
+def sft_normalizations_help() -> str:
+    return "; ".join(f"{name}: {help_}" for name, (_, help_) in SFT_TERMS.items())
 
 
 def rpo_sft_term(
@@ -41,16 +67,10 @@ def rpo_sft_term(
     """Per-pair SFT terms whose MEAN over the batch of ``batch_pairs`` pairs is the RPO regularizer (for
     token_mean a pair's term is batch_pairs * sum_t(-log p) / N, so that the batch mean is sum / N; the
     inputs may be a chunk of the batch)."""
-    if sft_normalization not in SFT_NORMALIZATIONS:
+    if sft_normalization not in SFT_TERMS:
         raise ValueError(f"sft_normalization must be one of {SFT_NORMALIZATIONS}, got {sft_normalization!r}")
-    nll = -policy_chosen
-    if sft_normalization == "sum":
-        return eta * beta * nll
-    if sft_normalization == "seq_mean":
-        return eta * nll / chosen_tokens.clamp(min=1)
-    total = chosen_tokens.sum() if total_chosen_tokens is None else total_chosen_tokens
-    pairs = nll.numel() if batch_pairs is None else batch_pairs
-    return eta * nll * pairs / torch.as_tensor(total, dtype=nll.dtype, device=nll.device).clamp(min=1)
+    term, _ = SFT_TERMS[sft_normalization]
+    return term(-policy_chosen, chosen_tokens, eta, beta, total_chosen_tokens, batch_pairs)
 
 
 def rpo_loss(

@@ -10,6 +10,7 @@ from alignment.ops.frozen import FrozenHeadFn
 from alignment.ops.general import GeneralFn
 from alignment.ops.options import KernelOptions
 from alignment.ops.pair_fused import LossFn, PairFusedFn
+from alignment.ops.tiles import stat_dtype
 
 PATHS = ("auto", "general", "frozen")
 
@@ -157,6 +158,21 @@ def token_logps(
     )
 
 
+def _stack_inputs(token_inputs, targets, flat, hidden) -> tuple[tuple[str, ...], torch.Tensor | None]:
+    """The caller's per-token tensors at the scored positions, stacked into [n, K] (differentiably)."""
+    if not token_inputs:
+        return (), None
+    for name, value in token_inputs.items():
+        if not isinstance(value, torch.Tensor) or value.shape != targets.shape:
+            shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+            raise ValueError(
+                f"token_inputs[{name!r}] must be a tensor shaped like targets {tuple(targets.shape)}, got {shape}"
+            )
+    dtype = stat_dtype(hidden)
+    columns = [value.reshape(-1)[flat].to(dtype) for value in token_inputs.values()]
+    return tuple(token_inputs), torch.stack(columns, dim=1)
+
+
 @dataclass
 class PairFusedOutput:
     """loss (scalar, differentiable); per-pair metrics from the loss function; per-token values [2B, T]
@@ -188,6 +204,7 @@ def pair_fused_loss(
     ref_weight: torch.Tensor | None = None,
     ref_bias: torch.Tensor | None = None,
     extras_grad: bool = True,
+    token_inputs: dict[str, torch.Tensor] | None = None,
     token_chunk: int | None = None,
     memory_budget: int | None = None,
     ignore_index: int = -100,
@@ -198,6 +215,12 @@ def pair_fused_loss(
     (the collator's layout), targets [2B, T] (``ignore_index`` = prompt/padding), weight [V, H].
     ``loss_fn(chunk: PairChunk) -> (contribution, metrics)`` is called per chunk of whole pairs; the
     contributions are summed into ``loss`` (see alignment.ops.pair_fused for the contract).
+
+    ``token_inputs``: extra per-token tensors, each shaped like ``targets`` ([2B, T], e.g. a token-mask
+    network's outputs or an anchor's per-token log-probabilities). Their scored positions are compacted with
+    the hidden states and reach the loss as ``chunk.token_inputs[name]`` ([n], the chunk's tokens); those
+    that require grad receive d loss / d input in backward (0 at unscored positions). They are carried in
+    the op's statistics dtype (float32, float64 for float64 inputs).
     """
     if hidden.dim() != 3 or hidden.shape[0] % 2:
         raise ValueError(f"hidden must be [2B, T, H] (chosen rows then rejected rows), got {tuple(hidden.shape)}")
@@ -209,9 +232,10 @@ def pair_fused_loss(
     rows = torch.arange(hidden.shape[0], device=hidden.device).unsqueeze(1).expand_as(targets)
     seq = rows.reshape(-1)[c.flat]
     metrics: dict[str, torch.Tensor] = {}
+    names, stacked = _stack_inputs(token_inputs, targets, c.flat, hidden)
     loss, logp, ent, kl, col = PairFusedFn.apply(
         c.hidden, weight, bias, c.targets, seq, c.ref_hidden, c.ref_weight, c.ref_bias,
-        n_pairs, loss_fn, opts, entropy, extras_grad, metrics,
+        n_pairs, loss_fn, opts, entropy, extras_grad, metrics, stacked, names,
     )  # fmt: skip
     token_logps = _scatter(logp, mask)
     seq_logps = token_logps.sum(dim=-1)

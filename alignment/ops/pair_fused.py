@@ -19,7 +19,7 @@ its parameters and reference values by the caller.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -34,6 +34,11 @@ class PairChunk:
     chosen_logps, rejected_logps [k]: summed log-probabilities of each response (differentiable).
     chosen_tokens, rejected_tokens [k]: scored token counts.
     token_logps [n], token_pair [n] (0..k-1), token_chosen [n] bool; token_entropy, token_kl [n] or None.
+    token_inputs: the caller's extra per-token tensors (``pair_fused_loss(token_inputs=...)``), each [n] over
+    the same tokens in the same order (differentiable: their gradient flows back to the caller's tensors).
+
+    The order of the n tokens is the op's (pair by pair); a loss reduces them with ``token_pair`` and
+    ``token_chosen`` (e.g. ``index_add``), never by position.
     """
 
     pair_index: torch.Tensor
@@ -46,14 +51,25 @@ class PairChunk:
     token_chosen: torch.Tensor
     token_entropy: torch.Tensor | None = None
     token_kl: torch.Tensor | None = None
+    token_inputs: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @classmethod
-    def build(cls, pair_index, token_pair, token_chosen, logp, entropy=None, kl=None) -> PairChunk:
+    def build(cls, pair_index, token_pair, token_chosen, logp, entropy=None, kl=None, token_inputs=None) -> PairChunk:
         k = pair_index.numel()
         slot = token_pair + k * (~token_chosen).long()  # chosen sequences 0..k-1, rejected k..2k-1
         sums = torch.zeros(2 * k, dtype=logp.dtype, device=logp.device).index_add(0, slot, logp)
         counts = torch.bincount(slot, minlength=2 * k)
-        return cls(pair_index, sums[:k], sums[k:], counts[:k], counts[k:], logp, token_pair, token_chosen, entropy, kl)
+        return cls(
+            pair_index, sums[:k], sums[k:], counts[:k], counts[k:], logp, token_pair, token_chosen, entropy, kl,
+            dict(token_inputs or {}),
+        )  # fmt: skip
+
+    def token_sums(self, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-pair sums of a per-token tensor [n] over the chosen and the rejected tokens: ([k], [k])."""
+        k = self.pair_index.numel()
+        slot = self.token_pair + k * (~self.token_chosen).long()
+        sums = torch.zeros(2 * k, dtype=values.dtype, device=values.device).index_add(0, slot, values)
+        return sums[:k], sums[k:]
 
 
 LossFn = Callable[[PairChunk], tuple[torch.Tensor, dict[str, torch.Tensor]]]
@@ -75,8 +91,9 @@ def plan_chunks(tokens_per_pair: list[int], token_chunk: int) -> list[tuple[int,
 class _Work:
     """Per-call state: inputs, options, gradient accumulators."""
 
-    def __init__(self, hidden, weight, bias, targets, ref, opts, entropy, extras_grad, needs):
+    def __init__(self, hidden, weight, bias, targets, ref, opts, entropy, extras_grad, needs, inputs=None):
         self.hidden, self.weight, self.bias, self.targets = hidden, weight, bias, targets
+        self.inputs, self.input_names = inputs if inputs is not None else (None, ())
         self.ref_hidden, self.ref_weight, self.ref_bias = ref
         self.kl = self.ref_hidden is not None
         self.opts, self.entropy, self.extras_grad = opts, entropy, extras_grad
@@ -85,6 +102,8 @@ class _Work:
         self.dh = torch.zeros(hidden.shape, dtype=self.dtype, device=dev) if needs[0] else None
         self.dw = torch.zeros(weight.shape, dtype=self.dtype, device=dev) if needs[1] else None
         self.db = torch.zeros(bias.shape, dtype=self.dtype, device=dev) if needs[2] else None
+        grad_inputs = self.inputs is not None and needs[3]
+        self.dinputs = torch.zeros_like(self.inputs) if grad_inputs else None
         self.keep_z = entropy or self.kl or opts.softcap is not None
         self.ws = self.ws_ref = None
 
@@ -119,22 +138,30 @@ class _Work:
         return stats.zy - lse, lse, ent, kl
 
 
-def _loss_grads(loss_fn, pair_index, token_pair, token_chosen, logp, ent, kl, extras_grad):
-    """Evaluate the loss on detached leaves; return (contribution, metrics, RowGrads for the tokens)."""
+def _loss_grads(work: _Work, idx, pair_index, token_pair, token_chosen, logp, ent, kl, loss_fn):
+    """Evaluate the loss on detached leaves; return (contribution, metrics, RowGrads for the tokens). The
+    gradient of the caller's token inputs is written into ``work.dinputs`` at ``idx``."""
     with torch.enable_grad():
         leaves = [logp.detach().requires_grad_()]
-        ent_in = kl_in = None
+        ent_in = kl_in = inputs = None
         if ent is not None:
-            ent_in = ent.detach().requires_grad_(extras_grad)
+            ent_in = ent.detach().requires_grad_(work.extras_grad)
         if kl is not None:
-            kl_in = kl.detach().requires_grad_(extras_grad)
+            kl_in = kl.detach().requires_grad_(work.extras_grad)
         leaves += [x for x in (ent_in, kl_in) if x is not None and x.requires_grad]
-        chunk = PairChunk.build(pair_index, token_pair, token_chosen, leaves[0], ent_in, kl_in)
+        named = {}
+        if work.inputs is not None:
+            inputs = work.inputs[idx].detach().requires_grad_(work.dinputs is not None)
+            named = {name: inputs[:, j] for j, name in enumerate(work.input_names)}
+        chunk = PairChunk.build(pair_index, token_pair, token_chosen, leaves[0], ent_in, kl_in, named)
         contribution, metrics = loss_fn(chunk)
         if not isinstance(contribution, torch.Tensor) or contribution.dim() != 0:
             raise ValueError("a pair-fused loss function must return a scalar tensor as its contribution")
-        grads = torch.autograd.grad(contribution, leaves, allow_unused=True) if contribution.requires_grad else []
-    grads = list(grads) + [None] * (len(leaves) - len(grads))
+        targets = leaves + ([inputs] if work.dinputs is not None else [])
+        grads = torch.autograd.grad(contribution, targets, allow_unused=True) if contribution.requires_grad else []
+    grads = list(grads) + [None] * (len(targets) - len(grads))
+    if work.dinputs is not None and grads[-1] is not None:
+        work.dinputs[idx] = grads[-1].to(work.dinputs.dtype)
     g = dict(
         zip(["logp"] + [n for n, x in (("ent", ent_in), ("kl", kl_in)) if x is not None and x.requires_grad], grads)
     )
@@ -148,9 +175,7 @@ def _one_pass(work: _Work, idx, y, pair_index, token_pair, token_chosen, loss_fn
     stats = RowStats.empty(idx.numel(), work.dtype, z.device, work.entropy, work.kl)
     p = accumulate(stats, z, y, zr, keep_z=work.keep_z).div_(stats.s.unsqueeze(1))
     logp, _, ent, kl = work.outputs(stats)
-    contribution, metrics, grads = _loss_grads(
-        loss_fn, pair_index, token_pair, token_chosen, logp, ent, kl, work.extras_grad
-    )
+    contribution, metrics, grads = _loss_grads(work, idx, pair_index, token_pair, token_chosen, logp, ent, kl, loss_fn)
     q = zr.sub_(stats.lse_ref().unsqueeze(1)).exp_() if grads.kl is not None else None
     mean_z = stats.mean_z() if work.entropy else None
     if grads.any():
@@ -170,9 +195,7 @@ def _two_pass(work: _Work, idx, y, pair_index, token_pair, token_chosen, loss_fn
     logp = torch.cat([s[1] for s in saved])
     ent = torch.cat([s[3] for s in saved]) if work.entropy else None
     kl = torch.cat([s[4] for s in saved]) if work.kl else None
-    contribution, metrics, grads = _loss_grads(
-        loss_fn, pair_index, token_pair, token_chosen, logp, ent, kl, work.extras_grad
-    )
+    contribution, metrics, grads = _loss_grads(work, idx, pair_index, token_pair, token_chosen, logp, ent, kl, loss_fn)
     if grads.any():
         for s0, (stats, _, lse, _, _) in zip(range(0, idx.numel(), token_chunk), saved):
             sub = slice(s0, s0 + token_chunk)
@@ -191,7 +214,8 @@ def _two_pass(work: _Work, idx, y, pair_index, token_pair, token_chosen, loss_fn
 
 class PairFusedFn(torch.autograd.Function):
     """Returns (loss, token logps, token entropy, token kl, token collapsed flags); metrics go to
-    ``out_metrics`` (a dict)."""
+    ``out_metrics`` (a dict). ``inputs`` [n, K] (or None): the caller's per-token tensors, stacked, named
+    by ``input_names``; their gradient is formed in the forward like dh."""
 
     @staticmethod
     def forward(
@@ -210,11 +234,12 @@ class PairFusedFn(torch.autograd.Function):
         entropy,
         extras_grad,
         out_metrics,
+        inputs,
+        input_names,
     ):
-        needs = ctx.needs_input_grad[:3]
-        work = _Work(
-            hidden, weight, bias, targets, (ref_hidden, ref_weight, ref_bias), opts, entropy, extras_grad, needs
-        )
+        needs = (*ctx.needs_input_grad[:3], ctx.needs_input_grad[14])
+        ref = (ref_hidden, ref_weight, ref_bias)
+        work = _Work(hidden, weight, bias, targets, ref, opts, entropy, extras_grad, needs, (inputs, input_names))
         n, vocab = hidden.shape[0], weight.shape[0]
         buffers = 1 + int(work.keep_z) + 2 * int(work.kl)
         token_chunk, _ = opts.chunks(n, vocab, buffers, torch.finfo(work.dtype).bits // 8, full_vocab=True)
@@ -247,7 +272,7 @@ class PairFusedFn(torch.autograd.Function):
             for key, val in metrics.items():
                 metric_parts.setdefault(key, []).append(val)
         out_metrics.update({k: torch.cat([v.reshape(-1) for v in vals]) for k, vals in metric_parts.items()})
-        ctx.save_for_backward(work.dh, work.dw, work.db)
+        ctx.save_for_backward(work.dh, work.dw, work.db, work.dinputs)
         ctx.dtypes = (hidden.dtype, weight.dtype, None if bias is None else bias.dtype)
         logp, ent, kl, collapsed = token_out
         ctx.mark_non_differentiable(logp, ent, kl, collapsed)
@@ -255,7 +280,9 @@ class PairFusedFn(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g_loss, *_):
-        grads = []
-        for g, dtype in zip(ctx.saved_tensors, ctx.dtypes):
-            grads.append(None if g is None or g_loss is None else (g * g_loss).to(dtype))
-        return (*grads, *(None,) * 11)
+        def scaled(g, dtype):
+            return None if g is None or g_loss is None else (g * g_loss).to(dtype)
+
+        dh, dw, db, dinputs = ctx.saved_tensors
+        grads = [scaled(g, dtype) for g, dtype in zip((dh, dw, db), ctx.dtypes)]
+        return *grads, *(None,) * 11, None if dinputs is None else scaled(dinputs, dinputs.dtype), None

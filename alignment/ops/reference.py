@@ -56,11 +56,21 @@ def reference_token_logps(
 
 
 def reference_pair_loss(
-    hidden, weight, targets, loss_fn, bias=None, ref_hidden=None, ref_weight=None, ignore_index=-100, **logit_options
+    hidden,
+    weight,
+    targets,
+    loss_fn,
+    bias=None,
+    ref_hidden=None,
+    ref_weight=None,
+    ignore_index=-100,
+    token_inputs=None,
+    **logit_options,
 ):
     """Evaluate a pair-fused loss function on ALL pairs at once from full logits (the slow twin).
 
-    hidden [2B, T, H] (chosen rows, then rejected rows), targets [2B, T]."""
+    hidden [2B, T, H] (chosen rows, then rejected rows), targets [2B, T], token_inputs {name: [2B, T]}
+    (plain autograd: their gradients come from differentiating through the indexing)."""
     from alignment.ops.pair_fused import PairChunk
 
     n_pairs = hidden.shape[0] // 2
@@ -78,7 +88,8 @@ def reference_pair_loss(
     rows = torch.arange(hidden.shape[0]).unsqueeze(1).expand_as(targets)
     seq = rows[mask]
     kl = out["kl_ref"][mask] if ref_hidden is not None else None
+    inputs = {name: value[mask] for name, value in (token_inputs or {}).items()}
     chunk = PairChunk.build(
-        torch.arange(n_pairs), seq % n_pairs, seq < n_pairs, out["logps"][mask], out["entropy"][mask], kl
+        torch.arange(n_pairs), seq % n_pairs, seq < n_pairs, out["logps"][mask], out["entropy"][mask], kl, inputs
     )
     return loss_fn(chunk)

@@ -49,6 +49,7 @@ class ArithmeticTask(Task):
     """
 
     name = "arithmetic"
+    max_new_tokens = 6
     default_noise = 0.3
     # pairs from two 30%-noisy answers: (correct, carry forgotten) on carry prompts, (correct, spurious
     # carry) on the others; the correct answer is always the chosen one

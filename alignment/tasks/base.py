@@ -32,6 +32,8 @@ class Task(ABC):
     """A synthetic preference task. Subclasses define the prompt space, responses and the oracle."""
 
     name: str = ""
+    #: Tokens a generated response may take (what ``alignment eval`` and on-policy sampling allow).
+    max_new_tokens: int = 32
     #: Probability that a reference (SFT) response is a bad one, unless the caller overrides it.
     default_noise: float = 0.3
     #: The noise of the two candidates the pair builder draws (higher: more decisive pairs).

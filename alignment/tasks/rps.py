@@ -40,6 +40,7 @@ def move_preference(a: str | None, b: str | None) -> float:
 
 class RPSTask(Task):
     name = "rps"
+    max_new_tokens = 12
     default_noise = 0.05
     pair_noise = 0.05
 

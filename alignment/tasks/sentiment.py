@@ -48,6 +48,7 @@ def words(text: str) -> list[str]:
 
 class SentimentTask(Task):
     name = "sentiment"
+    max_new_tokens = 32
     default_noise = 0.5
 
     def __init__(self, min_words: int = 8, max_words: int = 20, sentiment_rate: float = 0.25, temperature: float = 0.0):

@@ -1,65 +1,57 @@
-"""PreferenceTrainer(transformers.Trainer): the one fat trainer file; methods are thin subclasses.
+"""AlignmentTrainer(transformers.Trainer): what every method shares.
 
-Constructed the way TRL's trainers are::
+Model, tokenizer and PEFT setup; datasets through the ``make_dataset`` hook; step metrics and their single
+collective; ``log``; the banner; the model card; the diagnostics wiring. It knows nothing of pairs or
+anchors: :class:`~alignment.trainers.preference.PreferenceTrainer` adds those, and a method without pairs
+(SFT, the regret-loss trainer) subclasses this class directly and overrides ``compute_loss``.
 
-    trainer = DPOTrainer(model, ref_model=None, args=DPOConfig(...), train_dataset=ds, eval_dataset=None,
-                         processing_class=tokenizer, peft_config=None, callbacks=None)
-
-``model`` is a model object or a path/Hub name; datasets are ``datasets.Dataset``s with prompt/chosen/
-rejected columns (standard, conversational or implicit-prompt) or already tokenized ones. One training
-step runs the backbone once on [chosen; rejected] and evaluates the method's loss inside the fused op's
-pair-fused path (dh and dW formed in the forward; with a frozen head, as under LoRA, no dW is formed):
-the [B, T, V] logits are never built. A method subclass overrides hooks (``pair_losses``,
-``make_dataset``, ``compute_loss`` for SFT), never copies the step.
+A subclass is registered as a method with :func:`alignment.trainers.registry.register`, which sets its
+``method`` (name, config class, paper, anchors, ...).
 """
 
 from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
-from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer
+from transformers import Trainer
 
-from alignment.configs import AlignmentConfig, DPOConfig
-from alignment.data import (
-    PreferenceCollator,
-    tokenize_preference_dataset,
-    validate_dataset,
-)
+from alignment.configs import AlignmentConfig
+from alignment.data import tokenize_preference_dataset, validate_dataset
 from alignment.diagnostics.collapse import collapse_stats
-from alignment.models import causal_pair_loss, lm_head, unwrap
-from alignment.trainers import reference as ref_lib
+from alignment.models import load_model, load_tokenizer, model_name, unwrap
+from alignment.trainers.anchors import is_peft, unwrap_peft
+from alignment.trainers.registry import Method
 
 logger = logging.getLogger("alignment")
-TOKEN_COLUMNS = ("prompt_ids", "chosen_ids", "rejected_ids")
 
 
-def load_model(model, dtype: str = "float32", trust_remote_code: bool = False) -> nn.Module:
-    if not isinstance(model, str):
-        return model
-    torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
-    return AutoModelForCausalLM.from_pretrained(model, dtype=torch_dtype, trust_remote_code=trust_remote_code)
+@dataclass
+class RunInfo:
+    """What the model card says about how a model was made, beyond the trainer's own state: the command
+    that reproduces it, the dataset sources, the base model (when it differs from the loaded path) and the
+    task evaluation. ``alignment train`` fills it; from Python pass ``run_info=RunInfo(...)``."""
+
+    command: str | None = None
+    datasets: list[str] = field(default_factory=list)
+    base_model: str | None = None
+    eval: dict | None = None
 
 
-def _is_peft(model) -> bool:
-    return hasattr(model, "peft_config") and hasattr(model, "disable_adapter")
+class AlignmentTrainer(Trainer):
+    """Shared machinery of every method trainer (see the module docstring)."""
 
-
-class PreferenceTrainer(Trainer):
-    """Shared machinery: data preparation, reference policy, the pair-fused step, metrics, the banner."""
-
-    method = "dpo"
-    paper = "Direct Preference Optimization (Rafailov et al. 2023)"
-    arxiv = "2305.18290"
-    config_class: type[AlignmentConfig] = DPOConfig
+    method: Method  # set by @register
+    #: the completion columns of a row: ("chosen", "rejected") for pairs, ("completion",) for SFT
+    completions: tuple[str, ...] = ()
     loss_is_scaled_for_ga = False  # the Trainer divides our micro-batch loss by the accumulation steps
 
     def __init__(
         self,
         model,
-        ref_model=None,
         args: AlignmentConfig | None = None,
         train_dataset=None,
         eval_dataset=None,
@@ -69,120 +61,105 @@ class PreferenceTrainer(Trainer):
         data_collator=None,
         optimizers=(None, None),
         model_init_kwargs: dict | None = None,
+        run_info: RunInfo | None = None,
     ):
-        args = args or self.config_class()
-        if not isinstance(args, self.config_class):
-            raise TypeError(f"{type(self).__name__} needs a {self.config_class.__name__}, got {type(args).__name__}")
-        kwargs = model_init_kwargs or {}
-        model_id = model if isinstance(model, str) else getattr(getattr(model, "config", None), "_name_or_path", None)
-        model = load_model(model, **kwargs)
+        method = self._registered()
+        args = args or method.config()
+        if not isinstance(args, method.config):
+            raise TypeError(f"{type(self).__name__} needs a {method.config.__name__}, got {type(args).__name__}")
+        self.load_kwargs = model_init_kwargs or {}
+        self.model_id = model_name(model)
+        model = load_model(model, **self.load_kwargs)
         if processing_class is None:
-            if not model_id:
+            if not self.model_id:
                 raise ValueError("pass processing_class (a tokenizer): the model has no path to load one from")
-            processing_class = AutoTokenizer.from_pretrained(model_id)
+            processing_class = load_tokenizer(self.model_id)
         if processing_class.pad_token is None:
             processing_class.pad_token = processing_class.eos_token
         if peft_config is not None:
             from peft import get_peft_model
 
             model = get_peft_model(model, peft_config)
-        self.model_id = model_id
+        self.run_info = run_info or RunInfo()
+        self.data_reports: dict[str, str] = {}
         self.ref_cache_files: list[str] = []
         self._metrics = {"train": defaultdict(list), "eval": defaultdict(list)}
-        self._prepare_reference(model, ref_model, args, kwargs)
+        self._queued_logs: dict[str, float] = {}
+        self.setup_anchors(model, args, train_dataset, eval_dataset)
         train_dataset = self.make_dataset(train_dataset, processing_class, args, "train")
         if isinstance(eval_dataset, dict):
             eval_dataset = {k: self.make_dataset(v, processing_class, args, k) for k, v in eval_dataset.items()}
         else:
             eval_dataset = self.make_dataset(eval_dataset, processing_class, args, "eval")
-        collator = data_collator or PreferenceCollator(processing_class.pad_token_id, args.pad_to_multiple_of)
         super().__init__(
             model=model,
             args=args,
-            data_collator=collator,
+            data_collator=data_collator or self.make_collator(processing_class, args),
             train_dataset=train_dataset,
             eval_dataset=eval_dataset,
             processing_class=processing_class,
             callbacks=callbacks,
             optimizers=optimizers,
         )
-        self._place_reference()
+        self.prepare_anchors()
         self.probe_status = self._probe_status()
         if args.diagnostics and self.probe_status == "on":
             from alignment.diagnostics import DiagnosticsCallback
 
             self.add_callback(DiagnosticsCallback(self))
-        if getattr(args, "precompute_ref_logps", False):
-            self.train_dataset = ref_lib.precompute(self, self.train_dataset, "train")
-            if self.eval_dataset is not None and not isinstance(self.eval_dataset, dict):
-                self.eval_dataset = ref_lib.precompute(self, self.eval_dataset, "eval")
         self.log_banner()
 
-    # ----- data -------------------------------------------------------------------------------------
+    @classmethod
+    def _registered(cls) -> Method:
+        method = getattr(cls, "method", None)  # a subclass of a registered trainer is that method
+        if not isinstance(method, Method):
+            raise TypeError(f"{cls.__name__} is not a registered method: decorate it with @register(...)")
+        return method
+
+    # ----- hooks ---------------------------------------------------------------------------------------
     def make_dataset(self, dataset, tokenizer, args, name: str):
-        """Validate and tokenize a preference dataset (already tokenized ones pass through)."""
-        if dataset is None:
-            return None
-        if all(c in dataset.column_names for c in TOKEN_COLUMNS):
+        """Validate and tokenize one dataset whose rows have a prompt and the ``completions`` columns
+        (already tokenized datasets and None pass through; a trainer without ``completions`` takes its
+        datasets as they are). Precomputed anchor columns (``*_logps``) travel with their rows."""
+        if dataset is None or not self.completions:
             return dataset
-        dataset, report = validate_dataset(dataset, f"{name} dataset")
+        if {"prompt_ids", *(f"{c}_ids" for c in self.completions)} <= set(dataset.column_names):
+            return dataset
+        dataset, report = validate_dataset(dataset, f"{name} dataset", completions=self.completions)
         logger.info("%s", report)
         dataset, tok_report = tokenize_preference_dataset(
-            dataset,
-            tokenizer,
-            args.max_length,
-            args.truncation_mode,
-            args.chat_template,
-            args.dataset_num_proc,
-            name,
+            dataset, tokenizer, args.max_length, args.truncation_mode, args.chat_template, args.dataset_num_proc, name
         )
-        self.__dict__.setdefault("data_reports", {})[name] = str(tok_report)
+        self.data_reports[name] = str(tok_report)
         return dataset
 
-    # ----- reference ---------------------------------------------------------------------------------
-    def _prepare_reference(self, model, ref_model, args, kwargs) -> None:
-        self.ref_adapter_off = False
-        if not getattr(args, "beta", None):  # SFT: no reference
-            self.ref_model, self.ref_mode = None, "none"
-            return
-        if ref_model is not None:
-            self.ref_model, self.ref_mode = ref_lib.frozen_copy(load_model(ref_model, **kwargs)), "model"
-        elif _is_peft(model):
-            self.ref_model, self.ref_mode, self.ref_adapter_off = None, "adapter", True
-        else:
-            self.ref_model, self.ref_mode = ref_lib.frozen_copy(model), "copy"
-        if getattr(args, "precompute_ref_logps", False):
-            self.ref_mode = f"precomputed ({self.ref_mode})"
+    def make_collator(self, tokenizer, args):
+        raise NotImplementedError(f"{type(self).__name__} must define make_collator or be given a data_collator")
 
-    def _place_reference(self) -> None:
-        if self.ref_model is None:
-            return
-        if self.is_deepspeed_enabled:
-            self.ref_model = _deepspeed_inference(self.ref_model, self.accelerator)
-        else:
-            self.ref_model = self.ref_model.to(self.accelerator.device)
+    def setup_anchors(self, model, args, train_dataset, eval_dataset) -> None:
+        """Build the method's frozen anchors (before the datasets are tokenized); none by default."""
 
+    def prepare_anchors(self) -> None:
+        """Place the anchors on the device and precompute what the config asks (after Trainer.__init__)."""
+
+    def anchor_summary(self) -> dict[str, str]:
+        return {"reference": "none"}
+
+    def kernel_path(self) -> str:
+        return "general (token log-probabilities, recompute in backward)"
+
+    def probe_dataset(self):
+        """The dataset whose first rows are the probe pairs of the diagnostics callback (pairs only)."""
+        return None
+
+    # ----- tokens and the kernel -------------------------------------------------------------------------
     def kernel_kwargs(self) -> dict:
         budget = self.args.kernel_memory_mb
         return {"memory_budget": budget * 2**20} if budget else {}
 
-    def reference_logps(self, inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        if "ref_chosen_logps" in inputs:
-            return inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]
-        if self.ref_adapter_off:
-            with ref_lib.adapter_disabled(self.model):
-                return ref_lib.sequence_logps(self.model, inputs, self.kernel_kwargs())
-        return ref_lib.sequence_logps(self.ref_model, inputs, self.kernel_kwargs())
-
-    # ----- the step -----------------------------------------------------------------------------------
-    def pair_losses(self, chunk, ref_chosen, ref_rejected, token_scale):
-        """Per-pair losses [k] and metrics for one chunk of pairs (the method's pure loss)."""
-        raise NotImplementedError
-
     def counted_tokens(self, batch) -> torch.Tensor:
-        """The tokens a token mean divides by: the chosen completion tokens (SFT: all completion tokens)."""
-        comp = batch["completion_mask"]
-        return comp[: comp.shape[0] // 2, 1:].sum()
+        """The tokens a token mean divides by: every completion token of the batch."""
+        return batch["completion_mask"][:, 1:].sum()
 
     def _get_num_items_in_batch(self, batch_samples, device):
         """``counted_tokens`` over the accumulation window and all processes (for token means)."""
@@ -192,56 +169,19 @@ class PreferenceTrainer(Trainer):
         return count
 
     def token_scale(self, num_items_in_batch) -> float | None:
-        """The chosen-token count that makes a micro-batch token mean equal the global one after the
-        Trainer's division by the accumulation steps and DDP's average over processes."""
+        """The token count that makes a micro-batch token mean equal the global one after the Trainer's
+        division by the accumulation steps and DDP's average over processes."""
         if num_items_in_batch is None:
             return None
-        steps = (
-            max(self.current_gradient_accumulation_steps, 1)
-            if hasattr(self, "current_gradient_accumulation_steps")
-            else 1
-        )
+        steps = max(getattr(self, "current_gradient_accumulation_steps", 1), 1)
         return float(num_items_in_batch) / (steps * max(self.args.world_size, 1))
 
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        ref_chosen, ref_rejected = self.reference_logps(inputs)
-        n_pairs = inputs["input_ids"].shape[0] // 2
-        scale = self.token_scale(num_items_in_batch)
-        if scale is None:  # evaluation: this batch's own chosen tokens
-            scale = float(inputs["completion_mask"][:n_pairs, 1:].sum())
-        self._batch_pairs = n_pairs
-
-        def loss_fn(chunk):
-            dtype = chunk.chosen_logps.dtype
-            losses, metrics = self.pair_losses(
-                chunk, ref_chosen[chunk.pair_index].to(dtype), ref_rejected[chunk.pair_index].to(dtype), scale
-            )
-            return losses.sum() / n_pairs, metrics
-
-        out = causal_pair_loss(
-            model,
-            inputs["input_ids"],
-            inputs["attention_mask"],
-            inputs["completion_mask"],
-            loss_fn,
-            **self.kernel_kwargs(),
-        )
-        self._record(out, inputs)
-        return (out.loss, out) if return_outputs else out.loss
-
-    def _record(self, out, inputs) -> None:
-        mode = "train" if self.model.training else "eval"
-        comp = inputs["completion_mask"][:, 1:]
-        half = comp.shape[0] // 2
-        tokens = comp.sum(dim=1).clamp(min=1).float()
-        per_token = out.seq_logps.detach() / tokens
-        values = dict(out.metrics)
-        values["logps/chosen_per_token"] = per_token[:half]
-        values["logps/rejected_per_token"] = per_token[half:]
-        if self.args.diagnostics:
-            stats = collapse_stats(out.collapsed, out.token_logps, comp)
-            values.update({f"diagnostics/{key}": value for key, value in stats.items()})
-        self.log_step_metrics(values, mode)
+    # ----- metrics and logs --------------------------------------------------------------------------------
+    def collapse_metrics(self, collapsed, logps, mask) -> dict[str, torch.Tensor]:
+        """The softmax-collapse fractions of a step under ``diagnostics/`` (empty when diagnostics are off)."""
+        if not self.args.diagnostics:
+            return {}
+        return {f"diagnostics/{k}": v for k, v in collapse_stats(collapsed, logps, mask).items()}
 
     def log_step_metrics(self, values: dict, mode: str) -> None:
         """Record the means of this step's metrics over the batch and all processes in one collective:
@@ -254,6 +194,10 @@ class PreferenceTrainer(Trainer):
         means = self.accelerator.gather_for_metrics(stacked).mean(dim=0).tolist()
         for key, value in zip(values, means):
             self._metrics[mode][key].append(value)
+
+    def queue_log(self, values: dict[str, float]) -> None:
+        """Values to add, once, to the next training log (the diagnostics callback's latest probe)."""
+        self._queued_logs.update(values)
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         inputs = self._prepare_inputs(inputs)
@@ -268,8 +212,9 @@ class PreferenceTrainer(Trainer):
             if values:
                 logs[prefix + key] = sum(values) / len(values)
         self._metrics[mode].clear()
-        if mode == "train":  # the latest probe of the diagnostics callback, once
-            logs.update(self.__dict__.pop("latest_diagnostics", {}))
+        if mode == "train":
+            logs.update(self._queued_logs)
+            self._queued_logs = {}
         super().log(logs, start_time)
 
     # ----- the Hub --------------------------------------------------------------------------------------
@@ -282,8 +227,6 @@ class PreferenceTrainer(Trainer):
 
     # ----- what is active ------------------------------------------------------------------------------
     def active_summary(self) -> dict[str, str]:
-        head = lm_head(self.model)
-        frozen = not head.weight.requires_grad
         if self.is_deepspeed_enabled:
             engine = f"DeepSpeed ZeRO-{self._zero_stage()}"
         elif self.is_fsdp_enabled:
@@ -291,14 +234,13 @@ class PreferenceTrainer(Trainer):
         else:
             engine = "DDP" if self.args.world_size > 1 else "single process"
         peft = "none"
-        if _is_peft(self.model):
+        if is_peft(self.model):
             cfg = next(iter(unwrap_peft(self.model).peft_config.values()))
             peft = f"{type(cfg).__name__} r={getattr(cfg, 'r', '?')}"
         return {
-            "method": f"{self.method} ({self.paper}, arXiv {self.arxiv})",
-            "kernel path": "pair-fused, head frozen (dh in forward, no dW)" if frozen else "pair-fused (3 GEMMs)",
-            "reference": self.ref_mode,
-            "precompute ref logps": str(bool(getattr(self.args, "precompute_ref_logps", False))),
+            "method": self.method.describe(),
+            "kernel path": self.kernel_path(),
+            **self.anchor_summary(),
             "distributed": f"{engine}, {self.args.world_size} process(es), {self.args.device}",
             "peft": peft,
             "precision": "bf16" if self.args.bf16 else ("fp16" if self.args.fp16 else "float32"),
@@ -307,6 +249,8 @@ class PreferenceTrainer(Trainer):
 
     def _probe_status(self) -> str:
         """'on', or why the probe-set diagnostics (entanglement, displacement) cannot run here."""
+        if self.probe_dataset() is None:
+            return f"off: {self.method.name.upper()} rows have no (chosen, rejected) pairs to probe"
         if self.is_deepspeed_enabled and self._zero_stage() == "3":
             return "off: DeepSpeed ZeRO-3 partitions the parameters (per-pair gradients need them whole)"
         if self.is_fsdp_enabled:
@@ -333,18 +277,12 @@ class PreferenceTrainer(Trainer):
     def log_banner(self) -> None:
         lines = [f"  {k:<22}{v}" for k, v in self.active_summary().items()]
         if self.accelerator.is_main_process:
-            logger.warning("alignment %s trainer, active configuration:\n%s", self.method, "\n".join(lines))
+            logger.warning("alignment %s trainer, active configuration:\n%s", self.method.name, "\n".join(lines))
 
 
-def unwrap_peft(model):
-    while not hasattr(model, "peft_config") and hasattr(model, "module"):
-        model = model.module
-    return model
-
-
-def _deepspeed_inference(model: nn.Module, accelerator) -> nn.Module:
-    """Wrap a frozen reference model in a DeepSpeed engine with the training run's ZeRO stage (stage 3
-    partitions it too), no optimizer."""
+def deepspeed_inference(model: nn.Module, accelerator) -> nn.Module:
+    """Wrap a frozen model in a DeepSpeed engine with the training run's ZeRO stage (stage 3 partitions it
+    too), no optimizer."""
     import deepspeed
 
     plugin = accelerator.state.deepspeed_plugin

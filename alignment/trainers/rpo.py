@@ -1,26 +1,55 @@
-"""RPOTrainer: DPO plus an SFT term on the chosen responses (Liu et al. 2024, arXiv 2405.16436, eq. 4.8);
-``sft_normalization`` picks sum (the paper), seq_mean or token_mean (TRL's ["sigmoid", "sft"])."""
+"""RPO: DPO plus an SFT term on the chosen responses (Liu et al. 2024, arXiv 2405.16436, eq. 4.8);
+``sft_normalization`` picks sum (the paper), seq_mean or token_mean (TRL's ["sigmoid", "sft"]). The
+method's config, trainer and registration."""
 
 from __future__ import annotations
 
-from alignment.configs import RPOConfig
-from alignment.losses import rpo_loss
-from alignment.trainers.base import PreferenceTrainer
+from dataclasses import dataclass, field
+
+from alignment.configs import choice
+from alignment.losses.rpo import SFT_TERMS, rpo_loss, sft_normalizations_help
+from alignment.trainers.dpo import DPOConfig
+from alignment.trainers.preference import PreferenceTrainer
+from alignment.trainers.registry import register
 
 
+@dataclass
+class RPOConfig(DPOConfig):
+    """RPO (Liu et al. 2024, arXiv 2405.16436): DPO plus an SFT term on the chosen responses."""
+
+    eta: float = field(
+        default=0.005,
+        metadata={"help": "RPO's weight of the SFT term on the chosen responses (see sft_normalization)."},
+    )
+    sft_normalization: str = field(
+        default="sum", metadata={"help": f"How the SFT term is normalized. {sft_normalizations_help()}."}
+    )
+
+    def __post_init__(self):
+        choice("sft_normalization", self.sft_normalization, SFT_TERMS)
+        if self.eta < 0:
+            raise ValueError(f"eta must be >= 0, got {self.eta}")
+        super().__post_init__()
+
+
+@register(
+    "rpo",
+    config=RPOConfig,
+    loss=rpo_loss,
+    paper="Provably Mitigating Overoptimization in RLHF (Liu et al. 2024)",
+    arxiv="2405.16436",
+    anchors=("ref",),
+    recipe="quickstart/rpo.yaml",
+    summary="DPO plus an SFT term on the chosen responses",
+)
 class RPOTrainer(PreferenceTrainer):
-    method = "rpo"
-    paper = "Provably Mitigating Overoptimization in RLHF (Liu et al. 2024)"
-    arxiv = "2405.16436"
-    config_class = RPOConfig
-
-    def pair_losses(self, chunk, ref_chosen, ref_rejected, token_scale):
-        args = self.args
+    def pair_losses(self, chunk, anchors, token_scale):
+        args, ref = self.args, anchors["ref"]
         return rpo_loss(
             chunk.chosen_logps,
             chunk.rejected_logps,
-            ref_chosen,
-            ref_rejected,
+            ref.chosen,
+            ref.rejected,
             chunk.chosen_tokens,
             beta=args.beta,
             eta=args.eta,

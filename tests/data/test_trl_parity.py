@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from alignment.data import PreferenceCollator, load_preference_dataset, tokenize_preference_dataset
-from tests.tiny import tiny_llama
+from tests.helpers import tiny_llama
 
 
 @pytest.fixture(scope="module")

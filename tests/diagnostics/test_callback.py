@@ -6,14 +6,11 @@ import json
 
 import pytest
 import torch
-from datasets import load_dataset
 from peft import LoraConfig
 
-from alignment.configs import DPOConfig, RPOConfig, SFTConfig
 from alignment.diagnostics.callback import FILE_NAME, DiagnosticsCallback
-from alignment.trainers import DPOTrainer, RPOTrainer, SFTTrainer
-from tests.ops.test_token_logps import FRESH_SEED
-from tests.tiny import tiny_llama
+from alignment.trainers import DPOConfig, DPOTrainer, RPOConfig, RPOTrainer, SFTConfig, SFTTrainer
+from tests.helpers import FRESH_SEED, preference_rows, tiny_llama, train_args
 
 
 @pytest.fixture(scope="module")
@@ -22,15 +19,11 @@ def tiny_model(tokenizer):
 
 
 def rows(data_dir, kind="pref", split="train", n=16, task="arithmetic"):
-    path = data_dir / "tasks" / task / f"{kind}_{split}_conversational.jsonl"
-    return load_dataset("json", data_files=str(path), split="train").select(range(n))
+    return preference_rows(data_dir, kind, task, n, split)
 
 
 def config(cls, tmp_path, **kw):
-    base = dict(output_dir=str(tmp_path / "out"), use_cpu=True, max_steps=2, per_device_train_batch_size=8,
-                learning_rate=1e-2, logging_steps=1, report_to=[], seed=0, diagnostics_steps=1,
-                diagnostics_probe_pairs=4)  # fmt: skip
-    return cls(**{**base, **kw})
+    return train_args(cls, tmp_path, **{"diagnostics_steps": 1, "diagnostics_probe_pairs": 4, **kw})
 
 
 def records(trainer, kind=None):

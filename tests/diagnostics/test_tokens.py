@@ -9,7 +9,7 @@ import torch
 from alignment.cli import main
 from alignment.data import PreferenceCollator, load_preference_dataset, tokenize_preference_dataset
 from alignment.diagnostics.tokens import token_cosines
-from tests.tiny import tiny_llama
+from tests.helpers import tiny_llama
 
 
 def flat_grad(value, params):

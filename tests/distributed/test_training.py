@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from tests.conftest import ROOT
-from tests.ops.test_token_logps import rel_err
+from tests.helpers import rel_err
 
 SCRIPT = ROOT / "tests" / "distributed" / "train_script.py"
 

@@ -14,7 +14,7 @@ from transformers import AutoTokenizer
 
 from alignment.configs import DPOConfig, RPOConfig
 from alignment.trainers import DPOTrainer, RPOTrainer
-from tests.tiny import full_parameters, tiny_llama
+from tests.helpers import full_parameters, tiny_llama
 
 out_path, method, batch, accum = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

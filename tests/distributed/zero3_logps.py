@@ -17,7 +17,7 @@ from accelerate.utils import InitProcessGroupKwargs
 
 from alignment.losses import dpo_loss
 from alignment.models import causal_pair_loss, causal_token_logps
-from tests.tiny import full_parameters, tiny_llama
+from tests.helpers import full_parameters, tiny_llama
 
 
 def main(out_path: str) -> None:

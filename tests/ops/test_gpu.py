@@ -4,7 +4,7 @@ machine; these tests fail, not skip, when selected without one)."""
 import pytest
 import torch
 
-from tests.ops.test_token_logps import OUTPUTS, make, rel_err, run_op, run_reference
+from tests.helpers import OUTPUTS, make, rel_err, run_op, run_reference
 
 
 @pytest.mark.gpu
@@ -26,7 +26,7 @@ def test_cuda_matches_reference(path, dtype):
 @pytest.mark.gpu
 def test_cuda_pair_fused_matches_cpu():
     from alignment.ops import pair_fused_loss
-    from tests.ops.test_pair_fused import dpo_fn, make_pairs
+    from tests.helpers import dpo_fn, make_pairs
 
     assert torch.cuda.is_available(), "the gpu tests need a CUDA device"
     hidden, weight, bias, targets, ref = make_pairs(1, 6, 40, 64, 3000)
@@ -47,7 +47,7 @@ def test_cuda_pair_fused_matches_cpu():
 @pytest.mark.gpu
 def test_cuda_entanglement_probe_matches_cpu():
     from alignment.diagnostics.probes import probe_pair, trainable_parameters
-    from tests.tiny import tiny_llama
+    from tests.helpers import tiny_llama
 
     assert torch.cuda.is_available(), "the gpu tests need a CUDA device"
     gen = torch.Generator().manual_seed(0)

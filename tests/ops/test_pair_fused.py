@@ -7,39 +7,7 @@ from alignment.losses import dpo_loss
 from alignment.ops import pair_fused_loss, token_logps
 from alignment.ops.pair_fused import plan_chunks
 from alignment.ops.reference import reference_pair_loss
-from tests.ops.test_token_logps import FRESH_SEED, rel_err
-
-
-def make_pairs(seed, b, t, h, v, dtype=torch.float32):
-    gen = torch.Generator().manual_seed(seed)
-    hidden = torch.randn(2 * b, t, h, generator=gen, dtype=torch.float64).to(dtype)
-    weight = (torch.randn(v, h, generator=gen, dtype=torch.float64) * 0.5).to(dtype)
-    bias = torch.randn(v, generator=gen, dtype=torch.float64).to(dtype)
-    targets = torch.randint(0, v, (2 * b, t), generator=gen)
-    prompt = torch.randint(0, t, (b,), generator=gen).repeat(2)  # chosen and rejected share a prompt length
-    for row in range(2 * b):
-        targets[row, : prompt[row]] = -100
-        end = int(torch.randint(prompt[row], t + 1, (1,), generator=gen))
-        targets[row, end:] = -100  # padding
-    ref = torch.randn(2, b, generator=gen, dtype=torch.float64) * 3
-    return hidden, weight, bias, targets, ref
-
-
-def dpo_fn(ref, beta=0.3):
-    n_pairs = ref.shape[1]
-
-    def loss_fn(chunk):
-        dt = chunk.chosen_logps.dtype
-        losses, metrics = dpo_loss(
-            chunk.chosen_logps,
-            chunk.rejected_logps,
-            ref[0, chunk.pair_index].to(dt),
-            ref[1, chunk.pair_index].to(dt),
-            beta,
-        )
-        return losses.sum() / n_pairs, metrics
-
-    return loss_fn
+from tests.helpers import FRESH_SEED, dpo_fn, make_pairs, rel_err
 
 
 def token_level_fn(ref):

@@ -1,57 +1,13 @@
 """The fused op against its plain twin (ops/reference.py) and the three paths against each other."""
 
-import os
-import random
-
 import pytest
 import torch
 
 from alignment.ops import KernelOptions, token_logps
 from alignment.ops.reference import reference_token_logps
+from tests.helpers import FRESH_SEED, OUTPUTS, make, rel_err, run_op, run_reference
 
-FRESH_SEED = int(os.environ.get("ALIGNMENT_TEST_SEED", random.SystemRandom().randrange(2**31)))
 SEEDS = [0, 1, 2, FRESH_SEED]
-OUTPUTS = ("logps", "lse", "entropy", "kl_ref")
-
-
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    a, b = a.double(), b.double()
-    return ((a - b).abs().max() / b.abs().max().clamp(min=1e-12)).item()
-
-
-def make(seed, n, h, v, dtype=torch.float32, masked=0.25, bias=True, scale=0.5):
-    gen = torch.Generator().manual_seed(seed)
-    hidden = torch.randn(n, h, generator=gen, dtype=torch.float64).to(dtype)
-    weight = (torch.randn(v, h, generator=gen, dtype=torch.float64) * scale).to(dtype)
-    b = torch.randn(v, generator=gen, dtype=torch.float64).to(dtype) if bias else None
-    targets = torch.randint(0, v, (n,), generator=gen)
-    targets[torch.rand(n, generator=gen) < masked] = -100
-    ref_hidden = torch.randn(n, h, generator=gen, dtype=torch.float64).to(dtype)
-    return hidden, weight, b, targets, ref_hidden
-
-
-def run_op(hidden, weight, bias, targets, ref_hidden, path, **kw):
-    """Outputs and gradients (w.r.t. hidden, and weight/bias on the general path) for random upstream grads."""
-    h = hidden.clone().requires_grad_()
-    w = weight.clone().requires_grad_(path == "general")
-    b = None if bias is None else bias.clone().requires_grad_(path == "general")
-    out = token_logps(h, w, targets, bias=b, entropy=True, ref_hidden=ref_hidden, collapsed=True, path=path, **kw)
-    gen = torch.Generator().manual_seed(123)
-    ups = [torch.randn(targets.shape, generator=gen, dtype=torch.float64).to(targets.device) for _ in OUTPUTS]
-    loss = sum((getattr(out, k).double() * g).sum() for k, g in zip(OUTPUTS, ups))
-    leaves = [h] + ([w] + ([b] if b is not None else []) if path == "general" else [])
-    grads = torch.autograd.grad(loss, leaves)
-    return out, grads, ups
-
-
-def run_reference(hidden, weight, bias, targets, ref_hidden, path, ups, **logit_kw):
-    h = hidden.double().requires_grad_()
-    w = weight.double().requires_grad_(path == "general")
-    b = None if bias is None else bias.double().requires_grad_(path == "general")
-    ref = reference_token_logps(h, w, targets, b, ref_hidden=ref_hidden.double(), **logit_kw)
-    loss = sum((ref[k] * g).sum() for k, g in zip(OUTPUTS, ups))
-    leaves = [h] + ([w] + ([b] if b is not None else []) if path == "general" else [])
-    return ref, torch.autograd.grad(loss, leaves)
 
 
 SHAPES = [(1, 8, 5), (7, 16, 33), (50, 24, 257), (129, 32, 1000)]

@@ -5,12 +5,12 @@ import logging
 
 import pytest
 import torch
-from datasets import load_dataset
 
-from alignment.configs import DPOConfig, RPOConfig, SFTConfig
-from alignment.trainers import DPOTrainer, RPOTrainer, SFTTrainer
-from tests.ops.test_token_logps import rel_err
-from tests.tiny import tiny_llama
+from alignment.data import PREFERENCE
+from alignment.trainers import DPOConfig, DPOTrainer, RPOConfig, RPOTrainer, SFTConfig, get_method, methods
+from tests.helpers import changed, rel_err, tiny_llama
+from tests.helpers import preference_rows as rows
+from tests.helpers import train_args as args
 
 
 @pytest.fixture(scope="module")
@@ -18,36 +18,27 @@ def tiny(tokenizer):
     return tiny_llama(len(tokenizer))
 
 
-def rows(data_dir, kind="pref", task="arithmetic", n=16):
-    path = data_dir / "tasks" / task / f"{kind}_train_conversational.jsonl"
-    return load_dataset("json", data_files=str(path), split="train").select(range(n))
+#: extra settings per method for the matrix below; every registered method is trained, with its defaults
+#: when it has no entry here, plus the extra variants listed
+VARIANTS = {"dpo": [{}, {"loss_type": "ipo"}], "rpo": [{"eta": 0.5}]}
+MATRIX = [
+    pytest.param(method, extra, id=method + "".join(f"-{v}" for v in extra.values()))
+    for method in methods()
+    for extra in VARIANTS.get(method, [{}])
+]
 
 
-def args(cls, tmp_path, **kw):
-    base = dict(output_dir=str(tmp_path / "out"), use_cpu=True, max_steps=2, per_device_train_batch_size=8,
-                learning_rate=1e-2, logging_steps=1, report_to=[], seed=0)  # fmt: skip
-    return cls(**{**base, **kw})
-
-
-def changed(before: dict, model) -> list[str]:
-    return [n for n, p in model.named_parameters() if not torch.equal(before[n], p.detach())]
-
-
-@pytest.mark.parametrize(
-    ("trainer_cls", "config_cls", "kind", "extra"),
-    [
-        (DPOTrainer, DPOConfig, "pref", {}),
-        (DPOTrainer, DPOConfig, "pref", {"loss_type": "ipo"}),
-        (RPOTrainer, RPOConfig, "pref", {"eta": 0.5}),
-        (SFTTrainer, SFTConfig, "sft", {}),
-    ],
-    ids=["dpo", "ipo", "rpo", "sft"],
-)
-def test_every_parameter_changes(tiny, tokenizer, data_dir, tmp_path, trainer_cls, config_cls, kind, extra):
+@pytest.mark.parametrize(("method_name", "extra"), MATRIX)
+def test_every_parameter_changes(tiny, tokenizer, data_dir, tmp_path, method_name, extra):
+    method = get_method(method_name)
+    kind = "pref" if method.trainer.completions == PREFERENCE else "sft"
     model = copy.deepcopy(tiny)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    trainer = trainer_cls(
-        model, args=args(config_cls, tmp_path, **extra), train_dataset=rows(data_dir, kind), processing_class=tokenizer
+    trainer = method.trainer(
+        model,
+        args=args(method.config, tmp_path, **extra),
+        train_dataset=rows(data_dir, kind),
+        processing_class=tokenizer,
     )
     trainer.train()
     assert sorted(changed(before, model)) == sorted(before)
@@ -65,6 +56,10 @@ def test_every_parameter_changes(tiny, tokenizer, data_dir, tmp_path, trainer_cl
             assert key in logged
     else:
         assert logged["nll_per_token"] > 0
+
+
+def test_the_matrix_covers_the_built_in_methods():
+    assert {"sft", "dpo", "rpo"} <= {p.values[0] for p in MATRIX}
 
 
 def test_model_object_without_reference_uses_a_frozen_copy(tiny, tokenizer, data_dir, tmp_path):

@@ -9,8 +9,7 @@ from datasets import load_dataset
 
 from alignment.configs import DPOConfig, RPOConfig
 from alignment.trainers import DPOTrainer, RPOTrainer
-from tests.ops.test_token_logps import rel_err
-from tests.tiny import tiny_llama
+from tests.helpers import rel_err, tiny_llama
 
 COMMON = dict(
     use_cpu=True,

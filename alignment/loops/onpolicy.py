@@ -9,7 +9,9 @@ responses are the policy's own mistakes, which is what preference training can c
 
 from __future__ import annotations
 
+from alignment.generation import SamplingConfig, generate_responses
 from alignment.io import write_jsonl
+from alignment.models import load_model, load_tokenizer
 from alignment.tasks import get_task
 
 
@@ -25,37 +27,30 @@ def _rank(task, prompt: str, responses: list[str]) -> tuple[str, str] | None:
 
 def onpolicy_pairs(model, tokenizer, task_name: str, n: int, samples: int = 4, seed: int = 0, batch_size: int = 128):
     """Conversational preference rows from ``samples`` sampled responses per training prompt."""
-    from tqdm.auto import tqdm
-
-    from alignment.run import generation_fn
-
     task = get_task(task_name)
     prompts = task.prompts("train", n, seed)
-    generate = generation_fn(model, tokenizer, task_name, do_sample=True, seed=seed)
+    config = SamplingConfig(
+        max_new_tokens=task.max_new_tokens, do_sample=True, num_samples=samples, batch_size=batch_size, seed=seed
+    )
+    drawn = generate_responses(model, tokenizer, prompts, config, desc="Sampling on-policy pairs")
     rows = []
-    for start in tqdm(range(0, len(prompts), batch_size), desc="Sampling on-policy pairs"):
-        batch = prompts[start : start + batch_size]
-        drawn = [generate(batch) for _ in range(samples)]
-        for i, prompt in enumerate(batch):
-            responses = [d[i] for d in drawn if d[i].strip()]  # an empty response is not a valid message
-            ranked = _rank(task, prompt, responses) if len(responses) > 1 else None
-            if ranked is not None:
-                rows.append(
-                    {
-                        "prompt": [{"role": "user", "content": prompt}],
-                        "chosen": [{"role": "assistant", "content": ranked[0]}],
-                        "rejected": [{"role": "assistant", "content": ranked[1]}],
-                    }
-                )
+    for prompt, sampled in zip(prompts, drawn):
+        responses = [r for r in sampled if r.strip()]  # an empty response is not a valid message
+        ranked = _rank(task, prompt, responses) if len(responses) > 1 else None
+        if ranked is not None:
+            rows.append(
+                {
+                    "prompt": [{"role": "user", "content": prompt}],
+                    "chosen": [{"role": "assistant", "content": ranked[0]}],
+                    "rejected": [{"role": "assistant", "content": ranked[1]}],
+                }
+            )
     return rows
 
 
 def write_pairs(model_path: str, task_name: str, n: int, samples: int, out: str, seed: int = 0) -> int:
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()
+    tokenizer = load_tokenizer(model_path)
+    model = load_model(model_path)
     rows = onpolicy_pairs(model, tokenizer, task_name, n, samples, seed)
     write_jsonl(out, rows)
     return len(rows)

@@ -1,0 +1,218 @@
+"""PreferenceTrainer(AlignmentTrainer): (prompt, chosen, rejected) pairs, named anchors and the pair-fused step.
+
+Constructed the way TRL's trainers are::
+
+    trainer = DPOTrainer(model, ref_model=None, args=DPOConfig(...), train_dataset=ds, eval_dataset=None,
+                         processing_class=tokenizer, peft_config=None, callbacks=None)
+
+``model`` is a model object or a path/Hub name; datasets are ``datasets.Dataset``s with prompt/chosen/
+rejected columns (standard, conversational or implicit-prompt) or already tokenized ones. One training
+step runs the backbone once on [chosen; rejected] and evaluates the method's loss inside the fused op's
+pair-fused path (dh and dW formed in the forward; with a frozen head, as under LoRA, no dW is formed):
+the [B, T, V] logits are never built.
+
+A method subclass overrides hooks, never the step:
+
+- ``pair_losses(chunk, anchors, token_scale)`` -> (per-pair losses [k], metrics): the method's pure loss on
+  one chunk of whole pairs. ``anchors[name]`` holds that anchor's summed log-probabilities of the chunk's
+  pairs (``.chosen``, ``.rejected``, [k]); per-token values are in ``chunk.token_inputs``.
+- ``token_inputs(model, inputs, anchors)`` -> extra per-token tensors [2B, T-1] handed to the loss (e.g. a
+  token-mask network's outputs, which then receive their gradient); by default the anchors' per-token
+  log-probabilities when the trainer sets ``anchor_token_logps = True``.
+- ``make_dataset`` for methods whose rows need more than validation and tokenization.
+
+The anchors a method needs are declared at registration (``anchors=("ref",)``); ``ref_model=`` supplies
+``ref`` and ``anchors={"prev": model, path or adapter state}`` any of them (alignment.trainers.anchors).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from alignment.data import PREFERENCE, PreferenceCollator
+from alignment.models import causal_pair_loss, lm_head
+from alignment.trainers import anchors as anchor_lib
+from alignment.trainers.anchors import Anchor, AnchorLogps
+from alignment.trainers.base import AlignmentTrainer, deepspeed_inference
+
+
+class PreferenceTrainer(AlignmentTrainer):
+    """Pairs, named anchors and the pair-fused step (see the module docstring)."""
+
+    completions = PREFERENCE
+    #: the loss needs each anchor's per-token log-probabilities too (chunk.token_inputs["<name>_token_logps"])
+    anchor_token_logps = False
+
+    def __init__(
+        self,
+        model,
+        ref_model=None,
+        args=None,
+        train_dataset=None,
+        eval_dataset=None,
+        processing_class=None,
+        peft_config=None,
+        callbacks=None,
+        data_collator=None,
+        optimizers=(None, None),
+        model_init_kwargs: dict | None = None,
+        run_info=None,
+        anchors: dict | None = None,
+    ):
+        sources = dict(anchors or {})
+        if ref_model is not None:
+            if "ref" in sources:
+                raise ValueError("pass the reference either as ref_model or as anchors['ref'], not both")
+            sources["ref"] = ref_model
+        self._anchor_sources = sources
+        self.anchors: dict[str, Anchor] = {}
+        self._batch_pairs = 0
+        super().__init__(
+            model,
+            args,
+            train_dataset,
+            eval_dataset,
+            processing_class,
+            peft_config,
+            callbacks,
+            data_collator,
+            optimizers,
+            model_init_kwargs,
+            run_info,
+        )
+
+    # ----- data -------------------------------------------------------------------------------------
+    def make_collator(self, tokenizer, args):
+        return PreferenceCollator(tokenizer.pad_token_id, args.pad_to_multiple_of)
+
+    def probe_dataset(self):
+        dataset = self.eval_dataset
+        if dataset is None or isinstance(dataset, dict):
+            dataset = self.train_dataset
+        return dataset
+
+    # ----- anchors ---------------------------------------------------------------------------------------
+    @property
+    def ref_model(self):
+        """The reference policy's module (None when it is the adapter-disabled policy or data columns)."""
+        anchor = self.anchors.get("ref")
+        return None if anchor is None else anchor.model
+
+    @property
+    def ref_mode(self) -> str:
+        anchor = self.anchors.get("ref")
+        return "none" if anchor is None else anchor.describe()
+
+    def setup_anchors(self, model, args, train_dataset, eval_dataset) -> None:
+        columns = set(getattr(train_dataset, "column_names", None) or [])
+        if eval_dataset is not None and not isinstance(eval_dataset, dict):
+            columns &= set(eval_dataset.column_names)
+        self.anchors = anchor_lib.build_anchors(
+            self.method.anchors, model, self._anchor_sources, self.load_kwargs, columns
+        )
+        if getattr(args, "precompute_ref_logps", False):
+            for anchor in self.anchors.values():
+                anchor.precomputed = True
+
+    def prepare_anchors(self) -> None:
+        placed: dict[int, torch.nn.Module] = {}
+        for anchor in self.anchors.values():
+            if anchor.model is None:
+                continue
+            key = id(anchor.model)
+            if key not in placed:
+                if self.is_deepspeed_enabled:
+                    placed[key] = deepspeed_inference(anchor.model, self.accelerator)
+                else:
+                    placed[key] = anchor.model.to(self.accelerator.device)
+            anchor.model = placed[key]
+        if not getattr(self.args, "precompute_ref_logps", False):
+            return
+        for anchor in self.anchors.values():
+            if anchor.kind == "columns":
+                continue
+            self.train_dataset = anchor_lib.precompute(
+                self, anchor, self.train_dataset, "train", self.anchor_token_logps
+            )
+            if self.eval_dataset is not None and not isinstance(self.eval_dataset, dict):
+                self.eval_dataset = anchor_lib.precompute(
+                    self, anchor, self.eval_dataset, "eval", self.anchor_token_logps
+                )
+
+    def anchor_logps(self, inputs: dict) -> dict[str, AnchorLogps]:
+        """Every anchor's log-probabilities for this batch: from its columns when the batch carries them,
+        else one no-grad pass of the anchor's policy through the fused op."""
+        out = {}
+        for name, anchor in self.anchors.items():
+            if anchor.columns[0] in inputs:
+                out[name] = anchor_lib.from_batch(anchor, inputs, self.anchor_token_logps)
+                continue
+            with anchor.policy(self.model) as policy:
+                out[name] = anchor_lib.anchor_logps(policy, inputs, self.kernel_kwargs(), self.anchor_token_logps)
+        return out
+
+    def anchor_summary(self) -> dict[str, str]:
+        summary = {"reference": self.ref_mode}
+        summary.update({f"anchor {n}": a.describe() for n, a in self.anchors.items() if n != "ref"})
+        summary["precompute ref logps"] = str(bool(getattr(self.args, "precompute_ref_logps", False)))
+        return summary
+
+    # ----- the step -----------------------------------------------------------------------------------
+    def pair_losses(self, chunk, anchors: dict[str, AnchorLogps], token_scale: float):
+        """Per-pair losses [k] and metrics for one chunk of pairs (the method's pure loss)."""
+        raise NotImplementedError(f"{type(self).__name__} must define pair_losses")
+
+    def token_inputs(self, model, inputs: dict, anchors: dict[str, AnchorLogps]) -> dict[str, torch.Tensor]:
+        """Extra per-token tensors [2B, T-1] for the loss (``chunk.token_inputs``), aligned with the
+        shifted targets; those that require grad receive their gradient through the fused op."""
+        return {f"{name}_token_logps": a.tokens for name, a in anchors.items() if a.tokens is not None}
+
+    def counted_tokens(self, batch) -> torch.Tensor:
+        """The tokens a token mean divides by: the chosen completion tokens."""
+        comp = batch["completion_mask"]
+        return comp[: comp.shape[0] // 2, 1:].sum()
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        anchors = self.anchor_logps(inputs)
+        n_pairs = inputs["input_ids"].shape[0] // 2
+        scale = self.token_scale(num_items_in_batch)
+        if scale is None:  # evaluation: this batch's own chosen tokens
+            scale = float(inputs["completion_mask"][:n_pairs, 1:].sum())
+        self._batch_pairs = n_pairs
+
+        def loss_fn(chunk):
+            dtype = chunk.chosen_logps.dtype
+            index = chunk.pair_index
+            chunk_anchors = {
+                name: AnchorLogps(a.chosen[index].to(dtype), a.rejected[index].to(dtype)) for name, a in anchors.items()
+            }
+            losses, metrics = self.pair_losses(chunk, chunk_anchors, scale)
+            return losses.sum() / n_pairs, metrics
+
+        out = causal_pair_loss(
+            model,
+            inputs["input_ids"],
+            inputs["attention_mask"],
+            inputs["completion_mask"],
+            loss_fn,
+            token_inputs=self.token_inputs(model, inputs, anchors),
+            **self.kernel_kwargs(),
+        )
+        self._record(out, inputs)
+        return (out.loss, out) if return_outputs else out.loss
+
+    def _record(self, out, inputs) -> None:
+        mode = "train" if self.model.training else "eval"
+        comp = inputs["completion_mask"][:, 1:]
+        half = comp.shape[0] // 2
+        tokens = comp.sum(dim=1).clamp(min=1).float()
+        per_token = out.seq_logps.detach() / tokens
+        values = dict(out.metrics)
+        values["logps/chosen_per_token"] = per_token[:half]
+        values["logps/rejected_per_token"] = per_token[half:]
+        values.update(self.collapse_metrics(out.collapsed, out.token_logps, comp))
+        self.log_step_metrics(values, mode)
+
+    def kernel_path(self) -> str:
+        frozen = not lm_head(self.model).weight.requires_grad
+        return "pair-fused, head frozen (dh in forward, no dW)" if frozen else "pair-fused (3 GEMMs)"

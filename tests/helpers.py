@@ -1,0 +1,133 @@
+"""Helpers shared by several test files and by the scripts the tests launch (run with PYTHONPATH = the
+repository): tolerances and seeds, random op inputs, the tiny Llama, the trainer datasets and configs."""
+
+import os
+import random
+
+import torch
+
+from alignment.losses import dpo_loss
+from alignment.ops import token_logps
+from alignment.ops.reference import reference_token_logps
+
+FRESH_SEED = int(os.environ.get("ALIGNMENT_TEST_SEED", random.SystemRandom().randrange(2**31)))
+OUTPUTS = ("logps", "lse", "entropy", "kl_ref")
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.double(), b.double()
+    return ((a - b).abs().max() / b.abs().max().clamp(min=1e-12)).item()
+
+
+def make(seed, n, h, v, dtype=torch.float32, masked=0.25, bias=True, scale=0.5):
+    gen = torch.Generator().manual_seed(seed)
+    hidden = torch.randn(n, h, generator=gen, dtype=torch.float64).to(dtype)
+    weight = (torch.randn(v, h, generator=gen, dtype=torch.float64) * scale).to(dtype)
+    b = torch.randn(v, generator=gen, dtype=torch.float64).to(dtype) if bias else None
+    targets = torch.randint(0, v, (n,), generator=gen)
+    targets[torch.rand(n, generator=gen) < masked] = -100
+    ref_hidden = torch.randn(n, h, generator=gen, dtype=torch.float64).to(dtype)
+    return hidden, weight, b, targets, ref_hidden
+
+
+def run_op(hidden, weight, bias, targets, ref_hidden, path, **kw):
+    """Outputs and gradients (w.r.t. hidden, and weight/bias on the general path) for random upstream grads."""
+    h = hidden.clone().requires_grad_()
+    w = weight.clone().requires_grad_(path == "general")
+    b = None if bias is None else bias.clone().requires_grad_(path == "general")
+    out = token_logps(h, w, targets, bias=b, entropy=True, ref_hidden=ref_hidden, collapsed=True, path=path, **kw)
+    gen = torch.Generator().manual_seed(123)
+    ups = [torch.randn(targets.shape, generator=gen, dtype=torch.float64).to(targets.device) for _ in OUTPUTS]
+    loss = sum((getattr(out, k).double() * g).sum() for k, g in zip(OUTPUTS, ups))
+    leaves = [h] + ([w] + ([b] if b is not None else []) if path == "general" else [])
+    grads = torch.autograd.grad(loss, leaves)
+    return out, grads, ups
+
+
+def run_reference(hidden, weight, bias, targets, ref_hidden, path, ups, **logit_kw):
+    h = hidden.double().requires_grad_()
+    w = weight.double().requires_grad_(path == "general")
+    b = None if bias is None else bias.double().requires_grad_(path == "general")
+    ref = reference_token_logps(h, w, targets, b, ref_hidden=ref_hidden.double(), **logit_kw)
+    loss = sum((ref[k] * g).sum() for k, g in zip(OUTPUTS, ups))
+    leaves = [h] + ([w] + ([b] if b is not None else []) if path == "general" else [])
+    return ref, torch.autograd.grad(loss, leaves)
+
+
+def make_pairs(seed, b, t, h, v, dtype=torch.float32):
+    gen = torch.Generator().manual_seed(seed)
+    hidden = torch.randn(2 * b, t, h, generator=gen, dtype=torch.float64).to(dtype)
+    weight = (torch.randn(v, h, generator=gen, dtype=torch.float64) * 0.5).to(dtype)
+    bias = torch.randn(v, generator=gen, dtype=torch.float64).to(dtype)
+    targets = torch.randint(0, v, (2 * b, t), generator=gen)
+    prompt = torch.randint(0, t, (b,), generator=gen).repeat(2)  # chosen and rejected share a prompt length
+    for row in range(2 * b):
+        targets[row, : prompt[row]] = -100
+        end = int(torch.randint(prompt[row], t + 1, (1,), generator=gen))
+        targets[row, end:] = -100  # padding
+    ref = torch.randn(2, b, generator=gen, dtype=torch.float64) * 3
+    return hidden, weight, bias, targets, ref
+
+
+def dpo_fn(ref, beta=0.3):
+    n_pairs = ref.shape[1]
+
+    def loss_fn(chunk):
+        dt = chunk.chosen_logps.dtype
+        losses, metrics = dpo_loss(
+            chunk.chosen_logps,
+            chunk.rejected_logps,
+            ref[0, chunk.pair_index].to(dt),
+            ref[1, chunk.pair_index].to(dt),
+            beta,
+        )
+        return losses.sum() / n_pairs, metrics
+
+    return loss_fn
+
+
+def tiny_llama(vocab_size: int, hidden: int = 32, layers: int = 2, heads: int = 4, kv_heads: int = 2, seed: int = 0):
+    """A randomly initialised Llama (seeded), intermediate size 2 * hidden, pad/bos/eos = 0/1/2 as in the
+    shipped tokenizer."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=vocab_size, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
+        num_attention_heads=heads, num_key_value_heads=kv_heads, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+    )  # fmt: skip
+    return LlamaForCausalLM(config)
+
+
+def full_parameters(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Copies of every parameter, gathered whole when DeepSpeed ZeRO-3 has partitioned it."""
+    params = {}
+    for name, param in module.named_parameters():
+        if hasattr(param, "ds_id"):
+            import deepspeed
+
+            with deepspeed.zero.GatheredParameters([param]):
+                params[name] = param.detach().clone()
+        else:
+            params[name] = param.detach().clone()
+    return params
+
+
+def preference_rows(data_dir, kind="pref", task="arithmetic", n=16, split="train"):
+    """The first ``n`` rows of a shipped conversational task dataset (``kind`` pref or sft)."""
+    from datasets import load_dataset
+
+    path = data_dir / "tasks" / task / f"{kind}_{split}_conversational.jsonl"
+    return load_dataset("json", data_files=str(path), split="train").select(range(n))
+
+
+def train_args(cls, tmp_path, **kw):
+    """A config of class ``cls`` for 2 CPU steps of 8 rows at a high learning rate (tests only)."""
+    base = dict(output_dir=str(tmp_path / "out"), use_cpu=True, max_steps=2, per_device_train_batch_size=8,
+                learning_rate=1e-2, logging_steps=1, report_to=[], seed=0)  # fmt: skip
+    return cls(**{**base, **kw})
+
+
+def changed(before: dict, model) -> list[str]:
+    """Names of the parameters of ``model`` that differ from the copies in ``before``."""
+    return [n for n, p in model.named_parameters() if not torch.equal(before[n], p.detach())]
