@@ -50,7 +50,7 @@ def _from_pretrained(loader: Callable, name: str, what: str, **kwargs):
         raise ModelNotFoundError(f"{name}: no such {what} folder")
     try:
         return loader(name, **kwargs)
-    except OSError as e:
+    except (OSError, ValueError) as e:  # transformers: OSError for a missing file, ValueError for a bad config
         if Path(name).exists():
             raise ModelNotFoundError(f"{name}: not a {what} folder ({str(e).splitlines()[0]})") from None
         raise ModelNotFoundError(

@@ -131,3 +131,50 @@ def train_args(cls, tmp_path, **kw):
 def changed(before: dict, model) -> list[str]:
     """Names of the parameters of ``model`` that differ from the copies in ``before``."""
     return [n for n, p in model.named_parameters() if not torch.equal(before[n], p.detach())]
+
+
+# ----- a two-anchor method (INPO-shaped) for the anchor tests and the distributed script ------------------
+def two_anchor_loss(chosen, rejected, ref_w, ref_l, prev_w, prev_l, eta=0.5, mix=0.25):
+    """(h - 1/(2 eta))^2 with h = log-ratio of the pair - mix * ref's - (1 - mix) * prev's (INPO's shape)."""
+    h = (chosen - rejected) - mix * (ref_w - ref_l) - (1 - mix) * (prev_w - prev_l)
+    return (h - 1 / (2 * eta)) ** 2
+
+
+def register_two_anchor_method():
+    """Register (once) and return the method 'two_anchor': anchors ref and prev, per-token anchor values.
+    Its metrics report how far each anchor's per-token values sum from its sequence values."""
+    from dataclasses import dataclass, field
+
+    from alignment.configs import PreferenceConfig
+    from alignment.trainers import PreferenceTrainer, get_method, methods, register
+
+    if "two_anchor" in methods():
+        return get_method("two_anchor")
+
+    @dataclass
+    class TwoAnchorConfig(PreferenceConfig):
+        eta: float = field(default=0.5, metadata={"help": "The toy's regression target is 1/(2 eta)."})
+
+    class TwoAnchorTrainer(PreferenceTrainer):
+        anchor_token_logps = True
+
+        def pair_losses(self, chunk, anchors, token_scale):
+            ref, prev = anchors["ref"], anchors["prev"]
+            losses = two_anchor_loss(
+                chunk.chosen_logps, chunk.rejected_logps, ref.chosen, ref.rejected, prev.chosen, prev.rejected,
+                self.args.eta,
+            )  # fmt: skip
+            metrics = {"logps/chosen": chunk.chosen_logps.detach(), "logps/rejected": chunk.rejected_logps.detach()}
+            for name, anchor in anchors.items():
+                metrics[f"anchors/{name}_chosen"] = anchor.chosen.detach()
+                key = f"{name}_token_logps"
+                if key in chunk.token_inputs:
+                    sums = chunk.token_sums(chunk.token_inputs[key])
+                    gap = (sums[0] - anchor.chosen).abs() + (sums[1] - anchor.rejected).abs()
+                    metrics[f"anchors/{name}_token_gap"] = gap.detach()
+            return losses, metrics
+
+    register(
+        "two_anchor", config=TwoAnchorConfig, loss=two_anchor_loss, paper="a test method", anchors=("ref", "prev")
+    )(TwoAnchorTrainer)
+    return get_method("two_anchor")

@@ -40,12 +40,15 @@ def same(a, b, tol=1e-5):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["dpo", "rpo"])
+@pytest.mark.parametrize("method", ["dpo", "rpo", "two_anchor"])
 def test_ddp_two_processes_equal_one(tmp_path, method):
     single = run(tmp_path / "single.pt", method, 8, 1)
     ddp = run(tmp_path / "ddp.pt", method, 4, 1, "cpu_ddp.yaml")
     ddp_accum = run(tmp_path / "ddp_accum.pt", method, 2, 2, "cpu_ddp.yaml")
     assert "DDP, 2 process(es)" in ddp["summary"]["distributed"]
+    if method == "two_anchor":  # each anchor precomputed once (rank 0 writes, rank 1 reads the cache)
+        assert ddp["summary"]["anchor prev"] == "precomputed (model)"
+        assert len(list((tmp_path / "ddp.pt.cache").iterdir())) == 2
     same(single, ddp)
     same(single, ddp_accum)
 

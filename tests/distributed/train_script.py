@@ -1,4 +1,4 @@
-"""One DPO/RPO optimizer step on 8 fixed rows; writes the logged loss and the full parameters (rank 0).
+"""One DPO/RPO/two-anchor optimizer step on 8 fixed rows; writes the logged loss and the full parameters (rank 0).
 
 python tests/distributed/train_script.py OUT.pt METHOD BATCH ACCUM
 accelerate launch --config_file accelerate_configs/cpu_ddp.yaml tests/distributed/train_script.py ...
@@ -12,9 +12,8 @@ import torch
 from datasets import load_dataset
 from transformers import AutoTokenizer
 
-from alignment.configs import DPOConfig, RPOConfig
-from alignment.trainers import DPOTrainer, RPOTrainer
-from tests.helpers import full_parameters, tiny_llama
+from alignment.trainers import DPOConfig, DPOTrainer, RPOConfig, RPOTrainer
+from tests.helpers import full_parameters, register_two_anchor_method, tiny_llama
 
 out_path, method, batch, accum = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -41,20 +40,24 @@ common = dict(
     report_to=[],
     save_strategy="no",
     seed=0,
-    beta=0.2,
 )
 # DeepSpeed on CPU: not use_cpu (that selects plain multi-CPU), and the gloo backend named explicitly
 common.update(use_cpu=False, ddp_backend="gloo") if deepspeed else common.update(use_cpu=True)
-if method == "rpo":
+if method == "two_anchor":  # named anchors: ref a frozen copy, prev a separate model, both precomputed and cached
+    toy = register_two_anchor_method()
+    cfg = toy.config(precompute_ref_logps=True, ref_cache_dir=f"{out_path}.cache", eta=0.5, **common)
+    trainer = toy.trainer(model, args=cfg, train_dataset=rows, processing_class=tokenizer, anchors={"prev": ref})
+elif method == "rpo":
     trainer = RPOTrainer(
         model,
         ref_model=ref,
-        args=RPOConfig(eta=1.0, sft_normalization="token_mean", **common),
+        args=RPOConfig(eta=1.0, sft_normalization="token_mean", beta=0.2, **common),
         train_dataset=rows,
         processing_class=tokenizer,
     )
 else:
-    trainer = DPOTrainer(model, ref_model=ref, args=DPOConfig(**common), train_dataset=rows, processing_class=tokenizer)
+    args = DPOConfig(beta=0.2, **common)
+    trainer = DPOTrainer(model, ref_model=ref, args=args, train_dataset=rows, processing_class=tokenizer)
 trainer.train()
 inner = trainer.accelerator.unwrap_model(trainer.model_wrapped)
 params = full_parameters(inner)

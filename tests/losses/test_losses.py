@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from alignment.losses import dpo_loss, rpo_loss, rpo_sft_term, sft_loss
+from alignment.losses import LOSS_VARIANTS, LossVariant, dpo_loss, rpo_loss, rpo_sft_term, sft_loss
 
 T = torch.tensor
 
@@ -56,7 +56,7 @@ def test_dpo_gradient_matches_the_closed_form():
     assert w.grad.item() == pytest.approx(-0.1 * torch.sigmoid(T(-0.2, dtype=torch.float64)).item())
 
 
-@pytest.mark.parametrize("loss_type", ["sigmoid", "ipo", "hinge", "robust"])
+@pytest.mark.parametrize("loss_type", list(LOSS_VARIANTS))
 def test_dpo_gradcheck(loss_type):
     gen = torch.Generator().manual_seed(0)
     args = [torch.randn(5, generator=gen, dtype=torch.float64, requires_grad=i < 2) * 3 for i in range(4)]
@@ -118,3 +118,23 @@ def test_sft_loss_worked_example_and_global_count():
     assert loss.item() == pytest.approx(2.0) and metrics["nll_per_token"].item() == pytest.approx(2.0)
     assert sft_loss(logps, mask, total_tokens=6)[0].item() == pytest.approx(1.0)
     assert sft_loss(logps * 0, mask * 0)[0].item() == 0.0
+
+
+def test_the_variant_table_drives_validation_help_and_the_loss(monkeypatch, tmp_path):
+    """One entry in LOSS_VARIANTS is all a new variant needs: dpo_loss and DPOConfig's validation read the
+    table when called; the help text lists every entry."""
+    from alignment.trainers import DPOConfig
+
+    help_text = next(f for f in DPOConfig.__dataclass_fields__.values() if f.name == "loss_type").metadata["help"]
+    assert all(f"{name}:" in help_text for name in LOSS_VARIANTS)
+    with pytest.raises(ValueError, match="loss_type must be one of"):
+        DPOConfig(output_dir=str(tmp_path), use_cpu=True, loss_type="squared")
+    squared = LossVariant(lambda r: (1 - r.margin) ** 2, "(1 - m)^2 (a test variant)")
+    monkeypatch.setitem(LOSS_VARIANTS, "squared", squared)
+    assert DPOConfig(output_dir=str(tmp_path), use_cpu=True, loss_type="squared").loss_type == "squared"
+    losses, _ = dpo_loss(one(-10), one(-12), one(-11), one(-11), beta=0.1, loss_type="squared")
+    assert losses.item() == pytest.approx(0.64)  # m = 0.2
+
+
+def test_a_variant_that_needs_token_counts_says_so():
+    assert [name for name, v in LOSS_VARIANTS.items() if v.needs_token_counts] == ["ipo"]

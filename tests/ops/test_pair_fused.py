@@ -151,3 +151,77 @@ def test_collapsed_flags_equal_the_token_path(token_chunk):
     flags = token_logps(hidden, weight, targets, bias=bias, collapsed=True).collapsed
     assert torch.equal(out.collapsed, flags)
     assert out.collapsed[0, big].all() and not out.collapsed[0, ~big].any() and not out.collapsed[1:].any()
+
+
+# ----- token inputs: extra per-token tensors compacted beside the log-probabilities, with gradients ---------
+def masked_dpo_fn(ref, beta=0.3):
+    """DPO on mask-weighted sequence log-probabilities sum_t m_t logp_t (a SparsePO-shaped use of a token
+    input that requires grad), plus a term in a second input that does not."""
+    n_pairs = ref.shape[1]
+
+    def loss_fn(chunk):
+        mask, bonus = chunk.token_inputs["mask"], chunk.token_inputs["bonus"]
+        chosen, rejected = chunk.token_sums(mask * chunk.token_logps)
+        dt = chosen.dtype
+        losses, metrics = dpo_loss(chosen, rejected, ref[0, chunk.pair_index].to(dt), ref[1, chunk.pair_index].to(dt))
+        extra = (bonus * mask).sum()
+        return (losses.sum() + 0.1 * extra) / n_pairs, metrics
+
+    return loss_fn
+
+
+def token_input_case(seed, b, t, h, v, dtype):
+    hidden, weight, bias, targets, ref = make_pairs(seed, b, t, h, v, dtype)
+    gen = torch.Generator().manual_seed(seed + 1)
+    mask = torch.rand(targets.shape, generator=gen, dtype=torch.float64).to(dtype)
+    bonus = torch.randn(targets.shape, generator=gen, dtype=torch.float64).to(dtype)
+    return hidden, weight, bias, targets, ref, mask, bonus
+
+
+@pytest.mark.parametrize("token_chunk", [None, 11, 3])  # one chunk, several chunks, two-pass pairs
+@pytest.mark.parametrize("seed", [0, FRESH_SEED])
+def test_token_inputs_get_the_gradients_of_autograd_through_the_twin(seed, token_chunk):
+    hidden, weight, bias, targets, ref, mask, bonus = token_input_case(seed, 3, 9, 8, 37, torch.float32)
+    leaves = [x.clone().requires_grad_() for x in (hidden, weight, bias, mask)]
+    out = pair_fused_loss(
+        leaves[0], leaves[1], targets, masked_dpo_fn(ref), bias=leaves[2],
+        token_inputs={"mask": leaves[3], "bonus": bonus}, token_chunk=token_chunk,
+    )  # fmt: skip
+    grads = grads_of(out.loss * 1.7, leaves)
+    dleaves = [x.double().requires_grad_() for x in (hidden, weight, bias, mask)]
+    twin, _ = reference_pair_loss(
+        dleaves[0], dleaves[1], targets, masked_dpo_fn(ref), bias=dleaves[2],
+        token_inputs={"mask": dleaves[3], "bonus": bonus.double()},
+    )  # fmt: skip
+    twin_grads = grads_of(twin * 1.7, dleaves)
+    assert abs(out.loss.item() - twin.item()) <= 1e-5 * max(1.0, abs(twin.item()))
+    for g, r in zip(grads, twin_grads):
+        assert rel_err(g, r) <= 1e-5
+    unscored = targets == -100
+    assert torch.all(grads[3][unscored] == 0) and grads[3][~unscored].abs().sum() > 0
+
+
+def test_token_inputs_gradcheck_float64():
+    hidden, weight, bias, targets, ref, mask, bonus = token_input_case(6, 2, 4, 3, 9, torch.float64)
+    targets[:, -1] = 1  # every sequence scores at least one token
+
+    def fn(h, w, m):
+        inputs = {"mask": m, "bonus": bonus}
+        return pair_fused_loss(h, w, targets, masked_dpo_fn(ref), bias=bias, token_inputs=inputs, token_chunk=5).loss
+
+    leaves = tuple(x.clone().requires_grad_() for x in (hidden, weight, mask))
+    assert torch.autograd.gradcheck(fn, leaves, eps=1e-6, atol=1e-7)
+
+
+def test_token_inputs_without_grad_and_bad_shapes():
+    hidden, weight, _, targets, ref, mask, bonus = token_input_case(2, 2, 6, 8, 20, torch.float32)
+    h = hidden.clone().requires_grad_()
+    out = pair_fused_loss(h, weight, targets, masked_dpo_fn(ref), token_inputs={"mask": mask, "bonus": bonus})
+    twin, _ = reference_pair_loss(
+        hidden.double(), weight.double(), targets, masked_dpo_fn(ref),
+        token_inputs={"mask": mask.double(), "bonus": bonus.double()},
+    )  # fmt: skip
+    assert out.loss.item() == pytest.approx(twin.item(), rel=1e-5)
+    assert h.grad is None and grads_of(out.loss, [h])[0].abs().sum() > 0
+    with pytest.raises(ValueError, match=r"token_inputs\['mask'\] must be a tensor shaped like targets"):
+        pair_fused_loss(hidden, weight, targets, masked_dpo_fn(ref), token_inputs={"mask": mask[:, 1:]})
