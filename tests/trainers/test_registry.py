@@ -4,6 +4,7 @@ through the registry (recipe, CLI list, exports, model card), with no other file
 from dataclasses import dataclass, field
 
 import pytest
+import torch
 import torch.nn.functional as F
 
 import alignment
@@ -87,3 +88,34 @@ def test_built_in_methods_declare_their_anchors():
     assert known["dpo"].anchors == ("ref",) and known["rpo"].anchors == ("ref",) and known["sft"].anchors == ()
     for method in known.values():
         assert method.trainer.method is method and (ROOT / "recipes" / method.recipe).exists()
+
+
+def test_the_worked_example_in_docs_adding_a_method_runs(tokenizer, data_dir, tmp_path):
+    """The two code blocks of docs/adding-a-method.md (the loss file, the method module) run as written."""
+    import copy
+    import re
+
+    from tests.helpers import preference_rows, tiny_llama, train_args
+
+    text = (ROOT / "docs" / "adding-a-method.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    loss_module, method_module = blocks[0], blocks[1]
+    namespace: dict = {}
+    exec(compile(loss_module, "slic_ln_loss.py", "exec"), namespace)
+    body = method_module.replace("from alignment.losses.slic_ln import slic_ln_loss\n", "")
+    exec(compile(body, "slic_ln.py", "exec"), namespace)
+    try:
+        method = get_method("slic_ln")
+        loss, _ = method.loss(*(torch.tensor([x]) for x in (-4.0, -9.0, 2.0, 3.0)))
+        assert loss.item() == 0.0  # the docstring's worked example
+        model = tiny_llama(len(tokenizer))
+        before = copy.deepcopy(model.state_dict())
+        trainer = method.trainer(
+            model, args=train_args(method.config, tmp_path, max_steps=1), train_dataset=preference_rows(data_dir),
+            processing_class=tokenizer,
+        )  # fmt: skip
+        trainer.train()
+        assert trainer.anchors == {} and trainer.state.log_history[0]["loss"] >= 0
+        assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
+    finally:
+        unregister("slic_ln")
