@@ -58,9 +58,9 @@ def _data_validate(args) -> int:
     dataset, report = load_preference_dataset(args.path, args.split, args.config, args.drop_invalid)
     print(report)
     if args.tokenizer:
-        from transformers import AutoTokenizer
+        from alignment.models import load_tokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
+        tokenizer = load_tokenizer(args.tokenizer)
         _, tok_report = tokenize_preference_dataset(dataset, tokenizer, args.max_length, args.truncation_mode)
         print(tok_report)
     return 0

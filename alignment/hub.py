@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import fields
+from enum import Enum
 from pathlib import Path
 
 #: the training settings every card shows (TrainingArguments / AlignmentConfig fields); each method's own
@@ -102,11 +103,21 @@ def method_fields(config) -> list:
 
 
 def card_hyperparameters(config) -> tuple[dict, dict]:
-    """(name -> value, name -> help) for the card: the method's own fields, then TRAINING_HYPERPARAMETERS."""
+    """(name -> value, name -> the first sentence of its help) for the card: the method's own fields, then
+    TRAINING_HYPERPARAMETERS."""
     own = method_fields(config)
-    values = {f.name: getattr(config, f.name) for f in own}
-    values.update({k: getattr(config, k) for k in TRAINING_HYPERPARAMETERS if hasattr(config, k)})
-    return values, {f.name: f.metadata.get("help", "") for f in own}
+    values = {f.name: _plain(getattr(config, f.name)) for f in own}
+    values.update({k: _plain(getattr(config, k)) for k in TRAINING_HYPERPARAMETERS if hasattr(config, k)})
+    return values, {f.name: _first_sentence(f.metadata.get("help", "")) for f in own}
+
+
+def _plain(value):
+    return value.value if isinstance(value, Enum) else value
+
+
+def _first_sentence(text: str) -> str:
+    head, sep, _ = text.partition(". ")
+    return head + "." if sep else text
 
 
 def card_info(trainer, model_name: str | None = None) -> dict:

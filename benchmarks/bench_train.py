@@ -80,8 +80,7 @@ def worker(which: str, steps: int) -> dict:
             callbacks=[Clock()],
         )
     else:
-        from alignment.configs import DPOConfig
-        from alignment.trainers import DPOTrainer
+        from alignment.trainers import DPOConfig, DPOTrainer
 
         common.pop("gradient_checkpointing")
         trainer = DPOTrainer(

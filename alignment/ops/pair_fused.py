@@ -56,9 +56,8 @@ class PairChunk:
     @classmethod
     def build(cls, pair_index, token_pair, token_chosen, logp, entropy=None, kl=None, token_inputs=None) -> PairChunk:
         k = pair_index.numel()
-        slot = token_pair + k * (~token_chosen).long()  # chosen sequences 0..k-1, rejected k..2k-1
-        sums = torch.zeros(2 * k, dtype=logp.dtype, device=logp.device).index_add(0, slot, logp)
-        counts = torch.bincount(slot, minlength=2 * k)
+        sums = _side_sums(logp, token_pair, token_chosen, k)
+        counts = torch.bincount(_slots(token_pair, token_chosen, k), minlength=2 * k)
         return cls(
             pair_index, sums[:k], sums[k:], counts[:k], counts[k:], logp, token_pair, token_chosen, entropy, kl,
             dict(token_inputs or {}),
@@ -67,9 +66,19 @@ class PairChunk:
     def token_sums(self, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-pair sums of a per-token tensor [n] over the chosen and the rejected tokens: ([k], [k])."""
         k = self.pair_index.numel()
-        slot = self.token_pair + k * (~self.token_chosen).long()
-        sums = torch.zeros(2 * k, dtype=values.dtype, device=values.device).index_add(0, slot, values)
+        sums = _side_sums(values, self.token_pair, self.token_chosen, k)
         return sums[:k], sums[k:]
+
+
+def _slots(token_pair, token_chosen, k: int) -> torch.Tensor:
+    """Each token's sequence: chosen sequences 0..k-1, rejected k..2k-1."""
+    return token_pair + k * (~token_chosen).long()
+
+
+def _side_sums(values, token_pair, token_chosen, k: int) -> torch.Tensor:
+    """Sums of per-token ``values`` [n] per sequence: [2k] (chosen sequences, then rejected)."""
+    slots = _slots(token_pair, token_chosen, k)
+    return torch.zeros(2 * k, dtype=values.dtype, device=values.device).index_add(0, slots, values)
 
 
 LossFn = Callable[[PairChunk], tuple[torch.Tensor, dict[str, torch.Tensor]]]

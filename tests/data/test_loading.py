@@ -5,7 +5,7 @@ import sys
 import pytest
 
 from alignment.data import DataLoadError, load_preference_data, load_preference_dataset, validate_dataset
-from tests.data.helpers import STANDARD_ROWS, conversational, write
+from tests.helpers import STANDARD_ROWS, conversational, write
 
 
 @pytest.mark.parametrize("kind", ["jsonl", "json", "csv", "parquet", "disk"])

@@ -10,7 +10,7 @@ from alignment.data import (
     tokenize_row,
     truncate_row,
 )
-from tests.data.helpers import STANDARD_ROWS, conversational
+from tests.helpers import STANDARD_ROWS, conversational
 
 IDS = {"prompt_ids": [1, 2, 3, 4], "chosen_ids": [5, 6, 7], "rejected_ids": [8, 9]}
 

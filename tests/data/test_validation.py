@@ -5,7 +5,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from alignment.data import DataFormatError, load_preference_dataset, validate_row
-from tests.data.helpers import STANDARD_ROWS, conversational, write
+from tests.helpers import STANDARD_ROWS, conversational, write
 
 U = {"role": "user", "content": "Play."}
 A = {"role": "assistant", "content": "rock"}

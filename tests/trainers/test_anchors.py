@@ -8,9 +8,19 @@ import torch
 from peft import LoraConfig
 
 from alignment.trainers.anchors import adapter_snapshot, adapter_swapped
+from alignment.trainers.registry import unregister
 from tests.helpers import preference_rows, register_two_anchor_method, tiny_llama, train_args
 
-METHOD = register_two_anchor_method()
+METHOD = None  # the registered two-anchor method, set by the fixture below
+
+
+@pytest.fixture(scope="module", autouse=True)
+def method():
+    """The two-anchor test method, registered for this module only."""
+    global METHOD
+    METHOD = register_two_anchor_method()
+    yield METHOD
+    unregister("two_anchor")
 
 
 @pytest.fixture(scope="module")
