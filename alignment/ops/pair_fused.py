@@ -100,9 +100,9 @@ def plan_chunks(tokens_per_pair: list[int], token_chunk: int) -> list[tuple[int,
 class _Work:
     """Per-call state: inputs, options, gradient accumulators."""
 
-    def __init__(self, hidden, weight, bias, targets, ref, opts, entropy, extras_grad, needs, inputs=None):
+    def __init__(self, hidden, weight, bias, targets, ref, opts, entropy, extras_grad, needs, inputs, input_names):
         self.hidden, self.weight, self.bias, self.targets = hidden, weight, bias, targets
-        self.inputs, self.input_names = inputs if inputs is not None else (None, ())
+        self.inputs, self.input_names = inputs, input_names  # the caller's token inputs [n, K] (or None)
         self.ref_hidden, self.ref_weight, self.ref_bias = ref
         self.kl = self.ref_hidden is not None
         self.opts, self.entropy, self.extras_grad = opts, entropy, extras_grad
@@ -111,8 +111,7 @@ class _Work:
         self.dh = torch.zeros(hidden.shape, dtype=self.dtype, device=dev) if needs[0] else None
         self.dw = torch.zeros(weight.shape, dtype=self.dtype, device=dev) if needs[1] else None
         self.db = torch.zeros(bias.shape, dtype=self.dtype, device=dev) if needs[2] else None
-        grad_inputs = self.inputs is not None and needs[3]
-        self.dinputs = torch.zeros_like(self.inputs) if grad_inputs else None
+        self.dinputs = torch.zeros_like(inputs) if inputs is not None and needs[3] else None
         self.keep_z = entropy or self.kl or opts.softcap is not None
         self.ws = self.ws_ref = None
 
@@ -248,7 +247,7 @@ class PairFusedFn(torch.autograd.Function):
     ):
         needs = (*ctx.needs_input_grad[:3], ctx.needs_input_grad[14])
         ref = (ref_hidden, ref_weight, ref_bias)
-        work = _Work(hidden, weight, bias, targets, ref, opts, entropy, extras_grad, needs, (inputs, input_names))
+        work = _Work(hidden, weight, bias, targets, ref, opts, entropy, extras_grad, needs, inputs, input_names)
         n, vocab = hidden.shape[0], weight.shape[0]
         buffers = 1 + int(work.keep_z) + 2 * int(work.kl)
         token_chunk, _ = opts.chunks(n, vocab, buffers, torch.finfo(work.dtype).bits // 8, full_vocab=True)
