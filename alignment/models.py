@@ -229,6 +229,49 @@ def hidden_states(model: nn.Module, input_ids: torch.Tensor, attention_mask: tor
     return out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
 
 
+@dataclass
+class ReferenceStates:
+    """What one no-grad pass of a (reference) model gives a token-level loss, for the shifted targets:
+    per-token log-probabilities [B, T-1], final hidden states [B, T-1, H], the hidden states of every layer
+    (embeddings excluded; L tensors [B, T-1, H], when asked) and the LM head (weight and bias detached and
+    whole, for the kernel's KL path)."""
+
+    token_logps: torch.Tensor
+    hidden: torch.Tensor
+    layers: tuple[torch.Tensor, ...] | None
+    head_weight: torch.Tensor
+    head_bias: torch.Tensor | None
+
+
+def _whole(t: torch.Tensor | None) -> torch.Tensor | None:
+    """A detached full copy of a parameter (gathered when ZeRO-3 partitions it)."""
+    if t is None:
+        return None
+    if _zero3_partitioned(t):
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters([t]):
+            return t.detach().clone()
+    return _full(t).detach()
+
+
+def reference_states(
+    model: nn.Module, input_ids, attention_mask, completion_mask, all_layers: bool = False, **op_kwargs
+) -> ReferenceStates:
+    """One no-grad pass of ``model`` (already in the state wanted, e.g. adapters off): see ReferenceStates."""
+    with torch.no_grad():
+        out = backbone(model)(
+            input_ids=input_ids, attention_mask=attention_mask, use_cache=False, output_hidden_states=all_layers
+        )
+        last = (out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0])[:, :-1]
+        layers = tuple(h[:, :-1] for h in out.hidden_states[1:]) if all_layers else None
+        head = lm_head(model)
+        targets = shifted_targets(input_ids, completion_mask)
+        kwargs = {"softcap": head.softcap, "logit_scale": head.logit_scale, **op_kwargs}
+        logps = run_with_head(head, lambda w, b, h, y: token_logps(h, w, y, bias=b, **kwargs), last, targets).logps
+    return ReferenceStates(logps, last, layers, _whole(head.weight), _whole(head.bias))
+
+
 def shifted_targets(input_ids: torch.Tensor, completion_mask: torch.Tensor | None, ignore_index: int = -100):
     """Targets [B, T-1] for hidden[:, :-1]: the next token where it is a completion token, else ignore_index."""
     targets = input_ids[:, 1:].clone()

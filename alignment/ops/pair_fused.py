@@ -56,7 +56,7 @@ class PairChunk:
     @classmethod
     def build(cls, pair_index, token_pair, token_chosen, logp, entropy=None, kl=None, token_inputs=None) -> PairChunk:
         k = pair_index.numel()
-        sums = _side_sums(logp, token_pair, token_chosen, k)
+        sums = side_sums(logp, token_pair, token_chosen, k)
         counts = torch.bincount(_slots(token_pair, token_chosen, k), minlength=2 * k)
         return cls(
             pair_index, sums[:k], sums[k:], counts[:k], counts[k:], logp, token_pair, token_chosen, entropy, kl,
@@ -66,7 +66,7 @@ class PairChunk:
     def token_sums(self, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-pair sums of a per-token tensor [n] over the chosen and the rejected tokens: ([k], [k])."""
         k = self.pair_index.numel()
-        sums = _side_sums(values, self.token_pair, self.token_chosen, k)
+        sums = side_sums(values, self.token_pair, self.token_chosen, k)
         return sums[:k], sums[k:]
 
 
@@ -75,8 +75,8 @@ def _slots(token_pair, token_chosen, k: int) -> torch.Tensor:
     return token_pair + k * (~token_chosen).long()
 
 
-def _side_sums(values, token_pair, token_chosen, k: int) -> torch.Tensor:
-    """Sums of per-token ``values`` [n] per sequence: [2k] (chosen sequences, then rejected)."""
+def side_sums(values, token_pair, token_chosen, k: int) -> torch.Tensor:
+    """Sums of per-token ``values`` [n] per sequence: [2k] (the k chosen sequences, then the k rejected)."""
     slots = _slots(token_pair, token_chosen, k)
     return torch.zeros(2 * k, dtype=values.dtype, device=values.device).index_add(0, slots, values)
 

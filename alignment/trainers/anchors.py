@@ -38,7 +38,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from alignment.models import causal_token_logps, load_model, unwrap
+from alignment.models import ReferenceStates, causal_token_logps, load_model, reference_states, unwrap
 
 KINDS = ("model", "copy", "adapter", "adapter state", "columns")
 
@@ -51,6 +51,7 @@ class AnchorLogps:
     chosen: torch.Tensor
     rejected: torch.Tensor
     tokens: torch.Tensor | None = None
+    states: ReferenceStates | None = None  # hidden states and head, for methods that need them (SparsePO)
 
 
 @dataclass
@@ -226,6 +227,17 @@ def anchor_logps(model: nn.Module, batch: dict, kernel_kwargs: dict, tokens: boo
     seq = out.logps.sum(dim=-1)
     half = seq.shape[0] // 2
     return AnchorLogps(seq[:half], seq[half:], out.logps if tokens else None)
+
+
+def anchor_states(model: nn.Module, batch: dict, kernel_kwargs: dict, all_layers: bool) -> AnchorLogps:
+    """An anchor's per-token log-probabilities with its hidden states (every layer's when ``all_layers``)
+    and LM head, from one no-grad pass (alignment.models.reference_states)."""
+    states = reference_states(
+        model, batch["input_ids"], batch["attention_mask"], batch["completion_mask"], all_layers, **kernel_kwargs
+    )
+    seq = states.token_logps.sum(dim=-1)
+    half = seq.shape[0] // 2
+    return AnchorLogps(seq[:half], seq[half:], states.token_logps, states)
 
 
 def from_batch(anchor: Anchor, batch: dict, tokens: bool) -> AnchorLogps:

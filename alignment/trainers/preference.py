@@ -167,6 +167,11 @@ class PreferenceTrainer(AlignmentTrainer):
         shifted targets; those that require grad receive their gradient through the fused op."""
         return {f"{name}_token_logps": a.tokens for name, a in anchors.items() if a.tokens is not None}
 
+    def pair_op_kwargs(self, anchors: dict[str, AnchorLogps]) -> dict:
+        """Extra options of the pair-fused op for this step (e.g. ``ref_hidden``/``ref_weight``, which make
+        ``chunk.token_kl`` the per-token KL(pi_ref || pi_theta)); none by default."""
+        return {}
+
     def counted_tokens(self, batch) -> torch.Tensor:
         """The tokens a token mean divides by: the chosen completion tokens."""
         comp = batch["completion_mask"]
@@ -196,6 +201,7 @@ class PreferenceTrainer(AlignmentTrainer):
             inputs["completion_mask"],
             loss_fn,
             token_inputs=self.token_inputs(model, inputs, anchors),
+            **self.pair_op_kwargs(anchors),
             **self.kernel_kwargs(),
         )
         self._record(out, inputs)

@@ -33,15 +33,11 @@ def test_every_parameter_changes(tiny, tokenizer, data_dir, tmp_path, method_nam
     method = get_method(method_name)
     kind = "pref" if method.trainer.completions == PREFERENCE else "sft"
     model = copy.deepcopy(tiny)
-    before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    trainer = method.trainer(
-        model,
-        args=args(method.config, tmp_path, **extra),
-        train_dataset=rows(data_dir, kind),
-        processing_class=tokenizer,
-    )
+    config = args(method.config, tmp_path, **extra)
+    trainer = method.trainer(model, args=config, train_dataset=rows(data_dir, kind), processing_class=tokenizer)
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}  # with any module it adds
     trainer.train()
-    assert sorted(changed(before, model)) == sorted(before)
+    assert sorted(changed(before, trainer.model)) == sorted(before)
     logged = trainer.state.log_history[0]
     if kind == "pref":
         for key in (

@@ -1,0 +1,124 @@
+"""SparsePO's token masks (Christopoulou et al. 2024, arXiv 2410.05102; specs: the authors' public code).
+
+All masks are computed from the REFERENCE model's hidden states of every layer (embeddings excluded), taken
+from the same no-grad reference pass that gives the reference log-probabilities. Shapes: ``layers`` is a
+sequence of L tensors [N, T, H]; ``valid`` [N, T] bool (the scored tokens); every mask is [N, T].
+
+- learned (:class:`TokenMaskNetwork`, the paper's "SparsePO"): one shared LayerNorm(H), then per layer
+  Linear(H, 1) -> ReLU -> Dropout, concatenated to [N, T, L], then Linear(L, 1, bias=False) -> ReLU ->
+  Dropout. Masks are >= 0 with exact zeros (the ReLU is the sparsity mechanism) and unbounded above.
+  ``sharing="common"``: one network for the reward and the KL mask; ``"independent"``: two.
+- activation (:func:`activation_mask`, the authors' "MaPO", parameter-free, any causal LM): mean over the
+  hidden dimension -> z-normalize over the valid tokens of each sequence -> min-max rescale to [0, 1] per
+  sequence -> average over layers -> detach. A sequence with one valid token or no spread gets 1 (the
+  original computes these statistics in float16 and can produce NaN or inf; ours are float32 and guarded).
+- constant (all 1: DPO/TDPO baselines) and random (uniform in [0, 1), an ablation).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+MASK_TYPES = ("learned", "activation", "constant", "random")
+SHARINGS = ("common", "independent")
+WEIGHTS_NAME = "token_mask.safetensors"
+CONFIG_NAME = "token_mask.json"
+
+
+class _MaskHead(nn.Module):
+    """One learned mask: per-layer scores, then a non-negative mix of the layers."""
+
+    def __init__(self, n_layers: int, hidden: int, dropout: float):
+        super().__init__()
+        self.layer_weight = nn.Parameter(torch.empty(n_layers, hidden))
+        self.layer_bias = nn.Parameter(torch.zeros(n_layers))
+        self.mix = nn.Linear(n_layers, 1, bias=False)
+        self.dropout = nn.Dropout(dropout)
+        nn.init.normal_(self.layer_weight, std=hidden**-0.5)
+        nn.init.uniform_(self.mix.weight, 0.5 / n_layers, 1.5 / n_layers)  # starts near a mean of the layers
+
+    def forward(self, normed: torch.Tensor) -> torch.Tensor:
+        """normed [N, T, L, H] -> mask [N, T]: Linear(H, 1) per layer (all L at once), ReLU, Dropout, then
+        Linear(L, 1), ReLU, Dropout."""
+        scores = torch.einsum("ntlh,lh->ntl", normed, self.layer_weight.to(normed.dtype)) + self.layer_bias
+        scores = self.dropout(torch.relu(scores))
+        return self.dropout(torch.relu(self.mix(scores.to(self.mix.weight.dtype)))).squeeze(-1)
+
+
+class TokenMaskNetwork(nn.Module):
+    """The learned reward and KL masks from the reference's per-layer hidden states (module docstring)."""
+
+    def __init__(self, n_layers: int, hidden: int, sharing: str = "common", dropout: float = 0.01):
+        super().__init__()
+        if sharing not in SHARINGS:
+            raise ValueError(f"mask_sharing must be one of {SHARINGS}, got {sharing!r}")
+        self.config = {"n_layers": n_layers, "hidden": hidden, "sharing": sharing, "dropout": dropout}
+        self.norm = nn.LayerNorm(hidden)
+        self.reward = _MaskHead(n_layers, hidden, dropout)
+        self.kl = _MaskHead(n_layers, hidden, dropout) if sharing == "independent" else None
+        for head in filter(None, (self.reward, self.kl)):  # start with most tokens on (bias up): masks near 1
+            nn.init.constant_(head.layer_bias, 1.0)
+
+    def forward(self, layers) -> tuple[torch.Tensor, torch.Tensor]:
+        """(reward mask, KL mask), each [N, T]; the same tensor twice when the network is common."""
+        stacked = torch.stack([h.detach() for h in layers], dim=2)  # [N, T, L, H]: no gradient to the reference
+        normed = self.norm(stacked.to(self.norm.weight.dtype))
+        reward = self.reward(normed)
+        return reward, (self.kl(normed) if self.kl is not None else reward)
+
+    def save(self, folder: str | Path, state: dict[str, torch.Tensor] | None = None) -> Path:
+        """``token_mask.safetensors`` and ``token_mask.json`` in ``folder`` (beside the model); ``state``
+        replaces this module's own state dict (a gathered one under ZeRO-3)."""
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu().contiguous() for k, v in (state or self.state_dict()).items()}
+        save_file(state, str(folder / WEIGHTS_NAME))
+        (folder / CONFIG_NAME).write_text(json.dumps(self.config, indent=1))
+        return folder / WEIGHTS_NAME
+
+    @classmethod
+    def load(cls, folder: str | Path) -> TokenMaskNetwork:
+        from safetensors.torch import load_file
+
+        folder = Path(folder)
+        if not (folder / WEIGHTS_NAME).exists():
+            raise FileNotFoundError(f"{folder}: no {WEIGHTS_NAME} (a learned SparsePO mask) in this folder")
+        net = cls(**json.loads((folder / CONFIG_NAME).read_text()))
+        net.load_state_dict(load_file(str(folder / WEIGHTS_NAME)))
+        return net
+
+
+def activation_mask(layers, valid: torch.Tensor) -> torch.Tensor:
+    """The parameter-free activation mask [N, T] in [0, 1] (module docstring), 0 off the valid tokens."""
+    valid_f = valid.to(torch.float32)
+    count = valid_f.sum(dim=1, keepdim=True)
+    out = torch.zeros_like(valid_f)
+    for h in layers:
+        x = h.detach().to(torch.float32).mean(dim=-1)  # [N, T]
+        mean = (x * valid_f).sum(dim=1, keepdim=True) / count.clamp(min=1)
+        var = (((x - mean) * valid_f) ** 2).sum(dim=1, keepdim=True) / count.clamp(min=1)
+        z = (x - mean) / var.sqrt().clamp(min=1e-12)
+        big = torch.finfo(torch.float32).max
+        low = torch.where(valid, z, torch.full_like(z, big)).amin(dim=1, keepdim=True)
+        high = torch.where(valid, z, torch.full_like(z, -big)).amax(dim=1, keepdim=True)
+        spread = high - low
+        flat = (count <= 1) | (spread <= 1e-6) | (var <= 1e-12)
+        scaled = torch.where(flat, torch.ones_like(z), (z - low) / spread.clamp(min=1e-12))
+        out = out + scaled
+    return (out / max(len(layers), 1) * valid_f).detach()
+
+
+def fixed_mask(kind: str, valid: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """The constant (1) or random (uniform [0, 1)) mask [N, T], 0 off the valid tokens."""
+    if kind == "constant":
+        return valid.to(torch.float32)
+    if kind == "random":
+        noise = torch.rand(valid.shape, generator=generator, device=valid.device if generator is None else "cpu")
+        return noise.to(valid.device) * valid
+    raise ValueError(f"not a parameter-free mask type: {kind!r}")

@@ -1,0 +1,224 @@
+"""SparsePO: token-level sparse masks on the rewards and KL terms of token-level DPO (Christopoulou et al.
+2024, arXiv 2410.05102). The method's config, trainer and registration; the loss is
+alignment.losses.sparsepo, the masks alignment.modules.token_mask.
+
+One step: one no-grad pass of the reference gives its per-token log-probabilities, its final hidden states
+(for the per-token KL(pi_ref || pi_theta), computed inside the fused op) and, for the learned and activation
+masks, the hidden states of every layer; the masks [2B, T-1] enter the pair-fused op as token inputs, so the
+learned mask network receives its gradient from the same backward as the policy. No [B, T, V] tensor.
+
+The mask network is registered as a submodule of the trained model (``sparsepo_mask``) so that the
+optimizer, DDP and DeepSpeed treat it like the policy (with its own weight decay and learning rate); it is
+saved beside the model as ``token_mask.safetensors`` + ``token_mask.json`` (not inside the model's
+weights), and reloaded from ``mask_init`` or from the starting model's folder when one is there.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from alignment.configs import PreferenceConfig, choice
+from alignment.losses.sparsepo import sparsepo_loss
+from alignment.models import unwrap
+from alignment.modules.token_mask import (
+    MASK_TYPES,
+    SHARINGS,
+    WEIGHTS_NAME,
+    TokenMaskNetwork,
+    activation_mask,
+    fixed_mask,
+)
+from alignment.trainers import anchors as anchor_lib
+from alignment.trainers.preference import PreferenceTrainer
+from alignment.trainers.registry import register
+
+logger = logging.getLogger("alignment")
+MASK_ATTR = "sparsepo_mask"
+
+
+@dataclass
+class SparsePOConfig(PreferenceConfig):
+    """SparsePO (Christopoulou et al. 2024, arXiv 2410.05102); defaults from the authors' tables."""
+
+    beta: float = field(default=0.8, metadata={"help": "beta of the token-level DPO margin (0.8: IMDB, TL;DR)."})
+    mask_type: str = field(
+        default="learned",
+        metadata={"help": "learned (mask network), activation (parameter-free), constant (1: TDPO) or random."},
+    )
+    mask_sharing: str = field(
+        default="common", metadata={"help": "Learned masks: common (one mask for both terms) or independent."}
+    )
+    mask_on_reward: bool = field(default=True, metadata={"help": "Mask the token log-ratios (else mask 1)."})
+    mask_on_kl: bool = field(default=True, metadata={"help": "Mask the token KL terms (else mask 1)."})
+    lambda_reward: float = field(default=1e-3, metadata={"help": "L1 weight of the reward mask (sparsity)."})
+    lambda_kl: float = field(default=1e-3, metadata={"help": "L1 weight of the KL mask (sparsity)."})
+    kl_coef: float = field(
+        default=1.0, metadata={"help": "Weight of the token-KL term d (0: no KL term, no KL computed)."}
+    )
+    mask_dropout: float = field(default=0.01, metadata={"help": "Dropout inside the learned mask network."})
+    mask_weight_decay: float = field(default=0.01, metadata={"help": "Weight decay of the mask network."})
+    mask_learning_rate: float | None = field(
+        default=None, metadata={"help": "Learning rate of the mask network (default: learning_rate)."}
+    )
+    mask_init: str | None = field(
+        default=None,
+        metadata={"help": "A folder with token_mask.safetensors to continue from (default: the model's, if any)."},
+    )
+
+    def __post_init__(self):
+        choice("mask_type", self.mask_type, MASK_TYPES)
+        choice("mask_sharing", self.mask_sharing, SHARINGS)
+        if not self.beta > 0:
+            raise ValueError(f"beta must be > 0, got {self.beta}")
+        for name in ("lambda_reward", "lambda_kl", "kl_coef", "mask_weight_decay"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0.0 <= self.mask_dropout < 1.0:
+            raise ValueError(f"mask_dropout must be in [0, 1), got {self.mask_dropout}")
+        if self.precompute_ref_logps and (self.kl_coef > 0 or self.mask_type in ("learned", "activation")):
+            raise ValueError(
+                "precompute_ref_logps cannot be used with SparsePO's KL term (kl_coef > 0) or with learned or "
+                "activation masks: both need the reference's hidden states at every step; set "
+                "precompute_ref_logps: false (the reference pass then gives log-probabilities and hidden states)"
+            )
+        super().__post_init__()
+
+    @property
+    def uses_reference_states(self) -> bool:
+        return self.kl_coef > 0 or self.mask_type in ("learned", "activation")
+
+
+@register(
+    "sparsepo",
+    config=SparsePOConfig,
+    loss=sparsepo_loss,
+    paper="SparsePO: Controlling Preference Alignment of LLMs via Sparse Token Masks (Christopoulou et al. 2024)",
+    arxiv="2410.05102",
+    anchors=("ref",),
+    recipe="quickstart/sparsepo.yaml",
+    summary="token-level sparse masks on the rewards and KL terms of token-level DPO",
+)
+class SparsePOTrainer(PreferenceTrainer):
+    anchor_token_logps = True
+
+    # ----- the mask network ------------------------------------------------------------------------------
+    def setup_anchors(self, model, args, train_dataset, eval_dataset) -> None:
+        super().setup_anchors(model, args, train_dataset, eval_dataset)
+        self.mask_network: TokenMaskNetwork | None = None
+        if args.mask_type != "learned":
+            return
+        saved = self.model_id and Path(self.model_id, WEIGHTS_NAME).exists()
+        folder = args.mask_init or (self.model_id if saved else None)
+        if folder:
+            net = TokenMaskNetwork.load(folder)
+            logger.info("SparsePO: mask network loaded from %s", folder)
+        else:
+            config = unwrap(model).config
+            config = config.get_text_config() if hasattr(config, "get_text_config") else config
+            net = TokenMaskNetwork(config.num_hidden_layers, config.hidden_size, args.mask_sharing, args.mask_dropout)
+        model.add_module(MASK_ATTR, net)  # trained, synchronized and partitioned with the policy
+        self.mask_network = net
+
+    def create_optimizer(self, model=None):
+        """The Trainer's optimizer, with the mask network in a group of its own (weight decay, learning rate)."""
+        fresh = self.optimizer is None
+        optimizer = super().create_optimizer(model)
+        if fresh and self.mask_network is not None:
+            ids = {id(p) for p in self.mask_network.parameters()}
+            for group in optimizer.param_groups:
+                group["params"] = [p for p in group["params"] if id(p) not in ids]
+            optimizer.add_param_group(
+                {
+                    "params": list(self.mask_network.parameters()),
+                    "weight_decay": self.args.mask_weight_decay,
+                    "lr": self.args.mask_learning_rate or self.args.learning_rate,
+                }
+            )
+        return optimizer
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        """The policy as usual, without the mask network's weights; the mask network beside it."""
+        if self.mask_network is None:
+            return super()._save(output_dir, state_dict)
+        output_dir = output_dir or self.args.output_dir
+        state_dict = state_dict if state_dict is not None else self.model.state_dict()
+        prefix = MASK_ATTR + "."
+        masks = {k.split(prefix, 1)[1]: v for k, v in state_dict.items() if prefix in k}
+        super()._save(output_dir, {k: v for k, v in state_dict.items() if prefix not in k})
+        if self.args.should_save:
+            self.mask_network.save(output_dir, masks or None)
+
+    # ----- the step -----------------------------------------------------------------------------------
+    def anchor_logps(self, inputs: dict):
+        """The reference's per-token log-probabilities, with its hidden states when the KL term or the masks
+        need them (one no-grad pass)."""
+        if not self.args.uses_reference_states:
+            return super().anchor_logps(inputs)
+        anchor = self.anchors["ref"]
+        layers = self.args.mask_type in ("learned", "activation")
+        with anchor.policy(self.model) as policy:
+            return {"ref": anchor_lib.anchor_states(policy, inputs, self.kernel_kwargs(), layers)}
+
+    def token_masks(self, inputs: dict, ref) -> tuple[torch.Tensor, torch.Tensor]:
+        """The reward and KL masks [2B, T-1] of this batch (aligned with the shifted targets)."""
+        valid = inputs["completion_mask"][:, 1:].bool()
+        kind = self.args.mask_type
+        if kind == "learned":
+            reward, kl = self.mask_network(ref.states.layers)
+            return reward * valid, kl * valid
+        if kind == "activation":
+            mask = activation_mask(ref.states.layers, valid)
+            return mask, mask
+        if kind == "random" and self.args.mask_sharing == "independent":
+            return fixed_mask(kind, valid), fixed_mask(kind, valid)
+        mask = fixed_mask(kind, valid)
+        return mask, mask
+
+    def token_inputs(self, model, inputs, anchors):
+        reward, kl = self.token_masks(inputs, anchors["ref"])
+        return {"ref_token_logps": anchors["ref"].tokens, "mask_reward": reward, "mask_kl": kl}
+
+    def pair_op_kwargs(self, anchors):
+        states = anchors["ref"].states
+        if self.args.kl_coef == 0 or states is None:
+            return {}
+        return {"ref_hidden": states.hidden, "ref_weight": states.head_weight, "ref_bias": states.head_bias}
+
+    def pair_losses(self, chunk, anchors, token_scale):
+        args = self.args
+        kl = chunk.token_kl if chunk.token_kl is not None else torch.zeros_like(chunk.token_logps)
+        learned = args.mask_type == "learned"  # the L1 terms only matter for masks that are trained
+        common = learned and args.mask_sharing == "common"
+        losses, metrics = sparsepo_loss(
+            chunk.token_logps,
+            chunk.token_inputs["ref_token_logps"],
+            kl,
+            chunk.token_inputs["mask_reward"],
+            chunk.token_inputs["mask_kl"],
+            chunk.token_pair,
+            chunk.token_chosen,
+            chunk.pair_index.numel(),
+            beta=args.beta,
+            mask_on_reward=args.mask_on_reward,
+            mask_on_kl=args.mask_on_kl,
+            lambda_reward=args.lambda_reward if learned else 0.0,
+            lambda_kl=args.lambda_kl if learned else 0.0,
+            kl_coef=args.kl_coef,
+            common_mask=common,
+        )
+        metrics["logps/chosen"] = chunk.chosen_logps.detach()
+        metrics["logps/rejected"] = chunk.rejected_logps.detach()
+        return losses, metrics
+
+    def anchor_summary(self) -> dict[str, str]:
+        summary = super().anchor_summary()
+        args = self.args
+        where = "reward" if args.mask_on_reward else ""
+        where += (" and KL" if where else "KL") if args.mask_on_kl else ""
+        sharing = f", {args.mask_sharing}" if args.mask_type == "learned" else ""
+        summary["token masks"] = f"{args.mask_type}{sharing} on {where or 'nothing (all 1)'}; KL term x{args.kl_coef}"
+        return summary
