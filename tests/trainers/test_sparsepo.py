@@ -1,0 +1,112 @@
+"""SparsePOTrainer on a tiny Llama: the mask network trains with the policy, is saved beside it and reloaded;
+LoRA; every mask type; the DPO identity at the trainer level; clear errors."""
+
+import copy
+
+import pytest
+import torch
+from peft import LoraConfig
+from safetensors.torch import load_file
+
+from alignment.trainers import DPOConfig, DPOTrainer, SparsePOConfig, SparsePOTrainer
+from tests.helpers import changed, preference_rows, tiny_llama, train_args
+
+
+@pytest.fixture(scope="module")
+def tiny(tokenizer):
+    return tiny_llama(len(tokenizer))
+
+
+def sentiment(data_dir, n=16):
+    return preference_rows(data_dir, task="sentiment", n=n)
+
+
+def make(tiny, tokenizer, data_dir, tmp_path, peft=None, **kw):
+    return SparsePOTrainer(
+        copy.deepcopy(tiny), args=train_args(SparsePOConfig, tmp_path, **kw), train_dataset=sentiment(data_dir),
+        processing_class=tokenizer, peft_config=peft,
+    )  # fmt: skip
+
+
+def test_learned_masks_train_save_and_reload(tiny, tokenizer, data_dir, tmp_path):
+    trainer = make(tiny, tokenizer, data_dir, tmp_path, mask_sharing="independent")
+    net = trainer.mask_network
+    before = {n: p.detach().clone() for n, p in net.named_parameters()}
+    assert "learned, independent on reward and KL" in trainer.active_summary()["token masks"]
+    trainer.train()
+    assert sorted(changed(before, net)) == sorted(before)  # every mask parameter moved
+    logged = trainer.state.log_history[0]
+    for key in ("sparsepo/mask_sparsity_reward", "sparsepo/mask_mean_kl", "sparsepo/kl_chosen", "rewards/margins"):
+        assert key in logged
+    assert logged["sparsepo/kl_chosen"] == pytest.approx(0.0, abs=1e-5)  # step 1: policy == reference
+    out = tmp_path / "saved"
+    trainer.save_model(str(out))
+    assert (out / "token_mask.safetensors").exists() and (out / "token_mask.json").exists()
+    assert not any("sparsepo_mask" in k for k in load_file(str(out / "model.safetensors")))
+    again = SparsePOTrainer(
+        str(out), args=train_args(SparsePOConfig, tmp_path / "again"), train_dataset=sentiment(data_dir),
+        processing_class=tokenizer,
+    )  # fmt: skip
+    for name, value in net.state_dict().items():
+        assert torch.equal(again.mask_network.state_dict()[name].cpu(), value.cpu()), name
+
+
+def test_lora_trains_adapters_and_masks_against_the_adapter_off_reference(tiny, tokenizer, data_dir, tmp_path):
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], lora_dropout=0.0)
+    trainer = make(tiny, tokenizer, data_dir, tmp_path, peft=lora)
+    assert trainer.ref_mode == "adapter" and trainer.ref_model is None
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    trainer.train()
+    moved = changed(before, trainer.model)
+    assert any("sparsepo_mask" in n for n in moved) and any("lora_" in n for n in moved)
+    assert all("lora_" in n or "sparsepo_mask" in n for n in moved)  # the base model stays frozen
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"mask_type": "activation"},
+        {"mask_type": "constant"},
+        {"mask_type": "random", "mask_sharing": "independent"},
+        {"mask_type": "learned", "kl_coef": 0.0, "mask_on_kl": False},
+        {"mask_type": "learned", "mask_on_reward": False},
+    ],
+    ids=["activation", "constant", "random", "no_kl", "kl_mask_only"],
+)
+def test_every_mask_type_trains(tiny, tokenizer, data_dir, tmp_path, options):
+    trainer = make(tiny, tokenizer, data_dir, tmp_path, max_steps=1, **options)
+    assert (trainer.mask_network is not None) == (options["mask_type"] == "learned")
+    trainer.train()
+    loss = trainer.state.log_history[0]["loss"]
+    assert loss == loss and loss > 0
+
+
+def test_constant_masks_without_the_kl_term_equal_dpo(tiny, tokenizer, data_dir, tmp_path):
+    ref = copy.deepcopy(tiny)
+    with torch.no_grad():
+        ref.lm_head.weight.mul_(0.7)  # a reference unlike the policy: non-zero margins
+    results = []
+    for cls, config, extra in (
+        (SparsePOTrainer, SparsePOConfig, {"mask_type": "constant", "kl_coef": 0.0}),
+        (DPOTrainer, DPOConfig, {}),
+    ):
+        args = train_args(config, tmp_path / cls.__name__, max_steps=1, learning_rate=0.0, beta=0.5, **extra)
+        trainer = cls(copy.deepcopy(tiny), ref_model=ref, args=args, train_dataset=sentiment(data_dir),
+                      processing_class=tokenizer)  # fmt: skip
+        trainer.train()
+        results.append(trainer.state.log_history[0])
+    assert abs(results[1]["rewards/margins"]) > 1e-3
+    for key in ("loss", "rewards/margins", "rewards/chosen", "logps/chosen"):
+        assert results[0][key] == pytest.approx(results[1][key], rel=1e-5, abs=1e-5), key  # float32 sums
+
+
+def test_config_errors(tmp_path):
+    common = dict(output_dir=str(tmp_path), use_cpu=True)
+    with pytest.raises(ValueError, match="precompute_ref_logps cannot be used"):
+        SparsePOConfig(precompute_ref_logps=True, **common)
+    assert SparsePOConfig(precompute_ref_logps=True, mask_type="constant", kl_coef=0.0, **common)
+    with pytest.raises(ValueError, match="mask_type must be one of"):
+        SparsePOConfig(mask_type="sparse", **common)
+    with pytest.raises(ValueError, match="lambda_kl"):
+        SparsePOConfig(lambda_kl=-1, **common)
+    assert SparsePOConfig(**common).beta == 0.8
