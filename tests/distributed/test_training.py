@@ -29,7 +29,7 @@ def run(out, method, batch, accum, config=None):
             *args,
         ]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stderr[-4000:]
+    assert done.returncode == 0, f"{cmd}\n{done.stderr[-4000:]}"
     return torch.load(out, weights_only=False)
 
 
@@ -40,7 +40,7 @@ def same(a, b, tol=1e-5):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["dpo", "rpo", "two_anchor"])
+@pytest.mark.parametrize("method", ["dpo", "rpo", "sparsepo", "two_anchor"])
 def test_ddp_two_processes_equal_one(tmp_path, method):
     single = run(tmp_path / "single.pt", method, 8, 1)
     ddp = run(tmp_path / "ddp.pt", method, 4, 1, "cpu_ddp.yaml")
@@ -54,10 +54,11 @@ def test_ddp_two_processes_equal_one(tmp_path, method):
 
 
 @pytest.mark.slow
-def test_deepspeed_zero3_matches_ddp(tmp_path):
+@pytest.mark.parametrize("method", ["dpo", "sparsepo"])
+def test_deepspeed_zero3_matches_ddp(tmp_path, method):
     import deepspeed  # noqa: F401  (a clear ImportError when the deepspeed extra is missing)
 
-    ddp = run(tmp_path / "ddp.pt", "dpo", 4, 1, "cpu_ddp.yaml")
-    zero3 = run(tmp_path / "zero3.pt", "dpo", 4, 1, "deepspeed_zero3.yaml")
+    ddp = run(tmp_path / "ddp.pt", method, 4, 1, "cpu_ddp.yaml")
+    zero3 = run(tmp_path / "zero3.pt", method, 4, 1, "deepspeed_zero3.yaml")
     assert "DeepSpeed ZeRO-3, 2 process(es)" in zero3["summary"]["distributed"]
     same(ddp, zero3)
