@@ -9,6 +9,7 @@
     alignment data pairs MODEL --task T --out F  on-policy pairs ranked by the task's oracle
     alignment report RUN_DIR [RUN_DIR ...] [-o report.html]   HTML page + Markdown summary of runs
     alignment token-entanglement MODEL DATA --row N [-o tokens.png]   per-token gradient cosines
+    alignment masks RUN_DIR DATA --row N [-o masks.json]   SparsePO's per-token masks of one pair (+ PNG)
 
 A user mistake (a bad file, row or option) prints one line ``error: ...`` and exits with status 2.
 """
@@ -116,6 +117,14 @@ def _tokens(args) -> int:
     return 0
 
 
+def _masks(args) -> int:
+    from alignment.diagnostics.masks import masks_command
+
+    out = masks_command(args.run_dir, args.data, args.row, args.output, args.reference, args.max_length)
+    print(f"wrote {out['json']} and {out['png']} ({out['tokens'][0]} chosen, {out['tokens'][1]} rejected tokens)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="alignment", description="Preference alignment for language models.")
     parser.add_argument("--version", action="version", version=f"alignment {__version__}")
@@ -176,6 +185,15 @@ def build_parser() -> argparse.ArgumentParser:
     tokens.add_argument("--max-length", type=int, default=1024)
     tokens.add_argument("-o", "--output", default="token_entanglement.png", help="PNG file (a .json twin is written)")
     tokens.set_defaults(func=_tokens)
+
+    masks = commands.add_parser("masks", help="SparsePO's per-token masks of one pair (JSON and a PNG strip)")
+    masks.add_argument("run_dir", help="the output_dir of a SparsePO run")
+    masks.add_argument("data", help="a preference dataset (file, folder or Hub name)")
+    masks.add_argument("--row", type=int, default=0, help="the pair's row, 0-based (default 0)")
+    masks.add_argument("--reference", default=None, help="the reference model (default: the run's starting model)")
+    masks.add_argument("--max-length", type=int, default=1024)
+    masks.add_argument("-o", "--output", default="masks.json", help="JSON file (a .png twin is written)")
+    masks.set_defaults(func=_masks)
     return parser
 
 

@@ -122,3 +122,22 @@ def fixed_mask(kind: str, valid: torch.Tensor, generator: torch.Generator | None
         noise = torch.rand(valid.shape, generator=generator, device=valid.device if generator is None else "cpu")
         return noise.to(valid.device) * valid
     raise ValueError(f"not a parameter-free mask type: {kind!r}")
+
+
+def compute_masks(
+    kind: str, layers, valid: torch.Tensor, network: TokenMaskNetwork | None = None, independent: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (reward, KL) masks [N, T] of one batch for a ``mask_type`` (0 off the valid tokens); ``layers``
+    the reference's per-layer hidden states (learned and activation masks), ``network`` the learned one."""
+    if kind == "learned":
+        if network is None:
+            raise ValueError("a learned mask needs its network")
+        reward, kl = network(layers)
+        return reward * valid, kl * valid
+    if kind == "activation":
+        mask = activation_mask(layers, valid)
+        return mask, mask
+    if kind == "random" and independent:
+        return fixed_mask(kind, valid), fixed_mask(kind, valid)
+    mask = fixed_mask(kind, valid)
+    return mask, mask

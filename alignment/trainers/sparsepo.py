@@ -29,8 +29,7 @@ from alignment.modules.token_mask import (
     SHARINGS,
     WEIGHTS_NAME,
     TokenMaskNetwork,
-    activation_mask,
-    fixed_mask,
+    compute_masks,
 )
 from alignment.trainers import anchors as anchor_lib
 from alignment.trainers.preference import PreferenceTrainer
@@ -166,17 +165,9 @@ class SparsePOTrainer(PreferenceTrainer):
     def token_masks(self, inputs: dict, ref) -> tuple[torch.Tensor, torch.Tensor]:
         """The reward and KL masks [2B, T-1] of this batch (aligned with the shifted targets)."""
         valid = inputs["completion_mask"][:, 1:].bool()
-        kind = self.args.mask_type
-        if kind == "learned":
-            reward, kl = self.mask_network(ref.states.layers)
-            return reward * valid, kl * valid
-        if kind == "activation":
-            mask = activation_mask(ref.states.layers, valid)
-            return mask, mask
-        if kind == "random" and self.args.mask_sharing == "independent":
-            return fixed_mask(kind, valid), fixed_mask(kind, valid)
-        mask = fixed_mask(kind, valid)
-        return mask, mask
+        layers = ref.states.layers if ref.states is not None else None
+        independent = self.args.mask_sharing == "independent"
+        return compute_masks(self.args.mask_type, layers, valid, self.mask_network, independent)
 
     def token_inputs(self, model, inputs, anchors):
         reward, kl = self.token_masks(inputs, anchors["ref"])
