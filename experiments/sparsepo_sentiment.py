@@ -42,7 +42,7 @@ def recipe_for(method: dict, beta: float, out: Path, extra: dict) -> Path:
     if method["method"] == "dpo":
         for key in SPARSE_ONLY:
             recipe.pop(key, None)
-    path = out.with_suffix(".yaml")
+    path = out.parent / f"{out.name}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(recipe))
     return path

@@ -159,10 +159,38 @@ def first_order(runs: list[Run]) -> bytes | None:
     return _png(fig)
 
 
+def token_masks(runs: list[Run]) -> bytes | None:
+    """SparsePO: mask sparsity and mean over training, and the reward mask of each token of a few probe
+    pairs (chosen responses) at the end of training."""
+    series = [
+        ("mask sparsity (share of tokens at exactly 0)",
+         [("sparsepo/mask_sparsity_reward", "reward", "-"), ("sparsepo/mask_sparsity_kl", "KL", "--")], "share"),
+        ("mask mean", [("sparsepo/mask_mean_reward", "reward", "-"), ("sparsepo/mask_mean_kl", "KL", "--")], "mask"),
+    ]  # fmt: skip
+    wanted = [p for p in series if any(r.series(k)[0] for r in runs for k, _, _ in p[1])]
+    snapshots = [(r, pair) for r in runs for pair in r.token_masks.get("pairs", [])[:2]]
+    if not wanted and not snapshots:
+        return None
+    fig, axes = _grid(len(wanted) + len(snapshots), "SparsePO token masks")
+    for ax, (title, lines, ylabel) in zip(axes, wanted):
+        _panel(ax, runs, lines, title)
+        ax.set_ylabel(ylabel, fontsize=8)
+    for ax, (run, pair) in zip(axes[len(wanted) :], snapshots):
+        tokens = pair["chosen"]
+        ax.bar(range(len(tokens)), [t["mask_reward"] for t in tokens], color=COLORS[runs.index(run) % len(COLORS)])
+        ax.set_xticks(range(len(tokens)), [t["token"].strip() or repr(t["token"]) for t in tokens], rotation=70,
+                      fontsize=7)  # fmt: skip
+        ax.set_title(f"{run.name}: reward mask per token (a probe pair, chosen)", fontsize=9)
+        ax.set_ylabel("mask", fontsize=8)
+        ax.grid(alpha=0.3, axis="y")
+    return _png(fig)
+
+
 FIGURES = [
     ("training", "Training curves", training_curves),
     ("displacement", "Likelihood displacement", displacement),
     ("entanglement", "Gradient entanglement", entanglement),
     ("collapse", "Softmax collapse", collapse),
     ("first_order", "First-order check", first_order),
+    ("token_masks", "SparsePO token masks", token_masks),
 ]

@@ -34,6 +34,7 @@ class Run:
     active: dict = field(default_factory=dict)
     evaluation: dict = field(default_factory=dict)
     finished: bool = False
+    token_masks: dict = field(default_factory=dict)  # SparsePO: the masks of the first probe pairs at the end
 
     def series(self, key: str, prefix: str = "") -> tuple[list[float], list[float]]:
         """(steps, values) of a logged metric (``prefix`` "eval_" for evaluation logs)."""
@@ -111,6 +112,8 @@ def load_run(path: str | Path, name: str | None = None) -> Run:
         records = _read_probes(diagnostics_file)
         run.probes = [r for r in records if r.get("kind", "probe") == "probe"]
         run.first_order = [r for r in records if r.get("kind") == "first_order"]
+    if (path / "token_masks.json").exists():
+        run.token_masks = _read_json(path / "token_masks.json")
     if not (summary_file.exists() or state_file is not None or diagnostics_file.exists()):
         raise RunDirError(
             f"{path}: not a run directory (no alignment_run.json, trainer_state.json or diagnostics.jsonl in it)"

@@ -15,6 +15,7 @@ weights), and reloaded from ``mask_init`` or from the starting model's folder wh
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -150,6 +151,41 @@ class SparsePOTrainer(PreferenceTrainer):
         super()._save(output_dir, {k: v for k, v in state_dict.items() if prefix not in k})
         if self.args.should_save:
             self.mask_network.save(output_dir, masks or None)
+
+    def train(self, *args, **kwargs):
+        """Train, then write the masks of the first probe pairs to ``output_dir/token_masks.json`` (the
+        report's mask panel)."""
+        result = super().train(*args, **kwargs)
+        if self.is_world_process_zero():
+            self.write_mask_snapshot()
+        return result
+
+    def write_mask_snapshot(self, pairs: int = 4) -> Path:
+        """The reward and KL masks of the first ``pairs`` probe pairs, per token (alignment masks' format)."""
+        from alignment.diagnostics.masks import pair_masks
+        from alignment.io import atomic_write_text
+
+        dataset = self.probe_dataset()
+        rows = dataset.select(range(min(pairs, len(dataset))))
+        model = unwrap(self.model)
+        was_training = model.training
+        snapshot = []
+        try:
+            with self.anchors["ref"].policy(self.model) as reference:
+                for row in rows:
+                    batch = {k: v.to(self.args.device) for k, v in self.data_collator([row]).items()}
+                    independent = self.args.mask_sharing == "independent"
+                    snapshot.append(
+                        pair_masks(reference, batch, self.args.mask_type, self.mask_network, independent,
+                                   self.processing_class)
+                    )  # fmt: skip
+        finally:
+            model.train(was_training)
+            if self.mask_network is not None:
+                self.mask_network.train(was_training)
+        path = Path(self.args.output_dir) / "token_masks.json"
+        atomic_write_text(path, json.dumps({"mask_type": self.args.mask_type, "pairs": snapshot}))
+        return path
 
     # ----- the step -----------------------------------------------------------------------------------
     def anchor_logps(self, inputs: dict):

@@ -16,7 +16,7 @@ PAIRS = DATA / "tasks" / "sentiment" / "pref_eval_conversational.jsonl"
 def run_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("sparsepo") / "run"
     overrides = {
-        "max_steps": 1, "per_device_train_batch_size": 4, "output_dir": str(out), "eval_task": None, "report": False,
+        "max_steps": 1, "per_device_train_batch_size": 4, "output_dir": str(out), "eval_task": None, "report": True,
         "diagnostics": False, "dataset_mixture": [f"{PAIRS}:0.02"], "eval_dataset": None,
     }  # fmt: skip
     train(str(ROOT / "recipes" / "quickstart" / "sparsepo.yaml"), overrides)
@@ -48,3 +48,11 @@ def test_masks_errors(run_dir, tmp_path, capsys):
     assert "a dpo run has no token masks" in capsys.readouterr().err
     assert main(["masks", str(tmp_path / "nope"), str(PAIRS)]) == 2
     assert "no such run directory" in capsys.readouterr().err
+
+
+def test_the_report_has_a_mask_panel(run_dir):
+    snapshot = json.loads((run_dir / "token_masks.json").read_text())
+    assert snapshot["mask_type"] == "learned" and len(snapshot["pairs"]) == 4
+    assert all(t["mask_reward"] >= 0 for pair in snapshot["pairs"] for t in pair["chosen"])
+    page = (run_dir / "report.html").read_text()
+    assert ">SparsePO token masks</h2>" in page
