@@ -34,6 +34,7 @@ METHODS = {
     "TDPO (constant masks)": {"method": "sparsepo", "mask_type": "constant"},
     "DPO": {"method": "dpo"},
 }
+SHORT = {"sparsepo": "SparsePO", "tdpo": "TDPO (constant masks)", "dpo": "DPO"}
 
 
 def recipe_for(method: dict, beta: float, out: Path, extra: dict) -> Path:
@@ -96,7 +97,7 @@ def reward_and_kl(run: Path, sft, tokenizer, n: int, seed: int) -> dict:
 def mask_ratio(run: Path, sft, tokenizer, pairs: int) -> dict:
     """Mean learned reward mask on sentiment-word and on neutral-word tokens of held-out pairs."""
     from alignment.data import PreferenceCollator, load_preference_dataset, tokenize_preference_dataset
-    from alignment.diagnostics.masks import pair_masks
+    from alignment.diagnostics.masks import pair_masks, run_mask_settings
     from alignment.modules.token_mask import TokenMaskNetwork
     from alignment.tasks.sentiment import NEGATIVE, NEUTRAL, POSITIVE
 
@@ -104,11 +105,12 @@ def mask_ratio(run: Path, sft, tokenizer, pairs: int) -> dict:
     dataset, _ = load_preference_dataset(data)
     tokens, _ = tokenize_preference_dataset(dataset.select(range(pairs)), tokenizer, 96, name="eval")
     network = TokenMaskNetwork.load(run)
+    inputs = run_mask_settings(run)["mask_inputs"]
     values = {"sentiment": [], "neutral": [], "all": []}
     sentiment, neutral = set(POSITIVE) | set(NEGATIVE), set(NEUTRAL)
     for row in tokens:
         batch = PreferenceCollator(tokenizer.pad_token_id)([row])
-        masks = pair_masks(sft, batch, "learned", network, tokenizer=tokenizer)
+        masks = pair_masks(sft, batch, "learned", network, tokenizer=tokenizer, inputs=inputs)
         for side in ("chosen", "rejected"):
             for token in masks[side]:
                 word = token["token"].strip().lower()
@@ -135,6 +137,8 @@ def plot(results: list[dict], path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(6, 4.2), dpi=110)
     for name in METHODS:
+        if not any(r["method"] == name for r in results):
+            continue
         rows = sorted((r for r in results if r["method"] == name), key=lambda r: r["kl"])
         ax.plot([r["kl"] for r in rows], [r["score"] for r in rows], "o-", label=name)
         for r in rows:
@@ -161,6 +165,7 @@ def main() -> None:
     parser.add_argument("--mask-pairs", type=int, default=200, help="held-out pairs for the mask ratio")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--set", nargs="*", default=[], help="extra recipe fields, key=value (YAML values)")
+    parser.add_argument("--methods", nargs="+", default=list(SHORT), choices=list(SHORT))
     args = parser.parse_args()
     from alignment.models import load_model, load_tokenizer
 
@@ -169,7 +174,8 @@ def main() -> None:
     sft_path = str(ROOT / "data" / "sft_model")
     sft, tokenizer = load_model(sft_path).eval(), load_tokenizer(sft_path)
     results = [{"method": "SFT", "beta": 0.0, **reward_and_kl(Path(sft_path), sft, tokenizer, args.prompts, args.seed)}]
-    for name, method in METHODS.items():
+    for name in (SHORT[m] for m in args.methods):
+        method = METHODS[name]
         for beta in args.betas:
             run = out / f"{method['method']}-{method.get('mask_type', 'none')}-beta{beta:g}"
             train(recipe_for(method, beta, run, extra), run)

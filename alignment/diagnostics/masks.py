@@ -19,7 +19,7 @@ from alignment.diagnostics.probes import DiagnosticsError
 
 def run_mask_settings(run_dir: Path) -> dict:
     """mask_type, mask_sharing and the starting model of a SparsePO run directory."""
-    settings = {"mask_type": None, "mask_sharing": "common", "base_model": None}
+    settings = {"mask_type": None, "mask_sharing": "common", "mask_inputs": "prefix", "base_model": None}
     summary = run_dir / "alignment_run.json"
     if summary.exists():
         data = json.loads(summary.read_text())
@@ -28,7 +28,7 @@ def run_mask_settings(run_dir: Path) -> dict:
         hyper = data.get("hyperparameters", {})
         settings.update(
             mask_type=hyper.get("mask_type"), mask_sharing=hyper.get("mask_sharing", "common"),
-            base_model=data.get("base_model"),
+            mask_inputs=hyper.get("mask_inputs", "prefix"), base_model=data.get("base_model"),
         )  # fmt: skip
     if settings["mask_type"] is None:
         from alignment.modules.token_mask import WEIGHTS_NAME
@@ -39,10 +39,12 @@ def run_mask_settings(run_dir: Path) -> dict:
     return settings
 
 
-def pair_masks(reference, batch: dict, kind: str, network=None, independent: bool = False, tokenizer=None) -> dict:
+def pair_masks(
+    reference, batch: dict, kind: str, network=None, independent: bool = False, tokenizer=None, inputs="prefix"
+) -> dict:
     """{"chosen": [{"token", "mask_reward", "mask_kl"}, ...], "rejected": [...]} for a one-pair batch."""
     from alignment.models import reference_states
-    from alignment.modules.token_mask import compute_masks
+    from alignment.modules.token_mask import compute_masks, mask_layers
 
     reference.eval()
     layers_needed = kind in ("learned", "activation")
@@ -53,7 +55,7 @@ def pair_masks(reference, batch: dict, kind: str, network=None, independent: boo
     with torch.no_grad():
         if network is not None:
             network.eval()
-        reward, kl = compute_masks(kind, states.layers, valid, network, independent)
+        reward, kl = compute_masks(kind, mask_layers(states.layers, inputs), valid, network, independent)
     ids = batch["input_ids"][:, 1:]
     out = {}
     for row, side in enumerate(("chosen", "rejected")):
@@ -127,7 +129,9 @@ def masks_command(run_dir: str, data: str, row: int, output: str, reference: str
     batch = PreferenceCollator(tokenizer.pad_token_id)([tokens[0]])
     network = TokenMaskNetwork.load(folder) if settings["mask_type"] == "learned" else None
     independent = settings["mask_sharing"] == "independent"
-    masks = pair_masks(load_model(reference), batch, settings["mask_type"], network, independent, tokenizer)
+    masks = pair_masks(
+        load_model(reference), batch, settings["mask_type"], network, independent, tokenizer, settings["mask_inputs"]
+    )
     out = Path(output)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(masks, indent=1))

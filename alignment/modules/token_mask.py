@@ -4,6 +4,12 @@ All masks are computed from the REFERENCE model's hidden states of every layer (
 from the same no-grad reference pass that gives the reference log-probabilities. Shapes: ``layers`` is a
 sequence of L tensors [N, T, H]; ``valid`` [N, T] bool (the scored tokens); every mask is [N, T].
 
+Which position's state a token's mask reads (``mask_inputs``): "prefix", the authors' choice, is the state
+that PREDICTS the token (it has not read it: the mask can only use the context); "token" is the state at
+the token itself (it has read it, in context). The second lets a mask single out particular words; the first
+cannot when, as in our sentiment task, where such words fall is not predictable from the prefix
+(:func:`mask_layers` slices either way).
+
 - learned (:class:`TokenMaskNetwork`, the paper's "SparsePO"): one shared LayerNorm(H), then per layer
   Linear(H, 1) -> ReLU -> Dropout, concatenated to [N, T, L], then Linear(L, 1, bias=False) -> ReLU ->
   Dropout. Masks are >= 0 with exact zeros (the ReLU is the sparsity mechanism) and unbounded above.
@@ -24,6 +30,7 @@ import torch
 from torch import nn
 
 MASK_TYPES = ("learned", "activation", "constant", "random")
+MASK_INPUTS = ("prefix", "token")
 SHARINGS = ("common", "independent")
 WEIGHTS_NAME = "token_mask.safetensors"
 CONFIG_NAME = "token_mask.json"
@@ -122,6 +129,16 @@ def fixed_mask(kind: str, valid: torch.Tensor, generator: torch.Generator | None
         noise = torch.rand(valid.shape, generator=generator, device=valid.device if generator is None else "cpu")
         return noise.to(valid.device) * valid
     raise ValueError(f"not a parameter-free mask type: {kind!r}")
+
+
+def mask_layers(layers, mask_inputs: str = "prefix"):
+    """Per-layer states [N, T, H] of every position -> the states [N, T-1, H] each scored token's mask reads
+    (aligned with the shifted targets): the predicting positions ("prefix") or the tokens' own ("token")."""
+    if layers is None:
+        return None
+    if mask_inputs not in MASK_INPUTS:
+        raise ValueError(f"mask_inputs must be one of {MASK_INPUTS}, got {mask_inputs!r}")
+    return tuple(h[:, :-1] if mask_inputs == "prefix" else h[:, 1:] for h in layers)
 
 
 def compute_masks(

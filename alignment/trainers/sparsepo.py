@@ -26,11 +26,13 @@ from alignment.configs import PreferenceConfig, choice
 from alignment.losses.sparsepo import sparsepo_loss
 from alignment.models import unwrap
 from alignment.modules.token_mask import (
+    MASK_INPUTS,
     MASK_TYPES,
     SHARINGS,
     WEIGHTS_NAME,
     TokenMaskNetwork,
     compute_masks,
+    mask_layers,
 )
 from alignment.trainers import anchors as anchor_lib
 from alignment.trainers.preference import PreferenceTrainer
@@ -52,6 +54,13 @@ class SparsePOConfig(PreferenceConfig):
     mask_sharing: str = field(
         default="common", metadata={"help": "Learned masks: common (one mask for both terms) or independent."}
     )
+    mask_inputs: str = field(
+        default="prefix",
+        metadata={
+            "help": "Which reference state a token's mask reads: prefix (the authors': the state that predicts the "
+            "token) or token (the state at the token, which has read it)."
+        },
+    )
     mask_on_reward: bool = field(default=True, metadata={"help": "Mask the token log-ratios (else mask 1)."})
     mask_on_kl: bool = field(default=True, metadata={"help": "Mask the token KL terms (else mask 1)."})
     lambda_reward: float = field(default=1e-3, metadata={"help": "L1 weight of the reward mask (sparsity)."})
@@ -72,6 +81,7 @@ class SparsePOConfig(PreferenceConfig):
     def __post_init__(self):
         choice("mask_type", self.mask_type, MASK_TYPES)
         choice("mask_sharing", self.mask_sharing, SHARINGS)
+        choice("mask_inputs", self.mask_inputs, MASK_INPUTS)
         if not self.beta > 0:
             raise ValueError(f"beta must be > 0, got {self.beta}")
         for name in ("lambda_reward", "lambda_kl", "kl_coef", "mask_weight_decay"):
@@ -177,7 +187,7 @@ class SparsePOTrainer(PreferenceTrainer):
                     independent = self.args.mask_sharing == "independent"
                     snapshot.append(
                         pair_masks(reference, batch, self.args.mask_type, self.mask_network, independent,
-                                   self.processing_class)
+                                   self.processing_class, self.args.mask_inputs)
                     )  # fmt: skip
         finally:
             model.train(was_training)
@@ -201,7 +211,7 @@ class SparsePOTrainer(PreferenceTrainer):
     def token_masks(self, inputs: dict, ref) -> tuple[torch.Tensor, torch.Tensor]:
         """The reward and KL masks [2B, T-1] of this batch (aligned with the shifted targets)."""
         valid = inputs["completion_mask"][:, 1:].bool()
-        layers = ref.states.layers if ref.states is not None else None
+        layers = mask_layers(ref.states.layers, self.args.mask_inputs) if ref.states is not None else None
         independent = self.args.mask_sharing == "independent"
         return compute_masks(self.args.mask_type, layers, valid, self.mask_network, independent)
 

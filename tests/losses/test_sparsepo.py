@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from alignment.losses import dpo_loss
 from alignment.losses.sparsepo import sparsepo_loss
-from alignment.modules.token_mask import TokenMaskNetwork, activation_mask, fixed_mask
+from alignment.modules.token_mask import TokenMaskNetwork, activation_mask, fixed_mask, mask_layers
 from alignment.ops import pair_fused_loss
 from tests.helpers import FRESH_SEED, make_pairs, rel_err
 
@@ -174,3 +174,13 @@ def test_fixed_masks():
     assert noise[0, 1] == 0 and 0 <= noise[0, 0] < 1
     with pytest.raises(ValueError):
         fixed_mask("learned", valid)
+
+
+def test_mask_inputs_choose_the_predicting_or_the_token_position():
+    positions = torch.arange(5.0).reshape(1, 5, 1).expand(2, 5, 3)  # each state holds its position
+    prefix, token = mask_layers([positions], "prefix")[0], mask_layers([positions], "token")[0]
+    assert prefix.shape == token.shape == (2, 4, 3)
+    # scored position t (token t+1): "prefix" reads the state at t, "token" the state at t+1
+    assert torch.equal(prefix[0, :, 0], T([0.0, 1, 2, 3])) and torch.equal(token[0, :, 0], T([1.0, 2, 3, 4]))
+    with pytest.raises(ValueError, match="mask_inputs"):
+        mask_layers([positions], "next")

@@ -70,8 +70,9 @@ def test_lora_trains_adapters_and_masks_against_the_adapter_off_reference(tiny, 
         {"mask_type": "random", "mask_sharing": "independent"},
         {"mask_type": "learned", "kl_coef": 0.0, "mask_on_kl": False},
         {"mask_type": "learned", "mask_on_reward": False},
+        {"mask_type": "learned", "mask_inputs": "token"},
     ],
-    ids=["activation", "constant", "random", "no_kl", "kl_mask_only"],
+    ids=["activation", "constant", "random", "no_kl", "kl_mask_only", "token_inputs"],
 )
 def test_every_mask_type_trains(tiny, tokenizer, data_dir, tmp_path, options):
     trainer = make(tiny, tokenizer, data_dir, tmp_path, max_steps=1, **options)
