@@ -233,7 +233,7 @@ def hidden_states(model: nn.Module, input_ids: torch.Tensor, attention_mask: tor
 class ReferenceStates:
     """What one no-grad pass of a (reference) model gives a token-level loss, for the shifted targets:
     per-token log-probabilities [B, T-1], final hidden states [B, T-1, H] (the positions that predict the
-    scored tokens), the hidden states of every layer at EVERY position (embeddings excluded; L tensors
+    scored tokens), the hidden states at EVERY position of the embeddings and of every layer (L + 1 tensors
     [B, T, H], when asked: ``[:, :-1]`` are the predicting positions, ``[:, 1:]`` the scored tokens' own) and
     the LM head (weight and bias detached and whole, for the kernel's KL path)."""
 
@@ -265,7 +265,7 @@ def reference_states(
             input_ids=input_ids, attention_mask=attention_mask, use_cache=False, output_hidden_states=all_layers
         )
         last = (out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0])[:, :-1]
-        layers = tuple(out.hidden_states[1:]) if all_layers else None
+        layers = tuple(out.hidden_states) if all_layers else None
         head = lm_head(model)
         targets = shifted_targets(input_ids, completion_mask)
         kwargs = {"softcap": head.softcap, "logit_scale": head.logit_scale, **op_kwargs}

@@ -105,12 +105,20 @@ def mask_ratio(run: Path, sft, tokenizer, pairs: int) -> dict:
     dataset, _ = load_preference_dataset(data)
     tokens, _ = tokenize_preference_dataset(dataset.select(range(pairs)), tokenizer, 96, name="eval")
     network = TokenMaskNetwork.load(run)
-    inputs = run_mask_settings(run)["mask_inputs"]
+    settings = run_mask_settings(run)
     values = {"sentiment": [], "neutral": [], "all": []}
     sentiment, neutral = set(POSITIVE) | set(NEGATIVE), set(NEUTRAL)
     for row in tokens:
         batch = PreferenceCollator(tokenizer.pad_token_id)([row])
-        masks = pair_masks(sft, batch, "learned", network, tokenizer=tokenizer, inputs=inputs)
+        masks = pair_masks(
+            sft,
+            batch,
+            "learned",
+            network,
+            tokenizer=tokenizer,
+            inputs=settings["mask_inputs"],
+            embeddings=settings["mask_embeddings"],
+        )
         for side in ("chosen", "rejected"):
             for token in masks[side]:
                 word = token["token"].strip().lower()

@@ -19,7 +19,8 @@ from alignment.diagnostics.probes import DiagnosticsError
 
 def run_mask_settings(run_dir: Path) -> dict:
     """mask_type, mask_sharing and the starting model of a SparsePO run directory."""
-    settings = {"mask_type": None, "mask_sharing": "common", "mask_inputs": "prefix", "base_model": None}
+    settings = {"mask_type": None, "mask_sharing": "common", "mask_inputs": "prefix", "mask_embeddings": False}
+    settings["base_model"] = None
     summary = run_dir / "alignment_run.json"
     if summary.exists():
         data = json.loads(summary.read_text())
@@ -28,7 +29,8 @@ def run_mask_settings(run_dir: Path) -> dict:
         hyper = data.get("hyperparameters", {})
         settings.update(
             mask_type=hyper.get("mask_type"), mask_sharing=hyper.get("mask_sharing", "common"),
-            mask_inputs=hyper.get("mask_inputs", "prefix"), base_model=data.get("base_model"),
+            mask_inputs=hyper.get("mask_inputs", "prefix"), mask_embeddings=hyper.get("mask_embeddings", False),
+            base_model=data.get("base_model"),
         )  # fmt: skip
     if settings["mask_type"] is None:
         from alignment.modules.token_mask import WEIGHTS_NAME
@@ -40,7 +42,14 @@ def run_mask_settings(run_dir: Path) -> dict:
 
 
 def pair_masks(
-    reference, batch: dict, kind: str, network=None, independent: bool = False, tokenizer=None, inputs="prefix"
+    reference,
+    batch: dict,
+    kind: str,
+    network=None,
+    independent: bool = False,
+    tokenizer=None,
+    inputs: str = "prefix",
+    embeddings: bool = False,
 ) -> dict:
     """{"chosen": [{"token", "mask_reward", "mask_kl"}, ...], "rejected": [...]} for a one-pair batch."""
     from alignment.models import reference_states
@@ -55,7 +64,8 @@ def pair_masks(
     with torch.no_grad():
         if network is not None:
             network.eval()
-        reward, kl = compute_masks(kind, mask_layers(states.layers, inputs), valid, network, independent)
+        layers = mask_layers(states.layers, inputs, embeddings)
+        reward, kl = compute_masks(kind, layers, valid, network, independent)
     ids = batch["input_ids"][:, 1:]
     out = {}
     for row, side in enumerate(("chosen", "rejected")):
@@ -130,7 +140,14 @@ def masks_command(run_dir: str, data: str, row: int, output: str, reference: str
     network = TokenMaskNetwork.load(folder) if settings["mask_type"] == "learned" else None
     independent = settings["mask_sharing"] == "independent"
     masks = pair_masks(
-        load_model(reference), batch, settings["mask_type"], network, independent, tokenizer, settings["mask_inputs"]
+        load_model(reference),
+        batch,
+        settings["mask_type"],
+        network,
+        independent,
+        tokenizer,
+        settings["mask_inputs"],
+        settings["mask_embeddings"],
     )
     out = Path(output)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,10 @@ Which position's state a token's mask reads (``mask_inputs``): "prefix", the aut
 that PREDICTS the token (it has not read it: the mask can only use the context); "token" is the state at
 the token itself (it has read it, in context). The second lets a mask single out particular words; the first
 cannot when, as in our sentiment task, where such words fall is not predictable from the prefix
-(:func:`mask_layers` slices either way).
+(:func:`mask_layers` slices either way). The spec excludes the embeddings; ``embeddings=True`` adds them,
+for small models whose layer outputs do not expose which word a token is (the quickstart's 4-layer model:
+a linear probe on its layer outputs cannot tell the sentiment words from the neutral ones, on its
+embeddings it can).
 
 - learned (:class:`TokenMaskNetwork`, the paper's "SparsePO"): one shared LayerNorm(H), then per layer
   Linear(H, 1) -> ReLU -> Dropout, concatenated to [N, T, L], then Linear(L, 1, bias=False) -> ReLU ->
@@ -131,14 +134,16 @@ def fixed_mask(kind: str, valid: torch.Tensor, generator: torch.Generator | None
     raise ValueError(f"not a parameter-free mask type: {kind!r}")
 
 
-def mask_layers(layers, mask_inputs: str = "prefix"):
-    """Per-layer states [N, T, H] of every position -> the states [N, T-1, H] each scored token's mask reads
-    (aligned with the shifted targets): the predicting positions ("prefix") or the tokens' own ("token")."""
-    if layers is None:
+def mask_layers(states, mask_inputs: str = "prefix", embeddings: bool = False):
+    """The embeddings' and every layer's states [N, T, H] at every position (L + 1 tensors) -> the L states
+    [N, T-1, H] each scored token's mask reads, aligned with the shifted targets: the predicting positions
+    ("prefix") or the tokens' own ("token"); with ``embeddings`` the token embeddings too (L + 1)."""
+    if states is None:
         return None
     if mask_inputs not in MASK_INPUTS:
         raise ValueError(f"mask_inputs must be one of {MASK_INPUTS}, got {mask_inputs!r}")
-    return tuple(h[:, :-1] if mask_inputs == "prefix" else h[:, 1:] for h in layers)
+    chosen = states if embeddings else states[1:]
+    return tuple(h[:, :-1] if mask_inputs == "prefix" else h[:, 1:] for h in chosen)
 
 
 def compute_masks(

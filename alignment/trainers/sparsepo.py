@@ -61,6 +61,10 @@ class SparsePOConfig(PreferenceConfig):
             "token) or token (the state at the token, which has read it)."
         },
     )
+    mask_embeddings: bool = field(
+        default=False,
+        metadata={"help": "Also feed the token embeddings to the masks (the spec uses the layer outputs only)."},
+    )
     mask_on_reward: bool = field(default=True, metadata={"help": "Mask the token log-ratios (else mask 1)."})
     mask_on_kl: bool = field(default=True, metadata={"help": "Mask the token KL terms (else mask 1)."})
     lambda_reward: float = field(default=1e-3, metadata={"help": "L1 weight of the reward mask (sparsity)."})
@@ -129,7 +133,8 @@ class SparsePOTrainer(PreferenceTrainer):
         else:
             config = unwrap(model).config
             config = config.get_text_config() if hasattr(config, "get_text_config") else config
-            net = TokenMaskNetwork(config.num_hidden_layers, config.hidden_size, args.mask_sharing, args.mask_dropout)
+            layers = config.num_hidden_layers + int(args.mask_embeddings)
+            net = TokenMaskNetwork(layers, config.hidden_size, args.mask_sharing, args.mask_dropout)
         model.add_module(MASK_ATTR, net)  # trained, synchronized and partitioned with the policy
         self.mask_network = net
 
@@ -187,7 +192,7 @@ class SparsePOTrainer(PreferenceTrainer):
                     independent = self.args.mask_sharing == "independent"
                     snapshot.append(
                         pair_masks(reference, batch, self.args.mask_type, self.mask_network, independent,
-                                   self.processing_class, self.args.mask_inputs)
+                                   self.processing_class, self.args.mask_inputs, self.args.mask_embeddings)
                     )  # fmt: skip
         finally:
             model.train(was_training)
@@ -211,7 +216,9 @@ class SparsePOTrainer(PreferenceTrainer):
     def token_masks(self, inputs: dict, ref) -> tuple[torch.Tensor, torch.Tensor]:
         """The reward and KL masks [2B, T-1] of this batch (aligned with the shifted targets)."""
         valid = inputs["completion_mask"][:, 1:].bool()
-        layers = mask_layers(ref.states.layers, self.args.mask_inputs) if ref.states is not None else None
+        args = self.args
+        states = ref.states.layers if ref.states is not None else None
+        layers = mask_layers(states, args.mask_inputs, args.mask_embeddings)
         independent = self.args.mask_sharing == "independent"
         return compute_masks(self.args.mask_type, layers, valid, self.mask_network, independent)
 

@@ -178,9 +178,11 @@ def test_fixed_masks():
 
 def test_mask_inputs_choose_the_predicting_or_the_token_position():
     positions = torch.arange(5.0).reshape(1, 5, 1).expand(2, 5, 3)  # each state holds its position
-    prefix, token = mask_layers([positions], "prefix")[0], mask_layers([positions], "token")[0]
+    states = [positions * 0, positions]  # the embeddings, then one layer
+    prefix, token = mask_layers(states, "prefix")[0], mask_layers(states, "token")[0]
+    assert len(mask_layers(states, "token", embeddings=True)) == 2
     assert prefix.shape == token.shape == (2, 4, 3)
     # scored position t (token t+1): "prefix" reads the state at t, "token" the state at t+1
     assert torch.equal(prefix[0, :, 0], T([0.0, 1, 2, 3])) and torch.equal(token[0, :, 0], T([1.0, 2, 3, 4]))
     with pytest.raises(ValueError, match="mask_inputs"):
-        mask_layers([positions], "next")
+        mask_layers(states, "next")
