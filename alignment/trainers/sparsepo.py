@@ -171,8 +171,7 @@ class SparsePOTrainer(PreferenceTrainer):
         """Train, then write the masks of the first probe pairs to ``output_dir/token_masks.json`` (the
         report's mask panel)."""
         result = super().train(*args, **kwargs)
-        if self.is_world_process_zero():
-            self.write_mask_snapshot()
+        self.write_mask_snapshot()  # on every process: under ZeRO-3 the reference's forward is collective
         return result
 
     def write_mask_snapshot(self, pairs: int = 4) -> Path:
@@ -199,7 +198,8 @@ class SparsePOTrainer(PreferenceTrainer):
             if self.mask_network is not None:
                 self.mask_network.train(was_training)
         path = Path(self.args.output_dir) / "token_masks.json"
-        atomic_write_text(path, json.dumps({"mask_type": self.args.mask_type, "pairs": snapshot}))
+        if self.is_world_process_zero():
+            atomic_write_text(path, json.dumps({"mask_type": self.args.mask_type, "pairs": snapshot}))
         return path
 
     # ----- the step -----------------------------------------------------------------------------------
