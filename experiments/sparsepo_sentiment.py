@@ -28,7 +28,10 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "quickstart" / "sparsepo.yaml"
-SPARSE_ONLY = ("mask_type", "mask_sharing", "lambda_reward", "lambda_kl", "mask_learning_rate")
+SPARSE_ONLY = (
+    "mask_type", "mask_sharing", "mask_inputs", "mask_embeddings", "mask_on_reward", "mask_on_kl", "lambda_reward",
+    "lambda_kl", "kl_coef", "mask_dropout", "mask_weight_decay", "mask_learning_rate", "mask_init",
+)  # fmt: skip
 METHODS = {
     "SparsePO": {"method": "sparsepo", "mask_type": "learned"},
     "TDPO (constant masks)": {"method": "sparsepo", "mask_type": "constant"},

@@ -168,19 +168,19 @@ def token_masks(runs: list[Run]) -> bytes | None:
         ("mask mean", [("sparsepo/mask_mean_reward", "reward", "-"), ("sparsepo/mask_mean_kl", "KL", "--")], "mask"),
     ]  # fmt: skip
     wanted = [p for p in series if any(r.series(k)[0] for r in runs for k, _, _ in p[1])]
-    snapshots = [(r, pair) for r in runs for pair in r.token_masks.get("pairs", [])[:2]]
+    snapshots = [(r, k, pair) for r in runs for k, pair in enumerate(r.token_masks.get("pairs", [])[:2])]
     if not wanted and not snapshots:
         return None
     fig, axes = _grid(len(wanted) + len(snapshots), "SparsePO token masks")
     for ax, (title, lines, ylabel) in zip(axes, wanted):
         _panel(ax, runs, lines, title)
         ax.set_ylabel(ylabel, fontsize=8)
-    for ax, (run, pair) in zip(axes[len(wanted) :], snapshots):
+    for ax, (run, k, pair) in zip(axes[len(wanted) :], snapshots):
         tokens = pair["chosen"]
         ax.bar(range(len(tokens)), [t["mask_reward"] for t in tokens], color=COLORS[runs.index(run) % len(COLORS)])
         ax.set_xticks(range(len(tokens)), [t["token"].strip() or repr(t["token"]) for t in tokens], rotation=70,
                       fontsize=7)  # fmt: skip
-        ax.set_title(f"{run.name}: reward mask per token (a probe pair, chosen)", fontsize=9)
+        ax.set_title(f"{run.name}: reward mask, probe pair {k} (chosen)", fontsize=9)
         ax.set_ylabel("mask", fontsize=8)
         ax.grid(alpha=0.3, axis="y")
     return _png(fig)
