@@ -6,8 +6,9 @@ Setup: bench_train.py's (a tiny Llama with vocab 32000, hidden 256, 4 layers; 8 
 on CPU; a separate reference model; AdamW); SparsePO with its defaults (learned common mask, KL term on).
 Each trainer runs in a fresh subprocess: one warm-up step, then ``--steps`` timed steps; peak RSS is the
 process's high-water mark. The budget SparsePO must stay within: DPO's peak plus the mask network (its
-weights, gradients and two AdamW moments) plus O(tokens) (the reference's per-layer hidden states and the
-masks, L x 2B x T x H floats: no [B, T, V] tensor).
+weights, gradients and two AdamW moments) plus O(tokens): the reference's hidden states of the embeddings
+and every layer, kept for the masks, and the mask network's normalized copy of each layer it reads, saved for
+its backward ((2L + 1) x 2B x T x H floats; no [B, T, V] tensor).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import time
 from bench_train import ROOT, _hwm_mb, _rows
 
 
-def worker(which: str, steps: int) -> dict:
+def worker(which: str, steps: int, extra: dict | None = None) -> dict:
     import torch
     from datasets import Dataset
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, TrainerCallback
@@ -53,9 +54,10 @@ def worker(which: str, steps: int) -> dict:
         learning_rate=1e-5, max_length=512, use_cpu=True, bf16=False, report_to=[], save_strategy="no",
         logging_steps=1000, seed=0, dataloader_num_workers=0,
     )  # fmt: skip
-    cls, args = (
-        (SparsePOTrainer, SparsePOConfig(**common)) if which == "sparsepo" else (DPOTrainer, DPOConfig(**common))
-    )
+    if which == "sparsepo":
+        cls, args = SparsePOTrainer, SparsePOConfig(**common, **(extra or {}))
+    else:
+        cls, args = DPOTrainer, DPOConfig(**common)
     trainer = cls(model, ref_model=ref, args=args, train_dataset=data, processing_class=tokenizer, callbacks=[Clock()])
     net = getattr(trainer, "mask_network", None)
     mask_params = sum(p.numel() for p in net.parameters()) if net is not None else 0
@@ -75,14 +77,16 @@ def worker(which: str, steps: int) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--set", nargs="*", default=[], help="SparsePO fields, key=value (e.g. kl_coef=0)")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    extra = {k: json.loads(v) if v[:1] in "0123456789-[{tf" else v for k, v in (x.split("=", 1) for x in args.set)}
     if args.worker:
-        print(json.dumps(worker(args.worker, args.steps)))
+        print(json.dumps(worker(args.worker, args.steps, extra)))
         return 0
     results = {}
     for which in ("dpo", "sparsepo"):
-        cmd = [sys.executable, __file__, "--worker", which, "--steps", str(args.steps)]
+        cmd = [sys.executable, __file__, "--worker", which, "--steps", str(args.steps), "--set", *args.set]
         out = subprocess.run(cmd, capture_output=True, text=True)
         if out.returncode != 0:
             print(out.stderr[-3000:], file=sys.stderr)
@@ -92,7 +96,9 @@ def main() -> int:
     dpo, sparse = results["dpo"], results["sparsepo"]
     mask_mb = sparse["mask_params"] * 4 * 4 / 2**20  # weights, gradients, two AdamW moments (float32)
     tokens = 2 * 8 * sparse["tokens_per_sequence"]
-    states_mb = (sparse["layers"] + 1) * tokens * sparse["hidden"] * 4 / 2**20  # per-layer + final hidden states
+    # O(tokens): the reference's states (embeddings + every layer, kept for the masks) and the mask network's
+    # normalized copy of each layer it reads (saved for its backward)
+    states_mb = (2 * sparse["layers"] + 1) * tokens * sparse["hidden"] * 4 / 2**20
     budget = dpo["peak_rss_mb"] + mask_mb + states_mb
     print(f"One step, tiny Llama (V=32000, H=256, 4 layers), 8 pairs x {sparse['tokens_per_sequence']} tokens, CPU, "
           f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}, {args.steps} timed steps\n")  # fmt: skip
@@ -101,7 +107,7 @@ def main() -> int:
     print(f"| alignment SparsePOTrainer (learned mask) | {sparse['steps_per_s']:.3f} | {sparse['peak_rss_mb']:.0f} |")
     print(f"\nstep time SparsePO / DPO = {dpo['steps_per_s'] / sparse['steps_per_s']:.2f}x (target <= 1.5x); "
           f"peak RSS SparsePO - DPO = {sparse['peak_rss_mb'] - dpo['peak_rss_mb']:+.0f} MB; budget = DPO + mask "
-          f"network {mask_mb:.1f} MB ({sparse['mask_params']:,} parameters) + reference states {states_mb:.0f} MB = "
+          f"network {mask_mb:.1f} MB ({sparse['mask_params']:,} parameters) + O(tokens) states {states_mb:.0f} MB = "
           f"{budget:.0f} MB -> {'within' if sparse['peak_rss_mb'] <= budget else 'OVER'}")  # fmt: skip
     return 0
 

@@ -51,12 +51,12 @@ class _MaskHead(nn.Module):
         nn.init.normal_(self.layer_weight, std=hidden**-0.5)
         nn.init.uniform_(self.mix.weight, 0.5 / n_layers, 1.5 / n_layers)  # starts near a mean of the layers
 
-    def forward(self, normed: torch.Tensor) -> torch.Tensor:
-        """normed [N, T, L, H] -> mask [N, T]: Linear(H, 1) per layer (all L at once), ReLU, Dropout, then
-        Linear(L, 1), ReLU, Dropout."""
-        scores = torch.einsum("ntlh,lh->ntl", normed, self.layer_weight.to(normed.dtype)) + self.layer_bias
+    def forward(self, normed) -> torch.Tensor:
+        """L normalized layer states [N, T, H] -> mask [N, T]: Linear(H, 1) per layer, ReLU, Dropout, then
+        Linear(L, 1), ReLU, Dropout. Layer by layer: no [N, T, L, H] copy is made."""
+        scores = torch.stack([h @ w + b for h, w, b in zip(normed, self.layer_weight, self.layer_bias)], dim=-1)
         scores = self.dropout(torch.relu(scores))
-        return self.dropout(torch.relu(self.mix(scores.to(self.mix.weight.dtype)))).squeeze(-1)
+        return self.dropout(torch.relu(self.mix(scores))).squeeze(-1)
 
 
 class TokenMaskNetwork(nn.Module):
@@ -75,8 +75,8 @@ class TokenMaskNetwork(nn.Module):
 
     def forward(self, layers) -> tuple[torch.Tensor, torch.Tensor]:
         """(reward mask, KL mask), each [N, T]; the same tensor twice when the network is common."""
-        stacked = torch.stack([h.detach() for h in layers], dim=2)  # [N, T, L, H]: no gradient to the reference
-        normed = self.norm(stacked.to(self.norm.weight.dtype))
+        dtype = self.norm.weight.dtype
+        normed = [self.norm(h.detach().to(dtype)) for h in layers]  # no gradient to the reference
         reward = self.reward(normed)
         return reward, (self.kl(normed) if self.kl is not None else reward)
 
