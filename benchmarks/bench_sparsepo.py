@@ -18,37 +18,15 @@ import json
 import os
 import subprocess
 import sys
-import time
 
-from bench_train import ROOT, _hwm_mb, _rows
+from bench_train import Setup, _hwm_mb
 
 
 def worker(which: str, steps: int, extra: dict | None = None) -> dict:
-    import torch
-    from datasets import Dataset
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, TrainerCallback
-
     from alignment.trainers import DPOConfig, DPOTrainer, SparsePOConfig, SparsePOTrainer
 
-    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    tokenizer = AutoTokenizer.from_pretrained(os.path.join(ROOT, "data", "tokenizer"))
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=32000, hidden_size=256, intermediate_size=688, num_hidden_layers=4, num_attention_heads=4,
-        num_key_value_heads=4, max_position_embeddings=1024, pad_token_id=0, bos_token_id=1, eos_token_id=2,
-    )  # fmt: skip
-    model, ref = LlamaForCausalLM(config), LlamaForCausalLM(config)
-    ref.load_state_dict(model.state_dict())
-    data = Dataset.from_list(_rows(8 * (steps + 1)))
-    times: list[float] = []
-
-    class Clock(TrainerCallback):
-        def on_step_begin(self, *args, **kwargs):
-            times.append(time.perf_counter())
-
-        def on_train_end(self, *args, **kwargs):
-            times.append(time.perf_counter())
-
+    setup = Setup(steps)
+    config = setup.config
     common = dict(
         output_dir="/tmp/bench_sparsepo_" + which, per_device_train_batch_size=8, max_steps=steps + 1,
         learning_rate=1e-5, max_length=512, use_cpu=True, bf16=False, report_to=[], save_strategy="no",
@@ -58,14 +36,21 @@ def worker(which: str, steps: int, extra: dict | None = None) -> dict:
         cls, args = SparsePOTrainer, SparsePOConfig(**common, **(extra or {}))
     else:
         cls, args = DPOTrainer, DPOConfig(**common)
-    trainer = cls(model, ref_model=ref, args=args, train_dataset=data, processing_class=tokenizer, callbacks=[Clock()])
+    trainer = cls(
+        setup.model,
+        ref_model=setup.ref,
+        args=args,
+        train_dataset=setup.data,
+        processing_class=setup.tokenizer,
+        callbacks=[setup.clock],
+    )
     net = getattr(trainer, "mask_network", None)
     mask_params = sum(p.numel() for p in net.parameters()) if net is not None else 0
     tokens = [len(r["prompt_ids"]) + len(r["chosen_ids"]) for r in trainer.train_dataset.select(range(8))]
     trainer.train()
     return {
         "trainer": which,
-        "steps_per_s": steps / (times[-1] - times[1]),
+        "steps_per_s": setup.steps_per_s(steps),
         "peak_rss_mb": _hwm_mb(),
         "mask_params": mask_params,
         "tokens_per_sequence": max(tokens),

@@ -38,31 +38,45 @@ def _rows(n: int, seed: int = 0):
     return [{"prompt": text(256), "chosen": " " + text(256), "rejected": " " + text(256)} for _ in range(n)]
 
 
+class Setup:
+    """The benchmark's tokenizer, tiny Llama, an identical reference, ``8 * (steps + 1)`` rows, and a callback
+    that records the wall time at the start of each step and at the end (``times``)."""
+
+    def __init__(self, steps: int):
+        import torch
+        from datasets import Dataset
+        from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, TrainerCallback
+
+        torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+        self.tokenizer = AutoTokenizer.from_pretrained(os.path.join(ROOT, "data", "tokenizer"))
+        torch.manual_seed(0)
+        self.config = LlamaConfig(
+            vocab_size=32000, hidden_size=256, intermediate_size=688, num_hidden_layers=4, num_attention_heads=4,
+            num_key_value_heads=4, max_position_embeddings=1024, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+        )  # fmt: skip
+        self.model = LlamaForCausalLM(self.config)
+        self.ref = LlamaForCausalLM(self.config)
+        self.ref.load_state_dict(self.model.state_dict())
+        self.data = Dataset.from_list(_rows(8 * (steps + 1)))
+        self.times: list[float] = []
+        times = self.times
+
+        class Clock(TrainerCallback):
+            def on_step_begin(self, *args, **kwargs):
+                times.append(time.perf_counter())
+
+            def on_train_end(self, *args, **kwargs):
+                times.append(time.perf_counter())
+
+        self.clock = Clock()
+
+    def steps_per_s(self, steps: int) -> float:
+        return steps / (self.times[-1] - self.times[1])  # from the start of step 2 to the end
+
+
 def worker(which: str, steps: int) -> dict:
-    import torch
-    from datasets import Dataset
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, TrainerCallback
-
-    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    tokenizer = AutoTokenizer.from_pretrained(os.path.join(ROOT, "data", "tokenizer"))
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=32000, hidden_size=256, intermediate_size=688, num_hidden_layers=4, num_attention_heads=4,
-        num_key_value_heads=4, max_position_embeddings=1024, pad_token_id=0, bos_token_id=1, eos_token_id=2,
-    )  # fmt: skip
-    model = LlamaForCausalLM(config)
-    ref = LlamaForCausalLM(config)
-    ref.load_state_dict(model.state_dict())
-    data = Dataset.from_list(_rows(8 * (steps + 1)))
-    times: list[float] = []
-
-    class Clock(TrainerCallback):
-        def on_step_begin(self, *args, **kwargs):
-            times.append(time.perf_counter())
-
-        def on_train_end(self, *args, **kwargs):
-            times.append(time.perf_counter())
-
+    setup = Setup(steps)
+    model, ref, data, tokenizer, clock = setup.model, setup.ref, setup.data, setup.tokenizer, setup.clock
     common = dict(
         output_dir="/tmp/bench_train_" + which, per_device_train_batch_size=8, max_steps=steps + 1, beta=0.1,
         learning_rate=1e-5, max_length=512, use_cpu=True, bf16=False, report_to=[], save_strategy="no",
@@ -77,7 +91,7 @@ def worker(which: str, steps: int) -> dict:
             args=DPOConfig(**common),
             train_dataset=data,
             processing_class=tokenizer,
-            callbacks=[Clock()],
+            callbacks=[clock],
         )
     else:
         from alignment.trainers import DPOConfig, DPOTrainer
@@ -89,14 +103,13 @@ def worker(which: str, steps: int) -> dict:
             args=DPOConfig(**common),
             train_dataset=data,
             processing_class=tokenizer,
-            callbacks=[Clock()],
+            callbacks=[clock],
         )
     tokens = [len(r["prompt_ids"]) + len(r["chosen_ids"]) for r in trainer.train_dataset.select(range(8))]
     trainer.train()
-    timed = times[-1] - times[1]  # from the start of step 2 to the end
     return {
         "trainer": which,
-        "steps_per_s": steps / timed,
+        "steps_per_s": setup.steps_per_s(steps),
         "peak_rss_mb": _hwm_mb(),
         "tokens_per_sequence": max(tokens),
     }
