@@ -16,7 +16,9 @@ embeddings it can).
 - learned (:class:`TokenMaskNetwork`, the paper's "SparsePO"): one shared LayerNorm(H), then per layer
   Linear(H, 1) -> ReLU -> Dropout, concatenated to [N, T, L], then Linear(L, 1, bias=False) -> ReLU ->
   Dropout. Masks are >= 0 with exact zeros (the ReLU is the sparsity mechanism) and unbounded above.
-  ``sharing="common"``: one network for the reward and the KL mask; ``"independent"``: two.
+  ``sharing="common"``: one network for the reward and the KL mask; ``"independent"``: two. Departure: the
+  per-layer biases start at 1 and the mix near a mean of the layers, so that training starts from masks
+  near 1 (TDPO) instead of PyTorch's default initialisation.
 - activation (:func:`activation_mask`, the authors' "MaPO", parameter-free, any causal LM): mean over the
   hidden dimension -> z-normalize over the valid tokens of each sequence -> min-max rescale to [0, 1] per
   sequence -> average over layers -> detach. A sequence with one valid token or no spread gets 1 (the
