@@ -3,6 +3,7 @@ LoRA, parameter selection, softmax collapse from the kernel."""
 
 import copy
 import json
+import statistics
 
 import pytest
 import torch
@@ -36,10 +37,13 @@ def records(trainer, kind=None):
 @pytest.mark.parametrize("seed", [0, FRESH_SEED])
 def test_first_order_prediction_matches_the_observed_change(tokenizer, data_dir, tmp_path, seed):
     """<delta theta, g_w> against the observed change of logp_w over one SGD step with a small learning
-    rate, pair by pair (float64, so that the difference of two log-probabilities is exact enough)."""
+    rate, pair by pair (float64, so that the difference of two log-probabilities is exact enough). The
+    second-order remainder grows as lr^2 against lr for the first-order term: at lr 1e-3 a fresh seed
+    sometimes drew a pair whose first-order change nearly cancels (observed -6.4e-6, remainder 2.4e-6), so
+    the step is smaller and such a pair is held to 10% of the typical change of the probe pairs."""
     model = tiny_llama(len(tokenizer), seed=seed).double()
     args = config(
-        DPOConfig, tmp_path, max_steps=1, optim="sgd", learning_rate=1e-3, diagnostics_first_order=True,
+        DPOConfig, tmp_path, max_steps=1, optim="sgd", learning_rate=1e-4, diagnostics_first_order=True,
         diagnostics_probe_pairs=8, beta=0.5,
     )  # fmt: skip
     trainer = DPOTrainer(
@@ -51,9 +55,12 @@ def test_first_order_prediction_matches_the_observed_change(tokenizer, data_dir,
     pairs = check["pairs"]
     assert len(pairs["observed_dlogp_w"]) == 8
     for key in ("w", "l"):
-        for predicted, observed in zip(pairs[f"predicted_dlogp_{key}"], pairs[f"observed_dlogp_{key}"]):
-            assert abs(observed) > 1e-6  # the step moved every probe pair measurably
-            assert abs(predicted - observed) <= 0.10 * abs(observed), (key, predicted, observed)
+        observed_all = pairs[f"observed_dlogp_{key}"]
+        typical = statistics.median(abs(o) for o in observed_all)
+        for predicted, observed in zip(pairs[f"predicted_dlogp_{key}"], observed_all):
+            assert abs(observed) > 1e-9  # the step moved every probe pair measurably (float64)
+            # within 10% of the observed change; for a pair whose change nearly cancels, 10% of the typical one
+            assert abs(predicted - observed) <= 0.10 * max(abs(observed), typical), (key, predicted, observed)
 
 
 def test_probes_do_not_change_training_and_are_recorded(tiny_model, tokenizer, data_dir, tmp_path):
