@@ -182,14 +182,15 @@ def accumulate(
         stats.zy = torch.where(in_tile, picked, stats.zy)
     new_m, factor = _rescale(stats.m, z.amax(dim=1))
     need_z = keep_z or stats.sz is not None or stats.szrz is not None
-    e = torch.exp(z - new_m.unsqueeze(1)) if need_z else z.sub_(new_m.unsqueeze(1)).exp_()
+    # one new tile at most (exp in place on the difference): the peak stays at the tiles the budget counts
+    e = (z - new_m.unsqueeze(1)).exp_() if need_z else z.sub_(new_m.unsqueeze(1)).exp_()
     stats.s = stats.s * factor + e.sum(dim=1)
     if stats.sz is not None:
         stats.sz = stats.sz * factor + row_dot(e, z)
     stats.m = new_m
     if stats.szrz is not None:
         new_mr, factor_r = _rescale(stats.mr, zr.amax(dim=1))
-        er = torch.exp(zr - new_mr.unsqueeze(1))
+        er = (zr - new_mr.unsqueeze(1)).exp_()
         stats.sr = stats.sr * factor_r + er.sum(dim=1)
         stats.szr = stats.szr * factor_r + row_dot(er, zr)
         stats.szrz = stats.szrz * factor_r + row_dot(er, z)
