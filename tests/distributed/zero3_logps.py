@@ -81,10 +81,11 @@ def main(out_path: str) -> None:
             out_path,
         )
     accelerator.wait_for_everyone()
-    # an explicit end of the process group: leaving gloo's threads to the interpreter's exit sometimes aborts a
-    # rank ("terminate called without an active exception") after the work is done
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
+    # the results are written: leave without the interpreter's teardown, where gloo's / DeepSpeed's threads
+    # sometimes abort a rank ("terminate called without an active exception") after the work is done
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":
