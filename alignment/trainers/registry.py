@@ -59,10 +59,6 @@ class Method:
     def needs_reference(self) -> bool:
         return bool(self.anchors)
 
-    @property
-    def arxiv_url(self) -> str | None:
-        return f"https://arxiv.org/abs/{self.arxiv}" if self.arxiv else None
-
     def describe(self) -> str:
         """'dpo (Direct Preference Optimization (Rafailov et al. 2023), arXiv 2305.18290)'."""
         return f"{self.name} ({self.paper}" + (f", arXiv {self.arxiv})" if self.arxiv else ")")
