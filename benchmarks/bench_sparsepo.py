@@ -22,14 +22,14 @@ import sys
 from bench_train import Setup, _hwm_mb
 
 
-def worker(which: str, steps: int, extra: dict | None = None) -> dict:
+def worker(which: str, steps: int, extra: dict | None = None, vocab: int = 32000, words: int = 256) -> dict:
     from alignment.trainers import DPOConfig, DPOTrainer, SparsePOConfig, SparsePOTrainer
 
-    setup = Setup(steps)
+    setup = Setup(steps, vocab, words)
     config = setup.config
     common = dict(
         output_dir="/tmp/bench_sparsepo_" + which, per_device_train_batch_size=8, max_steps=steps + 1,
-        learning_rate=1e-5, max_length=512, use_cpu=True, bf16=False, report_to=[], save_strategy="no",
+        learning_rate=1e-5, max_length=2 * words, use_cpu=True, bf16=False, report_to=[], save_strategy="no",
         logging_steps=1000, seed=0, dataloader_num_workers=0,
     )  # fmt: skip
     if which == "sparsepo":
@@ -56,35 +56,66 @@ def worker(which: str, steps: int, extra: dict | None = None) -> dict:
         "tokens_per_sequence": max(tokens),
         "layers": config.num_hidden_layers,
         "hidden": config.hidden_size,
+        "vocab": vocab,
     }
+
+
+def compare(steps: int, options: list[str], vocab: int = 32000, words: int = 256) -> dict:
+    """DPO and SparsePO, each in a fresh subprocess, on one shape."""
+    results = {}
+    for which in ("dpo", "sparsepo"):
+        cmd = [sys.executable, __file__, "--worker", which, "--steps", str(steps), "--vocab", str(vocab),
+               "--words", str(words), "--set", *options]  # fmt: skip
+        out = subprocess.run(cmd, capture_output=True, text=True)
+        if out.returncode != 0:
+            raise SystemExit(out.stderr[-3000:])
+        results[which] = json.loads(out.stdout.strip().splitlines()[-1])
+        print(json.dumps(results[which]), file=sys.stderr)
+    return results
+
+
+def states_mb(sparse: dict) -> float:
+    """O(tokens): the reference's states (embeddings + every layer, kept for the masks) and the mask network's
+    normalized copy of each layer it reads (saved for its backward)."""
+    tokens = 2 * 8 * sparse["tokens_per_sequence"]
+    return (2 * sparse["layers"] + 1) * tokens * sparse["hidden"] * 4 / 2**20
+
+
+def scaling(steps: int, options: list[str]) -> None:
+    """SparsePO's extra peak memory over DPO as the vocabulary doubles and as the sequences halve: a [B, T, V]
+    tensor would grow with V; O(tokens) terms do not."""
+    print(
+        "| vocab | tokens/sequence | DPO peak RSS (MB) | SparsePO peak RSS (MB) | extra (MB) | O(tokens) states (MB) |"
+    )
+    print("| ---: | ---: | ---: | ---: | ---: | ---: |")
+    for vocab, words in ((32000, 256), (64000, 256), (32000, 128)):
+        r = compare(steps, options, vocab, words)
+        dpo, sparse = r["dpo"], r["sparsepo"]
+        print(f"| {vocab} | {sparse['tokens_per_sequence']} | {dpo['peak_rss_mb']:.0f} | {sparse['peak_rss_mb']:.0f} | "
+              f"{sparse['peak_rss_mb'] - dpo['peak_rss_mb']:+.0f} | {states_mb(sparse):.0f} |", flush=True)  # fmt: skip
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--set", nargs="*", default=[], help="SparsePO fields, key=value (e.g. kl_coef=0)")
+    parser.add_argument("--vocab", type=int, default=32000)
+    parser.add_argument("--words", type=int, default=256, help="words per prompt and per completion")
+    parser.add_argument("--scaling", action="store_true", help="the extra memory at vocab x2 and sequences /2")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     extra = {k: json.loads(v) if v[:1] in "0123456789-[{tf" else v for k, v in (x.split("=", 1) for x in args.set)}
     if args.worker:
-        print(json.dumps(worker(args.worker, args.steps, extra)))
+        print(json.dumps(worker(args.worker, args.steps, extra, args.vocab, args.words)))
         return 0
-    results = {}
-    for which in ("dpo", "sparsepo"):
-        cmd = [sys.executable, __file__, "--worker", which, "--steps", str(args.steps), "--set", *args.set]
-        out = subprocess.run(cmd, capture_output=True, text=True)
-        if out.returncode != 0:
-            print(out.stderr[-3000:], file=sys.stderr)
-            return 1
-        results[which] = json.loads(out.stdout.strip().splitlines()[-1])
-        print(json.dumps(results[which]), file=sys.stderr)
+    if args.scaling:
+        scaling(args.steps, args.set)
+        return 0
+    results = compare(args.steps, args.set, args.vocab, args.words)
     dpo, sparse = results["dpo"], results["sparsepo"]
     mask_mb = sparse["mask_params"] * 4 * 4 / 2**20  # weights, gradients, two AdamW moments (float32)
-    tokens = 2 * 8 * sparse["tokens_per_sequence"]
-    # O(tokens): the reference's states (embeddings + every layer, kept for the masks) and the mask network's
-    # normalized copy of each layer it reads (saved for its backward)
-    states_mb = (2 * sparse["layers"] + 1) * tokens * sparse["hidden"] * 4 / 2**20
-    budget = dpo["peak_rss_mb"] + mask_mb + states_mb
+    states = states_mb(sparse)
+    budget = dpo["peak_rss_mb"] + mask_mb + states
     print(f"One step, tiny Llama (V=32000, H=256, 4 layers), 8 pairs x {sparse['tokens_per_sequence']} tokens, CPU, "
           f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}, {args.steps} timed steps\n")  # fmt: skip
     print("| trainer | steps/s | peak RSS (MB) |\n| --- | ---: | ---: |")
@@ -92,7 +123,7 @@ def main() -> int:
     print(f"| alignment SparsePOTrainer (learned mask) | {sparse['steps_per_s']:.3f} | {sparse['peak_rss_mb']:.0f} |")
     print(f"\nstep time SparsePO / DPO = {dpo['steps_per_s'] / sparse['steps_per_s']:.2f}x (target <= 1.5x); "
           f"peak RSS SparsePO - DPO = {sparse['peak_rss_mb'] - dpo['peak_rss_mb']:+.0f} MB; budget = DPO + mask "
-          f"network {mask_mb:.1f} MB ({sparse['mask_params']:,} parameters) + O(tokens) states {states_mb:.0f} MB = "
+          f"network {mask_mb:.1f} MB ({sparse['mask_params']:,} parameters) + O(tokens) states {states:.0f} MB = "
           f"{budget:.0f} MB -> {'within' if sparse['peak_rss_mb'] <= budget else 'OVER'}")  # fmt: skip
     return 0
 

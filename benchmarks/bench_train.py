@@ -27,7 +27,7 @@ def _hwm_mb() -> float:
     return int(re.search(r"VmHWM:\s+(\d+)", open("/proc/self/status").read()).group(1)) / 1024
 
 
-def _rows(n: int, seed: int = 0):
+def _rows(n: int, seed: int = 0, words: int = 256):
     import random
 
     rng = random.Random(seed)
@@ -35,14 +35,15 @@ def _rows(n: int, seed: int = 0):
     def text(k):
         return " ".join(rng.choice(WORDS) for _ in range(k))
 
-    return [{"prompt": text(256), "chosen": " " + text(256), "rejected": " " + text(256)} for _ in range(n)]
+    return [{"prompt": text(words), "chosen": " " + text(words), "rejected": " " + text(words)} for _ in range(n)]
 
 
 class Setup:
     """The benchmark's tokenizer, tiny Llama, an identical reference, ``8 * (steps + 1)`` rows, and a callback
-    that records the wall time at the start of each step and at the end (``times``)."""
+    that records the wall time at the start of each step and at the end (``times``). ``vocab`` and ``words``
+    (per prompt and per completion) vary the shape (the memory-scaling runs of bench_sparsepo.py)."""
 
-    def __init__(self, steps: int):
+    def __init__(self, steps: int, vocab: int = 32000, words: int = 256):
         import torch
         from datasets import Dataset
         from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, TrainerCallback
@@ -51,13 +52,13 @@ class Setup:
         self.tokenizer = AutoTokenizer.from_pretrained(os.path.join(ROOT, "data", "tokenizer"))
         torch.manual_seed(0)
         self.config = LlamaConfig(
-            vocab_size=32000, hidden_size=256, intermediate_size=688, num_hidden_layers=4, num_attention_heads=4,
+            vocab_size=vocab, hidden_size=256, intermediate_size=688, num_hidden_layers=4, num_attention_heads=4,
             num_key_value_heads=4, max_position_embeddings=1024, pad_token_id=0, bos_token_id=1, eos_token_id=2,
         )  # fmt: skip
         self.model = LlamaForCausalLM(self.config)
         self.ref = LlamaForCausalLM(self.config)
         self.ref.load_state_dict(self.model.state_dict())
-        self.data = Dataset.from_list(_rows(8 * (steps + 1)))
+        self.data = Dataset.from_list(_rows(8 * (steps + 1), words=words))
         self.times: list[float] = []
         times = self.times
 

@@ -77,6 +77,13 @@ class SparsePOConfig(PreferenceConfig):
     mask_learning_rate: float | None = field(
         default=None, metadata={"help": "Learning rate of the mask network (default: learning_rate)."}
     )
+    mask_warmup_ratio: float = field(
+        default=0.0,
+        metadata={
+            "help": "Share of the training steps during which the mask network stays at its initialisation (not "
+            "trained) while the policy trains; 0: joint from the first step, as the authors."
+        },
+    )
     mask_init: str | None = field(
         default=None,
         metadata={"help": "A folder with token_mask.safetensors to continue from (default: the model's, if any)."},
@@ -91,6 +98,10 @@ class SparsePOConfig(PreferenceConfig):
         for name in ("lambda_reward", "lambda_kl", "kl_coef", "mask_weight_decay"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0.0 <= self.mask_warmup_ratio < 1.0:
+            raise ValueError(f"mask_warmup_ratio must be in [0, 1), got {self.mask_warmup_ratio}")
+        if self.mask_learning_rate is not None and self.mask_learning_rate < 0:
+            raise ValueError(f"mask_learning_rate must be >= 0, got {self.mask_learning_rate}")
         if not 0.0 <= self.mask_dropout < 1.0:
             raise ValueError(f"mask_dropout must be in [0, 1), got {self.mask_dropout}")
         if self.precompute_ref_logps and (self.kl_coef > 0 or self.mask_type in ("learned", "activation")):
@@ -104,6 +115,19 @@ class SparsePOConfig(PreferenceConfig):
     @property
     def uses_reference_states(self) -> bool:
         return self.kl_coef > 0 or self.mask_type in ("learned", "activation")
+
+
+class _HeldThenRamped:
+    """A learning-rate multiplier: 0 for the first ``hold`` steps, then ``base(step)`` ramped up linearly over
+    ``ramp`` steps."""
+
+    def __init__(self, base, hold: int, ramp: int):
+        self.base, self.hold, self.ramp = base, hold, ramp
+
+    def __call__(self, step: int) -> float:
+        if step < self.hold:
+            return 0.0
+        return self.base(step) * min(1.0, (step - self.hold + 1) / self.ramp)
 
 
 @register(
@@ -154,6 +178,28 @@ class SparsePOTrainer(PreferenceTrainer):
                 }
             )
         return optimizer
+
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        """The Trainer's schedule; the mask network's group holds at learning rate 0 for the first
+        ``mask_warmup_ratio`` of the steps (the masks stay at their initialisation while the policy's
+        log-ratios are still 0 and only the L1 term would act, switching masks off for good), then ramps up
+        linearly over the Trainer's warm-up length (at least 1 step) into the same schedule."""
+        scheduler = super().create_scheduler(num_training_steps, optimizer)
+        self._mask_hold = int(self.args.mask_warmup_ratio * num_training_steps)
+        if self.mask_network is None or self._mask_hold == 0:
+            return scheduler
+        lambdas = getattr(scheduler, "lr_lambdas", None)
+        if lambdas is None:
+            raise NotImplementedError(f"mask_warmup_ratio with the {type(scheduler).__name__} learning-rate scheduler")
+        if not isinstance(lambdas[-1], _HeldThenRamped):  # the mask network's group is the last (create_optimizer)
+            ramp = max(1, self.args.get_warmup_steps(num_training_steps))
+            lambdas[-1] = _HeldThenRamped(lambdas[-1], self._mask_hold, ramp)
+            scheduler.optimizer.param_groups[-1]["lr"] = scheduler.base_lrs[-1] * lambdas[-1](scheduler.last_epoch)
+        return scheduler
+
+    def masks_held(self) -> bool:
+        """True during the mask warm-up (``mask_warmup_ratio``): the masks' gradient is then 0."""
+        return self.model.training and self.state.global_step < getattr(self, "_mask_hold", 0)
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
         """The policy as usual, without the mask network's weights; the mask network beside it."""
@@ -220,7 +266,12 @@ class SparsePOTrainer(PreferenceTrainer):
         states = ref.states.layers if ref.states is not None else None
         layers = mask_layers(states, args.mask_inputs, args.mask_embeddings)
         independent = self.args.mask_sharing == "independent"
-        return compute_masks(self.args.mask_type, layers, valid, self.mask_network, independent)
+        reward, kl = compute_masks(self.args.mask_type, layers, valid, self.mask_network, independent)
+        if self.mask_network is not None and self.masks_held():
+            # same values, zero gradient: every mask parameter still takes part in the backward (DDP, ZeRO),
+            # and the optimizer's moments start clean when the masks start to learn
+            reward, kl = (m.detach() + 0.0 * m for m in (reward, kl))
+        return reward, kl
 
     def token_inputs(self, model, inputs, anchors):
         reward, kl = self.token_masks(inputs, anchors["ref"])

@@ -7,6 +7,7 @@ import pytest
 import torch
 from peft import LoraConfig
 from safetensors.torch import load_file
+from transformers import TrainerCallback
 
 from alignment.trainers import DPOConfig, DPOTrainer, SparsePOConfig, SparsePOTrainer
 from tests.helpers import changed, preference_rows, tiny_llama, train_args
@@ -82,6 +83,34 @@ def test_every_mask_type_trains(tiny, tokenizer, data_dir, tmp_path, options):
     assert loss == loss and loss > 0
 
 
+def test_mask_warmup_holds_the_masks_then_trains_them(tiny, tokenizer, data_dir, tmp_path):
+    """mask_warmup_ratio 0.5 of 4 steps: the masks stay put (zero gradient, learning rate 0) for 2 steps while
+    the policy trains, then ramp in (the Trainer's warm-up length, 2 steps here) and move."""
+    trainer = make(tiny, tokenizer, data_dir, tmp_path, max_steps=4, mask_warmup_ratio=0.5, warmup_steps=2,
+                   lr_scheduler_type="constant_with_warmup", mask_learning_rate=1e-2)  # fmt: skip
+    net, lrs, mask_grads = trainer.mask_network, [], []
+    before = {n: p.detach().clone() for n, p in net.named_parameters()}
+    policy_before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    seen = {}
+
+    class Watch(TrainerCallback):
+        def on_pre_optimizer_step(self, args, state, control, **kw):
+            mask_grads.append(max(p.grad.abs().max().item() for p in net.parameters()))
+            lrs.append(trainer.optimizer.param_groups[-1]["lr"])
+
+        def on_step_end(self, args, state, control, **kw):
+            if state.global_step == 2:
+                seen["masks"] = changed(before, net)
+                seen["policy"] = changed(policy_before, trainer.model)
+
+    trainer.add_callback(Watch())
+    trainer.train()
+    assert seen["masks"] == [] and len(seen["policy"]) > 0  # held: the policy moved, the masks did not
+    assert mask_grads[:2] == [0.0, 0.0] and all(g > 0 for g in mask_grads[2:])
+    assert lrs[:2] == [0.0, 0.0] and lrs[2] == pytest.approx(0.5e-2) and lrs[3] == pytest.approx(1e-2)
+    assert sorted(changed(before, net)) == sorted(before)  # then every mask parameter moved
+
+
 def test_constant_masks_without_the_kl_term_equal_dpo(tiny, tokenizer, data_dir, tmp_path):
     ref = copy.deepcopy(tiny)
     with torch.no_grad():
@@ -108,6 +137,8 @@ def test_config_errors(tmp_path):
     assert SparsePOConfig(precompute_ref_logps=True, mask_type="constant", kl_coef=0.0, **common)
     with pytest.raises(ValueError, match="mask_type must be one of"):
         SparsePOConfig(mask_type="sparse", **common)
+    with pytest.raises(ValueError, match="mask_warmup_ratio must be in"):
+        SparsePOConfig(mask_warmup_ratio=1.0, **common)
     with pytest.raises(ValueError, match="lambda_kl"):
         SparsePOConfig(lambda_kl=-1, **common)
     assert SparsePOConfig(**common).beta == 0.8
