@@ -186,3 +186,14 @@ def test_chunks_follow_the_memory_budget():
     assert vc < 200_000 and tc * vc * 4 <= 4 * 100_000 * 2
     # the fused paths always take whole rows
     assert KernelOptions(memory_budget=4 * 100).chunks(50, 1000, buffers=1, full_vocab=True) == (1, 1000)
+
+
+@pytest.mark.parametrize("block", [7, 64, 100_000])
+def test_row_dot_by_column_blocks_equals_the_float64_dot(block):
+    """row_dot sums [n, block] products block by block (no whole-tile temporary): same value at any block."""
+    from alignment.ops.tiles import row_dot
+
+    g = torch.Generator().manual_seed(FRESH_SEED)
+    a, b = torch.randn(5, 1000, generator=g), torch.randn(5, 1000, generator=g)
+    expected = (a.double() * b.double()).sum(dim=1)
+    assert rel_err(row_dot(a, b, block=block).double(), expected) < 1e-5
