@@ -103,10 +103,8 @@ def tiles_mb(sparse: dict) -> float:
 def scaling(steps: int, options: list[str]) -> None:
     """SparsePO's extra peak memory over DPO as the vocabulary doubles and as the sequences halve: a [B, T, V]
     tensor would grow with V; O(tokens) terms do not."""
-    print(
-        "| vocab | tokens/sequence | DPO peak RSS (MB) | SparsePO peak RSS (MB) | extra (MB) | O(tokens) states (MB) |"
-    )
-    print("| ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| vocab | tokens/sequence | DPO peak (MB) | SparsePO peak (MB) | extra (MB) | states (MB) | tiles (MB) |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for vocab, words in ((32000, 256), (64000, 256), (32000, 128)):
         r = compare(steps, options, vocab, words)
         dpo, sparse = r["dpo"], r["sparsepo"]
