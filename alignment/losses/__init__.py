@@ -5,6 +5,7 @@ One file per method. Nothing needs registering here: a method module imports its
 """
 
 from alignment.losses.dpo import LOSS_TYPES, LOSS_VARIANTS, LossVariant, Ratios, dpo_loss
+from alignment.losses.inpo import inpo_loss
 from alignment.losses.rpo import SFT_NORMALIZATIONS, SFT_TERMS, rpo_loss, rpo_sft_term
 from alignment.losses.sft import sft_loss
 
@@ -16,6 +17,7 @@ __all__ = [
     "LossVariant",
     "Ratios",
     "dpo_loss",
+    "inpo_loss",
     "rpo_loss",
     "rpo_sft_term",
     "sft_loss",
