@@ -17,7 +17,8 @@ Worked example, one pair: eta = 0.5, tau = 0.25 (tau/eta = 0.5, (eta - tau)/eta 
 policy log-probs (-1, -3): margin 2; reference (-2, -2): margin 0; pi_t (-1.5, -2.5): margin 1;
 h = 2 - 0.5 * 0 - 0.5 * 1 = 1.5, loss = (1.5 - 1)^2 = 0.25.
 
-Shapes: every input [B] (one value per pair); returns the per-pair losses [B] and metrics, each [B].
+Shapes: every input [B] (one value per pair); returns the per-pair losses [B] and metrics, each [B]. The
+metrics' ``rewards/*`` are the log-ratios log pi/pi_ref per side (INPO has no beta), ``inpo/h`` is h_t.
 Paper defaults (App. B): eta = 0.005, tau = eta / 3 (target 100).
 """
 
@@ -56,7 +57,12 @@ def inpo_loss(
     losses = (h - 1.0 / (2.0 * eta)) ** 2
     margin_ref = (policy_chosen - ref_chosen) - (policy_rejected - ref_rejected)
     margin_prev = (policy_chosen - prev_chosen) - (policy_rejected - prev_rejected)
+    chosen_ratio, rejected_ratio = (policy_chosen - ref_chosen).detach(), (policy_rejected - ref_rejected).detach()
     metrics = {
+        "rewards/chosen": chosen_ratio,  # log pi/pi_ref per side (INPO has no beta; not a DPO reward)
+        "rewards/rejected": rejected_ratio,
+        "rewards/margins": chosen_ratio - rejected_ratio,
+        "rewards/accuracies": (chosen_ratio > rejected_ratio).float(),
         "inpo/h": h.detach(),
         "inpo/margin_vs_ref": margin_ref.detach(),
         "inpo/margin_vs_prev": margin_prev.detach(),
