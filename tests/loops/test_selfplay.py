@@ -1,0 +1,61 @@
+"""The self-play loop on the shipped tiny model and the rps task: two INPO iterations write every stage's
+file and one line per iteration; a rerun regenerates nothing; a lost stage is redone alone."""
+
+import json
+import shutil
+
+import pytest
+
+from alignment.loops import selfplay
+from alignment.loops.selfplay import SelfPlay, SelfPlayArguments
+from alignment.trainers import INPOConfig
+
+
+def loop_and_config(tmp_path):
+    loop = SelfPlayArguments(iterations=2, samples_per_prompt=4, prompts_per_iteration=8, prompt_task="rps",
+                             eval_prompts=8, generation_batch_size=8)  # fmt: skip
+    config = INPOConfig(output_dir=str(tmp_path / "run"), use_cpu=True, per_device_train_batch_size=8,
+                        num_train_epochs=1, learning_rate=1e-4, eta=0.5, report_to=[], save_strategy="no",
+                        logging_steps=1, ref_cache_dir=str(tmp_path / "cache"), seed=3)  # fmt: skip
+    return loop, config
+
+
+def test_two_inpo_iterations_then_resume(data_dir, tmp_path, monkeypatch):
+    loop, config = loop_and_config(tmp_path)
+    rows = SelfPlay("inpo", loop, str(data_dir / "sft_model"), config).run()
+    out = tmp_path / "run"
+    assert [r["iteration"] for r in rows] == [0, 1, 2]
+    for t in (1, 2):
+        folder = out / f"iteration-{t}"
+        samples = [json.loads(x) for x in (folder / "samples.jsonl").read_text().splitlines()]
+        assert len(samples) == 8 and all(len(s["responses"]) == 4 for s in samples)
+        verdicts = [json.loads(x) for x in (folder / "verdicts.jsonl").read_text().splitlines()]
+        assert len(verdicts) == 8 and rows[t]["pairs"] == sum(v["winner"] is not None for v in verdicts) > 0
+        assert (folder / "model" / "trained.json").exists() and (folder / "model" / "model.safetensors").exists()
+        assert 0 < rows[t]["judge_calls"] <= rows[t]["judge_comparisons"] <= 8 * 2 * 4
+        assert set(rows[t]["seconds"]) == {"generate", "judge", "train", "evaluate"}
+        assert "tv_to_uniform" in json.dumps(rows[t]["sampled"])
+    assert rows[2]["policy"].endswith("iteration-2/model")
+    files = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a finished stage ran again")
+
+    monkeypatch.setattr("alignment.generation.generate_responses", refuse)
+    assert SelfPlay("inpo", loop, str(data_dir / "sft_model"), config).run() == rows
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == files
+    # lose iteration 2's model and its line: only training and evaluation run again (sampling is refused)
+    shutil.rmtree(out / "iteration-2" / "model")
+    lines = (out / "iterations.jsonl").read_text().splitlines()
+    (out / "iterations.jsonl").write_text("\n".join(lines[:2]) + "\n")
+    monkeypatch.setattr(SelfPlay, "evaluate", lambda self, t, path: {"greedy": {}, "sampled": {}})
+    again = SelfPlay("inpo", loop, str(data_dir / "sft_model"), config).run()
+    assert (out / "iteration-2" / "model" / "trained.json").exists() and again[2]["pairs"] == rows[2]["pairs"]
+    assert (out / "iteration-2" / "samples.jsonl").stat().st_mtime_ns == files[out / "iteration-2" / "samples.jsonl"]
+
+
+def test_bad_settings_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="samples_per_prompt must be >= 2"):
+        SelfPlayArguments(samples_per_prompt=1)
+    with pytest.raises(ValueError, match="judge must be"):
+        selfplay.make_judge("oracle", "rps")
