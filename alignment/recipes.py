@@ -86,6 +86,7 @@ def load_recipe(path: str | os.PathLike, overrides: dict | None = None):
         raise RecipeError(f"{path}: field 'method' must be one of {sorted(known_methods)}, got {method!r}")
     config_class = known_methods[method].config
     init_config = raw.pop("init_from_config", None)
+    self_play = _self_play(path, raw)
     env = raw.pop("env", {}) or {}
     known = _fields(ScriptArguments, ModelArguments, config_class)
     for key in raw:
@@ -104,4 +105,26 @@ def load_recipe(path: str | os.PathLike, overrides: dict | None = None):
     except (ValueError, TypeError) as e:
         raise RecipeError(f"{path}: {e}") from None
     script.init_from_config = init_config
+    script.self_play = self_play
     return method, script, model_args, config
+
+
+def _self_play(path, raw: dict):
+    """The self-play loop's settings (``loop: self_play`` and its fields, popped from ``raw``), or None."""
+    from alignment.loops.selfplay import SelfPlayArguments
+
+    loop = raw.pop("loop", None)
+    names = _fields(SelfPlayArguments)
+    if loop is None:
+        stray = sorted(k for k in raw if k in names)
+        if stray:
+            raise RecipeError(f"{path}: field '{stray[0]}' belongs to the self-play loop: add 'loop: self_play'")
+        return None
+    if loop != "self_play":
+        raise RecipeError(f"{path}: field 'loop' must be self_play, got {loop!r}")
+    types = {f.name: str(f.type) for f in fields(SelfPlayArguments)}
+    values = {k: _coerce(path, k, raw.pop(k), types[k]) for k in list(raw) if k in names}
+    try:
+        return SelfPlayArguments(**values)
+    except (ValueError, TypeError) as e:
+        raise RecipeError(f"{path}: {e}") from None

@@ -19,11 +19,27 @@ def test_every_recipe_parses(path):
     # GPU recipes ask for bf16, which TrainingArguments refuses without a GPU unless use_cpu is set
     method, script, _, config = load_recipe(path, {"use_cpu": True})
     assert type(config) is get_method(method).config
-    assert script.dataset_mixture
+    assert script.dataset_mixture or script.self_play  # a self-play recipe samples its own data
     if "quickstart" in str(path):
         assert config.use_cpu and not config.bf16
-        for source in script.dataset_mixture:
+        for source in script.dataset_mixture or []:
             assert (ROOT / source.rsplit(":", 1)[0]).exists(), source
+
+
+def test_self_play_fields_need_the_loop(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text("method: inpo\niterations: 2\n")
+    with pytest.raises(RecipeError, match="field 'iterations' belongs to the self-play loop"):
+        load_recipe(path)
+    path.write_text("method: inpo\nloop: forever\n")
+    with pytest.raises(RecipeError, match="field 'loop' must be self_play"):
+        load_recipe(path)
+    path.write_text("method: inpo\nloop: self_play\nsamples_per_prompt: 1\n")
+    with pytest.raises(RecipeError, match="samples_per_prompt must be >= 2"):
+        load_recipe(path)
+    path.write_text("method: dpo\nloop: self_play\niterations: '4'\nuse_cpu: true\n")
+    _, script, _, _ = load_recipe(path)
+    assert script.self_play.iterations == 4 and script.self_play.judge == "task"
 
 
 def test_rpo_recipe_has_the_paper_settings():

@@ -41,7 +41,7 @@ class SelfPlayArguments:
     iterations: int = field(default=3, metadata={"help": "Self-play iterations T."})
     samples_per_prompt: int = field(default=8, metadata={"help": "Responses K sampled per prompt from pi_t."})
     prompts_per_iteration: int = field(default=256, metadata={"help": "Training prompts per iteration."})
-    prompt_task: str = field(default="rps", metadata={"help": "The task whose training prompts are used."})
+    prompt_task: str = field(default="rps", metadata={"help": "The task whose training prompts are sampled."})
     judge: str = field(
         default="task",
         metadata={"help": "task (the prompt task's oracle), task:NAME, reward_model:PATH or pair_preference:PATH."},
@@ -52,7 +52,7 @@ class SelfPlayArguments:
     ref_policy: str = field(
         default="previous", metadata={"help": "A method with only a reference (DPO): previous (pi_t) or sft."}
     )
-    eval_prompts: int = field(default=200, metadata={"help": "Held-out prompts evaluated after each iteration."})
+    loop_eval_prompts: int = field(default=200, metadata={"help": "Held-out prompts evaluated after each iteration."})
 
     def __post_init__(self):
         for name in ("iterations", "samples_per_prompt", "prompts_per_iteration"):
@@ -218,7 +218,7 @@ class SelfPlay:
         out = {}
         for name, sampled in (("greedy", False), ("sampled", True)):
             config = SamplingConfig(max_new_tokens=self.max_new_tokens, do_sample=sampled, seed=self.config.seed)
-            out[name] = self.task.evaluate(generation_fn(policy, tokenizer, config), n=self.loop.eval_prompts,
+            out[name] = self.task.evaluate(generation_fn(policy, tokenizer, config), n=self.loop.loop_eval_prompts,
                                            seed=self.config.seed)  # fmt: skip
         return out
 

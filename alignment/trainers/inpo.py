@@ -54,6 +54,7 @@ class INPOConfig(PreferenceConfig):
     "(Zhang et al. 2024)",
     arxiv="2407.00617",
     anchors=("ref", "prev"),
+    recipe="quickstart/inpo.yaml",
     summary="one iteration of no-regret self-play against a general preference judge (anchors pi_ref, pi_t)",
 )
 class INPOTrainer(PreferenceTrainer):

@@ -13,7 +13,7 @@ from alignment.trainers import INPOConfig
 
 def loop_and_config(tmp_path):
     loop = SelfPlayArguments(iterations=2, samples_per_prompt=4, prompts_per_iteration=8, prompt_task="rps",
-                             eval_prompts=8, generation_batch_size=8)  # fmt: skip
+                             loop_eval_prompts=8, generation_batch_size=8)  # fmt: skip
     config = INPOConfig(output_dir=str(tmp_path / "run"), use_cpu=True, per_device_train_batch_size=8,
                         num_train_epochs=1, learning_rate=1e-4, eta=0.5, report_to=[], save_strategy="no",
                         logging_steps=1, ref_cache_dir=str(tmp_path / "cache"), seed=3)  # fmt: skip
