@@ -21,3 +21,9 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 def write_jsonl(path: str | os.PathLike, rows) -> Path:
     """One JSON object per line (non-ASCII kept as is), written atomically."""
     return atomic_write_text(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    """The objects of a file written by :func:`write_jsonl` (blank lines skipped)."""
+    text = Path(path).read_text(encoding="utf-8")
+    return [json.loads(line) for line in text.splitlines() if line.strip()]

@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from alignment.io import atomic_write_text, write_jsonl
+from alignment.io import atomic_write_text, read_jsonl, write_jsonl
 
 logger = logging.getLogger("alignment")
 
@@ -78,10 +78,6 @@ def make_judge(spec, task_name: str):
     raise ValueError(f"judge must be task, task:NAME, reward_model:PATH or pair_preference:PATH; got {spec!r}")
 
 
-def _read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
 class SelfPlay:
     """One run of the loop (module docstring); ``run()`` does every unfinished stage."""
 
@@ -108,7 +104,7 @@ class SelfPlay:
 
     def logged(self) -> dict[int, dict]:
         path = self.out / "iterations.jsonl"
-        return {row["iteration"]: row for row in _read_jsonl(path)} if path.exists() else {}
+        return {row["iteration"]: row for row in read_jsonl(path)} if path.exists() else {}
 
     def log(self, row: dict) -> None:
         rows = self.logged()
@@ -127,7 +123,7 @@ class SelfPlay:
     def sample(self, t: int) -> list[dict]:
         path = self.folder(t) / "samples.jsonl"
         if path.exists():
-            return _read_jsonl(path)
+            return read_jsonl(path)
         from alignment.generation import SamplingConfig, generate_responses
         from alignment.models import load_model, load_tokenizer
 
@@ -148,7 +144,7 @@ class SelfPlay:
     def rank(self, t: int, samples: list[dict]) -> list[dict]:
         path = self.folder(t) / "pairs.jsonl"
         if path.exists():
-            return _read_jsonl(path)
+            return read_jsonl(path)
         from alignment.judges import CountingJudge, rank_candidates
 
         began = time.perf_counter()
