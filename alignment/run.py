@@ -106,8 +106,10 @@ def _write_json(path: Path, data: dict) -> None:
     atomic_write_text(path, json.dumps(data, indent=1, default=str))
 
 
-def evaluate(model, tokenizer, task_name: str, n: int = 500, modes=("greedy", "sampled"), seed: int = 0) -> dict:
-    """Task metrics on ``n`` held-out prompts, with greedy decoding and with sampling (temperature 1)."""
+def evaluate(model, tokenizer, task_name: str, n: int = 500, modes=("greedy", "sampled"), seed: int = 0,
+             max_new_tokens: int | None = None) -> dict:  # fmt: skip
+    """Task metrics on ``n`` held-out prompts, with greedy decoding and with sampling (temperature 1);
+    responses of at most ``max_new_tokens`` tokens (default: the task's)."""
     from alignment.generation import SamplingConfig, generate_responses
     from alignment.tasks import get_task
 
@@ -115,7 +117,8 @@ def evaluate(model, tokenizer, task_name: str, n: int = 500, modes=("greedy", "s
     prompts = task.prompts("eval", n, seed)
     results = {}
     for mode in modes:
-        config = SamplingConfig(max_new_tokens=task.max_new_tokens, do_sample=mode == "sampled", seed=seed)
+        length = max_new_tokens or task.max_new_tokens
+        config = SamplingConfig(max_new_tokens=length, do_sample=mode == "sampled", seed=seed)
         responses = generate_responses(model, tokenizer, prompts, config, desc=f"Evaluating {task_name} ({mode})")
         results[mode] = task.metrics(prompts, [r[0] for r in responses])
     return results

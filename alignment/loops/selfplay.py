@@ -206,17 +206,13 @@ class SelfPlay:
         self.timing(t, "train", time.perf_counter() - began)
 
     def evaluate(self, t: int, path: str) -> dict:
-        """The task's metrics of a policy on held-out prompts: greedy and sampled (temperature 1)."""
-        from alignment.generation import SamplingConfig, generation_fn
+        """The task's metrics of a policy on held-out prompts, greedy and sampled (``alignment eval``'s)."""
         from alignment.models import load_model, load_tokenizer
+        from alignment.run import evaluate
 
         policy, tokenizer = load_model(path, self.dtype).eval(), load_tokenizer(path)
-        out = {}
-        for name, sampled in (("greedy", False), ("sampled", True)):
-            config = SamplingConfig(max_new_tokens=self.max_new_tokens, do_sample=sampled, seed=self.config.seed)
-            out[name] = self.task.evaluate(generation_fn(policy, tokenizer, config), n=self.loop.loop_eval_prompts,
-                                           seed=self.config.seed)  # fmt: skip
-        return out
+        return evaluate(policy, tokenizer, self.loop.prompt_task, self.loop.loop_eval_prompts,
+                        seed=self.config.seed, max_new_tokens=self.max_new_tokens)  # fmt: skip
 
     # ----- the loop ---------------------------------------------------------------------------------
     def run(self) -> list[dict]:
