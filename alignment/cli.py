@@ -7,6 +7,7 @@
     alignment data check [--data data]        rebuild in a temporary folder and compare byte for byte
     alignment data validate PATH [...]        load, validate and tokenize a preference dataset; print reports
     alignment data pairs MODEL --task T --out F  on-policy pairs ranked by the task's oracle
+    alignment judges fit-bt MODEL --task T --out DIR   a Bradley-Terry reward model fitted to the task's oracle
     alignment report RUN_DIR [RUN_DIR ...] [-o report.html]   HTML page + Markdown summary of runs
     alignment token-entanglement MODEL DATA --row N [-o tokens.png]   per-token gradient cosines
     alignment masks RUN_DIR DATA --row N [-o masks.json]   SparsePO's per-token masks of one pair (+ PNG)
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from alignment import __version__
 from alignment.tasks import TASKS
@@ -50,6 +52,20 @@ def _data_pairs(args) -> int:
 
     n = write_pairs(args.model, args.task, args.n, args.samples, args.out, args.seed)
     print(f"wrote {n} on-policy pairs to {args.out}")
+    return 0
+
+
+def _fit_bt(args) -> int:
+    from alignment.judges import TaskJudge
+    from alignment.judges.bradley_terry import BTFitConfig, fit_bradley_terry
+
+    config = BTFitConfig(
+        prompts=args.prompts, samples_per_prompt=args.samples, epochs=args.epochs, learning_rate=args.learning_rate,
+        batch_size=args.batch_size, seed=args.seed, use_cpu=args.use_cpu,
+    )  # fmt: skip
+    fit_bradley_terry(args.model, args.task, TaskJudge(args.task), args.out, config, base_path=args.base)
+    print(f"wrote the reward model to {args.out}; use it as judge: reward_model:{args.out}")
+    print((Path(args.out) / "fit.json").read_text())
     return 0
 
 
@@ -171,6 +187,23 @@ def build_parser() -> argparse.ArgumentParser:
     pairs.add_argument("--seed", type=int, default=0)
     pairs.add_argument("--out", required=True, help="output .jsonl (conversational format)")
     pairs.set_defaults(func=_data_pairs)
+
+    judges = commands.add_parser("judges", help="judges for self-play").add_subparsers(
+        dest="judges_command", required=True
+    )
+    fit = judges.add_parser("fit-bt", help="fit a Bradley-Terry reward model to a task oracle's comparisons")
+    fit.add_argument("model", help="the policy whose samples are compared (and, by default, the model's base)")
+    fit.add_argument("--task", required=True, choices=TASK_NAMES, help="the task whose oracle labels the pairs")
+    fit.add_argument("--out", required=True, help="output folder (a finished fit there is loaded, not refitted)")
+    fit.add_argument("--base", default=None, help="initialize the reward model from this model (default MODEL)")
+    fit.add_argument("--prompts", type=int, default=2048, help="training prompts sampled (default 2048)")
+    fit.add_argument("--samples", type=int, default=4, help="responses per prompt, paired at random (default 4)")
+    fit.add_argument("--epochs", type=float, default=6.0)
+    fit.add_argument("--learning-rate", type=float, default=3e-4)
+    fit.add_argument("--batch-size", type=int, default=32)
+    fit.add_argument("--seed", type=int, default=0)
+    fit.add_argument("--use-cpu", action="store_true", help="train on the CPU even when a GPU is there")
+    fit.set_defaults(func=_fit_bt)
 
     report = commands.add_parser("report", help="render runs into one HTML page (+ Markdown summary)")
     report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="output_dir of a training run")

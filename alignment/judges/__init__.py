@@ -12,15 +12,18 @@ probability P(a > b | prompt) per item (deterministic or sampled). Implementatio
 
 :func:`knockout` ranks K candidates per prompt with O(K) comparisons (the spec's tournament), every round of
 every prompt in one judge call; :func:`rank_candidates` picks knockout or best/worst-of-K by the judge's kind.
+:func:`fit_bradley_terry` fits a reward model to an oracle's comparisons (the standard RLHF baseline).
 """
 
 from alignment.judges.base import CallableJudge, CountingJudge, Judge
+from alignment.judges.bradley_terry import BTFitConfig, fit_bradley_terry
 from alignment.judges.pair_preference import PairPreferenceJudge
 from alignment.judges.reward_model import RewardModelJudge
 from alignment.judges.task import TaskJudge
 from alignment.judges.tournament import best_and_worst, knockout, rank_candidates
 
 __all__ = [
+    "BTFitConfig",
     "CallableJudge",
     "CountingJudge",
     "Judge",
@@ -28,6 +31,7 @@ __all__ = [
     "RewardModelJudge",
     "TaskJudge",
     "best_and_worst",
+    "fit_bradley_terry",
     "knockout",
     "rank_candidates",
 ]

@@ -44,8 +44,12 @@ class SelfPlayArguments:
     prompt_task: str = field(default="rps", metadata={"help": "The task whose training prompts are sampled."})
     judge: str = field(
         default="task",
-        metadata={"help": "task (the prompt task's oracle), task:NAME, reward_model:PATH or pair_preference:PATH."},
-    )
+        metadata={"help": "task (the prompt task's oracle), task:NAME, reward_model:PATH, pair_preference:PATH, "
+                  "or bradley_terry[:NAME] (a reward model fitted to the task's oracle on pi_1's samples)."},
+    )  # fmt: skip
+    judge_fit_prompts: int = field(default=2048, metadata={"help": "bradley_terry: prompts sampled for the fit."})
+    judge_fit_epochs: float = field(default=6.0, metadata={"help": "bradley_terry: epochs of the reward model."})
+    judge_fit_learning_rate: float = field(default=3e-4, metadata={"help": "bradley_terry: its learning rate."})
     temperature: float = field(default=1.0, metadata={"help": "Sampling temperature of the responses."})
     max_new_tokens: int | None = field(default=None, metadata={"help": "Response length (default: the task's)."})
     generation_batch_size: int = field(default=64, metadata={"help": "Prompts per generation batch."})
@@ -63,19 +67,23 @@ class SelfPlayArguments:
 
 
 def make_judge(spec, task_name: str):
-    """A judge from its recipe string (or a judge object, returned as is)."""
+    """A judge from its recipe string (or a judge object, returned as is). ``bradley_terry[:NAME]`` gives
+    the oracle it is fitted to (the loop fits it: :meth:`SelfPlay.ranking_judge`)."""
     from alignment import judges
 
     if not isinstance(spec, str):
         return spec
     kind, _, arg = spec.partition(":")
-    if kind == "task":
+    if kind in ("task", "bradley_terry"):
         return judges.TaskJudge(arg or task_name)
     if kind == "reward_model" and arg:
         return judges.RewardModelJudge(arg)
     if kind == "pair_preference" and arg:
         return judges.PairPreferenceJudge(arg)
-    raise ValueError(f"judge must be task, task:NAME, reward_model:PATH or pair_preference:PATH; got {spec!r}")
+    raise ValueError(
+        "judge must be task, task:NAME, reward_model:PATH, pair_preference:PATH, bradley_terry or "
+        f"bradley_terry:NAME; got {spec!r}"
+    )
 
 
 class SelfPlay:
@@ -90,7 +98,9 @@ class SelfPlay:
         self.start = model_path
         self.out = Path(config.output_dir)
         self.task = get_task(loop.prompt_task)
-        self.judge = make_judge(judge if judge is not None else loop.judge, loop.prompt_task)
+        spec = judge if judge is not None else loop.judge
+        self.fit_bt = isinstance(spec, str) and spec.partition(":")[0] == "bradley_terry"
+        self.judge = make_judge(spec, loop.prompt_task)  # with bradley_terry: the oracle the fit is labelled by
         self.dtype, self.peft_config = dtype, peft_config
         self.max_new_tokens = loop.max_new_tokens or self.task.max_new_tokens
 
@@ -147,8 +157,8 @@ class SelfPlay:
             return read_jsonl(path)
         from alignment.judges import CountingJudge, rank_candidates
 
+        judge = CountingJudge(self.ranking_judge())
         began = time.perf_counter()
-        judge = CountingJudge(self.judge)
         prompts = [s["prompt"] for s in samples]
         # an empty response is not a valid message: it does not take part
         kept = [[i for i, r in enumerate(s["responses"]) if r.strip()] for s in samples]
@@ -168,6 +178,23 @@ class SelfPlay:
         write_jsonl(path, pairs)  # last: its presence marks the stage done
         self.timing(t, "judge", time.perf_counter() - began)
         return pairs
+
+    def ranking_judge(self):
+        """The judge that ranks samples: the configured one, or with ``bradley_terry`` a reward model fitted
+        once (in ``OUTPUT_DIR/judge``, resumable) to the oracle's comparisons of the starting model's samples
+        (the standard RLHF pipeline)."""
+        if not self.fit_bt:
+            return self.judge
+        from alignment.judges.bradley_terry import BTFitConfig, fit_bradley_terry
+
+        config = BTFitConfig(
+            prompts=self.loop.judge_fit_prompts, epochs=self.loop.judge_fit_epochs,
+            learning_rate=self.loop.judge_fit_learning_rate, max_new_tokens=self.max_new_tokens,
+            temperature=self.loop.temperature, seed=self.config.seed, use_cpu=self.config.use_cpu,
+        )  # fmt: skip
+        self.judge = fit_bradley_terry(self.start, self.task, self.judge, self.out / "judge", config, dtype=self.dtype)
+        self.fit_bt = False
+        return self.judge
 
     def anchors(self, t: int) -> dict:
         names = self.method.anchors

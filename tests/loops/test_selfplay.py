@@ -59,3 +59,21 @@ def test_bad_settings_are_refused(tmp_path):
         SelfPlayArguments(samples_per_prompt=1)
     with pytest.raises(ValueError, match="judge must be"):
         selfplay.make_judge("oracle", "rps")
+
+
+def test_iterative_dpo_with_a_fitted_bradley_terry_judge(data_dir, tmp_path):
+    from alignment.configs import DPOConfig
+    from alignment.judges import RewardModelJudge
+
+    loop = SelfPlayArguments(iterations=1, samples_per_prompt=4, prompts_per_iteration=8, prompt_task="rps",
+                             loop_eval_prompts=8, generation_batch_size=8, judge="bradley_terry",
+                             judge_fit_prompts=12, judge_fit_epochs=1)  # fmt: skip
+    config = DPOConfig(output_dir=str(tmp_path / "run"), use_cpu=True, per_device_train_batch_size=8,
+                       num_train_epochs=1, report_to=[], save_strategy="no", seed=3)  # fmt: skip
+    run = SelfPlay("dpo", loop, str(data_dir / "sft_model"), config)
+    rows = run.run()
+    fit = json.loads((tmp_path / "run" / "judge" / "fit.json").read_text())
+    assert fit["task"] == "rps" and fit["comparisons"] > 0 and isinstance(run.judge, RewardModelJudge)
+    # a pointwise judge ranks by best and worst of K: one scoring call, K items per prompt
+    assert rows[1]["judge_calls"] == 1 and rows[1]["judge_comparisons"] == 8 * 4
+    assert rows[1]["pairs"] > 0
