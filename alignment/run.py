@@ -39,7 +39,7 @@ def train(recipe: str, overrides: dict | None = None, command: str | None = None
     method = get_method(method_name)
     set_seed(config.seed)
     if getattr(script, "self_play", None) is not None:
-        return self_play(method_name, script, model_args, config)
+        return self_play(method_name, script, model_args, config, {"recipe": str(recipe), "command": command})
     tokenizer = load_tokenizer(script.tokenizer_name_or_path or script.model_name_or_path)
     from_scratch = bool(getattr(script, "init_from_config", None))
     model = load_model(
@@ -85,14 +85,19 @@ def train(recipe: str, overrides: dict | None = None, command: str | None = None
     return summary
 
 
-def self_play(method_name: str, script, model_args, config) -> dict:
+def self_play(method_name: str, script, model_args, config, info: dict | None = None) -> dict:
     """A recipe with ``loop: self_play``: the self-play loop (alignment.loops.selfplay) from the recipe's
     model; each iteration's model under output_dir/iteration-<t>/model, the metrics in iterations.jsonl."""
     from alignment.loops.selfplay import SelfPlay
 
     loop = SelfPlay(method_name, script.self_play, script.model_name_or_path, config, dtype=model_args.dtype,
-                    peft_config=model_args.peft_config())  # fmt: skip
+                    peft_config=model_args.peft_config(), info=info)  # fmt: skip
     rows = loop.run()
+    if script.report:
+        from alignment.diagnostics.report import write_report
+
+        page, _ = write_report([config.output_dir])
+        logger.warning("report: %s", page)
     return {"method": method_name, "loop": "self_play", "iterations": rows}
 
 

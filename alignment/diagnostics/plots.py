@@ -186,7 +186,44 @@ def token_masks(runs: list[Run]) -> bytes | None:
     return _png(fig)
 
 
+FIRST_METRICS = ("tv_to_uniform", "exploitability", "accuracy", "score", "reward")
+
+
+def iteration_metrics(runs: list[Run]) -> list[str]:
+    """The task metrics the runs' self-play iterations logged, the headline ones first (``n`` left out)."""
+    keys = []
+    for run in runs:
+        for row in run.iterations:
+            for mode in ("sampled", "greedy"):
+                keys += [k for k, v in row.get(mode, {}).items() if isinstance(v, (int, float)) and k != "n"]
+    keys = list(dict.fromkeys(keys))
+    return [k for k in FIRST_METRICS if k in keys] + [k for k in keys if k not in FIRST_METRICS]
+
+
+def self_play(runs: list[Run]) -> bytes | None:
+    """Self-play: each task metric of pi_t per iteration t (0 = the starting model), sampled (solid) and
+    greedy (dashed) decoding."""
+    keys = iteration_metrics(runs)[:6]
+    if not keys:
+        return None
+    fig, axes = _grid(len(keys), "Self-play: the policy after each iteration (iteration 0 = the starting model)")
+    for ax, key in zip(axes, keys):
+        for i, run in enumerate(runs):
+            for mode, style in (("sampled", "o-"), ("greedy", "s--")):
+                points = [(r["iteration"], r[mode][key]) for r in run.iterations if key in r.get(mode, {})]
+                if points:
+                    ax.plot(*zip(*points), style, color=COLORS[i % len(COLORS)], label=f"{run.name}: {mode}", lw=1.6,
+                            ms=4)  # fmt: skip
+        ax.set_title(key, fontsize=10)
+        ax.set_xlabel("iteration")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    return _png(fig)
+
+
 FIGURES = [
+    ("self_play", "Self-play iterations", self_play),
     ("training", "Training curves", training_curves),
     ("displacement", "Likelihood displacement", displacement),
     ("entanglement", "Gradient entanglement", entanglement),

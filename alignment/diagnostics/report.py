@@ -45,9 +45,40 @@ def run_facts(run: Run) -> dict:
     }  # fmt: skip
 
 
+def self_play_findings(run: Run) -> list[str]:
+    """How the headline task metrics moved from the starting model to the last iteration."""
+    from alignment.diagnostics.plots import iteration_metrics
+
+    if len(run.iterations) < 2:
+        return []
+    first, last = run.iterations[0], run.iterations[-1]
+    moves = []
+    for key in iteration_metrics([run])[:2]:
+        for mode in ("sampled", "greedy"):
+            if key in first.get(mode, {}) and key in last.get(mode, {}):
+                trail = " -> ".join(f"{r[mode][key]:.3f}" for r in run.iterations if key in r.get(mode, {}))
+                moves.append(f"{key} ({mode}) {trail}")
+    return [f"{run.name} ({run.method}, self-play, {last['iteration']} iterations): " + "; ".join(moves) + "."]
+
+
+def iteration_table(run: Run) -> list[str]:
+    """Markdown rows: the task's metrics per iteration, the pairs and the seconds per stage."""
+    from alignment.diagnostics.plots import iteration_metrics
+
+    keys = iteration_metrics([run])[:4]
+    header = ["iteration"] + [f"{k} ({m})" for k in keys for m in ("sampled", "greedy")] + ["pairs", "seconds"]
+    out = [f"### {run.name}: self-play iterations", "", "| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    for r in run.iterations:
+        cells = [str(r["iteration"])] + [_fmt(r.get(m, {}).get(k)) for k in keys for m in ("sampled", "greedy")]
+        seconds = ", ".join(f"{k} {v:.0f}" for k, v in r.get("seconds", {}).items())
+        out.append("| " + " | ".join([*cells, _fmt(r.get("pairs")), seconds or "-"]) + " |")
+    return [*out, ""]
+
+
 def findings(runs: list[Run]) -> list[str]:
-    """Plain-language findings: displacement, entanglement, collapse per run, then a comparison."""
-    lines = []
+    """Plain-language findings: self-play progress, displacement, entanglement, collapse per run, then a
+    comparison."""
+    lines = [line for run in runs for line in self_play_findings(run)]
     facts = [run_facts(r) for r in runs]
     for f in facts:
         if f["chosen_delta"] is not None:
@@ -99,8 +130,9 @@ def render_markdown(runs: list[Run], html_name: str) -> str:
     out = [f"# Training report: {', '.join(r.name for r in runs)}", ""]
     out += [f"- {line}" for line in findings(runs)] + [""]
     out += ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
-    out += ["| " + " | ".join(row) + " |" for row in rows]
-    out += ["", f"Figures and each run's configuration: {html_name}", ""]
+    out += ["| " + " | ".join(row) + " |" for row in rows] + [""]
+    out += [line for run in runs if run.iterations for line in iteration_table(run)]
+    out += [f"Figures and each run's configuration: {html_name}", ""]
     return "\n".join(out)
 
 

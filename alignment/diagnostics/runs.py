@@ -3,7 +3,9 @@
 A run directory is an ``output_dir`` of ``alignment train`` (or of a trainer): ``alignment_run.json`` (written
 at the end: config, log history, task evaluation), else the newest ``trainer_state.json`` (a run still going
 or stopped: the output_dir's own or its newest checkpoint's), and ``diagnostics.jsonl`` (one line per probe).
-A truncated last line of diagnostics.jsonl (a run killed mid-write) is skipped with a warning.
+A self-play loop's output_dir has ``iterations.jsonl`` (one line per iteration: the policy's task metrics).
+A truncated last line of diagnostics.jsonl or iterations.jsonl (a run killed mid-write) is skipped with a
+warning.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ class Run:
     evaluation: dict = field(default_factory=dict)
     finished: bool = False
     token_masks: dict = field(default_factory=dict)  # SparsePO: the masks of the first probe pairs at the end
+    iterations: list[dict] = field(default_factory=list)  # self-play: one row per iteration (0 = the start)
 
     def series(self, key: str, prefix: str = "") -> tuple[list[float], list[float]]:
         """(steps, values) of a logged metric (``prefix`` "eval_" for evaluation logs)."""
@@ -61,7 +64,8 @@ def _read_json(path: Path) -> dict:
         raise RunDirError(f"{path}: not valid JSON (line {err.lineno}, column {err.colno}): {err.msg}") from None
 
 
-def _read_probes(path: Path) -> list[dict]:
+def _read_lines(path: Path) -> list[tuple[int, object]]:
+    """(line number, JSON value) per non-empty line; a truncated last line is skipped with a warning."""
     records = []
     lines = path.read_text().splitlines()
     for number, line in enumerate(lines, start=1):
@@ -74,10 +78,26 @@ def _read_probes(path: Path) -> list[dict]:
                 logger.warning("%s: line %d is truncated (the run stopped mid-write); skipped", path, number)
                 continue
             raise RunDirError(f"{path}: line {number} is not valid JSON") from None
+        records.append((number, record))
+    return records
+
+
+def _read_probes(path: Path) -> list[dict]:
+    records = []
+    for number, record in _read_lines(path):
         if not isinstance(record, dict) or "step" not in record or "summary" not in record:
             raise RunDirError(f"{path}: line {number} is not a diagnostics record (needs 'step' and 'summary')")
         records.append(record)
     return records
+
+
+def _read_iterations(path: Path) -> list[dict]:
+    rows = []
+    for number, row in _read_lines(path):
+        if not isinstance(row, dict) or not isinstance(row.get("iteration"), int):
+            raise RunDirError(f"{path}: line {number} is not a self-play iteration (needs an integer 'iteration')")
+        rows.append(row)
+    return sorted(rows, key=lambda r: r["iteration"])
 
 
 def _newest_state(path: Path) -> Path | None:
@@ -114,9 +134,13 @@ def load_run(path: str | Path, name: str | None = None) -> Run:
         run.first_order = [r for r in records if r.get("kind") == "first_order"]
     if (path / "token_masks.json").exists():
         run.token_masks = _read_json(path / "token_masks.json")
-    if not (summary_file.exists() or state_file is not None or diagnostics_file.exists()):
+    iterations_file = path / "iterations.jsonl"
+    if iterations_file.exists():
+        run.iterations = _read_iterations(iterations_file)
+    if not (summary_file.exists() or state_file is not None or diagnostics_file.exists() or run.iterations):
         raise RunDirError(
-            f"{path}: not a run directory (no alignment_run.json, trainer_state.json or diagnostics.jsonl in it)"
+            f"{path}: not a run directory (no alignment_run.json, trainer_state.json, diagnostics.jsonl or "
+            "iterations.jsonl in it)"
         )
     return run
 

@@ -12,7 +12,9 @@ there is not run again, so a rerun of the same command resumes at the first unfi
   interrupted training resume when ``save_strategy`` keeps them);
 - one line per iteration in ``OUTPUT_DIR/iterations.jsonl`` (iteration 0 is the starting model): the task's
   greedy and sampled metrics of the policy, the number of pairs, judge calls and comparisons, and the seconds
-  spent generating, judging, training and evaluating.
+  spent generating, judging, training and evaluating;
+- at the end ``OUTPUT_DIR/alignment_run.json``: the settings, the iterations and the training logs of every
+  iteration one after the other (steps counted across iterations), which ``alignment report`` renders.
 
 Anchors: INPO's ``ref`` is the starting (SFT) model at every iteration and ``prev`` pi_t (a frozen copy of
 the starting weights of that iteration); a method with only ``ref`` (DPO) uses pi_t (``ref_policy:
@@ -90,7 +92,7 @@ class SelfPlay:
     """One run of the loop (module docstring); ``run()`` does every unfinished stage."""
 
     def __init__(self, method_name: str, loop: SelfPlayArguments, model_path: str, config, judge=None,
-                 dtype: str = "float32", peft_config=None):  # fmt: skip
+                 dtype: str = "float32", peft_config=None, info: dict | None = None):  # fmt: skip
         from alignment.tasks import get_task
         from alignment.trainers import get_method
 
@@ -101,7 +103,7 @@ class SelfPlay:
         spec = judge if judge is not None else loop.judge
         self.fit_bt = isinstance(spec, str) and spec.partition(":")[0] == "bradley_terry"
         self.judge = make_judge(spec, loop.prompt_task)  # with bradley_terry: the oracle the fit is labelled by
-        self.dtype, self.peft_config = dtype, peft_config
+        self.dtype, self.peft_config, self.info = dtype, peft_config, info or {}
         self.max_new_tokens = loop.max_new_tokens or self.task.max_new_tokens
 
     # ----- paths and bookkeeping ------------------------------------------------------------------
@@ -226,8 +228,9 @@ class SelfPlay:
         trainer.train(resume_from_checkpoint=last)
         trainer.save_model(str(folder))
         if trainer.is_world_process_zero():
-            atomic_write_text(folder / "trained.json", json.dumps({"iteration": t, "pairs": len(pairs),
-                                                                   "steps": trainer.state.global_step}))  # fmt: skip
+            atomic_write_text(folder / "trained.json", json.dumps({
+                "iteration": t, "pairs": len(pairs), "steps": trainer.state.global_step,
+                "log_history": trainer.state.log_history}))  # fmt: skip
         del trainer, model
         gc.collect()
         self.timing(t, "train", time.perf_counter() - began)
@@ -260,4 +263,32 @@ class SelfPlay:
                       "judge_calls": judge["calls"], "judge_comparisons": judge["comparisons"],
                       "seconds": self.timing(t), **metrics})  # fmt: skip
             logger.info("self-play iteration %d/%d: %d pairs", t, self.loop.iterations, len(pairs))
-        return [self.logged()[k] for k in sorted(self.logged())]
+        rows = [self.logged()[k] for k in sorted(self.logged())]
+        self.write_summary(rows)
+        return rows
+
+    def log_history(self) -> list[dict]:
+        """The iterations' training logs in a row, steps counted across iterations, each entry with its t."""
+        merged, offset = [], 0
+        for t in range(1, self.loop.iterations + 1):
+            path = self.folder(t) / "model" / "trained.json"
+            trained = json.loads(path.read_text()) if path.exists() else {}
+            for entry in trained.get("log_history", []):
+                merged.append({**entry, "iteration": t, "step": entry.get("step", 0) + offset})
+            offset += trained.get("steps", 0)
+        return merged
+
+    def write_summary(self, rows: list[dict]) -> None:
+        from alignment.run import _plain
+
+        last = rows[-1]
+        summary = {
+            "method": self.method.name, "loop": "self_play", **self.info, "base_model": self.start,
+            "self_play": dataclasses.asdict(self.loop),
+            "hyperparameters": {k: v for k, v in self.config.to_dict().items() if _plain(v)},
+            "iterations": rows, "log_history": self.log_history(),
+            "eval": {k: last[k] for k in ("greedy", "sampled") if k in last},
+        }  # fmt: skip
+        text, path = json.dumps(summary, indent=1, default=str), self.out / "alignment_run.json"
+        if not path.exists() or path.read_text() != text:  # a rerun of a finished loop changes nothing
+            atomic_write_text(path, text)

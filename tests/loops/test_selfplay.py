@@ -6,6 +6,7 @@ import shutil
 
 import pytest
 
+from alignment.diagnostics.report import write_report
 from alignment.loops import selfplay
 from alignment.loops.selfplay import SelfPlay, SelfPlayArguments
 from alignment.trainers import INPOConfig
@@ -36,6 +37,19 @@ def test_two_inpo_iterations_then_resume(data_dir, tmp_path, monkeypatch):
         assert set(rows[t]["seconds"]) == {"generate", "judge", "train", "evaluate"}
         assert "tv_to_uniform" in json.dumps(rows[t]["sampled"])
     assert rows[2]["policy"].endswith("iteration-2/model")
+    summary = json.loads((out / "alignment_run.json").read_text())
+    assert summary["loop"] == "self_play" and summary["iterations"] == rows
+    steps = [e["step"] for e in summary["log_history"] if "loss" in e]
+    assert steps == sorted(steps) and {e["iteration"] for e in summary["log_history"]} == {1, 2}
+    page, markdown = write_report([str(out)])
+    assert "Self-play iterations" in page.read_text()
+    table = markdown.read_text().split("self-play iterations")[1].splitlines()
+    body = [line for line in table if line.startswith("| ") and "iteration" not in line and "---" not in line]
+    assert [line.split("|")[1].strip() for line in body] == ["0", "1", "2"]
+    text = markdown.read_text()
+    assert "tv_to_uniform (sampled)" in text and "(inpo, self-play, 2 iterations)" in text
+    for made in (page, markdown):
+        made.unlink()
     files = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
 
     def refuse(*args, **kwargs):
