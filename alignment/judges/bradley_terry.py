@@ -108,19 +108,23 @@ def pairwise_accuracy(judge, rows: list[dict]) -> float:
     return sum(1.0 if v > 0.5 else 0.5 if v == 0.5 else 0.0 for v in p) / len(rows)
 
 
-def sample_prompts(policy_path: str, task, config: BTFitConfig, dtype: str = "float32") -> list[dict]:
-    """{"prompt", "responses"} rows: K samples per training prompt (seeded) from the policy."""
+def sample_prompts(policy_path: str, task, config: BTFitConfig, dtype: str = "float32", processes=None) -> list[dict]:
+    """{"prompt", "responses"} rows: K samples per training prompt (seeded) from the policy; with
+    ``processes`` (:class:`alignment.loops.processes.Processes`) each process samples its share."""
     from alignment.generation import SamplingConfig, generate_responses
     from alignment.models import load_model, load_tokenizer
 
+    rank = processes.rank if processes else 0
     policy, tokenizer = load_model(policy_path, dtype).eval(), load_tokenizer(policy_path)
     prompts = task.prompts("train", config.prompts, seed=config.seed + 7919)  # not the loop's prompt draws
     sampling = SamplingConfig(
         max_new_tokens=config.max_new_tokens or task.max_new_tokens, do_sample=True, temperature=config.temperature,
-        num_samples=config.samples_per_prompt, batch_size=64, seed=config.seed + 7919,
+        num_samples=config.samples_per_prompt, batch_size=64, seed=config.seed + 7919 + 100_003 * rank,
     )  # fmt: skip
-    drawn = generate_responses(policy, tokenizer, prompts, sampling, desc="Bradley-Terry fit: sampling")
-    return [{"prompt": p, "responses": list(r)} for p, r in zip(prompts, drawn)]
+    shard = processes.shard(prompts) if processes else prompts
+    drawn = generate_responses(policy, tokenizer, shard, sampling, desc="Bradley-Terry fit: sampling")
+    rows = [{"prompt": p, "responses": list(r)} for p, r in zip(shard, drawn)]
+    return processes.gather(rows) if processes else rows
 
 
 def train_reward_model(base_path: str, train_rows: list[dict], out: Path, config: BTFitConfig):
@@ -148,14 +152,16 @@ def train_reward_model(base_path: str, train_rows: list[dict], out: Path, config
 
 
 def fit_bradley_terry(policy_path: str, task, judge, out, config: BTFitConfig | None = None,
-                      base_path: str | None = None, dtype: str = "float32"):  # fmt: skip
+                      base_path: str | None = None, dtype: str = "float32", processes=None):  # fmt: skip
     """Sample from ``policy_path``, label with ``judge``, fit a Bradley-Terry reward model (on ``base_path``'s
     weights, default the policy's) into ``out``; return it as a :class:`RewardModelJudge`. Resumable: a folder
-    with ``fit.json`` is loaded as it is; saved comparisons are not sampled again."""
+    with ``fit.json`` is loaded as it is; saved comparisons are not sampled again. Under ``accelerate launch``
+    pass ``processes``: they share the sampling and the training (DDP); the main process writes the files."""
     from alignment.judges.reward_model import RewardModelJudge
+    from alignment.loops.processes import Processes
     from alignment.tasks import get_task
 
-    config, out = config or BTFitConfig(), Path(out)
+    config, out, procs = config or BTFitConfig(), Path(out), processes or Processes.single()
     task = get_task(task) if isinstance(task, str) else task
     if (out / "fit.json").exists():
         logger.info("Bradley-Terry judge: loading the finished fit in %s", out)
@@ -163,24 +169,27 @@ def fit_bradley_terry(policy_path: str, task, judge, out, config: BTFitConfig | 
     began = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     path = out / "comparisons.jsonl"
-    if path.exists():
-        rows = read_jsonl(path)
-    else:
-        rows = label_comparisons(sample_prompts(policy_path, task, config, dtype), judge, config.seed)
-        write_jsonl(path, rows)
+    if not path.exists():
+        samples = sample_prompts(policy_path, task, config, dtype, procs if procs.world > 1 else None)
+        if procs.is_main:
+            write_jsonl(path, label_comparisons(samples, judge, config.seed))
+        procs.barrier()
+    rows = read_jsonl(path)
     if len(rows) < 2:
         raise RuntimeError(f"Bradley-Terry fit: the judge labelled {len(rows)} comparisons (all ties?): too few")
     held = int(len(rows) * config.heldout_ratio)
     train_rows, heldout = rows[held:], rows[:held]
     trainer = train_reward_model(base_path or policy_path, train_rows, out, config)
-    fitted = RewardModelJudge(trainer.model, trainer.processing_class, batch_size=64, max_length=config.max_length)
-    summary = {"comparisons": len(rows), "train": len(train_rows), "heldout": len(heldout),
-               "train_accuracy": pairwise_accuracy(fitted, train_rows),
-               "heldout_accuracy": pairwise_accuracy(fitted, heldout) if heldout else None,
-               "steps": trainer.state.global_step, "policy": policy_path, "task": task.name,
-               "seconds": round(time.perf_counter() - began, 1)}  # fmt: skip
-    atomic_write_text(out / "fit.json", json.dumps(summary, indent=1))  # last: marks the fit finished
-    logger.warning("Bradley-Terry judge fitted in %s: %s", out, summary)
+    if procs.is_main:
+        fitted = RewardModelJudge(trainer.model, trainer.processing_class, batch_size=64, max_length=config.max_length)
+        summary = {"comparisons": len(rows), "train": len(train_rows), "heldout": len(heldout),
+                   "train_accuracy": pairwise_accuracy(fitted, train_rows),
+                   "heldout_accuracy": pairwise_accuracy(fitted, heldout) if heldout else None,
+                   "steps": trainer.state.global_step, "policy": policy_path, "task": task.name,
+                   "processes": procs.world, "seconds": round(time.perf_counter() - began, 1)}  # fmt: skip
+        atomic_write_text(out / "fit.json", json.dumps(summary, indent=1))  # last: marks the fit finished
+        logger.warning("Bradley-Terry judge fitted in %s: %s", out, summary)
+    procs.barrier()
     return RewardModelJudge(str(out), device=_device(config))
 
 

@@ -43,7 +43,14 @@ class SelfPlayArguments:
     iterations: int = field(default=3, metadata={"help": "Self-play iterations T."})
     samples_per_prompt: int = field(default=8, metadata={"help": "Responses K sampled per prompt from pi_t."})
     prompts_per_iteration: int = field(default=256, metadata={"help": "Training prompts per iteration."})
-    prompt_task: str = field(default="rps", metadata={"help": "The task whose training prompts are sampled."})
+    prompt_task: str | None = field(
+        default="rps", metadata={"help": "The synthetic task whose prompts are sampled and whose metrics are logged."}
+    )
+    prompt_dataset: str | None = field(
+        default=None, metadata={"help": "Prompts from a dataset (file, folder or Hub name) instead of the task's."}
+    )
+    prompt_dataset_split: str = field(default="train", metadata={"help": "The prompt dataset's split."})
+    prompt_column: str = field(default="prompt", metadata={"help": "The prompt dataset's prompt column."})
     judge: str = field(
         default="task",
         metadata={"help": "task (the prompt task's oracle), task:NAME, reward_model:PATH, pair_preference:PATH, "
@@ -53,8 +60,13 @@ class SelfPlayArguments:
     judge_fit_epochs: float = field(default=6.0, metadata={"help": "bradley_terry: epochs of the reward model."})
     judge_fit_learning_rate: float = field(default=3e-4, metadata={"help": "bradley_terry: its learning rate."})
     temperature: float = field(default=1.0, metadata={"help": "Sampling temperature of the responses."})
-    max_new_tokens: int | None = field(default=None, metadata={"help": "Response length (default: the task's)."})
+    max_new_tokens: int | None = field(
+        default=None, metadata={"help": "Response length (default: the task's; 512 with a prompt dataset)."}
+    )
     generation_batch_size: int = field(default=64, metadata={"help": "Prompts per generation batch."})
+    generation_backend: str = field(
+        default="transformers", metadata={"help": "transformers (model.generate) or vllm (a CUDA GPU with vllm)."}
+    )
     ref_policy: str = field(
         default="previous", metadata={"help": "A method with only a reference (DPO): previous (pi_t) or sft."}
     )
@@ -64,11 +76,15 @@ class SelfPlayArguments:
         for name in ("iterations", "samples_per_prompt", "prompts_per_iteration"):
             if getattr(self, name) < (2 if name == "samples_per_prompt" else 1):
                 raise ValueError(f"{name} must be >= {2 if name == 'samples_per_prompt' else 1}")
+        if self.prompt_task is None and self.prompt_dataset is None:
+            raise ValueError("the self-play loop needs prompt_task or prompt_dataset")
+        if self.generation_backend not in ("transformers", "vllm"):
+            raise ValueError(f"generation_backend must be transformers or vllm, got {self.generation_backend!r}")
         if self.ref_policy not in ("previous", "sft"):
             raise ValueError(f"ref_policy must be previous or sft, got {self.ref_policy!r}")
 
 
-def make_judge(spec, task_name: str):
+def make_judge(spec, task_name: str | None):
     """A judge from its recipe string (or a judge object, returned as is). ``bradley_terry[:NAME]`` gives
     the oracle it is fitted to (the loop fits it: :meth:`SelfPlay.ranking_judge`)."""
     from alignment import judges
@@ -77,6 +93,8 @@ def make_judge(spec, task_name: str):
         return spec
     kind, _, arg = spec.partition(":")
     if kind in ("task", "bradley_terry"):
+        if not (arg or task_name):
+            raise ValueError(f"judge {spec!r} needs a task: set prompt_task or write {kind}:NAME")
         return judges.TaskJudge(arg or task_name)
     if kind == "reward_model" and arg:
         return judges.RewardModelJudge(arg)
@@ -99,12 +117,30 @@ class SelfPlay:
         self.method, self.loop, self.config = get_method(method_name), loop, config
         self.start = model_path
         self.out = Path(config.output_dir)
-        self.task = get_task(loop.prompt_task)
+        from alignment.loops.prompts import PromptSource
+
+        self.task = get_task(loop.prompt_task) if loop.prompt_task else None
+        self.source = PromptSource(self.task, loop.prompt_dataset, loop.prompt_dataset_split, loop.prompt_column)
         spec = judge if judge is not None else loop.judge
         self.fit_bt = isinstance(spec, str) and spec.partition(":")[0] == "bradley_terry"
         self.judge = make_judge(spec, loop.prompt_task)  # with bradley_terry: the oracle the fit is labelled by
         self.dtype, self.peft_config, self.info = dtype, peft_config, info or {}
-        self.max_new_tokens = loop.max_new_tokens or self.task.max_new_tokens
+        from alignment.loops.processes import Processes
+
+        _ = config.device  # sets up the processes as the Trainer will (accelerate launch: DDP, gloo on CPU)
+        self.procs = Processes()
+        self.max_new_tokens = loop.max_new_tokens or (self.task.max_new_tokens if self.task else 512)
+        if loop.generation_backend == "vllm":
+            from alignment.recipes import RecipeError
+            from alignment.vllm_backend import check_backend
+
+            if peft_config is not None:
+                raise NotImplementedError("generation_backend: vllm with a PEFT adapter is not supported yet: "
+                                          "vLLM would need the merged weights of every iteration")  # fmt: skip
+            try:
+                check_backend("vllm")
+            except RuntimeError as e:
+                raise RecipeError(str(e)) from None
 
     # ----- paths and bookkeeping ------------------------------------------------------------------
     def folder(self, t: int) -> Path:
@@ -133,6 +169,7 @@ class SelfPlay:
 
     # ----- stages -----------------------------------------------------------------------------------
     def sample(self, t: int) -> list[dict]:
+        """K responses to each of this iteration's prompts from pi_t (each process samples its share)."""
         path = self.folder(t) / "samples.jsonl"
         if path.exists():
             return read_jsonl(path)
@@ -140,20 +177,34 @@ class SelfPlay:
         from alignment.models import load_model, load_tokenizer
 
         began = time.perf_counter()
-        policy, tokenizer = load_model(self.policy_path(t), self.dtype).eval(), load_tokenizer(self.policy_path(t))
-        prompts = self.task.prompts("train", self.loop.prompts_per_iteration, seed=self.config.seed + t)
+        tokenizer = load_tokenizer(self.policy_path(t))
+        prompts = self.source.prompts(t, self.loop.prompts_per_iteration, self.config.seed)
         config = SamplingConfig(
             max_new_tokens=self.max_new_tokens, do_sample=True, temperature=self.loop.temperature,
             num_samples=self.loop.samples_per_prompt, batch_size=self.loop.generation_batch_size,
-            seed=self.config.seed + t,
+            seed=self.config.seed + t + 100_003 * self.procs.rank,
         )  # fmt: skip
-        drawn = generate_responses(policy, tokenizer, prompts, config, desc=f"Iteration {t}: sampling pi_{t}")
-        rows = [{"prompt": p, "responses": list(r)} for p, r in zip(prompts, drawn)]
-        write_jsonl(path, rows)
-        self.timing(t, "generate", time.perf_counter() - began)
+        shard = self.procs.shard(prompts)
+        if self.loop.generation_backend == "vllm":
+            from alignment.vllm_backend import generate_vllm
+
+            drawn = generate_vllm(self.policy_path(t), tokenizer, shard, config) if shard else []
+        else:
+            policy = load_model(self.policy_path(t), self.dtype).eval()
+            drawn = generate_responses(policy, tokenizer, shard, config, desc=f"Iteration {t}: sampling pi_{t}")
+            del policy
+        if self.procs.world > 1:
+            logger.warning("iteration %d: process %d sampled %d of %d prompts", t, self.procs.rank, len(shard),
+                           len(prompts))  # fmt: skip
+        rows = self.procs.gather([{"prompt": p, "responses": list(r)} for p, r in zip(shard, drawn)])
+        if self.procs.is_main:
+            write_jsonl(path, rows)
+            self.timing(t, "generate", time.perf_counter() - began)
+        self.procs.barrier()
         return rows
 
     def rank(self, t: int, samples: list[dict]) -> list[dict]:
+        """Each prompt's (winner, loser) by the judge (each process ranks its share of the prompts)."""
         path = self.folder(t) / "pairs.jsonl"
         if path.exists():
             return read_jsonl(path)
@@ -161,24 +212,30 @@ class SelfPlay:
 
         judge = CountingJudge(self.ranking_judge())
         began = time.perf_counter()
-        prompts = [s["prompt"] for s in samples]
+        shard = self.procs.shard(samples)
         # an empty response is not a valid message: it does not take part
-        kept = [[i for i, r in enumerate(s["responses"]) if r.strip()] for s in samples]
-        candidates = [[s["responses"][i] for i in k] for s, k in zip(samples, kept)]
-        ranked = rank_candidates(prompts, candidates, judge, seed=self.config.seed + t)
-        verdicts, pairs = [], []
-        for prompt, cands, k, pair in zip(prompts, candidates, kept, ranked):
-            verdicts.append({"prompt": prompt, "winner": k[pair[0]] if pair else None,
-                             "loser": k[pair[1]] if pair else None})  # fmt: skip
-            if pair:
-                pairs.append({"prompt": [{"role": "user", "content": prompt}],
-                              "chosen": [{"role": "assistant", "content": cands[pair[0]]}],
-                              "rejected": [{"role": "assistant", "content": cands[pair[1]]}]})  # fmt: skip
-        write_jsonl(self.folder(t) / "verdicts.jsonl", verdicts)
-        atomic_write_text(self.folder(t) / "judge.json", json.dumps({"calls": judge.calls,
-                                                                       "comparisons": judge.comparisons}))  # fmt: skip
-        write_jsonl(path, pairs)  # last: its presence marks the stage done
-        self.timing(t, "judge", time.perf_counter() - began)
+        kept = [[i for i, r in enumerate(s["responses"]) if r.strip()] for s in shard]
+        candidates = [[s["responses"][i] for i in k] for s, k in zip(shard, kept)]
+        ranked = rank_candidates([s["prompt"] for s in shard], candidates, judge,
+                                 seed=self.config.seed + t + 100_003 * self.procs.rank) if shard else []  # fmt: skip
+        mine = []
+        for s, cands, k, pair in zip(shard, candidates, kept, ranked):
+            verdict = {"prompt": s["prompt"], "winner": k[pair[0]] if pair else None,
+                       "loser": k[pair[1]] if pair else None}  # fmt: skip
+            mine.append((verdict, (cands[pair[0]], cands[pair[1]]) if pair else None))
+        results = self.procs.gather(mine)
+        counts = self.procs.gather([(judge.calls, judge.comparisons)])
+        pairs = [{"prompt": [{"role": "user", "content": v["prompt"]}],
+                  "chosen": [{"role": "assistant", "content": won[0]}],
+                  "rejected": [{"role": "assistant", "content": won[1]}]} for v, won in results if won]  # fmt: skip
+        if self.procs.is_main:
+            write_jsonl(self.folder(t) / "verdicts.jsonl", [v for v, _ in results])
+            atomic_write_text(self.folder(t) / "judge.json", json.dumps({"calls": sum(c for c, _ in counts),
+                                                                           "comparisons": sum(n for _, n in counts),
+                                                                           "processes": self.procs.world}))  # fmt: skip
+            write_jsonl(path, pairs)  # last: its presence marks the stage done
+            self.timing(t, "judge", time.perf_counter() - began)
+        self.procs.barrier()
         return pairs
 
     def ranking_judge(self):
@@ -194,7 +251,8 @@ class SelfPlay:
             learning_rate=self.loop.judge_fit_learning_rate, max_new_tokens=self.max_new_tokens,
             temperature=self.loop.temperature, seed=self.config.seed, use_cpu=self.config.use_cpu,
         )  # fmt: skip
-        self.judge = fit_bradley_terry(self.start, self.task, self.judge, self.out / "judge", config, dtype=self.dtype)
+        self.judge = fit_bradley_terry(self.start, self.judge.task, self.judge, self.out / "judge", config,
+                                       dtype=self.dtype, processes=self.procs)  # fmt: skip
         self.fit_bt = False
         return self.judge
 
@@ -225,6 +283,8 @@ class SelfPlay:
         trainer = self.method.trainer(model, args=config, train_dataset=Dataset.from_list(pairs),
                                       processing_class=tokenizer, peft_config=self.peft_config, **kwargs)  # fmt: skip
         last = get_last_checkpoint(str(folder)) if folder.exists() else None
+        if last is not None:
+            logger.warning("iteration %d: resuming the training from %s", t, last)
         trainer.train(resume_from_checkpoint=last)
         trainer.save_model(str(folder))
         if trainer.is_world_process_zero():
@@ -233,13 +293,17 @@ class SelfPlay:
                 "log_history": trainer.state.log_history}))  # fmt: skip
         del trainer, model
         gc.collect()
-        self.timing(t, "train", time.perf_counter() - began)
+        if self.procs.is_main:
+            self.timing(t, "train", time.perf_counter() - began)
+        self.procs.barrier()
 
     def evaluate(self, t: int, path: str) -> dict:
         """The task's metrics of a policy on held-out prompts, greedy and sampled (``alignment eval``'s)."""
         from alignment.models import load_model, load_tokenizer
         from alignment.run import evaluate
 
+        if self.task is None:  # prompts from a dataset and no task: nothing to measure here
+            return {}
         policy, tokenizer = load_model(path, self.dtype).eval(), load_tokenizer(path)
         return evaluate(policy, tokenizer, self.loop.prompt_task, self.loop.loop_eval_prompts,
                         seed=self.config.seed, max_new_tokens=self.max_new_tokens)  # fmt: skip
@@ -247,24 +311,28 @@ class SelfPlay:
     # ----- the loop ---------------------------------------------------------------------------------
     def run(self) -> list[dict]:
         self.out.mkdir(parents=True, exist_ok=True)
-        if 0 not in self.logged():
+        if 0 not in self.logged() and self.procs.is_main:
             self.log({"iteration": 0, "policy": self.start, **self.evaluate(0, self.start)})
+        self.procs.barrier()
         for t in range(1, self.loop.iterations + 1):
             if t in self.logged():
                 continue
             samples = self.sample(t)
             pairs = self.rank(t, samples)
             self.train(t, pairs)
-            began = time.perf_counter()
-            metrics = self.evaluate(t, str(self.folder(t) / "model"))
-            self.timing(t, "evaluate", time.perf_counter() - began)
-            judge = json.loads((self.folder(t) / "judge.json").read_text())
-            self.log({"iteration": t, "policy": str(self.folder(t) / "model"), "pairs": len(pairs),
-                      "judge_calls": judge["calls"], "judge_comparisons": judge["comparisons"],
-                      "seconds": self.timing(t), **metrics})  # fmt: skip
-            logger.info("self-play iteration %d/%d: %d pairs", t, self.loop.iterations, len(pairs))
+            if self.procs.is_main:  # the other processes wait: evaluation is one process's generation
+                began = time.perf_counter()
+                metrics = self.evaluate(t, str(self.folder(t) / "model"))
+                self.timing(t, "evaluate", time.perf_counter() - began)
+                judge = json.loads((self.folder(t) / "judge.json").read_text())
+                self.log({"iteration": t, "policy": str(self.folder(t) / "model"), "pairs": len(pairs),
+                          "judge_calls": judge["calls"], "judge_comparisons": judge["comparisons"],
+                          "processes": self.procs.world, "seconds": self.timing(t), **metrics})  # fmt: skip
+                logger.info("self-play iteration %d/%d: %d pairs", t, self.loop.iterations, len(pairs))
+            self.procs.barrier()
         rows = [self.logged()[k] for k in sorted(self.logged())]
-        self.write_summary(rows)
+        if self.procs.is_main:
+            self.write_summary(rows)
         return rows
 
     def log_history(self) -> list[dict]:
