@@ -90,3 +90,14 @@ def test_cli_bad_recipe_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"error: {bad}: sft_normalization must be one of") and "\n" not in err
     assert main(["train", str(Path(tmp_path) / "nope.yaml")]) == 2
+
+
+def test_inpo_gpu_recipe_has_the_paper_settings():
+    method, script, _, config = load_recipe(ROOT / "recipes" / "llama-3-8b" / "inpo.yaml", {"use_cpu": True})
+    loop = script.self_play
+    assert method == "inpo" and (config.eta, config.learning_rate) == (0.005, 5e-7)
+    assert config.tau == pytest.approx(config.eta / 3) and config.bf16
+    assert config.lr_scheduler_type == "cosine" and config.warmup_steps == 0.03
+    assert config.per_device_train_batch_size * config.gradient_accumulation_steps * 8 == 128
+    assert (loop.iterations, loop.samples_per_prompt, loop.generation_backend) == (3, 8, "vllm")
+    assert loop.judge.startswith("reward_model:") and loop.prompt_task is None and loop.prompt_dataset

@@ -84,9 +84,10 @@ class SelfPlayArguments:
             raise ValueError(f"ref_policy must be previous or sft, got {self.ref_policy!r}")
 
 
-def make_judge(spec, task_name: str | None):
+def make_judge(spec, task_name: str | None, device=None):
     """A judge from its recipe string (or a judge object, returned as is). ``bradley_terry[:NAME]`` gives
-    the oracle it is fitted to (the loop fits it: :meth:`SelfPlay.ranking_judge`)."""
+    the oracle it is fitted to (the loop fits it: :meth:`SelfPlay.ranking_judge`). Model judges load on
+    ``device`` (default: where they load, the CPU)."""
     from alignment import judges
 
     if not isinstance(spec, str):
@@ -97,9 +98,9 @@ def make_judge(spec, task_name: str | None):
             raise ValueError(f"judge {spec!r} needs a task: set prompt_task or write {kind}:NAME")
         return judges.TaskJudge(arg or task_name)
     if kind == "reward_model" and arg:
-        return judges.RewardModelJudge(arg)
+        return judges.RewardModelJudge(arg, device=device)
     if kind == "pair_preference" and arg:
-        return judges.PairPreferenceJudge(arg)
+        return judges.PairPreferenceJudge(arg, device=device)
     raise ValueError(
         "judge must be task, task:NAME, reward_model:PATH, pair_preference:PATH, bradley_terry or "
         f"bradley_terry:NAME; got {spec!r}"
@@ -111,36 +112,39 @@ class SelfPlay:
 
     def __init__(self, method_name: str, loop: SelfPlayArguments, model_path: str, config, judge=None,
                  dtype: str = "float32", peft_config=None, info: dict | None = None):  # fmt: skip
+        from alignment.loops.processes import Processes
+        from alignment.loops.prompts import PromptSource
         from alignment.tasks import get_task
         from alignment.trainers import get_method
 
         self.method, self.loop, self.config = get_method(method_name), loop, config
-        self.start = model_path
-        self.out = Path(config.output_dir)
-        from alignment.loops.prompts import PromptSource
-
-        self.task = get_task(loop.prompt_task) if loop.prompt_task else None
-        self.source = PromptSource(self.task, loop.prompt_dataset, loop.prompt_dataset_split, loop.prompt_column)
-        spec = judge if judge is not None else loop.judge
-        self.fit_bt = isinstance(spec, str) and spec.partition(":")[0] == "bradley_terry"
-        self.judge = make_judge(spec, loop.prompt_task)  # with bradley_terry: the oracle the fit is labelled by
+        self.start, self.out = model_path, Path(config.output_dir)
         self.dtype, self.peft_config, self.info = dtype, peft_config, info or {}
-        from alignment.loops.processes import Processes
-
+        self.check_backend()
         _ = config.device  # sets up the processes as the Trainer will (accelerate launch: DDP, gloo on CPU)
         self.procs = Processes()
+        self.task = get_task(loop.prompt_task) if loop.prompt_task else None
+        self.source = PromptSource(self.task, loop.prompt_dataset, loop.prompt_dataset_split, loop.prompt_column)
         self.max_new_tokens = loop.max_new_tokens or (self.task.max_new_tokens if self.task else 512)
-        if loop.generation_backend == "vllm":
-            from alignment.recipes import RecipeError
-            from alignment.vllm_backend import check_backend
+        spec = judge if judge is not None else loop.judge
+        self.fit_bt = isinstance(spec, str) and spec.partition(":")[0] == "bradley_terry"
+        device = getattr(self.procs.state, "device", None)
+        device = None if device is None or device.type == "cpu" else device  # each process's GPU
+        self.judge = make_judge(spec, loop.prompt_task, device)  # bradley_terry: the oracle the fit is labelled by
 
-            if peft_config is not None:
-                raise NotImplementedError("generation_backend: vllm with a PEFT adapter is not supported yet: "
-                                          "vLLM would need the merged weights of every iteration")  # fmt: skip
-            try:
-                check_backend("vllm")
-            except RuntimeError as e:
-                raise RecipeError(str(e)) from None
+    def check_backend(self) -> None:
+        if self.loop.generation_backend != "vllm":
+            return
+        from alignment.recipes import RecipeError
+        from alignment.vllm_backend import check_backend
+
+        if self.peft_config is not None:
+            raise NotImplementedError("generation_backend: vllm with a PEFT adapter is not supported yet: "
+                                      "vLLM would need the merged weights of every iteration")  # fmt: skip
+        try:
+            check_backend("vllm")
+        except RuntimeError as e:
+            raise RecipeError(str(e)) from None
 
     # ----- paths and bookkeeping ------------------------------------------------------------------
     def folder(self, t: int) -> Path:

@@ -1,11 +1,13 @@
 """The self-play loop on the shipped tiny model and the rps task: two INPO iterations write every stage's
 file and one line per iteration; a rerun regenerates nothing; a lost stage is redone alone."""
 
+import dataclasses
 import json
 import shutil
 
 import pytest
 
+from alignment.cli import main
 from alignment.diagnostics.report import write_report
 from alignment.loops import selfplay
 from alignment.loops.selfplay import SelfPlay, SelfPlayArguments
@@ -91,3 +93,46 @@ def test_iterative_dpo_with_a_fitted_bradley_terry_judge(data_dir, tmp_path):
     # a pointwise judge ranks by best and worst of K: one scoring call, K items per prompt
     assert rows[1]["judge_calls"] == 1 and rows[1]["judge_comparisons"] == 8 * 4
     assert rows[1]["pairs"] > 0
+
+
+def test_vllm_backend_without_vllm_is_a_clear_error(data_dir, tmp_path, capsys):
+    import importlib.util
+
+    import torch
+
+    if importlib.util.find_spec("vllm") is not None and torch.cuda.is_available():
+        pytest.skip("vllm and a GPU are here: tests/test_vllm_backend.py runs the backend")
+    recipe = str(data_dir.parent / "recipes" / "quickstart" / "inpo.yaml")
+    code = main(["train", recipe, "--generation_backend", "vllm", "--output_dir", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: generation_backend: vllm needs")
+    assert not (tmp_path / "run" / "iterations.jsonl").exists()
+    with pytest.raises(ValueError, match="generation_backend must be transformers or vllm"):
+        SelfPlayArguments(generation_backend="sglang")
+
+
+def test_prompts_from_a_dataset_with_any_judge(data_dir, tmp_path):
+    from alignment.configs import DPOConfig
+    from alignment.data.errors import DataFormatError
+    from alignment.judges import CallableJudge
+
+    prompts = [f"Say something about the number {i}." for i in range(12)]
+    rows = [{"prompt": p} for p in prompts[:6]] + [{"prompt": [{"role": "user", "content": p}]} for p in prompts[6:]]
+    (tmp_path / "prompts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    loop = SelfPlayArguments(iterations=2, samples_per_prompt=3, prompts_per_iteration=6, prompt_task=None,
+                             prompt_dataset=str(tmp_path / "prompts.jsonl"), max_new_tokens=6,
+                             generation_batch_size=8)  # fmt: skip
+    config = DPOConfig(output_dir=str(tmp_path / "run"), use_cpu=True, per_device_train_batch_size=4,
+                       num_train_epochs=1, report_to=[], save_strategy="no", seed=5)  # fmt: skip
+    shorter = CallableJudge(lambda p, a, b: 1.0 if len(a) < len(b) else 0.0 if len(a) > len(b) else 0.5)
+    result = SelfPlay("dpo", loop, str(data_dir / "sft_model"), config, judge=shorter).run()
+    seen = [s["prompt"] for t in (1, 2) for s in selfplay.read_jsonl(tmp_path / "run" / f"iteration-{t}" /
+                                                                     "samples.jsonl")]  # fmt: skip
+    assert sorted(seen) == sorted(prompts)  # two disjoint slices of the shuffled dataset
+    assert [set(r) & {"greedy", "sampled"} for r in result] == [set()] * 3  # no task: nothing to evaluate
+    assert result[1]["pairs"] > 0
+    (tmp_path / "bad.jsonl").write_text('{"prompt": "fine"}\n{"question": "no prompt field"}\n')
+    bad = dataclasses.replace(loop, prompt_dataset=str(tmp_path / "bad.jsonl"))
+    config.output_dir = str(tmp_path / "bad")
+    with pytest.raises(DataFormatError, match=r"bad.jsonl: row 2 has no field 'prompt'"):
+        SelfPlay("dpo", bad, str(data_dir / "sft_model"), config, judge=shorter).run()
