@@ -73,14 +73,14 @@ class BTFitConfig:
 def label_comparisons(samples: list[dict], judge, seed: int = 0) -> list[dict]:
     """Oracle-labelled comparisons from sampled responses.
 
-    ``samples``: rows {"prompt", "responses": [K]}. Each prompt's non-empty responses are shuffled and paired
+    ``samples``: rows {"prompt", "responses": [K]}. Each prompt's responses (empty ones too) are shuffled and paired
     (0, 1), (2, 3), ...; one judge call scores every pair. Returns conversational preference rows
     {"prompt", "chosen", "rejected", "p"} (p = the judge's P(chosen > rejected)); ties are dropped.
     """
     rng = random.Random(seed)
     pairs = []
     for row in samples:
-        responses = [r for r in row["responses"] if r.strip()]
+        responses = list(row["responses"])  # an empty response too: it can lose
         rng.shuffle(responses)
         pairs += [(row["prompt"], responses[i], responses[i + 1]) for i in range(0, len(responses) - 1, 2)]
     if not pairs:

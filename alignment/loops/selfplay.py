@@ -107,6 +107,23 @@ def make_judge(spec, task_name: str | None, device=None):
     )
 
 
+def tokenize_pairs(pairs: list[dict], tokenizer, config):
+    """The pairs as token ids, truncated as the trainers do (``max_length``, ``truncation_mode``). Tokenized
+    here because an empty response is a real sample (EOS alone) that must be able to lose, while the data
+    layer refuses an empty message in a user's dataset."""
+    from datasets import Dataset
+
+    from alignment.data.tokenize import tokenize_row, truncate_row
+
+    rows = []
+    for pair in pairs:
+        ids, _ = truncate_row(tokenize_row(pair, tokenizer, config.chat_template), config.max_length,
+                              config.truncation_mode)  # fmt: skip
+        if ids is not None:
+            rows.append(ids)
+    return Dataset.from_list(rows)
+
+
 class SelfPlay:
     """One run of the loop (module docstring); ``run()`` does every unfinished stage."""
 
@@ -217,9 +234,9 @@ class SelfPlay:
         judge = CountingJudge(self.ranking_judge())
         began = time.perf_counter()
         shard = self.procs.shard(samples)
-        # an empty response is not a valid message: it does not take part
-        kept = [[i for i, r in enumerate(s["responses"]) if r.strip()] for s in shard]
-        candidates = [[s["responses"][i] for i in k] for s, k in zip(shard, kept)]
+        # every response takes part, an empty one too: a policy that answers nothing must be able to lose
+        kept = [list(range(len(s["responses"]))) for s in shard]
+        candidates = [list(s["responses"]) for s in shard]
         ranked = rank_candidates([s["prompt"] for s in shard], candidates, judge,
                                  seed=self.config.seed + t + 100_003 * self.procs.rank) if shard else []  # fmt: skip
         mine = []
@@ -275,7 +292,6 @@ class SelfPlay:
         if not pairs:
             raise RuntimeError(f"iteration {t}: the judge kept no pair out of {self.loop.prompts_per_iteration} "
                                "prompts (all ties?): nothing to train on")  # fmt: skip
-        from datasets import Dataset
         from transformers.trainer_utils import get_last_checkpoint
 
         from alignment.models import load_model, load_tokenizer
@@ -284,7 +300,7 @@ class SelfPlay:
         config = dataclasses.replace(self.config, output_dir=str(folder), seed=self.config.seed + t)
         model, tokenizer = load_model(self.policy_path(t), self.dtype), load_tokenizer(self.policy_path(t))
         kwargs = {"anchors": self.anchors(t)} if self.method.anchors else {}
-        trainer = self.method.trainer(model, args=config, train_dataset=Dataset.from_list(pairs),
+        trainer = self.method.trainer(model, args=config, train_dataset=tokenize_pairs(pairs, tokenizer, config),
                                       processing_class=tokenizer, peft_config=self.peft_config, **kwargs)  # fmt: skip
         last = get_last_checkpoint(str(folder)) if folder.exists() else None
         if last is not None:

@@ -20,7 +20,8 @@ def test_comparisons_follow_the_judge_drop_ties_and_are_seeded():
     samples = [{"prompt": f"q{i}", "responses": ["aa", "b", "ccc", "dd", "", "e"]} for i in range(20)]
     rows = bt.label_comparisons(samples, CallableJudge(longer_wins), seed=FRESH_SEED)
     assert rows == bt.label_comparisons(samples, CallableJudge(longer_wins), seed=FRESH_SEED)
-    assert 0 < len(rows) < 20 * 2 + 1  # 5 non-empty responses: 2 disjoint pairs per prompt, minus the ties
+    assert 0 < len(rows) < 20 * 3 + 1  # 6 responses (an empty one too): 3 disjoint pairs per prompt, minus ties
+    assert any(r["rejected"][0]["content"] == "" for r in rows)
     for r in rows:
         chosen, rejected = r["chosen"][0]["content"], r["rejected"][0]["content"]
         assert len(chosen) > len(rejected) and r["p"] == 1.0 and r["prompt"][0]["role"] == "user"

@@ -136,3 +136,19 @@ def test_prompts_from_a_dataset_with_any_judge(data_dir, tmp_path):
     config.output_dir = str(tmp_path / "bad")
     with pytest.raises(DataFormatError, match=r"bad.jsonl: row 2 has no field 'prompt'"):
         SelfPlay("dpo", bad, str(data_dir / "sft_model"), config, judge=shorter).run()
+
+
+def test_an_empty_response_is_a_pair_member_it_is_eos_alone(data_dir):
+    from alignment.configs import DPOConfig
+    from alignment.models import load_tokenizer
+
+    tokenizer = load_tokenizer(str(data_dir / "sft_model"))
+    pair = {"prompt": [{"role": "user", "content": "Play rock, paper or scissors."}],
+            "chosen": [{"role": "assistant", "content": "Paper!"}],
+            "rejected": [{"role": "assistant", "content": ""}]}  # fmt: skip
+    config = DPOConfig(output_dir="unused", use_cpu=True, max_length=64)
+    rows = selfplay.tokenize_pairs([pair, pair], tokenizer, config)
+    assert rows[0]["rejected_ids"] == [tokenizer.eos_token_id] and rows[0]["chosen_ids"][-1] == tokenizer.eos_token_id
+    assert len(rows) == 2 and rows[0]["prompt_ids"][0] == tokenizer.bos_token_id
+    config.max_length = 8  # longer prompts than that are dropped (keep_start), as the trainers do
+    assert len(selfplay.tokenize_pairs([pair], tokenizer, config)) == 0
