@@ -111,7 +111,7 @@ def load_recipe(path: str | os.PathLike, overrides: dict | None = None):
 
 def _self_play(path, raw: dict):
     """The self-play loop's settings (``loop: self_play`` and its fields, popped from ``raw``), or None."""
-    from alignment.loops.selfplay import SelfPlayArguments
+    from alignment.loops.settings import SelfPlayArguments
 
     loop = raw.pop("loop", None)
     names = _fields(SelfPlayArguments)

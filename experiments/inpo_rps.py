@@ -10,7 +10,8 @@ iteration, the shipped tiny SFT model):
   pipeline;
 
 then prints, per run, the sampled move distribution of 1000 held-out prompts after each iteration (TV
-distance to uniform, exploitability), the seconds per stage, and renders every run into one report.
+distance to uniform, exploitability), the seconds per stage, and renders every run into one report
+(OUT/report.html; its self-play figure also as OUT/self_play.png).
 
     OMP_NUM_THREADS=1 python experiments/inpo_rps.py --out runs/inpo-rps [--seeds 0 1]
 
@@ -76,11 +77,14 @@ def main() -> None:
         lines.append(f"| {key} | {a['tv_to_uniform']:.3f} -> {b['tv_to_uniform']:.3f} | "
                      f"{a['exploitability']:.3f} -> {b['exploitability']:.3f} |")  # fmt: skip
     (out / "results.json").write_text(json.dumps(results, indent=1))
+    from alignment.diagnostics.plots import self_play
     from alignment.diagnostics.report import write_report
+    from alignment.diagnostics.runs import load_runs
 
     page, _ = write_report(folders, out / "report.html")
+    (out / "self_play.png").write_bytes(self_play(load_runs(folders)))  # the report's self-play figure
     print("\n".join(lines))
-    print(f"\nreport: {page}")
+    print(f"\nreport: {page}, figure: {out / 'self_play.png'}")
 
 
 if __name__ == "__main__":
