@@ -218,7 +218,7 @@ def self_play(runs: list[Run]) -> bytes | None:
         ax.set_xlabel("iteration")
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+    axes[0].legend(fontsize=7)  # the same runs in every panel: one legend
     return _png(fig)
 
 
