@@ -111,20 +111,17 @@ def pairwise_accuracy(judge, rows: list[dict]) -> float:
 def sample_prompts(policy_path: str, task, config: BTFitConfig, dtype: str = "float32", processes=None) -> list[dict]:
     """{"prompt", "responses"} rows: K samples per training prompt (seeded) from the policy; with
     ``processes`` (:class:`alignment.loops.processes.Processes`) each process samples its share."""
-    from alignment.generation import SamplingConfig, generate_responses
-    from alignment.models import load_model, load_tokenizer
+    from alignment.generation import SamplingConfig
+    from alignment.loops.processes import Processes
+    from alignment.loops.sampling import sample_rows
 
-    rank = processes.rank if processes else 0
-    policy, tokenizer = load_model(policy_path, dtype).eval(), load_tokenizer(policy_path)
     prompts = task.prompts("train", config.prompts, seed=config.seed + 7919)  # not the loop's prompt draws
     sampling = SamplingConfig(
         max_new_tokens=config.max_new_tokens or task.max_new_tokens, do_sample=True, temperature=config.temperature,
-        num_samples=config.samples_per_prompt, batch_size=64, seed=config.seed + 7919 + 100_003 * rank,
+        num_samples=config.samples_per_prompt, batch_size=64, seed=config.seed + 7919,
     )  # fmt: skip
-    shard = processes.shard(prompts) if processes else prompts
-    drawn = generate_responses(policy, tokenizer, shard, sampling, desc="Bradley-Terry fit: sampling")
-    rows = [{"prompt": p, "responses": list(r)} for p, r in zip(shard, drawn)]
-    return processes.gather(rows) if processes else rows
+    return sample_rows(policy_path, prompts, sampling, processes or Processes.single(), dtype,
+                       desc="Bradley-Terry fit: sampling")  # fmt: skip
 
 
 def train_reward_model(base_path: str, train_rows: list[dict], out: Path, config: BTFitConfig):
@@ -170,7 +167,7 @@ def fit_bradley_terry(policy_path: str, task, judge, out, config: BTFitConfig | 
     out.mkdir(parents=True, exist_ok=True)
     path = out / "comparisons.jsonl"
     if not path.exists():
-        samples = sample_prompts(policy_path, task, config, dtype, procs if procs.world > 1 else None)
+        samples = sample_prompts(policy_path, task, config, dtype, procs)
         if procs.is_main:
             write_jsonl(path, label_comparisons(samples, judge, config.seed))
         procs.barrier()

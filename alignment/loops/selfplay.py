@@ -123,30 +123,18 @@ class SelfPlay:
         path = self.folder(t) / "samples.jsonl"
         if path.exists():
             return read_jsonl(path)
-        from alignment.generation import SamplingConfig, generate_responses
-        from alignment.models import load_model, load_tokenizer
+        from alignment.generation import SamplingConfig
+        from alignment.loops.sampling import sample_rows
 
         began = time.perf_counter()
-        tokenizer = load_tokenizer(self.policy_path(t))
         prompts = self.source.prompts(t, self.loop.prompts_per_iteration, self.config.seed)
         config = SamplingConfig(
             max_new_tokens=self.max_new_tokens, do_sample=True, temperature=self.loop.temperature,
             num_samples=self.loop.samples_per_prompt, batch_size=self.loop.generation_batch_size,
-            seed=self.config.seed + t + 100_003 * self.procs.rank,
+            seed=self.config.seed + t,
         )  # fmt: skip
-        shard = self.procs.shard(prompts)
-        if self.loop.generation_backend == "vllm":
-            from alignment.vllm_backend import generate_vllm
-
-            drawn = generate_vllm(self.policy_path(t), tokenizer, shard, config) if shard else []
-        else:
-            policy = load_model(self.policy_path(t), self.dtype).eval()
-            drawn = generate_responses(policy, tokenizer, shard, config, desc=f"Iteration {t}: sampling pi_{t}")
-            del policy
-        if self.procs.world > 1:
-            logger.warning("iteration %d: process %d sampled %d of %d prompts", t, self.procs.rank, len(shard),
-                           len(prompts))  # fmt: skip
-        rows = self.procs.gather([{"prompt": p, "responses": list(r)} for p, r in zip(shard, drawn)])
+        rows = sample_rows(self.policy_path(t), prompts, config, self.procs, self.dtype,
+                           self.loop.generation_backend, desc=f"Iteration {t}: sampling pi_{t}")  # fmt: skip
         if self.procs.is_main:
             write_jsonl(path, rows)
             self.timing(t, "generate", time.perf_counter() - began)
@@ -164,15 +152,12 @@ class SelfPlay:
         began = time.perf_counter()
         shard = self.procs.shard(samples)
         # every response takes part, an empty one too: a policy that answers nothing must be able to lose
-        kept = [list(range(len(s["responses"]))) for s in shard]
-        candidates = [list(s["responses"]) for s in shard]
-        ranked = rank_candidates([s["prompt"] for s in shard], candidates, judge,
+        ranked = rank_candidates([s["prompt"] for s in shard], [s["responses"] for s in shard], judge,
                                  seed=self.config.seed + t + 100_003 * self.procs.rank) if shard else []  # fmt: skip
         mine = []
-        for s, cands, k, pair in zip(shard, candidates, kept, ranked):
-            verdict = {"prompt": s["prompt"], "winner": k[pair[0]] if pair else None,
-                       "loser": k[pair[1]] if pair else None}  # fmt: skip
-            mine.append((verdict, (cands[pair[0]], cands[pair[1]]) if pair else None))
+        for s, pair in zip(shard, ranked):
+            verdict = {"prompt": s["prompt"], "winner": pair[0] if pair else None, "loser": pair[1] if pair else None}
+            mine.append((verdict, (s["responses"][pair[0]], s["responses"][pair[1]]) if pair else None))
         results = self.procs.gather(mine)
         counts = self.procs.gather([(judge.calls, judge.comparisons)])
         pairs = [{"prompt": [{"role": "user", "content": v["prompt"]}],

@@ -67,7 +67,7 @@ def test_two_processes_share_sampling_judging_and_the_bt_fit(tmp_path):
     done = run(cmd)
     for t in (1, 2):
         for rank in (0, 1):
-            assert f"iteration {t}: process {rank} sampled 8 of 16 prompts" in done.stderr
+            assert f"Iteration {t}: sampling pi_{t}: process {rank} sampled 8 of 16 prompts" in done.stderr
         samples = read_jsonl(out / f"iteration-{t}" / "samples.jsonl")
         assert [s["prompt"] for s in samples] == get_task("rps").prompts("train", 16, seed=t)  # order kept
         assert all(len(s["responses"]) == 4 for s in samples)
