@@ -40,7 +40,7 @@ def same(a, b, tol=1e-5):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["dpo", "rpo", "sparsepo", "two_anchor"])
+@pytest.mark.parametrize("method", ["dpo", "rpo", "sparsepo", "inpo", "two_anchor"])
 def test_ddp_two_processes_equal_one(tmp_path, method):
     single = run(tmp_path / "single.pt", method, 8, 1)
     ddp = run(tmp_path / "ddp.pt", method, 4, 1, "cpu_ddp.yaml")
@@ -54,7 +54,7 @@ def test_ddp_two_processes_equal_one(tmp_path, method):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["dpo", "sparsepo"])
+@pytest.mark.parametrize("method", ["dpo", "sparsepo", "inpo"])
 def test_deepspeed_zero3_matches_ddp(tmp_path, method):
     import deepspeed  # noqa: F401  (a clear ImportError when the deepspeed extra is missing)
 

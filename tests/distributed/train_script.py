@@ -1,4 +1,4 @@
-"""One DPO/RPO/SparsePO/two-anchor optimizer step on 8 fixed rows; writes the logged loss and the parameters.
+"""One DPO/RPO/SparsePO/INPO/two-anchor optimizer step on 8 fixed rows; writes the logged loss and the parameters.
 
 python tests/distributed/train_script.py OUT.pt METHOD BATCH ACCUM
 accelerate launch --config_file accelerate_configs/cpu_ddp.yaml tests/distributed/train_script.py ...
@@ -12,7 +12,16 @@ import torch
 from datasets import load_dataset
 from transformers import AutoTokenizer
 
-from alignment.trainers import DPOConfig, DPOTrainer, RPOConfig, RPOTrainer, SparsePOConfig, SparsePOTrainer
+from alignment.trainers import (
+    DPOConfig,
+    DPOTrainer,
+    INPOConfig,
+    INPOTrainer,
+    RPOConfig,
+    RPOTrainer,
+    SparsePOConfig,
+    SparsePOTrainer,
+)
 from tests.helpers import full_parameters, register_two_anchor_method, tiny_llama
 
 out_path, method, batch, accum = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
@@ -47,6 +56,9 @@ if method == "two_anchor":  # named anchors: ref a frozen copy, prev a separate 
     toy = register_two_anchor_method()
     cfg = toy.config(precompute_ref_logps=True, ref_cache_dir=f"{out_path}.cache", eta=0.5, **common)
     trainer = toy.trainer(model, args=cfg, train_dataset=rows, processing_class=tokenizer, anchors={"prev": ref})
+elif method == "inpo":  # ref a frozen copy of the policy, prev the other model, both precomputed
+    cfg = INPOConfig(eta=0.5, tau=0.1, ref_cache_dir=f"{out_path}.cache", **common)
+    trainer = INPOTrainer(model, args=cfg, train_dataset=rows, processing_class=tokenizer, anchors={"prev": ref})
 elif method == "sparsepo":  # learned masks (no dropout, so that the processes agree), KL term on
     cfg = SparsePOConfig(mask_dropout=0.0, beta=0.2, **common)
     trainer = SparsePOTrainer(model, ref_model=ref, args=cfg, train_dataset=rows, processing_class=tokenizer)

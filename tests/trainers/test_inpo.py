@@ -59,3 +59,24 @@ def test_config_defaults_and_errors(tmp_path):
         INPOConfig(eta=0.1, tau=0.5, **common)
     with pytest.raises(ValueError, match="eta must be > 0"):
         INPOConfig(eta=0.0, **common)
+
+
+def test_peft_anchors_are_the_adapter_off_and_the_starting_adapter(tiny, tokenizer, data_dir, tmp_path):
+    from peft import LoraConfig
+
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], lora_dropout=0.0, init_lora_weights=False)
+    args = train_args(INPOConfig, tmp_path, max_steps=2, learning_rate=1e-2, eta=0.5, precompute_ref_logps=False)
+    base = {n: p.detach().clone() for n, p in tiny.named_parameters()}
+    trainer = INPOTrainer(copy.deepcopy(tiny), args=args, train_dataset=preference_rows(data_dir, n=8),
+                          processing_class=tokenizer, peft_config=lora)  # fmt: skip
+    assert trainer.anchors["ref"].kind == "adapter" and trainer.anchors["prev"].kind == "adapter state"
+    trainer.train()
+    first, second = trainer.state.log_history[:2]
+    # at step 1 the policy is pi_t (the starting adapter, random here), which is not pi_ref (the base model);
+    # pi_t stays put while the policy moves
+    assert first["inpo/margin_vs_prev"] == pytest.approx(0.0, abs=1e-5) and abs(first["inpo/margin_vs_ref"]) > 1e-4
+    assert abs(second["inpo/margin_vs_prev"]) > 1e-4
+    assert torch.isfinite(torch.tensor([first["loss"], second["loss"]])).all()
+    frozen = {n.replace("base_model.model.", "").replace(".base_layer", ""): p
+              for n, p in trainer.model.named_parameters() if "lora_" not in n}  # fmt: skip
+    assert all(torch.equal(frozen[n], base[n]) for n in base)  # only the adapter trained
