@@ -270,12 +270,18 @@ def precompute(trainer, anchor: Anchor, dataset, split: str, tokens: bool):
     folder = Path(args.ref_cache_dir or Path(args.output_dir) / "ref_logps_cache")
     path = folder / f"{split}-{anchor.name}-{key}.pt"
     accelerator = trainer.accelerator
-    if accelerator.is_main_process and not path.exists():
+    cached = path.exists()
+    accelerator.wait_for_everyone()  # every process decides on the same view of the cache
+    # under ZeRO-3 an anchor's forward gathers its partitioned weights from every process: all of them run
+    # it (on the same batches), the main process alone writes; otherwise the main process computes alone
+    zero3 = trainer.is_deepspeed_enabled and trainer._zero_stage() == "3"
+    if not cached and (accelerator.is_main_process or zero3):
         values = _compute(trainer, anchor, dataset, tokens)
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        torch.save(values, tmp)
-        os.replace(tmp, path)
+        if accelerator.is_main_process:
+            folder.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".tmp{os.getpid()}")
+            torch.save(values, tmp)
+            os.replace(tmp, path)
     accelerator.wait_for_everyone()
     values = torch.load(path)
     trainer.ref_cache_files.append(str(path))
