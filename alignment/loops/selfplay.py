@@ -84,9 +84,6 @@ class SelfPlay:
         from alignment.recipes import RecipeError
         from alignment.vllm_backend import check_backend
 
-        if self.peft_config is not None:
-            raise NotImplementedError("generation_backend: vllm with a PEFT adapter is not supported yet: "
-                                      "vLLM would need the merged weights of every iteration")  # fmt: skip
         try:
             check_backend("vllm")
         except RuntimeError as e:
@@ -220,7 +217,7 @@ class SelfPlay:
         if last is not None:
             logger.warning("iteration %d: resuming the training from %s", t, last)
         trainer.train(resume_from_checkpoint=last)
-        trainer.save_model(str(folder))
+        self.save_policy(trainer, tokenizer, folder)
         if trainer.is_world_process_zero():
             atomic_write_text(folder / "trained.json", json.dumps({
                 "iteration": t, "pairs": len(pairs), "steps": trainer.state.global_step,
@@ -230,6 +227,18 @@ class SelfPlay:
         if self.procs.is_main:
             self.timing(t, "train", time.perf_counter() - began)
         self.procs.barrier()
+
+    def save_policy(self, trainer, tokenizer, folder: Path) -> None:
+        """pi_{t+1} as a whole model: with PEFT the adapter is merged into the weights it was trained on, so
+        the next iteration (and vLLM) loads a plain model and trains a fresh adapter on it; saving the adapter
+        alone would lose the earlier iterations' adapters."""
+        if self.peft_config is None:
+            trainer.save_model(str(folder))
+            return
+        merged = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
+        if trainer.is_world_process_zero():
+            merged.save_pretrained(str(folder))
+            tokenizer.save_pretrained(str(folder))
 
     def evaluate(self, t: int, path: str) -> dict:
         """The task's metrics of a policy on held-out prompts, greedy and sampled (``alignment eval``'s)."""

@@ -6,6 +6,7 @@ import json
 import shutil
 
 import pytest
+import torch
 
 from alignment.cli import main
 from alignment.diagnostics.report import write_report
@@ -152,3 +153,26 @@ def test_an_empty_response_is_a_pair_member_it_is_eos_alone(data_dir):
     assert len(rows) == 2 and rows[0]["prompt_ids"][0] == tokenizer.bos_token_id
     config.max_length = 8  # longer prompts than that are dropped (keep_start), as the trainers do
     assert len(selfplay.tokenize_pairs([pair], tokenizer, config)) == 0
+
+
+def test_with_peft_each_iteration_saves_the_merged_policy(data_dir, tmp_path):
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM
+
+    loop, config = loop_and_config(tmp_path)
+    loop.iterations = 3
+    config.learning_rate = 1e-2
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], lora_dropout=0.0)
+    rows = SelfPlay("inpo", loop, str(data_dir / "sft_model"), config, peft_config=lora).run()
+    assert [r["iteration"] for r in rows] == [0, 1, 2, 3]
+    weights = []
+    for t in (1, 2, 3):
+        folder = tmp_path / "run" / f"iteration-{t}" / "model"
+        # a plain model (no adapter files): iteration t + 1 starts from all of pi_t, not from its last adapter
+        assert (folder / "model.safetensors").exists() and not (folder / "adapter_config.json").exists()
+        model = AutoModelForCausalLM.from_pretrained(str(folder))
+        weights.append(model.model.layers[0].self_attn.q_proj.weight.detach().clone())
+    start = AutoModelForCausalLM.from_pretrained(str(data_dir / "sft_model")).model.layers[0].self_attn.q_proj.weight
+    # each iteration's LoRA update lands on top of the previous ones
+    assert not torch.equal(weights[0], start) and not torch.equal(weights[1], weights[0])
+    assert not torch.equal(weights[2], weights[1])
