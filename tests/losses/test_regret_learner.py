@@ -17,9 +17,10 @@ def test_policies_are_distributions_that_see_only_the_past():
     torch.nn.init.normal_(learner.head.weight)
     changed = losses.clone()
     changed[:, 6] = 1.0 - changed[:, 6]
-    a, b = learner(losses), learner(changed)
-    assert torch.allclose(a.sum(-1), torch.ones(4, 12))
-    assert torch.allclose(a[:, :7], b[:, :7], atol=1e-6) and not torch.allclose(a[:, 7:], b[:, 7:], atol=1e-4)
+    assert torch.allclose(learner(losses).sum(-1), torch.ones(4, 12))
+    # compared before the softmax, which a random head may saturate
+    a, b = learner.scores(losses), learner.scores(changed)
+    assert torch.allclose(a[:, :7], b[:, :7], atol=1e-5) and (a[:, 7:] - b[:, 7:]).abs().amax() > 1e-3
 
 
 def test_the_regret_loss_teaches_it_to_beat_uniform_on_held_out_sequences():
