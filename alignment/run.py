@@ -37,6 +37,11 @@ def train(recipe: str, overrides: dict | None = None, command: str | None = None
 
     method_name, script, model_args, config = load_recipe(recipe, overrides)
     method = get_method(method_name)
+    if not method.trainer.needs_tokenizer:
+        from alignment.recipes import RecipeError
+
+        raise RecipeError(f"{recipe}: method {method_name!r} has no recipe runner yet: train it from Python "
+                          f"(alignment.trainers.{method.trainer.__name__}); see the README")  # fmt: skip
     set_seed(config.seed)
     if getattr(script, "self_play", None) is not None:
         return self_play(method_name, script, model_args, config, {"recipe": str(recipe), "command": command})

@@ -17,6 +17,9 @@ Example::
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import torch
 from torch import nn
 
@@ -60,3 +63,35 @@ class NumericRegretLearner(nn.Module):
 
     def forward(self, losses: torch.Tensor) -> torch.Tensor:
         return torch.softmax(self.scores(losses).float(), dim=-1)
+
+    @torch.no_grad()
+    def policies(self, losses: torch.Tensor) -> torch.Tensor:
+        """Play the learner on any loss sequences [n, T, d] -> policies [n, T, d] (no gradient)."""
+        was = self.training
+        self.eval()
+        try:
+            return self(losses.to(next(self.parameters()).device, torch.float32)).cpu()
+        finally:
+            self.train(was)
+
+    def save_config(self, folder) -> None:
+        """``regret_learner.json``: what :meth:`from_pretrained` needs beside ``model.safetensors``."""
+        path = Path(folder) / "regret_learner.json"
+        path.write_text(json.dumps({"mode": "numeric", "actions": self.actions,
+                                    "backbone": self.backbone.config.to_dict()}, indent=1))  # fmt: skip
+
+    @classmethod
+    def from_pretrained(cls, folder) -> NumericRegretLearner:
+        """A learner saved by the regret-loss trainer (``regret_learner.json`` + ``model.safetensors``)."""
+        from safetensors.torch import load_file
+        from transformers import AutoConfig
+
+        folder = Path(folder)
+        if not (folder / "regret_learner.json").exists():
+            raise FileNotFoundError(f"{folder}: no regret_learner.json (not a folder saved by the regret trainer)")
+        meta = json.loads((folder / "regret_learner.json").read_text())
+        backbone = dict(meta["backbone"])
+        config = AutoConfig.for_model(backbone.pop("model_type"), **backbone)
+        learner = cls(meta["actions"], config)
+        learner.load_state_dict(load_file(str(folder / "model.safetensors")))
+        return learner.eval()

@@ -48,6 +48,7 @@ class AlignmentTrainer(Trainer):
     #: the completion columns of a row: ("chosen", "rejected") for pairs, ("completion",) for SFT
     completions: tuple[str, ...] = ()
     loss_is_scaled_for_ga = False  # the Trainer divides our micro-batch loss by the accumulation steps
+    needs_tokenizer = True  # False for a method whose model reads no text (the numeric regret learner)
 
     def __init__(
         self,
@@ -70,11 +71,11 @@ class AlignmentTrainer(Trainer):
         self.load_kwargs = model_init_kwargs or {}
         self.model_id = model_name(model)
         model = load_model(model, **self.load_kwargs)
-        if processing_class is None:
+        if processing_class is None and self.needs_tokenizer:
             if not self.model_id:
                 raise ValueError("pass processing_class (a tokenizer): the model has no path to load one from")
             processing_class = load_tokenizer(self.model_id)
-        if processing_class.pad_token is None:
+        if processing_class is not None and processing_class.pad_token is None:
             processing_class.pad_token = processing_class.eos_token
         if peft_config is not None:
             from peft import get_peft_model

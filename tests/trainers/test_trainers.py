@@ -18,12 +18,14 @@ def tiny(tokenizer):
     return tiny_llama(len(tokenizer))
 
 
-#: extra settings per method for the matrix below; every registered method is trained, with its defaults
-#: when it has no entry here, plus the extra variants listed
+#: extra settings per method for the matrix below; every registered method that trains a language model on
+#: text rows is trained, with its defaults when it has no entry here, plus the extra variants listed (the
+#: regret-loss trainer, whose model reads loss vectors, has its own tests: tests/trainers/test_regret.py)
 VARIANTS = {"dpo": [{}, {"loss_type": "ipo"}], "rpo": [{"eta": 0.5}]}
 MATRIX = [
     pytest.param(method, extra, id=method + "".join(f"-{v}" for v in extra.values()))
-    for method in methods()
+    for method, registered in methods().items()
+    if registered.trainer.needs_tokenizer
     for extra in VARIANTS.get(method, [{}])
 ]
 
