@@ -6,7 +6,7 @@ With one process every helper is the identity (no collective call is made).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 
 class Processes:
@@ -41,9 +41,9 @@ class Processes:
         tagged = gather_object([(self.rank + i * self.world, x) for i, x in enumerate(shard)])
         return [x for _, x in sorted(tagged, key=lambda pair: pair[0])]
 
-    def map_sharded(self, fn: Callable[[list], list], items: Sequence) -> list:
-        """``fn`` on this process's shard, results gathered in the original order on every process."""
-        return self.gather(fn(self.shard(items)) if items else [])
+    def seed(self, base: int) -> int:
+        """This process's seed from a run's seed: different per process, unchanged with one process."""
+        return base + 100_003 * self.rank
 
     def barrier(self) -> None:
         if self.world > 1:

@@ -18,7 +18,7 @@ def sample_rows(policy_path: str, prompts: list, config, processes, dtype: str =
     from alignment.models import load_model, load_tokenizer
 
     shard = processes.shard(prompts)
-    config = dataclasses.replace(config, seed=config.seed + 100_003 * processes.rank)
+    config = dataclasses.replace(config, seed=processes.seed(config.seed))
     tokenizer = load_tokenizer(policy_path)
     if backend == "vllm":
         from alignment.vllm_backend import generate_vllm

@@ -150,7 +150,7 @@ class SelfPlay:
         shard = self.procs.shard(samples)
         # every response takes part, an empty one too: a policy that answers nothing must be able to lose
         ranked = rank_candidates([s["prompt"] for s in shard], [s["responses"] for s in shard], judge,
-                                 seed=self.config.seed + t + 100_003 * self.procs.rank) if shard else []  # fmt: skip
+                                 seed=self.procs.seed(self.config.seed + t)) if shard else []  # fmt: skip
         mine = []
         for s, pair in zip(shard, ranked):
             verdict = {"prompt": s["prompt"], "winner": pair[0] if pair else None, "loser": pair[1] if pair else None}
