@@ -125,6 +125,20 @@ def _report(args) -> int:
     return 0
 
 
+def _regret_eval(args) -> int:
+    from alignment.regret_eval import regret_eval, table
+
+    result = regret_eval(args.model, args.family, args.horizon, args.sequences, args.seed, args.out, args.rounds,
+                         not args.no_games)  # fmt: skip
+    print("\n".join(table(result)))
+    out = args.out or args.model
+    print(
+        f"wrote {out}/regret_eval.json and {out}/regret_curves.png"
+        + (" (+ regret_games.png)" if result.get("games") else "")
+    )
+    return 0
+
+
 def _tokens(args) -> int:
     from alignment.diagnostics.tokens import token_command
 
@@ -209,6 +223,19 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="output_dir of a training run")
     report.add_argument("-o", "--output", default=None, help="HTML file (default RUN_DIR/report.html)")
     report.set_defaults(func=_report)
+
+    from alignment.tasks.online_learning import FAMILIES
+
+    regret = commands.add_parser("regret-eval", help="a regret-loss learner against Hedge, FTL, ... on held-out losses")
+    regret.add_argument("model", metavar="MODEL", help="output_dir of a regret-loss run (regret_learner.json)")
+    regret.add_argument("--family", action="append", choices=FAMILIES, help="loss family (repeat; default: all)")
+    regret.add_argument("--horizon", type=int, default=None, help="rounds T (default: the training horizon)")
+    regret.add_argument("--sequences", type=int, default=256, help="held-out sequences per family")
+    regret.add_argument("--seed", type=int, default=0, help="seed of the held-out and tuning sequences")
+    regret.add_argument("--rounds", type=int, default=100, help="rounds of the repeated games")
+    regret.add_argument("--no-games", action="store_true", help="skip the repeated games")
+    regret.add_argument("--out", default=None, help="folder for regret_eval.json and the PNGs (default MODEL)")
+    regret.set_defaults(func=_regret_eval)
 
     tokens = commands.add_parser("token-entanglement", help="heatmap of per-token gradient cosines of one pair")
     tokens.add_argument("model", help="a model folder")

@@ -37,30 +37,30 @@ def train(recipe: str, overrides: dict | None = None, command: str | None = None
 
     method_name, script, model_args, config = load_recipe(recipe, overrides)
     method = get_method(method_name)
-    if not method.trainer.needs_tokenizer:
-        from alignment.recipes import RecipeError
-
-        raise RecipeError(f"{recipe}: method {method_name!r} has no recipe runner yet: train it from Python "
-                          f"(alignment.trainers.{method.trainer.__name__}); see the README")  # fmt: skip
     set_seed(config.seed)
     if getattr(script, "self_play", None) is not None:
         return self_play(method_name, script, model_args, config, {"recipe": str(recipe), "command": command})
-    tokenizer = load_tokenizer(script.tokenizer_name_or_path or script.model_name_or_path)
-    from_scratch = bool(getattr(script, "init_from_config", None))
-    model = load_model(
-        script.model_name_or_path, model_args.dtype, model_args.trust_remote_code, script.init_from_config
-    )
-    train_ds, eval_ds = load_datasets(method.trainer.completions, script, config.seed)
-    base_model = None if from_scratch else script.model_name_or_path
-    trainer = method.trainer(
-        model,
-        args=config,
-        train_dataset=train_ds,
-        eval_dataset=eval_ds,
-        processing_class=tokenizer,
-        peft_config=model_args.peft_config(),
-        run_info=RunInfo(command=command, datasets=list(script.dataset_mixture), base_model=base_model),
-    )
+    if hasattr(method.trainer, "from_recipe"):  # a method that draws its own training data (regret-loss)
+        trainer = method.trainer.from_recipe(script, model_args, config, RunInfo(command=command))
+        tokenizer, base_model, datasets = trainer.processing_class, trainer.model_id, []
+    else:
+        tokenizer = load_tokenizer(script.tokenizer_name_or_path or script.model_name_or_path)
+        from_scratch = bool(getattr(script, "init_from_config", None))
+        model = load_model(
+            script.model_name_or_path, model_args.dtype, model_args.trust_remote_code, script.init_from_config
+        )
+        train_ds, eval_ds = load_datasets(method.trainer.completions, script, config.seed)
+        base_model = None if from_scratch else script.model_name_or_path
+        datasets = list(script.dataset_mixture)
+        trainer = method.trainer(
+            model,
+            args=config,
+            train_dataset=train_ds,
+            eval_dataset=eval_ds,
+            processing_class=tokenizer,
+            peft_config=model_args.peft_config(),
+            run_info=RunInfo(command=command, datasets=datasets, base_model=base_model),
+        )
     result = trainer.train()
     trainer.save_model(config.output_dir)
     summary = {
@@ -68,7 +68,7 @@ def train(recipe: str, overrides: dict | None = None, command: str | None = None
         "recipe": str(recipe),
         "command": command,
         "base_model": base_model,
-        "datasets": list(script.dataset_mixture),
+        "datasets": datasets,
         "active": trainer.active_summary(),
         "hyperparameters": {k: v for k, v in config.to_dict().items() if _plain(v)},
         "train_metrics": result.metrics,
@@ -77,6 +77,8 @@ def train(recipe: str, overrides: dict | None = None, command: str | None = None
     if script.eval_task and trainer.accelerator.is_main_process:
         summary["eval"] = evaluate(trainer.model, tokenizer, script.eval_task, script.eval_prompts)
         trainer.run_info.eval = summary["eval"]
+    if trainer.accelerator.is_main_process and hasattr(trainer, "evaluate_after_training"):
+        summary["eval"] = trainer.evaluate_after_training(config.output_dir)
     if trainer.accelerator.is_main_process:
         _write_json(Path(config.output_dir) / "alignment_run.json", summary)
         trainer.create_model_card()

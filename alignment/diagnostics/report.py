@@ -16,8 +16,10 @@ from pathlib import Path
 import jinja2
 
 from alignment.diagnostics.plots import FIGURES
+from alignment.diagnostics.regret_plots import REGRET_FIGURES
 from alignment.diagnostics.runs import Run, load_runs
 from alignment.io import atomic_write_text
+from alignment.regret_eval import table as regret_table
 
 TEMPLATE = Path(__file__).with_name("report.html.j2")
 
@@ -61,6 +63,23 @@ def self_play_findings(run: Run) -> list[str]:
     return [f"{run.name} ({run.method}, self-play, {last['iteration']} iterations): " + "; ".join(moves) + "."]
 
 
+def regret_findings(run: Run) -> list[str]:
+    """Regret-loss: per family, the model's regret at T against the best baseline and its growth exponent."""
+    lines = []
+    for fam in run.regret_eval.get("families", []):
+        m = fam["methods"]
+        best = min((k for k in m if k != "model"), key=lambda k: m[k]["regret"])
+        lines.append(f"{run.name} on held-out {fam['family']} sequences (T={fam['horizon']}): regret "
+                     f"{m['model']['regret']:.3f} (growth exponent {m['model']['exponent']:.2f}); best baseline "
+                     f"{best} {m[best]['regret']:.3f}, FTL {m['ftl']['regret']:.3f}, "
+                     f"uniform {m['uniform']['regret']:.3f}.")  # fmt: skip
+    for game in run.regret_eval.get("games", []):
+        p = game["players"]["model"]
+        lines.append(f"{run.name} in {game['game']} self-play: after {game['rounds']} rounds the time-averaged play "
+                     f"is {p['final_distance']:.3f} from Nash (TV).")  # fmt: skip
+    return lines
+
+
 def iteration_table(run: Run) -> list[str]:
     """Markdown rows: the task's metrics per iteration, the pairs and the seconds per stage."""
     from alignment.diagnostics.plots import iteration_metrics
@@ -78,7 +97,7 @@ def iteration_table(run: Run) -> list[str]:
 def findings(runs: list[Run]) -> list[str]:
     """Plain-language findings: self-play progress, displacement, entanglement, collapse per run, then a
     comparison."""
-    lines = [line for run in runs for line in self_play_findings(run)]
+    lines = [line for run in runs for line in self_play_findings(run) + regret_findings(run)]
     facts = [run_facts(r) for r in runs]
     for f in facts:
         if f["chosen_delta"] is not None:
@@ -132,6 +151,8 @@ def render_markdown(runs: list[Run], html_name: str) -> str:
     out += ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     out += ["| " + " | ".join(row) + " |" for row in rows] + [""]
     out += [line for run in runs if run.iterations for line in iteration_table(run)]
+    for run in (r for r in runs if r.regret_eval):
+        out += [f"### {run.name}: regret on held-out sequences", "", *regret_table(run.regret_eval), ""]
     out += [f"Figures and each run's configuration: {html_name}", ""]
     return "\n".join(out)
 
@@ -145,7 +166,7 @@ def render_html(runs: list[Run]) -> str:
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     template = env.from_string(TEMPLATE.read_text())
     figures = []
-    for key, title, make in FIGURES:
+    for key, title, make in REGRET_FIGURES + FIGURES:
         png = make(runs)
         if png is not None:
             src = "data:image/png;base64," + base64.b64encode(png).decode()

@@ -38,6 +38,7 @@ class Run:
     finished: bool = False
     token_masks: dict = field(default_factory=dict)  # SparsePO: the masks of the first probe pairs at the end
     iterations: list[dict] = field(default_factory=list)  # self-play: one row per iteration (0 = the start)
+    regret_eval: dict = field(default_factory=dict)  # regret-loss: alignment regret-eval's regret_eval.json
 
     def series(self, key: str, prefix: str = "") -> tuple[list[float], list[float]]:
         """(steps, values) of a logged metric (``prefix`` "eval_" for evaluation logs)."""
@@ -137,6 +138,8 @@ def load_run(path: str | Path, name: str | None = None) -> Run:
     iterations_file = path / "iterations.jsonl"
     if iterations_file.exists():
         run.iterations = _read_iterations(iterations_file)
+    if (path / "regret_eval.json").exists():
+        run.regret_eval = _read_json(path / "regret_eval.json")
     if not (summary_file.exists() or state_file is not None or diagnostics_file.exists() or run.iterations):
         raise RunDirError(
             f"{path}: not a run directory (no alignment_run.json, trainer_state.json, diagnostics.jsonl or "

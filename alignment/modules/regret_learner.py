@@ -95,3 +95,23 @@ class NumericRegretLearner(nn.Module):
         learner = cls(meta["actions"], config)
         learner.load_state_dict(load_file(str(folder / "model.safetensors")))
         return learner.eval()
+
+
+class RegretLearner:
+    """Load a learner saved by the regret-loss trainer, whichever its mode::
+
+    learner = RegretLearner.from_pretrained("outputs/regret")
+    policies = learner.policies(losses)     # [n, T, d] -> [n, T, d]
+    """
+
+    @staticmethod
+    def from_pretrained(folder, **kwargs):
+        folder = Path(folder)
+        if not (folder / "regret_learner.json").exists():
+            raise FileNotFoundError(f"{folder}: no regret_learner.json (not a folder saved by the regret trainer)")
+        mode = json.loads((folder / "regret_learner.json").read_text()).get("mode", "numeric")
+        if mode == "text":
+            from alignment.modules.regret_text import TextRegretLearner
+
+            return TextRegretLearner.from_pretrained(folder, **kwargs)
+        return NumericRegretLearner.from_pretrained(folder)

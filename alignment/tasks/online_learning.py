@@ -142,10 +142,14 @@ def ftpl(losses: torch.Tensor, scale: float | None = None, samples: int = 256, s
 
 def growth_exponent(curve: torch.Tensor) -> float:
     """Slope of log R against log t over the second half of the rounds, for the mean regret curve [n, T]
-    (about 0.5 for a no-regret learner on hard sequences, 1 for linear regret)."""
-    mean = curve.mean(dim=0).clamp_min(1e-8)
+    (about 0.5 for a no-regret learner on hard sequences, 1 for linear regret). A mean regret that is not
+    positive somewhere in the second half does not grow: the exponent is 0 there (log R is undefined)."""
+    mean = curve.mean(dim=0).double()
     horizon = mean.shape[0]
+    half = mean[horizon // 2 :]
+    if horizon < 4 or (half <= 0).any():
+        return 0.0
     t = torch.arange(1, horizon + 1, dtype=torch.float64)[horizon // 2 :].log()
-    r = mean.double()[horizon // 2 :].log()
+    r = half.log()
     t, r = t - t.mean(), r - r.mean()
     return float((t * r).sum() / (t * t).sum())
