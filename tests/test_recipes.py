@@ -19,7 +19,8 @@ def test_every_recipe_parses(path):
     # GPU recipes ask for bf16, which TrainingArguments refuses without a GPU unless use_cpu is set
     method, script, _, config = load_recipe(path, {"use_cpu": True})
     assert type(config) is get_method(method).config
-    assert script.dataset_mixture or script.self_play  # a self-play recipe samples its own data
+    # a self-play recipe samples its own data, the regret-loss draws loss sequences
+    assert script.dataset_mixture or script.self_play or method == "regret"
     if "quickstart" in str(path):
         assert config.use_cpu and not config.bf16
         for source in script.dataset_mixture or []:
@@ -101,3 +102,21 @@ def test_inpo_gpu_recipe_has_the_paper_settings():
     assert config.per_device_train_batch_size * config.gradient_accumulation_steps * 8 == 128
     assert (loop.iterations, loop.samples_per_prompt, loop.generation_backend) == (3, 8, "vllm")
     assert loop.judge.startswith("reward_model:") and loop.prompt_task is None and loop.prompt_dataset
+
+
+def test_regret_gpu_recipe_is_text_mode_with_lora_on_a_hub_model(tmp_path):
+    from alignment.modules.regret_text import LossText, LossTextEncoder
+    from alignment.trainers import RegretLossTrainer
+
+    path = ROOT / "recipes" / "llama-3-8b" / "regret_text_lora.yaml"
+    method, script, model_args, config = load_recipe(path, {"use_cpu": True})
+    assert method == "regret" and config.mode == "text" and model_args.use_peft and config.bf16
+    assert script.model_name_or_path.startswith("meta-llama/") and model_args.dtype == "bfloat16"
+    assert model_args.peft_config().r == 16 and config.gradient_checkpointing
+    assert hasattr(RegretLossTrainer, "from_recipe") and config.actions == 5 and config.loss_precision == 2
+    # the same text mode with the shipped tokenizer: 2 decimals are 0..99
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(ROOT / "data" / "tokenizer")
+    text = LossText.default(tok, config.actions, config.loss_precision)
+    assert LossTextEncoder(tok, text).scale == 100 and "99 worst" in text.header

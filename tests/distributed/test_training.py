@@ -40,7 +40,7 @@ def same(a, b, tol=1e-5):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["dpo", "rpo", "sparsepo", "inpo", "two_anchor"])
+@pytest.mark.parametrize("method", ["dpo", "rpo", "sparsepo", "inpo", "two_anchor", "regret_numeric", "regret_text"])
 def test_ddp_two_processes_equal_one(tmp_path, method):
     single = run(tmp_path / "single.pt", method, 8, 1)
     ddp = run(tmp_path / "ddp.pt", method, 4, 1, "cpu_ddp.yaml")

@@ -1,4 +1,5 @@
-"""One DPO/RPO/SparsePO/INPO/two-anchor optimizer step on 8 fixed rows; writes the logged loss and the parameters.
+"""One optimizer step of a method (DPO, RPO, SparsePO, INPO, two-anchor, regret-loss) on 8 fixed rows; writes the
+logged loss and the parameters.
 
 python tests/distributed/train_script.py OUT.pt METHOD BATCH ACCUM
 accelerate launch --config_file accelerate_configs/cpu_ddp.yaml tests/distributed/train_script.py ...
@@ -17,6 +18,8 @@ from alignment.trainers import (
     DPOTrainer,
     INPOConfig,
     INPOTrainer,
+    RegretConfig,
+    RegretLossTrainer,
     RPOConfig,
     RPOTrainer,
     SparsePOConfig,
@@ -52,7 +55,12 @@ common = dict(
 )
 # DeepSpeed on CPU: not use_cpu (that selects plain multi-CPU), and the gloo backend named explicitly
 common.update(use_cpu=False, ddp_backend="gloo") if deepspeed else common.update(use_cpu=True)
-if method == "two_anchor":  # named anchors: ref a frozen copy, prev a separate model, both precomputed and cached
+if method.startswith("regret"):  # k = 0: the regret-loss is a batch mean, so 2 processes x 4 = 1 x 8
+    text = method == "regret_text"
+    cfg = RegretConfig(mode="text" if text else "numeric", actions=3, horizon=6, k=0.0, eval_sequences=0,
+                       families=["gaussian", "adversarial"], learner_hidden=32, **common)  # fmt: skip
+    trainer = RegretLossTrainer(model if text else None, args=cfg, processing_class=tokenizer if text else None)
+elif method == "two_anchor":  # named anchors: ref a frozen copy, prev a separate model, both precomputed and cached
     toy = register_two_anchor_method()
     cfg = toy.config(precompute_ref_logps=True, ref_cache_dir=f"{out_path}.cache", eta=0.5, **common)
     trainer = toy.trainer(model, args=cfg, train_dataset=rows, processing_class=tokenizer, anchors={"prev": ref})
