@@ -129,7 +129,7 @@ def _regret_eval(args) -> int:
     from alignment.regret_eval import regret_eval, table
 
     result = regret_eval(args.model, args.family, args.horizon, args.sequences, args.seed, args.out, args.rounds,
-                         not args.no_games)  # fmt: skip
+                         not args.no_games, not args.no_adaptive)  # fmt: skip
     print("\n".join(table(result)))
     out = args.out or args.model
     print(
@@ -234,6 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     regret.add_argument("--seed", type=int, default=0, help="seed of the held-out and tuning sequences")
     regret.add_argument("--rounds", type=int, default=100, help="rounds of the repeated games")
     regret.add_argument("--no-games", action="store_true", help="skip the repeated games")
+    regret.add_argument("--no-adaptive", action="store_true", help="skip the adaptive adversary")
     regret.add_argument("--out", default=None, help="folder for regret_eval.json and the PNGs (default MODEL)")
     regret.set_defaults(func=_regret_eval)
 

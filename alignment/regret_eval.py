@@ -6,7 +6,9 @@ training sequence from its own generator seeded ``seed * 1_000_003 + s``, so non
 the regret at T and the mean regret curve of the model and of every baseline (uniform, FTL, FTPL, Hedge with
 the textbook rate sqrt(8 ln d / T), Hedge with the best fixed rate from a grid search on n *other* sequences
 of the family, seeded ``TUNING + seed``), and each curve's growth exponent (slope of log R against log t over
-the second half of the rounds). Games (for a learner with as many actions as the game): two copies play
+the second half of the rounds). Then the adaptive adversary (``adaptive``: loss 1 on the player's own likeliest
+action every round, so each method faces its own worst sequence; FTL and uniform have linear regret there, Hedge
+O(sqrt T)). Games (for a learner with as many actions as the game): two copies play
 each other; the distance of the time-averaged play to Nash after every round, against Hedge and FTL.
 
 Writes ``regret_eval.json`` and ``regret_curves.png`` (+ ``regret_games.png``) into ``--out`` (default: the
@@ -61,6 +63,21 @@ def evaluate_family(learner, family: str, n: int, horizon: int, seed: int = 0) -
             "hedge_best_lr": best_lr, "methods": methods}  # fmt: skip
 
 
+def evaluate_adaptive(learner, n: int, horizon: int, seed: int = 0) -> dict:
+    """Against the adaptive adversary (loss 1 on each player's own likeliest action; ol.adaptive_adversary):
+    the sequences are different for every method. ``hedge_best`` uses the rate tuned on the (oblivious)
+    adversarial family."""
+    d = learner.actions
+    best_lr = ol.best_hedge_lr(ol.make_losses("adversarial", n, horizon, d, seed=TUNING + seed))
+    players = {"model": learner.policies, **{name: (lambda x, b=name: _baseline(b, x, best_lr)) for name in BASELINES}}
+    methods = {}
+    for name, fn in players.items():
+        losses, policies = ol.adaptive_adversary(fn, n, horizon, d, seed=HELD_OUT + seed)
+        methods[name] = _summary(ol.regret_curve(policies, losses))
+    return {"family": "adaptive", "n": n, "horizon": horizon, "hedge_lr": ol.default_hedge_lr(horizon, d),
+            "hedge_best_lr": best_lr, "methods": methods}  # fmt: skip
+
+
 def evaluate_games(learner, rounds: int, n: int = 8, seed: int = 0) -> list[dict]:
     """Self-play in every game with the learner's number of actions: the model, Hedge and FTL."""
     out = []
@@ -103,7 +120,8 @@ def trained_horizon(folder: Path, default: int = 50) -> int:
 
 
 def regret_eval(model: str, families=None, horizon: int | None = None, n: int = 256, seed: int = 0,
-                out: str | None = None, rounds: int = 100, games: bool = True) -> dict:  # fmt: skip
+                out: str | None = None, rounds: int = 100, games: bool = True,
+                adaptive: bool = True) -> dict:  # fmt: skip
     """Evaluate the learner saved in ``model``; write regret_eval.json and the PNGs into ``out``."""
     from alignment.diagnostics.regret_plots import games_png, regret_png
     from alignment.modules.regret_learner import RegretLearner
@@ -117,6 +135,8 @@ def regret_eval(model: str, families=None, horizon: int | None = None, n: int = 
             raise ValueError(f"unknown loss family {family!r}; expected one of {', '.join(ol.FAMILIES)}")
     result = {"model": str(folder), "actions": learner.actions, "seed": seed,
               "families": [evaluate_family(learner, f, n, horizon, seed) for f in families]}  # fmt: skip
+    if adaptive:
+        result["families"].append(evaluate_adaptive(learner, min(n, 64), horizon, seed))
     if games:
         result["games"] = evaluate_games(learner, rounds, seed=seed)
     target = Path(out) if out else folder

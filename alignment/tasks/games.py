@@ -29,6 +29,8 @@ from dataclasses import dataclass
 
 import torch
 
+from alignment.tasks.online_learning import next_policy
+
 Learner = Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -79,13 +81,6 @@ class Play:
     distance: torch.Tensor
 
 
-def _next(learner: Learner, history: torch.Tensor) -> torch.Tensor:
-    """The learner's policy for the round after ``history`` [n, t, d]: row t of its play on history + a
-    placeholder round (which row t never sees)."""
-    padded = torch.cat([history, torch.zeros_like(history[:, :1])], dim=1)
-    return learner(padded)[:, -1].float()
-
-
 def _tv(average: torch.Tensor, nash: torch.Tensor) -> torch.Tensor:
     return 0.5 * (average - nash).abs().sum(dim=-1)
 
@@ -104,8 +99,8 @@ def self_play(row: Learner, column: Learner, game: str, rounds: int, n: int = 1,
     l_row, l_col = [], []
     for t in range(rounds):
         if t > 0:
-            p_row.append(_next(row, torch.stack(l_row, dim=1)))
-            p_col.append(_next(column, torch.stack(l_col, dim=1)))
+            p_row.append(next_policy(row, torch.stack(l_row, dim=1)))
+            p_col.append(next_policy(column, torch.stack(l_col, dim=1)))
         l_row.append(p_col[t] @ g.row.T)  # l_row[a] = sum_b pi_col[b] row[a, b]
         l_col.append(p_row[t] @ g.column)  # l_col[b] = sum_a pi_row[a] column[a, b]
     pr, pc = torch.stack(p_row, dim=1), torch.stack(p_col, dim=1)

@@ -140,6 +140,28 @@ def ftpl(losses: torch.Tensor, scale: float | None = None, samples: int = 256, s
     return counts / samples
 
 
+def next_policy(learner, history: torch.Tensor) -> torch.Tensor:
+    """A learner's policy [n, d] for the round after ``history`` [n, t, d] (t may be 0): row t of its play on
+    the history plus a placeholder round, which row t never sees."""
+    padded = torch.cat([history, history.new_zeros(history.shape[0], 1, history.shape[2])], dim=1)
+    return learner(padded)[:, -1].float()
+
+
+def adaptive_adversary(learner, n: int, horizon: int, actions: int, seed: int = 0):
+    """Loss sequences chosen against ``learner`` itself (``losses [n, t, d] -> policies [n, t, d]``): a first
+    round of random losses in [0, 0.5], then every round loss 1 on the learner's likeliest action and 0
+    elsewhere (for FTL this is the ``adversarial`` family). Uniform play has linear regret here (T/d), Hedge
+    O(sqrt(T log d)). Returns (losses, policies), both [n, T, d]."""
+    gen = _generator(seed)
+    losses = 0.5 * torch.rand(n, 1, actions, generator=gen)
+    policies = [next_policy(learner, losses[:, :0])]
+    for _ in range(1, horizon):
+        policies.append(next_policy(learner, losses))
+        hit = torch.nn.functional.one_hot(policies[-1].argmax(dim=-1), actions).to(losses.dtype)
+        losses = torch.cat([losses, hit[:, None]], dim=1)
+    return losses, torch.stack(policies, dim=1)
+
+
 def growth_exponent(curve: torch.Tensor) -> float:
     """Slope of log R against log t over the second half of the rounds, for the mean regret curve [n, T]
     (about 0.5 for a no-regret learner on hard sequences, 1 for linear regret). A mean regret that is not

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from alignment.tasks import online_learning as ol
+from tests.helpers import FRESH_SEED
 
 
 def alternating(horizon):
@@ -85,3 +86,17 @@ def test_best_hedge_lr_generalizes_to_held_out_sequences():
     lr = ol.best_hedge_lr(ol.make_losses("adversarial", 256, 50, 3, seed=7))
     held = ol.make_losses("adversarial", 256, 50, 3, seed=8)
     assert lr < 1.0 and mean_regret(lambda x: ol.hedge(x, lr), held) < mean_regret(ol.ftl, held) / 10
+
+
+def test_adaptive_adversary_targets_each_learner():
+    """Loss 1 on the learner's likeliest action: FTL and uniform (ties to the first action) pay about 1 and 1/d a
+    round with a best action at ~0, Hedge stays within its worst-case bound; the record is the learner's play."""
+    horizon, d = 60, 3
+    losses, policies = ol.adaptive_adversary(ol.ftl, 8, horizon, d, seed=FRESH_SEED)
+    assert torch.equal(policies, ol.ftl(losses))  # the adversary records what the learner played
+    assert (ol.regret(policies, losses) > 0.6 * horizon).all()
+    losses, policies = ol.adaptive_adversary(ol.uniform, 8, horizon, d, seed=FRESH_SEED)
+    assert (losses[:, 1:, 0] == 1).all() and ol.regret(policies, losses).mean() > horizon / d - 2
+    lr = ol.default_hedge_lr(horizon, d)
+    losses, policies = ol.adaptive_adversary(lambda x: ol.hedge(x, lr), 8, horizon, d, seed=FRESH_SEED)
+    assert (ol.regret(policies, losses) <= math.sqrt(horizon * math.log(d) / 2) + 1e-4).all()

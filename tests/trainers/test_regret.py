@@ -94,10 +94,10 @@ def test_recipe_trains_evaluates_and_reports(tmp_path, capsys):
     code = main(["train", str(recipe), "--max_steps", "3", "--eval_sequences", "16", "--output_dir", str(out)])
     assert code == 0
     evaluated = json.loads((out / "regret_eval.json").read_text())
-    assert [f["family"] for f in evaluated["families"]] == list(ol.FAMILIES)
+    assert [f["family"] for f in evaluated["families"]] == [*ol.FAMILIES, "adaptive"]
     assert evaluated["games"][0]["game"] == "matching_pennies"  # d = 2
     summary = json.loads((out / "alignment_run.json").read_text())
-    assert summary["method"] == "regret" and set(summary["eval"]) == set(ol.FAMILIES)
+    assert summary["method"] == "regret" and set(summary["eval"]) == {*ol.FAMILIES, "adaptive"}
     meta = json.loads((out / "regret_learner.json").read_text())
     assert meta["mode"] == "numeric" and meta["trained"]["horizon"] == 25
     report = (out / "report.md").read_text()
