@@ -57,9 +57,10 @@ class RegretConfig(AlignmentConfig):
     learner_layers: int = field(default=2, metadata={"help": "numeric: the backbone's layers."})
     learner_heads: int = field(default=4, metadata={"help": "numeric: the backbone's attention heads."})
     action_names: list[str] | None = field(
-        default=None, metadata={"help": "text: one single-token string per action (default ' A', ' B', ...)."}
+        default=None,
+        metadata={"help": "text: one single-token string per action (default ' A', ' B', ... else ' a', ' b', ...)."},
     )
-    loss_precision: int = field(default=1, metadata={"help": "text: losses written as integers 0..10^precision."})
+    loss_precision: int = field(default=1, metadata={"help": "text: losses written as integers 0..10^precision - 1."})
     eval_sequences: int = field(
         default=256,
         metadata={
