@@ -52,6 +52,9 @@ class ScriptArguments:
     )
     eval_prompts: int = field(default=500, metadata={"help": "Held-out prompts for the task evaluation."})
     report: bool = field(default=True, metadata={"help": "After training, write output_dir/report.html and report.md."})
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Train into an output_dir that holds a finished run, replacing it."}
+    )
 
 
 @dataclass

@@ -40,7 +40,14 @@ class ModelNotFoundError(FileNotFoundError):
 
 
 def _looks_local(name: str) -> bool:
-    return name.startswith((".", "/", "~")) or name.count("/") > 1 or Path(name).suffix in (".json", ".bin")
+    """A path, not a Hub name: explicit, nested, a file, or under a folder that exists here (``data/x``)."""
+    parts = Path(name).parts
+    return (
+        name.startswith((".", "/", "~"))
+        or name.count("/") > 1
+        or Path(name).suffix in (".json", ".bin")
+        or (len(parts) > 1 and Path(parts[0]).is_dir())
+    )
 
 
 def _from_pretrained(loader: Callable, name: str, what: str, **kwargs):

@@ -40,15 +40,17 @@ def train(recipe: str, overrides: dict | None = None, command: str | None = None
     set_seed(config.seed)
     if getattr(script, "self_play", None) is not None:
         return self_play(method_name, script, model_args, config, {"recipe": str(recipe), "command": command})
+    resume = _resume_value(config.resume_from_checkpoint)
+    _refuse_finished_run(Path(config.output_dir), script.overwrite_output_dir, resume)
     if hasattr(method.trainer, "from_recipe"):  # a method that draws its own training data (regret-loss)
         trainer = method.trainer.from_recipe(script, model_args, config, RunInfo(command=command))
         tokenizer, base_model, datasets = trainer.processing_class, trainer.model_id, []
     else:
-        tokenizer = load_tokenizer(script.tokenizer_name_or_path or script.model_name_or_path)
         from_scratch = bool(getattr(script, "init_from_config", None))
         model = load_model(
             script.model_name_or_path, model_args.dtype, model_args.trust_remote_code, script.init_from_config
         )
+        tokenizer = load_tokenizer(script.tokenizer_name_or_path or script.model_name_or_path)
         train_ds, eval_ds = load_datasets(method.trainer.completions, script, config.seed)
         base_model = None if from_scratch else script.model_name_or_path
         datasets = list(script.dataset_mixture)
@@ -61,7 +63,7 @@ def train(recipe: str, overrides: dict | None = None, command: str | None = None
             peft_config=model_args.peft_config(),
             run_info=RunInfo(command=command, datasets=datasets, base_model=base_model),
         )
-    result = trainer.train()
+    result = trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(config.output_dir)
     summary = {
         "method": method.name,
@@ -90,6 +92,22 @@ def train(recipe: str, overrides: dict | None = None, command: str | None = None
     if config.push_to_hub:
         trainer.push_to_hub()
     return summary
+
+
+def _resume_value(value):
+    """``--resume_from_checkpoint``: a checkpoint folder, or true (the latest checkpoint in output_dir)."""
+    if value is None or value is False or str(value).lower() in ("false", "none", ""):
+        return None
+    return True if value is True or str(value).lower() == "true" else str(value)
+
+
+def _refuse_finished_run(output_dir: Path, overwrite: bool, resume) -> None:
+    """A finished run (its alignment_run.json) is never replaced silently."""
+    if (output_dir / "alignment_run.json").exists() and not overwrite and resume is None:
+        from alignment.recipes import RecipeError
+
+        raise RecipeError(f"{output_dir} holds a finished run (alignment_run.json): pass --overwrite_output_dir true "
+                          "to replace it, or --resume_from_checkpoint PATH|true to continue it")  # fmt: skip
 
 
 def self_play(method_name: str, script, model_args, config, info: dict | None = None) -> dict:

@@ -81,5 +81,9 @@ def test_one_clear_error_for_a_missing_model(tmp_path, capsys):
     assert capsys.readouterr().err.strip() == f"error: {tmp_path / 'missing'}: no such tokenizer folder"
     assert main(["token-entanglement", "nobody/no-such-model", "x.jsonl"]) == 2
     assert "nobody/no-such-model: no such tokenizer folder, and the Hugging Face Hub" in capsys.readouterr().err
+    # under a folder that exists here (data/): a path, refused at once without asking the Hub
+    recipe, out = str(DATA.parent / "recipes/quickstart/dpo.yaml"), str(tmp_path / "out")
+    assert main(["train", recipe, "--model_name_or_path", "data/no_such_model", "--output_dir", out]) == 2
+    assert capsys.readouterr().err.strip().endswith("error: data/no_such_model: no such model folder")
     module = torch.nn.Linear(2, 2)
     assert load_model(module) is module

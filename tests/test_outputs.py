@@ -1,0 +1,52 @@
+"""A finished run is never overwritten silently; --resume_from_checkpoint continues a run from the CLI and
+reproduces the uninterrupted run's losses."""
+
+import json
+import shutil
+
+from alignment.cli import main
+from tests.conftest import ROOT
+
+RECIPE = str(ROOT / "recipes" / "quickstart" / "dpo.yaml")
+
+
+def train(out, *extra):
+    args = ["train", RECIPE, "--output_dir", str(out), "--max_steps", "4", "--per_device_train_batch_size", "8",
+            "--logging_steps", "1", "--eval_task", "null", "--report", "false", "--diagnostics", "false",
+            *extra]  # fmt: skip
+    return main(args)
+
+
+def losses(out):
+    history = json.loads((out / "alignment_run.json").read_text())["log_history"]
+    return {e["step"]: e["loss"] for e in history if "loss" in e}
+
+
+def test_finished_run_is_refused_then_overwritten_on_request(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert train(out) == 0
+    before = (out / "alignment_run.json").stat().st_mtime_ns
+    capsys.readouterr()
+    assert train(out) == 2
+    err = capsys.readouterr().err.strip()
+    assert "holds a finished run" in err and "--overwrite_output_dir true" in err and "\n" not in err
+    assert "--resume_from_checkpoint" in err and (out / "alignment_run.json").stat().st_mtime_ns == before
+    assert train(out, "--overwrite_output_dir", "true") == 0
+    assert (out / "alignment_run.json").stat().st_mtime_ns != before
+
+
+def test_resume_from_the_cli_reproduces_the_losses(tmp_path):
+    whole = tmp_path / "whole"
+    assert train(whole, "--save_strategy", "steps", "--save_steps", "2") == 0
+    resumed = tmp_path / "resumed"
+    resumed.mkdir()
+    shutil.copytree(whole / "checkpoint-2", resumed / "checkpoint-2")
+    state_file = resumed / "checkpoint-2" / "trainer_state.json"
+    state = json.loads(state_file.read_text())
+    for entry in state["log_history"]:  # mark what the checkpoint carries: a restart from 0 would lose it
+        entry["loss"] = 123.0
+    state_file.write_text(json.dumps(state))
+    assert train(resumed, "--save_strategy", "steps", "--save_steps", "2", "--resume_from_checkpoint", "true") == 0
+    a, b = losses(whole), losses(resumed)
+    assert b[1] == b[2] == 123.0  # steps 1-2 came from the checkpoint, not from a new start
+    assert all(abs(a[s] - b[s]) <= 1e-6 * max(1.0, abs(a[s])) for s in (3, 4)), (a, b)
