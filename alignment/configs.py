@@ -104,6 +104,9 @@ class AlignmentConfig(TrainingArguments):
     )
     logging_steps: float = field(default=10, metadata={"help": "Log every N optimizer steps."})
     save_strategy: str = field(default="no", metadata={"help": "Checkpointing: no, steps or epoch."})
+    save_steps: float | None = field(
+        default=None, metadata={"help": "Save a checkpoint every N steps (alone: turns save_strategy steps on)."}
+    )
     max_length: int | None = field(default=1024, metadata={"help": "Truncate prompt + completion to this many tokens."})
     truncation_mode: str = field(default="keep_start", metadata={"help": "keep_start or keep_end."})
     pad_to_multiple_of: int | None = field(default=None, metadata={"help": "Pad batches to a multiple of this."})
@@ -139,6 +142,10 @@ class AlignmentConfig(TrainingArguments):
     )
 
     def __post_init__(self):
+        if self.save_steps is None:
+            self.save_steps = 500
+        elif str(getattr(self.save_strategy, "value", self.save_strategy)) == "no":
+            self.save_strategy = "steps"  # --save_steps N alone means: save every N steps
         choice("truncation_mode", self.truncation_mode, ("keep_start", "keep_end"))
         if self.max_length is not None and self.max_length < 2:
             raise ValueError(f"max_length must be >= 2 or None, got {self.max_length}")

@@ -6,6 +6,7 @@ import json
 import logging
 from pathlib import Path
 
+from alignment.checkpoints import resume_target
 from alignment.io import atomic_write_text
 
 logger = logging.getLogger("alignment")
@@ -40,7 +41,7 @@ def train(recipe: str, overrides: dict | None = None, command: str | None = None
     set_seed(config.seed)
     if getattr(script, "self_play", None) is not None:
         return self_play(method_name, script, model_args, config, {"recipe": str(recipe), "command": command})
-    resume = _resume_value(config.resume_from_checkpoint)
+    resume = resume_target(config.resume_from_checkpoint, config.output_dir)
     _refuse_finished_run(Path(config.output_dir), script.overwrite_output_dir, resume)
     if hasattr(method.trainer, "from_recipe"):  # a method that draws its own training data (regret-loss)
         trainer = method.trainer.from_recipe(script, model_args, config, RunInfo(command=command))
@@ -92,13 +93,6 @@ def train(recipe: str, overrides: dict | None = None, command: str | None = None
     if config.push_to_hub:
         trainer.push_to_hub()
     return summary
-
-
-def _resume_value(value):
-    """``--resume_from_checkpoint``: a checkpoint folder, or true (the latest checkpoint in output_dir)."""
-    if value is None or value is False or str(value).lower() in ("false", "none", ""):
-        return None
-    return True if value is True or str(value).lower() == "true" else str(value)
 
 
 def _refuse_finished_run(output_dir: Path, overwrite: bool, resume) -> None:

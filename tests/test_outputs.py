@@ -35,9 +35,10 @@ def test_finished_run_is_refused_then_overwritten_on_request(tmp_path, capsys):
     assert (out / "alignment_run.json").stat().st_mtime_ns != before
 
 
-def test_resume_from_the_cli_reproduces_the_losses(tmp_path):
+def test_resume_from_the_cli_reproduces_the_losses(tmp_path, capsys):
     whole = tmp_path / "whole"
-    assert train(whole, "--save_strategy", "steps", "--save_steps", "2") == 0
+    assert train(whole, "--save_steps", "2") == 0  # save_steps alone turns checkpointing on
+    assert sorted(p.name for p in whole.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
     resumed = tmp_path / "resumed"
     resumed.mkdir()
     shutil.copytree(whole / "checkpoint-2", resumed / "checkpoint-2")
@@ -46,7 +47,18 @@ def test_resume_from_the_cli_reproduces_the_losses(tmp_path):
     for entry in state["log_history"]:  # mark what the checkpoint carries: a restart from 0 would lose it
         entry["loss"] = 123.0
     state_file.write_text(json.dumps(state))
-    assert train(resumed, "--save_strategy", "steps", "--save_steps", "2", "--resume_from_checkpoint", "true") == 0
+    # a save killed midway: checkpoint-3 without its trainer_state.json (written last) is not resumed from
+    shutil.copytree(whole / "checkpoint-4", resumed / "checkpoint-3")
+    (resumed / "checkpoint-3" / "trainer_state.json").unlink()
+    (resumed / "checkpoint-3" / "model.safetensors").write_bytes(b"half")
+    assert train(resumed, "--save_steps", "2", "--resume_from_checkpoint", "true") == 0
     a, b = losses(whole), losses(resumed)
     assert b[1] == b[2] == 123.0  # steps 1-2 came from the checkpoint, not from a new start
     assert all(abs(a[s] - b[s]) <= 1e-6 * max(1.0, abs(a[s])) for s in (3, 4)), (a, b)
+
+
+def test_resume_errors_are_one_line(tmp_path, capsys):
+    assert train(tmp_path / "empty", "--resume_from_checkpoint", "true") == 2
+    assert "has no complete checkpoint-N folder" in capsys.readouterr().err
+    assert train(tmp_path / "x", "--resume_from_checkpoint", str(tmp_path / "nope")) == 2
+    assert "not a complete checkpoint (no trainer_state.json)" in capsys.readouterr().err
