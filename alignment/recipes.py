@@ -66,6 +66,47 @@ def _coerce(path, key: str, value, type_name: str):
     return value
 
 
+def _kinds(type_name: str) -> set[str]:
+    """The plain kinds a field's type admits: bool, int, float, str, list, dict, none (others: unchecked)."""
+    name = type_name.replace("<class '", "").replace("'>", "").replace("typing.", "").replace("NoneType", "None")
+    kinds = set()
+    for part in (p.strip() for p in name.replace("Union[", "").replace("Optional[", "").rstrip("]").split("|")):
+        for piece in part.split(","):
+            base = piece.strip().split("[")[0]
+            if base in ("bool", "int", "float", "str", "list", "dict"):
+                kinds.add(base)
+            elif base == "None":
+                kinds.add("none")
+            elif base:
+                return set()  # an enum, a class, a Literal: leave it to the parser
+    return kinds
+
+
+def _check_type(path, key: str, value, type_name: str):
+    """The value for its field, or one line when it does not fit the field's type (``--beta`` with no value is
+    true, not a number; ``--max_steps 2.5`` is no integer; a string is no list). A number for a text field
+    becomes its text (``--hub_model_id 2024``)."""
+    kinds = _kinds(type_name)
+    if not kinds or (value is None and "none" in kinds):
+        return value
+    if kinds <= {"str", "none"} and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    fits = {
+        "bool": isinstance(value, bool),
+        "int": isinstance(value, int) and not isinstance(value, bool),
+        "float": isinstance(value, (int, float)) and not isinstance(value, bool),
+        "str": isinstance(value, str),
+        "list": isinstance(value, list),
+        "dict": isinstance(value, dict),
+    }
+    if any(fits[k] for k in kinds if k in fits):
+        return value
+    want = {"bool": "true or false", "int": "an integer", "float": "a number", "str": "a string",
+            "list": "a list, e.g. [a, b]", "dict": "a mapping"}  # fmt: skip
+    wanted = " or ".join(want[k] for k in ("bool", "int", "float", "str", "list", "dict") if k in kinds)
+    raise RecipeError(f"{path}: field '{key}' must be {wanted}, got {value!r}")
+
+
 def load_recipe(path: str | os.PathLike, overrides: dict | None = None):
     """(method, ScriptArguments, ModelArguments, <Method>Config) from a recipe file and overrides."""
     path = Path(path)
@@ -98,7 +139,7 @@ def load_recipe(path: str | os.PathLike, overrides: dict | None = None):
         os.environ.setdefault(str(key), str(value))
     types = {f.name: str(f.type) for cls in (ScriptArguments, ModelArguments, config_class) for f in fields(cls)}
     for key, value in raw.items():
-        raw[key] = _coerce(path, key, value, types.get(key, ""))
+        raw[key] = _check_type(path, key, _coerce(path, key, value, types.get(key, "")), types.get(key, ""))
     parser = HfArgumentParser((ScriptArguments, ModelArguments, config_class))
     try:
         script, model_args, config = parser.parse_dict(raw)

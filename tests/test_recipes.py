@@ -120,3 +120,23 @@ def test_regret_gpu_recipe_is_text_mode_with_lora_on_a_hub_model(tmp_path):
     tok = AutoTokenizer.from_pretrained(ROOT / "data" / "tokenizer")
     text = LossText.default(tok, config.actions, config.loss_precision)
     assert LossTextEncoder(tok, text).scale == 100 and "99 worst" in text.header
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (["--beta"], "field 'beta' must be a number, got True"),
+        (["--use_peft", "abc"], "field 'use_peft' must be true or false, got 'abc'"),
+        (["--max_steps", "2.5"], "field 'max_steps' must be an integer, got 2.5"),
+        (["--dataset_mixture", "data/x.jsonl"], "field 'dataset_mixture' must be a list, e.g. [a, b]"),
+    ],
+)
+def test_overrides_are_parsed_with_their_fields_type(override, message, capsys):
+    assert main(["train", str(ROOT / "recipes" / "quickstart" / "dpo.yaml"), *override]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err
+
+
+def test_a_number_for_a_text_field_is_its_text():
+    _, _, _, config = load_recipe(ROOT / "recipes" / "quickstart" / "dpo.yaml", {"hub_model_id": 2024})
+    assert config.hub_model_id == "2024"

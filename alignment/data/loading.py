@@ -187,6 +187,9 @@ def validate_rows(
         clean.update({k: v for k, v in row.items() if k.endswith(CARRIED_SUFFIX)})
         out.append(clean)
     report.kept = len(out)
+    if report.dropped:
+        logger.warning("%s: dropped %d invalid rows (drop_invalid_rows), kept %d: %s", source,
+                       sum(report.dropped.values()), report.kept, dict(report.dropped))  # fmt: skip
     return out, report
 
 

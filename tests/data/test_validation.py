@@ -124,7 +124,7 @@ def test_a_row_in_the_other_format_is_named(tmp_path):
         load_preference_dataset(path)
 
 
-def test_drop_invalid_reports_how_many_and_why(tmp_path):
+def test_drop_invalid_reports_how_many_and_why(tmp_path, caplog):
     rows = [
         *STANDARD_ROWS,
         {"prompt": "p", "chosen": "", "rejected": " r"},
@@ -137,6 +137,8 @@ def test_drop_invalid_reports_how_many_and_why(tmp_path):
     assert sum(report.dropped.values()) == 3
     assert report.dropped["chosen: empty text"] == 1 and report.dropped["chosen: missing column"] == 1
     assert "3 dropped" in str(report)
+    warned = [r for r in caplog.records if r.levelname == "WARNING" and "dropped 3 invalid rows" in r.getMessage()]
+    assert len(warned) == 1 and "kept 3" in warned[0].getMessage() and str(path) in warned[0].getMessage()
 
 
 def test_the_file_is_not_modified_by_validation(tmp_path):
