@@ -30,6 +30,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import logging
 import os
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -41,6 +42,8 @@ from torch import nn
 from alignment.models import ReferenceStates, causal_token_logps, load_model, reference_states, unwrap
 
 KINDS = ("model", "copy", "adapter", "adapter state", "columns")
+
+logger = logging.getLogger("alignment")
 
 
 @dataclass
@@ -270,7 +273,7 @@ def precompute(trainer, anchor: Anchor, dataset, split: str, tokens: bool):
     folder = Path(args.ref_cache_dir or Path(args.output_dir) / "ref_logps_cache")
     path = folder / f"{split}-{anchor.name}-{key}.pt"
     accelerator = trainer.accelerator
-    cached = path.exists()
+    cached = _cached(path, len(dataset), tokens)
     accelerator.wait_for_everyone()  # every process decides on the same view of the cache
     # under ZeRO-3 an anchor's forward gathers its partitioned weights from every process: all of them run
     # it (on the same batches), the main process alone writes; otherwise the main process computes alone
@@ -292,6 +295,23 @@ def precompute(trainer, anchor: Anchor, dataset, split: str, tokens: bool):
         for column, rows in zip(anchor.token_columns, (values["chosen_tokens"], values["rejected_tokens"])):
             dataset = dataset.add_column(column, rows)
     return dataset
+
+
+def _cached(path: Path, rows: int, tokens: bool) -> bool:
+    """True for a readable cache file with a value per row; a truncated or corrupt one is named in a warning
+    and recomputed (its file is replaced atomically)."""
+    if not path.exists():
+        return False
+    try:
+        values = torch.load(path)
+        keys = ("chosen", "rejected", *(("chosen_tokens", "rejected_tokens") if tokens else ()))
+        if not all(len(values[k]) == rows for k in keys):
+            raise ValueError(f"expected {rows} rows")
+    except Exception as e:
+        logger.warning("%s: unreadable reference cache (%s); recomputing it", path, str(e).splitlines()[0][:120])
+        return False
+    logger.info("reference cache hit: %s", path)
+    return True
 
 
 def _compute(trainer, anchor: Anchor, dataset, tokens: bool) -> dict:

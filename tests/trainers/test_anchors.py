@@ -2,6 +2,7 @@
 columns; per-token values; precomputed once and cached per anchor; the same loss either way."""
 
 import copy
+import logging
 
 import pytest
 import torch
@@ -61,7 +62,7 @@ def test_defaults_share_one_frozen_copy_and_the_banner_names_each_anchor(tiny, t
     assert logged["anchors/ref_token_gap"] < 1e-4 and logged["anchors/prev_token_gap"] < 1e-4
 
 
-def test_a_prev_model_is_used_and_equals_its_precomputed_columns(tiny, tokenizer, data_dir, tmp_path):
+def test_a_prev_model_is_used_and_equals_its_precomputed_columns(tiny, tokenizer, data_dir, tmp_path, caplog):
     prev = other_policy(tiny)
     live = make(tiny, tokenizer, data_dir, tmp_path / "live", anchors={"prev": prev})
     assert live.anchors["prev"].kind == "model" and live.anchors["ref"].kind == "copy"
@@ -84,6 +85,17 @@ def test_a_prev_model_is_used_and_equals_its_precomputed_columns(tiny, tokenizer
     for key in ("loss", "anchors/ref_chosen", "anchors/prev_chosen"):
         assert pre_log[key] == pytest.approx(live_log[key], rel=1e-5), key
     assert pre_log["anchors/prev_token_gap"] < 1e-4
+    # a truncated cache file is named in a warning and recomputed; the intact one is a logged hit
+    broken = sorted(cache.iterdir())[0]
+    broken.write_bytes(broken.read_bytes()[:100])
+    with caplog.at_level(logging.INFO, logger="alignment"):
+        again = make(tiny, tokenizer, data_dir, tmp_path / "again", anchors={"prev": prev},
+                     precompute_ref_logps=True, ref_cache_dir=str(cache))  # fmt: skip
+    messages = [r.getMessage() for r in caplog.records]
+    assert any(str(broken) in m and "unreadable reference cache" in m for m in messages)
+    assert sum("reference cache hit" in m for m in messages) == 1
+    assert again.train_dataset["prev_chosen_logps"] == pre.train_dataset["prev_chosen_logps"]
+    assert again.train_dataset["ref_chosen_logps"] == pre.train_dataset["ref_chosen_logps"]
 
 
 def test_columns_in_the_data_are_an_anchor_and_travel_through_tokenization(tiny, tokenizer, data_dir, tmp_path):
