@@ -66,10 +66,26 @@ def _coerce(path, key: str, value, type_name: str):
     return value
 
 
+def _field_types(*classes) -> dict[str, str]:
+    """Each field's declared type as text, from the class annotations: HfArgumentParser rewrites
+    ``field.type`` in place (``str | None`` becomes ``str``), so ``fields()`` is not reliable once a recipe
+    has been parsed in this process."""
+    import typing
+
+    out = {}
+    for cls in classes:
+        try:
+            hints = typing.get_type_hints(cls)
+        except Exception:  # an annotation that does not resolve here: fall back to the field's
+            hints = {}
+        out.update({f.name: str(hints.get(f.name, f.type)) for f in fields(cls)})
+    return out
+
+
 def _kinds(type_name: str) -> set[str]:
     """The plain kinds a field's type admits: bool, int, float, str, list, dict, none (others: unchecked)."""
     name = type_name.replace("<class '", "").replace("'>", "").replace("typing.", "").replace("NoneType", "None")
-    kinds = set()
+    kinds = {"none"} if "Optional[" in name else set()
     for part in (p.strip() for p in name.replace("Union[", "").replace("Optional[", "").rstrip("]").split("|")):
         for piece in part.split(","):
             base = piece.strip().split("[")[0]
@@ -84,12 +100,14 @@ def _kinds(type_name: str) -> set[str]:
 
 def _check_type(path, key: str, value, type_name: str):
     """The value for its field, or one line when it does not fit the field's type (``--beta`` with no value is
-    true, not a number; ``--max_steps 2.5`` is no integer; a string is no list). A number for a text field
-    becomes its text (``--hub_model_id 2024``)."""
+    true, not a number; ``--max_steps 2.5`` is no integer; a string is no list). A number or true/false for a
+    text field becomes its text (``--hub_model_id 2024``, ``--resume_from_checkpoint true``)."""
     kinds = _kinds(type_name)
     if not kinds or (value is None and "none" in kinds):
         return value
-    if kinds <= {"str", "none"} and isinstance(value, (int, float)) and not isinstance(value, bool):
+    if kinds <= {"str", "none"} and isinstance(value, bool):
+        return str(value).lower()  # --resume_from_checkpoint true
+    if kinds <= {"str", "none"} and isinstance(value, (int, float)):
         return str(value)
     fits = {
         "bool": isinstance(value, bool),
@@ -137,7 +155,7 @@ def load_recipe(path: str | os.PathLike, overrides: dict | None = None):
             raise RecipeError(f"{path}: unknown field '{key}' for method {method}{more}")
     for key, value in env.items():
         os.environ.setdefault(str(key), str(value))
-    types = {f.name: str(f.type) for cls in (ScriptArguments, ModelArguments, config_class) for f in fields(cls)}
+    types = _field_types(ScriptArguments, ModelArguments, config_class)
     for key, value in raw.items():
         raw[key] = _check_type(path, key, _coerce(path, key, value, types.get(key, "")), types.get(key, ""))
     parser = HfArgumentParser((ScriptArguments, ModelArguments, config_class))
@@ -163,7 +181,7 @@ def _self_play(path, raw: dict):
         return None
     if loop != "self_play":
         raise RecipeError(f"{path}: field 'loop' must be self_play, got {loop!r}")
-    types = {f.name: str(f.type) for f in fields(SelfPlayArguments)}
+    types = _field_types(SelfPlayArguments)
     values = {k: _coerce(path, k, raw.pop(k), types[k]) for k in list(raw) if k in names}
     try:
         return SelfPlayArguments(**values)

@@ -62,3 +62,29 @@ def test_resume_errors_are_one_line(tmp_path, capsys):
     assert "has no complete checkpoint-N folder" in capsys.readouterr().err
     assert train(tmp_path / "x", "--resume_from_checkpoint", str(tmp_path / "nope")) == 2
     assert "not a complete checkpoint (no trainer_state.json)" in capsys.readouterr().err
+
+
+def test_diagnostics_continue_across_a_resume(tmp_path):
+    def probes(folder):
+        rows = [json.loads(line) for line in (folder / "diagnostics.jsonl").read_text().splitlines()]
+        return {r["step"]: r for r in rows if r.get("kind", "probe") == "probe"}
+
+    extra = ["--diagnostics", "true", "--diagnostics_steps", "2", "--diagnostics_probe_pairs", "4", "--save_steps", "2"]
+    whole = tmp_path / "whole"
+    assert train(whole, *extra) == 0
+    full = probes(whole)
+    assert sorted(full) == [0, 2, 4]
+    resumed = tmp_path / "resumed"
+    resumed.mkdir()
+    shutil.copytree(whole / "checkpoint-2", resumed / "checkpoint-2")
+    lines = (whole / "diagnostics.jsonl").read_text().splitlines()
+    kept = [line for line in lines if json.loads(line)["step"] <= 2]
+    killed = json.loads(lines[-1]) | {"step": 3}  # a probe written after the checkpoint by a run killed later
+    (resumed / "diagnostics.jsonl").write_text("\n".join([*kept, json.dumps(killed)]) + "\n")
+    assert train(resumed, *extra, "--resume_from_checkpoint", "true") == 0
+    again = probes(resumed)
+    assert sorted(again) == [0, 2, 4]  # the step-3 leftover dropped, step 4 probed after the resume
+    assert again[0] == full[0]  # the baseline did not move
+    for key in ("logp_chosen", "chosen_delta_mean"):
+        if key in full[4]["summary"]:
+            assert abs(again[4]["summary"][key] - full[4]["summary"][key]) < 1e-5, key

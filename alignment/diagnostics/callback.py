@@ -59,7 +59,7 @@ class DiagnosticsCallback(TrainerCallback):
         self.path = Path(args.output_dir) / FILE_NAME
         self.batches: list[dict] = []
         self.params: list[torch.nn.Parameter] = []  # the probed parameters, fixed at train begin
-        self.start: list[PairProbe] | None = None
+        self.start: tuple[torch.Tensor, torch.Tensor] | None = None  # logp_w, logp_l at the first probe
         self.last: list[PairProbe] | None = None
         self.last_stats: dict | None = None
         self.snapshot: list[torch.Tensor] | None = None
@@ -74,8 +74,33 @@ class DiagnosticsCallback(TrainerCallback):
         self.batches = probe_batches(dataset, self.trainer.data_collator, self.n_pairs, self.trainer.args.device)
         self.params = [p for _, p in trainable_parameters(self._model(), self.pattern)]
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if state.global_step > 0 and self._continue(state):
+            return  # resumed: the file and its step-0 baseline carry on
         self.path.write_text("")  # a new run starts a new file
         self.probe(state)
+
+    def _continue(self, state) -> bool:
+        """A resumed run: keep the records up to the checkpoint's step (a killed run may have probed past it),
+        take the first probe as the baseline, probe now unless the file has this step. False: no usable file."""
+        from alignment.diagnostics.runs import RunDirError, _read_lines
+
+        step = state.global_step
+        try:
+            records = [r for _, r in _read_lines(self.path)] if self.path.exists() else []
+        except RunDirError:
+            records = []
+        probes = [r for r in records if isinstance(r, dict) and r.get("kind", "probe") == "probe"]
+        if not probes or probes[0].get("step") != 0:
+            return False
+        kept = [r for r in records if isinstance(r, dict) and r.get("step", 0) <= step]
+        self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        first = probes[0]["pairs"]
+        self.start = (torch.tensor(first["logp_w"]), torch.tensor(first["logp_l"]))
+        self.records = kept
+        self.last_step = max(r["step"] for r in kept)
+        if self.last_step != step:
+            self.probe(state)
+        return True
 
     def on_step_end(self, args, state, control, **kwargs):
         if not self.batches:
@@ -110,8 +135,8 @@ class DiagnosticsCallback(TrainerCallback):
         stats = entanglement_stats(*(_column(probes, k) for k in ("inner", "sq_w", "sq_l")))
         logp_w, logp_l = _column(probes, "logp_w"), _column(probes, "logp_l")
         if self.start is None:
-            self.start = probes
-        start_w, start_l = _column(self.start, "logp_w"), _column(self.start, "logp_l")
+            self.start = (logp_w, logp_l)
+        start_w, start_l = self.start
         summary = {
             "entangled_share": float(stats["entangled"].double().mean()),
             "chosen_down_predicted": float(stats["chosen_down"].double().mean()),
