@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from transformers import TrainerCallback
+
 logger = logging.getLogger("alignment")
 
 
@@ -46,3 +48,50 @@ def resume_target(value, output_dir: str | Path) -> str | None:
     if not (Path(value) / "trainer_state.json").exists():
         raise RecipeError(f"--resume_from_checkpoint {value}: not a complete checkpoint (no trainer_state.json)")
     return str(value)
+
+
+class SigtermCheckpoint(TrainerCallback):
+    """A TrainerCallback: on SIGTERM (a cluster's preemption, ``kill``), finish the current optimizer step,
+    save a checkpoint and stop; ``alignment train`` then exits cleanly, naming the checkpoint to resume from.
+    Under several processes the request is shared (all-reduced) so that every process saves at one step."""
+
+    def __init__(self):
+        self.requested = False
+        self.stopped_at: int | None = None
+        self._previous = None
+
+    def _handler(self, signum, frame):
+        self.requested = True
+        logger.warning("SIGTERM: saving a checkpoint after this step, then stopping")
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handler)
+
+    def _shared(self) -> bool:
+        import torch
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()):
+            return self.requested
+        flag = torch.tensor([1.0 if self.requested else 0.0])
+        if dist.get_backend() == "nccl":
+            flag = flag.cuda()
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self._shared():
+            control.should_save = True
+            control.should_training_stop = True
+            self.stopped_at = state.global_step
+
+    def on_train_end(self, args, state, control, **kwargs):
+        import signal
+
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+            self._previous = None

@@ -65,6 +65,11 @@ def train(recipe: str, overrides: dict | None = None, command: str | None = None
             run_info=RunInfo(command=command, datasets=datasets, base_model=base_model),
         )
     result = trainer.train(resume_from_checkpoint=resume)
+    if trainer.sigterm.stopped_at is not None:  # stopped by SIGTERM: a checkpoint, not a finished run
+        step = trainer.sigterm.stopped_at
+        logger.warning("stopped by SIGTERM at step %d: %s/checkpoint-%d saved; continue with "
+                       "--resume_from_checkpoint true", step, config.output_dir, step)  # fmt: skip
+        return {"method": method.name, "stopped_at": step}
     trainer.save_model(config.output_dir)
     summary = {
         "method": method.name,

@@ -88,3 +88,29 @@ def test_diagnostics_continue_across_a_resume(tmp_path):
     for key in ("logp_chosen", "chosen_delta_mean"):
         if key in full[4]["summary"]:
             assert abs(again[4]["summary"][key] - full[4]["summary"][key]) < 1e-5, key
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "alignment.cli", "train", RECIPE, "--output_dir", str(out), "--max_steps", "500",
+           "--per_device_train_batch_size", "8", "--eval_task", "null", "--diagnostics", "true",
+           "--diagnostics_steps", "1000", "--diagnostics_probe_pairs", "2"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    probes = out / "diagnostics.jsonl"
+    deadline = time.time() + 300
+    while not (probes.exists() and probes.stat().st_size) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.5)  # the step-0 probe is written once training has started (the handler is in place)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
+    saved = [p for p in out.glob("checkpoint-*") if (p / "trainer_state.json").exists()]
+    assert len(saved) == 1 and not (out / "alignment_run.json").exists()
+    step = int(saved[0].name.split("-")[1])
+    assert 1 <= step < 500 and f"stopped by SIGTERM at step {step}" in err and "--resume_from_checkpoint true" in err

@@ -104,6 +104,10 @@ class AlignmentTrainer(Trainer):
         )
         self.prepare_anchors()
         self.probe_status = self._probe_status()
+        from alignment.checkpoints import SigtermCheckpoint
+
+        self.sigterm = SigtermCheckpoint()  # before the diagnostics: its handler is in place when they start
+        self.add_callback(self.sigterm)
         if args.diagnostics and self.probe_status == "on":
             from alignment.diagnostics import DiagnosticsCallback
 
