@@ -1,8 +1,11 @@
 """A finished run is never overwritten silently; --resume_from_checkpoint continues a run from the CLI and
-reproduces the uninterrupted run's losses."""
+reproduces the uninterrupted run's losses, skipping a half-written checkpoint; diagnostics continue across a
+resume; SIGTERM saves a checkpoint and exits cleanly. (Slow: real training runs.)"""
 
 import json
 import shutil
+
+import pytest
 
 from alignment.cli import main
 from tests.conftest import ROOT
@@ -35,6 +38,7 @@ def test_finished_run_is_refused_then_overwritten_on_request(tmp_path, capsys):
     assert (out / "alignment_run.json").stat().st_mtime_ns != before
 
 
+@pytest.mark.slow
 def test_resume_from_the_cli_reproduces_the_losses(tmp_path, capsys):
     whole = tmp_path / "whole"
     assert train(whole, "--save_steps", "2") == 0  # save_steps alone turns checkpointing on
@@ -64,6 +68,7 @@ def test_resume_errors_are_one_line(tmp_path, capsys):
     assert "not a complete checkpoint (no trainer_state.json)" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_diagnostics_continue_across_a_resume(tmp_path):
     def probes(folder):
         rows = [json.loads(line) for line in (folder / "diagnostics.jsonl").read_text().splitlines()]
@@ -90,6 +95,7 @@ def test_diagnostics_continue_across_a_resume(tmp_path):
             assert abs(again[4]["summary"][key] - full[4]["summary"][key]) < 1e-5, key
 
 
+@pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     import os
     import signal
