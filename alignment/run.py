@@ -156,8 +156,8 @@ def evaluate(model, tokenizer, task_name: str, n: int = 500, modes=("greedy", "s
 def eval_command(model_path: str, task: str, n: int, modes, output: str | None) -> dict:
     from alignment.models import load_model, load_tokenizer
 
+    model = load_model(model_path)  # first: a folder that is not a model says so
     tokenizer = load_tokenizer(model_path)
-    model = load_model(model_path)
     results = {"model": model_path, "task": task, "n": n, **evaluate(model, tokenizer, task, n, modes)}
     if output:
         _write_json(Path(output), results)

@@ -78,7 +78,10 @@ def test_one_clear_error_for_a_missing_model(tmp_path, capsys):
     with pytest.raises(ModelNotFoundError, match="no such model folder, and the Hugging Face Hub"):
         load_model("nobody/no-such-model")
     assert main(["eval", str(tmp_path / "missing"), "--task", "rps"]) == 2
-    assert capsys.readouterr().err.strip() == f"error: {tmp_path / 'missing'}: no such tokenizer folder"
+    assert capsys.readouterr().err.strip() == f"error: {tmp_path / 'missing'}: no such model folder"
+    for not_a_model in (tmp_path / "empty", DATA / "tokenizer"):
+        assert main(["eval", str(not_a_model), "--task", "rps"]) == 2
+        assert capsys.readouterr().err.strip().startswith(f"error: {not_a_model}: not a model folder")
     assert main(["token-entanglement", "nobody/no-such-model", "x.jsonl"]) == 2
     assert "nobody/no-such-model: no such tokenizer folder, and the Hugging Face Hub" in capsys.readouterr().err
     # under a folder that exists here (data/): a path, refused at once without asking the Hub
