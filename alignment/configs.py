@@ -176,8 +176,17 @@ class PreferenceConfig(AlignmentConfig):
         default=None,
         metadata={"help": "Cache folder for precomputed anchor values (default output_dir/ref_logps_cache)."},
     )
-    #: fields the model card leaves out (paths that mean nothing on another machine)
-    card_exclude: ClassVar[tuple[str, ...]] = ("ref_cache_dir",)
+    precompute_ref_log_probs: bool | None = field(
+        default=None, metadata={"help": "TRL's name for precompute_ref_logps (an alias)."}
+    )
+    #: fields the model card leaves out (paths that mean nothing on another machine, aliases)
+    card_exclude: ClassVar[tuple[str, ...]] = ("ref_cache_dir", "precompute_ref_log_probs")
+
+    def __post_init__(self):
+        if self.precompute_ref_log_probs is not None:  # TRL's spelling: one setting, two names
+            self.precompute_ref_logps = bool(self.precompute_ref_log_probs or self.precompute_ref_logps)
+            self.precompute_ref_log_probs = self.precompute_ref_logps
+        super().__post_init__()
 
 
 def __getattr__(name):
