@@ -203,8 +203,7 @@ class SelfPlay:
         if not pairs:
             raise RuntimeError(f"iteration {t}: the judge kept no pair out of {self.loop.prompts_per_iteration} "
                                "prompts (all ties?): nothing to train on")  # fmt: skip
-        from transformers.trainer_utils import get_last_checkpoint
-
+        from alignment.checkpoints import latest_valid_checkpoint
         from alignment.models import load_model, load_tokenizer
 
         began = time.perf_counter()
@@ -213,10 +212,14 @@ class SelfPlay:
         kwargs = {"anchors": self.anchors(t)} if self.method.anchors else {}
         trainer = self.method.trainer(model, args=config, train_dataset=tokenize_pairs(pairs, tokenizer, config),
                                       processing_class=tokenizer, peft_config=self.peft_config, **kwargs)  # fmt: skip
-        last = get_last_checkpoint(str(folder)) if folder.exists() else None
+        last = latest_valid_checkpoint(folder) if folder.exists() else None
         if last is not None:
             logger.warning("iteration %d: resuming the training from %s", t, last)
-        trainer.train(resume_from_checkpoint=last)
+        trainer.train(resume_from_checkpoint=str(last) if last else None)
+        if trainer.sigterm.stopped_at is not None:  # a checkpoint, not a trained iteration: rerun to continue
+            logger.warning("iteration %d stopped by SIGTERM at step %d; rerun the same command to continue", t,
+                           trainer.sigterm.stopped_at)  # fmt: skip
+            raise SystemExit(0)
         self.save_policy(trainer, tokenizer, folder)
         if trainer.is_world_process_zero():
             atomic_write_text(folder / "trained.json", json.dumps({
