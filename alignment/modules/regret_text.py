@@ -86,7 +86,7 @@ class LossTextEncoder:
             if len(ids) != 1:
                 raise ValueError(f"action name {name!r} is {len(ids)} tokens for this tokenizer; each action must be "
                                  f"one token: set action_names to single-token strings (e.g. ' A', ' B')")  # fmt: skip
-        self.action_ids = [_ids(tokenizer, name)[0] for name in text.action_names]
+            self.action_ids.append(ids[0])
         bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
         self.header = bos + _ids(tokenizer, text.header)
         self.marker = _ids(tokenizer, text.marker)
