@@ -1,13 +1,19 @@
-"""Checkpoints of a run: which one ``--resume_from_checkpoint true`` continues from.
+"""Checkpoints of a run: written atomically, and which one ``--resume_from_checkpoint true`` continues from.
 
-The Trainer writes ``checkpoint-N/trainer_state.json`` last, after the weights, optimizer, scheduler and RNG
-states: a folder without it is a save that did not finish (a process killed mid-save) and is skipped with a
-warning, so the previous complete checkpoint is the latest valid one.
+Every save goes to ``output_dir/.partial-checkpoints/checkpoint-N`` and is renamed to ``output_dir/checkpoint-N``
+once complete (all processes done writing): a process killed mid-save (SIGKILL, a node lost) leaves only
+the staging folder, and the previous ``checkpoint-N`` stays the latest valid one. Older checkpoints are
+rotated (``save_total_limit``) only after the rename. A ``checkpoint-N`` without ``trainer_state.json``
+(which the Trainer writes last; e.g. copied by hand, or from an older version) is skipped with a warning.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 from transformers import TrainerCallback
@@ -30,6 +36,52 @@ def latest_valid_checkpoint(output_dir: str | Path) -> Path | None:
             return folder
         logger.warning("%s: an unfinished save (no trainer_state.json); skipped", folder)
     return None
+
+
+STAGING = ".partial-checkpoints"
+
+
+def save_atomically(trainer, save: Callable[[], None], trial=None) -> None:
+    """Run the Trainer's ``save()`` of ``checkpoint-N`` into the staging folder, then rename it into
+    ``output_dir`` (main process, after every process has written its part) and rotate old checkpoints."""
+    run_dir = trainer._get_output_dir(trial=trial)
+    staging = os.path.join(run_dir, STAGING)
+    name = f"checkpoint-{trainer.state.global_step}"
+    if trainer.args.should_save:
+        shutil.rmtree(os.path.join(staging, name), ignore_errors=True)  # a killed save's leftovers
+    trainer.accelerator.wait_for_everyone()
+    trainer._get_output_dir = lambda trial=None: staging  # the Trainer builds <run_dir>/checkpoint-N from it
+    try:
+        save()
+    finally:
+        del trainer._get_output_dir
+    trainer.accelerator.wait_for_everyone()
+    if trainer.args.should_save:
+        _promote(trainer, run_dir, os.path.join(staging, name), os.path.join(run_dir, name))
+        from transformers.trainer_utils import rotate_checkpoints
+
+        rotate_checkpoints(run_dir, trainer.args.save_total_limit, trainer.state.best_model_checkpoint)
+    trainer.accelerator.wait_for_everyone()
+
+
+def _promote(trainer, run_dir: str, staged: str, final: str) -> None:
+    """Rename a complete staged checkpoint into place (replacing one of the same step, as a re-save at the
+    end of training does), with its best-checkpoint path pointing into ``run_dir``."""
+    state = trainer.state
+    if state.best_global_step:
+        best = os.path.join(run_dir, f"checkpoint-{state.best_global_step}")
+        if os.path.exists(best) or os.path.abspath(best) == os.path.abspath(final):
+            state.best_model_checkpoint = best
+            state.save_to_json(os.path.join(staged, "trainer_state.json"))
+    if os.path.exists(final):
+        old = staged + ".replaced"
+        os.replace(final, old)
+        os.replace(staged, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(staged, final)
+    with contextlib.suppress(OSError):
+        os.rmdir(os.path.dirname(staged))  # the staging folder, once empty
 
 
 def resume_target(value, output_dir: str | Path) -> str | None:

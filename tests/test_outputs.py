@@ -120,3 +120,43 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     assert len(saved) == 1 and not (out / "alignment_run.json").exists()
     step = int(saved[0].name.split("-")[1])
     assert 1 <= step < 500 and f"stopped by SIGTERM at step {step}" in err and "--resume_from_checkpoint true" in err
+
+
+KILL_DURING_SAVE = """
+import os, signal, sys
+from transformers import Trainer
+from alignment.cli import main
+
+original = Trainer._save_optimizer_and_scheduler
+
+def save_then_die(self, output_dir):
+    if self.state.global_step == 4:  # the weights of checkpoint-4 are on disk, the optimizer is not: SIGKILL
+        os.kill(os.getpid(), signal.SIGKILL)
+    original(self, output_dir)
+
+Trainer._save_optimizer_and_scheduler = save_then_die
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+def test_a_kill_during_a_save_leaves_the_previous_checkpoint_latest(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from alignment.checkpoints import STAGING, latest_valid_checkpoint
+
+    out = tmp_path / "run"
+    args = ["train", RECIPE, "--output_dir", str(out), "--max_steps", "6", "--per_device_train_batch_size", "8",
+            "--logging_steps", "1", "--eval_task", "null", "--report", "false", "--diagnostics", "false",
+            "--save_steps", "2"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-c", KILL_DURING_SAVE, *args], cwd=ROOT, env=env, capture_output=True)
+    assert proc.returncode == -9, proc.stderr[-3000:]  # really killed, mid-save
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2"]
+    assert (out / STAGING / "checkpoint-4" / "model.safetensors").exists()  # the half-written save stayed aside
+    assert latest_valid_checkpoint(out) == out / "checkpoint-2"
+    assert main([*args, "--resume_from_checkpoint", "true"]) == 0
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4", "checkpoint-6"]
+    assert not (out / STAGING).exists() and max(losses(out)) == 6

@@ -222,6 +222,12 @@ class AlignmentTrainer(Trainer):
             self._queued_logs = {}
         super().log(logs, start_time)
 
+    def _save_checkpoint(self, model, trial):
+        """Checkpoints are written to a staging folder and renamed when complete (alignment.checkpoints)."""
+        from alignment.checkpoints import save_atomically
+
+        save_atomically(self, lambda: super(AlignmentTrainer, self)._save_checkpoint(model, trial), trial)
+
     # ----- the Hub --------------------------------------------------------------------------------------
     def create_model_card(self, model_name: str | None = None, **kwargs) -> None:
         """Write our model card (method, paper, base model, data, hyperparameters, metrics, command)."""
