@@ -69,7 +69,6 @@ class ModelArguments:
     lora_target_modules: list[str] | None = field(
         default=None, metadata={"help": "Modules to adapt (default: all linear layers but the head)."}
     )
-    trust_remote_code: bool = field(default=False, metadata={"help": "Allow custom model code from the Hub."})
 
     def __post_init__(self):
         choice("dtype", self.dtype, ("float32", "bfloat16", "float16", "auto"))
@@ -118,6 +117,18 @@ class AlignmentConfig(TrainingArguments):
         default=None, metadata={"help": "Working-memory budget of the fused op (MiB)."}
     )
     padding_free: bool = field(default=False, metadata={"help": "Not supported yet: raises instead of being ignored."})
+    model_init_kwargs: dict | str | None = field(
+        default=None,
+        metadata={
+            "help": "Keyword arguments of from_pretrained when the model is given by name (dtype as a string or a "
+            "torch dtype, attn_implementation, ...); a JSON string from the command line."
+        },
+    )
+    trust_remote_code: bool = field(default=False, metadata={"help": "Allow custom model code from the Hub."})
+    disable_dropout: bool = field(default=True, metadata={"help": "Set every dropout probability of the model to 0."})
+    pad_token: str | None = field(
+        default=None, metadata={"help": "The padding token (default: the tokenizer's, else its EOS token)."}
+    )
     diagnostics: bool = field(
         default=True,
         metadata={
@@ -142,6 +153,15 @@ class AlignmentConfig(TrainingArguments):
     )
 
     def __post_init__(self):
+        if isinstance(self.model_init_kwargs, str):  # from the command line
+            import json
+
+            try:
+                self.model_init_kwargs = json.loads(self.model_init_kwargs)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"model_init_kwargs is not valid JSON: {err}") from None
+        if self.model_init_kwargs is not None and not isinstance(self.model_init_kwargs, dict):
+            raise ValueError(f"model_init_kwargs must be a mapping, got {self.model_init_kwargs!r}")
         if self.save_steps is None:
             self.save_steps = 500
         elif str(getattr(self.save_strategy, "value", self.save_strategy)) == "no":
@@ -179,13 +199,57 @@ class PreferenceConfig(AlignmentConfig):
     precompute_ref_log_probs: bool | None = field(
         default=None, metadata={"help": "TRL's name for precompute_ref_logps (an alias)."}
     )
+    precompute_ref_batch_size: int | None = field(
+        default=None, metadata={"help": "Batch size of the precomputation (default: per_device_eval_batch_size)."}
+    )
+    learning_rate: float = field(default=1e-6, metadata={"help": "The initial learning rate (TRL's DPO default)."})
+    ld_alpha: float | None = field(
+        default=None,
+        metadata={
+            "help": "LD-DPO (Liu et al. 2024, arXiv 2409.06411): weight of the tokens of the longer response past "
+            "the shorter one's length, in policy and reference log-probabilities (None: off)."
+        },
+    )
+    use_weighting: bool = field(
+        default=False,
+        metadata={
+            "help": "WPO (Zhou et al. 2024, arXiv 2406.11827, eq. 2): weight each pair by exp of the mean over its "
+            "tokens of log p - log sum_v p_v^2, chosen times rejected (one extra no-grad policy pass per step)."
+        },
+    )
+    sync_ref_model: bool = field(
+        default=False,
+        metadata={
+            "help": "TR-DPO (Gorbatovski et al. 2024, arXiv 2404.09656): every ref_model_sync_steps steps set "
+            "ref <- alpha * policy + (1 - alpha) * ref (needs a reference model, not precomputed values)."
+        },
+    )
+    ref_model_sync_steps: int = field(default=512, metadata={"help": "TR-DPO: steps between reference updates."})
+    ref_model_mixup_alpha: float = field(default=0.6, metadata={"help": "TR-DPO: alpha of the reference update."})
+    router_aux_loss_coef: float | None = field(
+        default=None,
+        metadata={
+            "help": "Mixture-of-experts models: weight of the router's load-balancing loss added to the loss (None: "
+            "the model config's own coefficient; 0: off); logged as aux_loss."
+        },
+    )
     #: fields the model card leaves out (paths that mean nothing on another machine, aliases)
-    card_exclude: ClassVar[tuple[str, ...]] = ("ref_cache_dir", "precompute_ref_log_probs")
+    card_exclude: ClassVar[tuple[str, ...]] = (
+        "ref_cache_dir", "precompute_ref_log_probs", "precompute_ref_batch_size", "learning_rate",
+    )  # fmt: skip
 
     def __post_init__(self):
         if self.precompute_ref_log_probs is not None:  # TRL's spelling: one setting, two names
             self.precompute_ref_logps = bool(self.precompute_ref_log_probs or self.precompute_ref_logps)
             self.precompute_ref_log_probs = self.precompute_ref_logps
+        if self.ld_alpha is not None and not 0.0 <= self.ld_alpha <= 1.0:
+            raise ValueError(f"ld_alpha must be in [0, 1] or None, got {self.ld_alpha}")
+        if self.sync_ref_model and self.precompute_ref_logps:
+            raise ValueError("sync_ref_model updates the reference, so its log-probabilities cannot be precomputed")
+        if self.ref_model_sync_steps < 1 or not 0.0 <= self.ref_model_mixup_alpha <= 1.0:
+            raise ValueError("ref_model_sync_steps must be >= 1 and ref_model_mixup_alpha in [0, 1]")
+        if self.precompute_ref_batch_size is not None and self.precompute_ref_batch_size < 1:
+            raise ValueError(f"precompute_ref_batch_size must be >= 1, got {self.precompute_ref_batch_size}")
         super().__post_init__()
 
 

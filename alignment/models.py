@@ -71,10 +71,12 @@ def load_model(
     dtype: str | torch.dtype = "float32",
     trust_remote_code: bool = False,
     init_from_config: str | None = None,
+    **from_pretrained_kwargs,
 ) -> nn.Module:
     """A causal LM from a folder or Hub name (a module passes through unchanged). ``dtype``: a torch dtype or
-    its name, or "auto". ``init_from_config``: a JSON model config, to build a randomly initialised model
-    instead (the quickstart's SFT model is trained from scratch this way)."""
+    its name, or "auto" (``torch_dtype``, the older name, too). ``init_from_config``: a JSON model config, to
+    build a randomly initialised model instead (the quickstart's SFT model is trained from scratch this way).
+    Other keyword arguments go to ``from_pretrained`` (attn_implementation, device_map, revision, ...)."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     if isinstance(model, nn.Module):
@@ -84,10 +86,14 @@ def load_model(
 
         config = AutoConfig.for_model(**json.loads(Path(init_from_config).read_text()))
         return AutoModelForCausalLM.from_config(config)
-    torch_dtype = getattr(torch, dtype) if isinstance(dtype, str) and dtype != "auto" else dtype
+    dtype = from_pretrained_kwargs.pop("torch_dtype", dtype)
+    torch_dtype = getattr(torch, dtype, None) if isinstance(dtype, str) and dtype != "auto" else dtype
+    if not (torch_dtype == "auto" or isinstance(torch_dtype, torch.dtype)):
+        raise ValueError(f"dtype must be a torch dtype, its name or 'auto', got {dtype!r}")
     return _from_pretrained(
-        AutoModelForCausalLM.from_pretrained, model, "model", dtype=torch_dtype, trust_remote_code=trust_remote_code
-    )
+        AutoModelForCausalLM.from_pretrained, model, "model", dtype=torch_dtype, trust_remote_code=trust_remote_code,
+        **from_pretrained_kwargs,
+    )  # fmt: skip
 
 
 def load_tokenizer(name: str, trust_remote_code: bool = False):

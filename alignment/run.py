@@ -48,10 +48,10 @@ def train(recipe: str, overrides: dict | None = None, command: str | None = None
         tokenizer, base_model, datasets = trainer.processing_class, trainer.model_id, []
     else:
         from_scratch = bool(getattr(script, "init_from_config", None))
-        model = load_model(
-            script.model_name_or_path, model_args.dtype, model_args.trust_remote_code, script.init_from_config
-        )
-        tokenizer = load_tokenizer(script.tokenizer_name_or_path or script.model_name_or_path)
+        load_kwargs = {"dtype": model_args.dtype, "trust_remote_code": config.trust_remote_code,
+                       **(config.model_init_kwargs or {})}  # fmt: skip
+        model = load_model(script.model_name_or_path, init_from_config=script.init_from_config, **load_kwargs)
+        tokenizer = load_tokenizer(script.tokenizer_name_or_path or script.model_name_or_path, config.trust_remote_code)
         train_ds, eval_ds = load_datasets(method.trainer.completions, script, config.seed)
         base_model = None if from_scratch else script.model_name_or_path
         datasets = list(script.dataset_mixture)

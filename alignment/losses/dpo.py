@@ -1,18 +1,24 @@
-"""Direct Preference Optimization and its common variants: pure functions of log-probabilities.
+"""Direct Preference Optimization and its variants: pure functions of log-probabilities.
 
 Notation (specs/losses.md): for pair i, logp_w, logp_l are the policy's SUMMED log-probabilities of the
-chosen and rejected responses, ref_w, ref_l the reference's; r_w = beta*(logp_w - ref_w),
-r_l = beta*(logp_l - ref_l), margin m = r_w - r_l. The per-pair losses are the entries of
-``LOSS_VARIANTS`` (one small function each; the config's help text and validation and the gradcheck tests
-read that table):
+chosen and rejected responses, ref_w, ref_l the reference's; the log-ratios are u_w = logp_w - ref_w,
+u_l = logp_l - ref_l. Under an f-divergence (Wang et al. 2023, arXiv 2309.16240) the scores are
+s = f'(exp(u)) (reverse_kl: s = u, the default), and the margin is m = beta*(s_w - s_l). The per-pair losses
+are the entries of ``LOSS_VARIANTS`` (one small function each, here and in
+:mod:`alignment.losses.dpo_variants`; the config's help text and validation and the tests read that table):
 
 - sigmoid (Rafailov et al. 2023, arXiv 2305.18290, eq. 7), with label smoothing eps (cDPO):
       (1 - eps) * -log sigmoid(m) + eps * -log sigmoid(-m)
 - ipo (Azar et al. 2023, arXiv 2310.12036, eq. 17): (h - 1/(2*beta))^2 with
-      h = (logp_w - ref_w)/n_w - (logp_l - ref_l)/n_l   (per-token averages, n = completion tokens: as
-      TRL does, confirmed by the IPO authors; the paper writes sequence log-ratios)
+      h = s_w/n_w - s_l/n_l   (per-token averages, n = completion tokens: as TRL does, confirmed by the
+      IPO authors; the paper writes sequence log-ratios)
 - hinge (SLiC, Zhao et al. 2023, arXiv 2305.10425): relu(1 - m)
 - robust (Chowdhury et al. 2024, arXiv 2403.00409): ((1-eps)*-log sigmoid(m) - eps*-log sigmoid(-m)) / (1-2eps)
+- and TRL's others (exo_pair, nca_pair, bco_pair, sppo_hard, aot, aot_unpaired, apo_zero, apo_down,
+  discopop, sft, sigmoid_norm): see alignment.losses.dpo_variants.
+
+Several variants with weights (MPO, Wang et al. 2024, arXiv 2411.10442): ``loss_type=[a, b]``,
+``loss_weights=[w_a, w_b]`` gives sum_k w_k * loss_k per pair.
 
 Shapes: every tensor input is [B]; returns (per-pair losses [B], metrics: dict of [B] tensors under TRL's
 names). The batch loss is the mean of the per-pair losses.
@@ -25,17 +31,40 @@ IPO with n_w = 2, n_l = 4, beta = 0.1: h = 1/2 - (-1)/4 = 0.75, L = (0.75 - 5)^2
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
+F_DIVERGENCES = ("reverse_kl", "forward_kl", "js_divergence", "alpha_divergence")
+
+
+def f_scores(logratio: torch.Tensor, kind: str = "reverse_kl", alpha: float = 0.5) -> torch.Tensor:
+    """s = f'(t) at t = exp(u) for a log-ratio u [B] (Wang et al. 2023, arXiv 2309.16240, table 1):
+    reverse_kl: u; forward_kl: 1 - exp(-u); js_divergence: log 2 + log sigmoid(u); alpha_divergence:
+    (exp((alpha-1) u) - 1)/(alpha - 1) (u itself at alpha = 1; the exponent is clamped at 80 as TRL does)."""
+    if kind == "reverse_kl":
+        return logratio
+    if kind == "forward_kl":
+        return 1 - torch.exp(-logratio)
+    if kind == "js_divergence":
+        return math.log(2) + F.logsigmoid(logratio)
+    if kind == "alpha_divergence":
+        if abs(alpha - 1.0) < 1e-6:
+            return logratio
+        t = ((alpha - 1.0) * logratio).float().clamp(max=11.0 if logratio.dtype == torch.float16 else 80.0)
+        return (torch.exp(t) - 1.0).to(logratio.dtype) / (alpha - 1.0)
+    raise ValueError(f"f_divergence_type must be one of {list(F_DIVERGENCES)}, got {kind!r}")
+
 
 @dataclass(frozen=True)
 class Ratios:
     """What a variant sees for B pairs: the log-ratios logp - ref of each side [B], beta, the label-noise
-    rate eps and the completion token counts [B] (None when the caller has none)."""
+    rate eps, the completion token counts [B] (None when the caller has none), the policy's summed
+    log-probabilities [B] (aot), the f-divergence, DiscoPOP's tau, and for the ``sft`` variant the token
+    count its mean divides by and the number of pairs in the whole batch (a chunk may hold fewer)."""
 
     chosen: torch.Tensor
     rejected: torch.Tensor
@@ -43,20 +72,42 @@ class Ratios:
     label_smoothing: float
     chosen_tokens: torch.Tensor | None
     rejected_tokens: torch.Tensor | None
+    policy_chosen: torch.Tensor | None = None
+    policy_rejected: torch.Tensor | None = None
+    f_divergence_type: str = "reverse_kl"
+    f_alpha_divergence_coef: float = 0.5
+    discopop_tau: float = 0.05
+    token_scale: float | torch.Tensor | None = None
+    batch_pairs: int | None = None
+
+    @property
+    def chosen_scores(self) -> torch.Tensor:
+        return f_scores(self.chosen, self.f_divergence_type, self.f_alpha_divergence_coef)
+
+    @property
+    def rejected_scores(self) -> torch.Tensor:
+        return f_scores(self.rejected, self.f_divergence_type, self.f_alpha_divergence_coef)
 
     @property
     def margin(self) -> torch.Tensor:
-        return self.beta * (self.chosen - self.rejected)
+        """m = beta * (s_w - s_l) (= beta * (u_w - u_l) under the default reverse KL)."""
+        if self.f_divergence_type == "reverse_kl":
+            return self.beta * (self.chosen - self.rejected)
+        return self.beta * (self.chosen_scores - self.rejected_scores)
 
 
 @dataclass(frozen=True)
 class LossVariant:
     """One DPO variant: its per-pair loss [B] from :class:`Ratios`, a one-line description (with its
-    paper) and whether it needs the completion token counts."""
+    paper), whether it needs the completion token counts, whether it reads the f-divergence scores (the
+    others take the plain log-ratios and refuse another f_divergence_type), and whether it couples the
+    pairs of a batch (aot sorts them: the kernel then evaluates it on the whole batch at once)."""
 
     fn: Callable[[Ratios], torch.Tensor]
     help: str
     needs_token_counts: bool = False
+    f_divergence: bool = False
+    whole_batch: bool = False
 
 
 def _sigmoid(r: Ratios) -> torch.Tensor:
@@ -65,7 +116,7 @@ def _sigmoid(r: Ratios) -> torch.Tensor:
 
 
 def _ipo(r: Ratios) -> torch.Tensor:
-    h = r.chosen / r.chosen_tokens.clamp(min=1) - r.rejected / r.rejected_tokens.clamp(min=1)
+    h = r.chosen_scores / r.chosen_tokens.clamp(min=1) - r.rejected_scores / r.rejected_tokens.clamp(min=1)
     return (h - 1 / (2 * r.beta)) ** 2
 
 
@@ -79,11 +130,27 @@ def _robust(r: Ratios) -> torch.Tensor:
 
 
 LOSS_VARIANTS: dict[str, LossVariant] = {
-    "sigmoid": LossVariant(_sigmoid, "-log sigmoid(m), cDPO with label_smoothing (Rafailov et al., 2305.18290)"),
-    "ipo": LossVariant(_ipo, "(h - 1/(2 beta))^2 on per-token log-ratios (Azar et al., 2310.12036)", True),
-    "hinge": LossVariant(_hinge, "relu(1 - m) (SLiC, Zhao et al., 2305.10425)"),
-    "robust": LossVariant(_robust, "unbiased under label noise label_smoothing (Chowdhury et al., 2403.00409)"),
+    "sigmoid": LossVariant(
+        _sigmoid, "-log sigmoid(m), cDPO with label_smoothing (Rafailov et al., 2305.18290)", f_divergence=True
+    ),
+    "ipo": LossVariant(
+        _ipo, "(h - 1/(2 beta))^2 on per-token log-ratios (Azar et al., 2310.12036)", True, f_divergence=True
+    ),
+    "hinge": LossVariant(_hinge, "relu(1 - m) (SLiC, Zhao et al., 2305.10425)", f_divergence=True),
+    "robust": LossVariant(
+        _robust, "unbiased under label noise label_smoothing (Chowdhury et al., 2403.00409)", f_divergence=True
+    ),
 }
+
+
+def _register_trl_variants() -> None:
+    from alignment.losses.dpo_variants import TRL_VARIANTS
+
+    for name, variant in TRL_VARIANTS.items():
+        LOSS_VARIANTS.setdefault(name, variant)
+
+
+_register_trl_variants()
 LOSS_TYPES = tuple(LOSS_VARIANTS)
 
 
@@ -92,25 +159,58 @@ def loss_types_help() -> str:
     return "; ".join(f"{name}: {variant.help}" for name, variant in LOSS_VARIANTS.items())
 
 
+def as_loss_types(loss_type: str | Sequence[str]) -> tuple[str, ...]:
+    """'sigmoid' or ['sigmoid', 'sft'] -> a tuple of known variant names (a ValueError names the unknown)."""
+    names = (loss_type,) if isinstance(loss_type, str) else tuple(loss_type)
+    if not names:
+        raise ValueError("loss_type must name at least one variant")
+    for name in names:
+        if name not in LOSS_VARIANTS:
+            raise ValueError(f"loss_type must be one of {list(LOSS_VARIANTS)}, got {name!r}")
+    return names
+
+
+def check_combination(names: Sequence[str], weights, f_divergence_type: str, label_smoothing: float) -> None:
+    """What a combination of variants and options must satisfy (the config checks it at construction)."""
+    if weights is not None and len(weights) != len(names):
+        raise ValueError(f"loss_weights needs one weight per loss_type: {len(weights)} for {list(names)}")
+    if f_divergence_type not in F_DIVERGENCES:
+        raise ValueError(f"f_divergence_type must be one of {list(F_DIVERGENCES)}, got {f_divergence_type!r}")
+    if f_divergence_type != "reverse_kl":
+        plain = [n for n in names if not (LOSS_VARIANTS[n].f_divergence or n == "sft")]
+        if plain:
+            allowed = [n for n, v in LOSS_VARIANTS.items() if v.f_divergence or n == "sft"]
+            raise ValueError(f"f_divergence_type={f_divergence_type!r} works with {allowed}, not {plain}")
+    if "exo_pair" in names and not label_smoothing > 0:
+        raise ValueError("loss_type exo_pair needs label_smoothing > 0 (log eps; the EXO paper uses 1e-3)")
+
+
 def dpo_loss(
     policy_chosen: torch.Tensor,
     policy_rejected: torch.Tensor,
     ref_chosen: torch.Tensor,
     ref_rejected: torch.Tensor,
     beta: float = 0.1,
-    loss_type: str = "sigmoid",
+    loss_type: str | Sequence[str] = "sigmoid",
     label_smoothing: float = 0.0,
     chosen_tokens: torch.Tensor | None = None,
     rejected_tokens: torch.Tensor | None = None,
+    loss_weights: Sequence[float] | None = None,
+    f_divergence_type: str = "reverse_kl",
+    f_alpha_divergence_coef: float = 0.5,
+    discopop_tau: float = 0.05,
+    token_scale: float | torch.Tensor | None = None,
+    batch_pairs: int | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Per-pair DPO losses [B] and metrics (rewards/chosen, rewards/rejected, rewards/margins,
-    rewards/accuracies, logps/chosen, logps/rejected), all [B]. ``chosen_tokens``/``rejected_tokens`` [B]
-    (completion token counts) are needed by the variants that say so (``ipo``)."""
-    variant = LOSS_VARIANTS.get(loss_type)
-    if variant is None:
-        raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {loss_type!r}")
-    if variant.needs_token_counts and (chosen_tokens is None or rejected_tokens is None):
-        raise ValueError(f"loss_type={loss_type!r} needs chosen_tokens and rejected_tokens (completion token counts)")
+    """Per-pair DPO losses [B] (sum_k loss_weights[k] * variant_k) and metrics (rewards/chosen,
+    rewards/rejected, rewards/margins, rewards/accuracies, logps/chosen, logps/rejected), all [B].
+    ``chosen_tokens``/``rejected_tokens`` [B] (completion token counts) are needed by the variants that say
+    so (ipo, sigmoid_norm; sft without ``token_scale``)."""
+    names = as_loss_types(loss_type)
+    check_combination(names, loss_weights, f_divergence_type, label_smoothing)
+    for name in names:
+        if LOSS_VARIANTS[name].needs_token_counts and (chosen_tokens is None or rejected_tokens is None):
+            raise ValueError(f"loss_type={name!r} needs chosen_tokens and rejected_tokens (completion token counts)")
     ratios = Ratios(
         policy_chosen - ref_chosen,
         policy_rejected - ref_rejected,
@@ -118,8 +218,16 @@ def dpo_loss(
         label_smoothing,
         chosen_tokens,
         rejected_tokens,
+        policy_chosen,
+        policy_rejected,
+        f_divergence_type,
+        f_alpha_divergence_coef,
+        discopop_tau,
+        token_scale,
+        batch_pairs,
     )
-    losses = variant.fn(ratios)
+    weights = loss_weights if loss_weights is not None else [1.0] * len(names)
+    losses = sum(w * LOSS_VARIANTS[name].fn(ratios) for name, w in zip(names, weights, strict=True))
     chosen_rewards = (beta * ratios.chosen).detach()
     rejected_rewards = (beta * ratios.rejected).detach()
     metrics = {

@@ -88,8 +88,9 @@ def rpo_loss(
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Per-pair RPO losses [B] and metrics (DPO's plus ``rpo/sft_term``)."""
     losses, metrics = dpo_loss(
-        policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta, chosen_tokens=chosen_tokens, **dpo_kwargs
-    )
+        policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta, chosen_tokens=chosen_tokens,
+        token_scale=total_chosen_tokens, batch_pairs=batch_pairs, **dpo_kwargs,
+    )  # fmt: skip
     sft = rpo_sft_term(policy_chosen, chosen_tokens, eta, beta, sft_normalization, total_chosen_tokens, batch_pairs)
     metrics["rpo/sft_term"] = sft.detach()
     return losses + sft, metrics

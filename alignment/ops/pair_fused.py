@@ -82,6 +82,8 @@ def side_sums(values, token_pair, token_chosen, k: int) -> torch.Tensor:
 
 
 LossFn = Callable[[PairChunk], tuple[torch.Tensor, dict[str, torch.Tensor]]]
+"""A loss function may carry ``whole_batch = True``: it couples the pairs (e.g. AOT sorts them), so it is
+called once on every pair of the batch; the logits are still formed tile by tile (two passes, 4 GEMMs)."""
 
 
 def plan_chunks(tokens_per_pair: list[int], token_chunk: int) -> list[tuple[int, int]]:
@@ -262,7 +264,8 @@ class PairFusedFn(torch.autograd.Function):
         token_out = [torch.zeros(n, dtype=work.dtype, device=hidden.device) for _ in range(3)]
         token_out.append(torch.zeros(n, dtype=torch.bool, device=hidden.device))
         metric_parts: dict[str, list] = {}
-        for p0, p1 in plan_chunks(counts, token_chunk):
+        plan = [(0, n_pairs)] if getattr(loss_fn, "whole_batch", False) else plan_chunks(counts, token_chunk)
+        for p0, p1 in plan:
             idx = order[bounds[p0] : bounds[p1]]
             pair_index = torch.arange(p0, p1, device=hidden.device)
             token_pair = pair[idx] - p0

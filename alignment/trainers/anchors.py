@@ -318,7 +318,7 @@ def _compute(trainer, anchor: Anchor, dataset, tokens: bool) -> dict:
     from tqdm.auto import tqdm
 
     device = trainer.accelerator.device
-    batch_size = trainer.args.per_device_eval_batch_size
+    batch_size = getattr(trainer.args, "precompute_ref_batch_size", None) or trainer.args.per_device_eval_batch_size
     out: dict[str, list] = {"chosen": [], "rejected": [], "chosen_tokens": [], "rejected_tokens": []}
     with anchor.policy(trainer.model) as policy:
         policy = policy.to(device)

@@ -25,6 +25,7 @@ from alignment.diagnostics.collapse import collapse_stats
 from alignment.models import load_model, load_tokenizer, model_name, unwrap
 from alignment.trainers.anchors import is_peft, unwrap_peft
 from alignment.trainers.registry import Method
+from alignment.trainers.trl_options import disable_dropout
 
 logger = logging.getLogger("alignment")
 
@@ -68,15 +69,20 @@ class AlignmentTrainer(Trainer):
         args = args or method.config()
         if not isinstance(args, method.config):
             raise TypeError(f"{type(self).__name__} needs a {method.config.__name__}, got {type(args).__name__}")
-        self.load_kwargs = model_init_kwargs or {}
+        if self.completions and train_dataset is None:
+            raise ValueError(f"{type(self).__name__} needs a train_dataset (rows with prompt and {self.completions})")
+        self.load_kwargs = load_kwargs(args, model_init_kwargs, model)
         self.model_id = model_name(model)
         model = load_model(model, **self.load_kwargs)
         if processing_class is None and self.needs_tokenizer:
             if not self.model_id:
                 raise ValueError("pass processing_class (a tokenizer): the model has no path to load one from")
-            processing_class = load_tokenizer(self.model_id)
-        if processing_class is not None and processing_class.pad_token is None:
-            processing_class.pad_token = processing_class.eos_token
+            processing_class = load_tokenizer(self.model_id, args.trust_remote_code)
+        set_pad_token(processing_class, args.pad_token)
+        if args.disable_dropout:
+            disable_dropout(model)
+        if hasattr(model, "add_model_tags"):  # shown on the Hub when the model is pushed
+            model.add_model_tags(["alignment", method.name])
         if peft_config is not None:
             from peft import get_peft_model
 
@@ -128,6 +134,7 @@ class AlignmentTrainer(Trainer):
         datasets as they are). Precomputed anchor columns (``*_logps``) travel with their rows."""
         if dataset is None or not self.completions:
             return dataset
+        refuse_iterable(dataset, name)
         if {"prompt_ids", *(f"{c}_ids" for c in self.completions)} <= set(dataset.column_names):
             return dataset
         dataset, report = validate_dataset(dataset, f"{name} dataset", completions=self.completions)
@@ -137,6 +144,24 @@ class AlignmentTrainer(Trainer):
         )
         self.data_reports[name] = str(tok_report)
         return dataset
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"):
+        """Trainer.evaluate, taking raw rows too (prompt/chosen/rejected, a dict of splits): they are validated
+        and tokenized as at construction (and their anchor values precomputed when the config asks)."""
+        if isinstance(eval_dataset, dict):
+            metrics = {}
+            for name, dataset in eval_dataset.items():
+                prepared = self.prepare_eval_dataset(dataset, name)
+                metrics.update(super().evaluate(prepared, ignore_keys, f"{metric_key_prefix}_{name}"))
+            return metrics
+        if eval_dataset is not None and not isinstance(eval_dataset, str):
+            eval_dataset = self.prepare_eval_dataset(eval_dataset, "eval")
+        return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+
+    def prepare_eval_dataset(self, dataset, name: str):
+        """A dataset given to ``evaluate``: validated and tokenized like the constructor's (already
+        tokenized ones pass through)."""
+        return self.make_dataset(dataset, self.processing_class, self.args, name)
 
     def make_collator(self, tokenizer, args):
         raise NotImplementedError(f"{type(self).__name__} must define make_collator or be given a data_collator")
@@ -289,6 +314,40 @@ class AlignmentTrainer(Trainer):
         lines = [f"  {k:<22}{v}" for k, v in self.active_summary().items()]
         if self.accelerator.is_main_process:
             logger.warning("alignment %s trainer, active configuration:\n%s", self.method.name, "\n".join(lines))
+
+
+def load_kwargs(args, model_init_kwargs: dict | None, model) -> dict:
+    """from_pretrained's keyword arguments: the config's ``model_init_kwargs`` and ``trust_remote_code``, then
+    the constructor's ``model_init_kwargs``; a warning when the model is already built (they do nothing)."""
+    merged = {**(args.model_init_kwargs or {}), **(model_init_kwargs or {})}
+    if merged and isinstance(model, nn.Module):
+        logger.warning("model_init_kwargs %s are ignored: the model is already instantiated", sorted(merged))
+    if args.trust_remote_code:
+        merged.setdefault("trust_remote_code", True)
+    return merged
+
+
+def set_pad_token(tokenizer, pad_token: str | None) -> None:
+    """The config's pad token (which must be in the vocabulary), else the tokenizer's, else its EOS token."""
+    if tokenizer is None:
+        return
+    if pad_token is not None:
+        if tokenizer.convert_tokens_to_ids(pad_token) in (None, tokenizer.unk_token_id):
+            raise ValueError(f"pad_token {pad_token!r} is not in the tokenizer's vocabulary")
+        tokenizer.pad_token = pad_token
+    elif tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+
+
+def refuse_iterable(dataset, name: str) -> None:
+    """A streaming (iterable) dataset is refused with what to do instead, never silently loaded whole."""
+    from datasets import IterableDataset
+
+    if isinstance(dataset, IterableDataset):
+        raise ValueError(
+            f"the {name} dataset is an IterableDataset (streaming), which these trainers do not stream yet: load "
+            "it without streaming=True, or take a part of it with Dataset.from_list(list(ds.take(n)))"
+        )
 
 
 def deepspeed_inference(model: nn.Module, accelerator) -> nn.Module:

@@ -32,8 +32,10 @@ import torch
 from alignment.data import PREFERENCE, PreferenceCollator
 from alignment.models import causal_pair_loss, lm_head
 from alignment.trainers import anchors as anchor_lib
+from alignment.trainers import trl_options
 from alignment.trainers.anchors import Anchor, AnchorLogps
 from alignment.trainers.base import AlignmentTrainer, deepspeed_inference
+from alignment.trainers.trl_options import check_router_aux_loss
 
 
 class PreferenceTrainer(AlignmentTrainer):
@@ -42,6 +44,8 @@ class PreferenceTrainer(AlignmentTrainer):
     completions = PREFERENCE
     #: the loss needs each anchor's per-token log-probabilities too (chunk.token_inputs["<name>_token_logps"])
     anchor_token_logps = False
+    #: pair_losses goes through sequence_logps and weighted (LD-DPO's ld_alpha, WPO's use_weighting)
+    supports_sequence_options = False
 
     def __init__(
         self,
@@ -67,6 +71,11 @@ class PreferenceTrainer(AlignmentTrainer):
         self._anchor_sources = sources
         self.anchors: dict[str, Anchor] = {}
         self._batch_pairs = 0
+        for option in ("ld_alpha", "use_weighting"):
+            if getattr(args, option, None) not in (None, False) and not self.supports_sequence_options:
+                raise ValueError(f"{option} is supported by the dpo and rpo methods, not {self._registered().name}")
+        if getattr(args, "ld_alpha", None) is not None:  # LD-DPO weighs the reference's tokens too
+            self.anchor_token_logps = True
         super().__init__(
             model,
             args,
@@ -80,10 +89,41 @@ class PreferenceTrainer(AlignmentTrainer):
             model_init_kwargs,
             run_info,
         )
+        check_router_aux_loss(self.model, self.args)
+        if getattr(self.args, "sync_ref_model", False):
+            from alignment.trainers.trl_options import SyncRefModelCallback
+
+            self.add_callback(SyncRefModelCallback(self))
 
     # ----- data -------------------------------------------------------------------------------------
     def make_collator(self, tokenizer, args):
         return PreferenceCollator(tokenizer.pad_token_id, args.pad_to_multiple_of)
+
+    def prepare_eval_dataset(self, dataset, name: str):
+        dataset = super().prepare_eval_dataset(dataset, name)
+        if getattr(self.args, "precompute_ref_logps", False):
+            for anchor in self.anchors.values():
+                if anchor.kind != "columns" and anchor.columns[0] not in dataset.column_names:
+                    dataset = anchor_lib.precompute(self, anchor, dataset, name, self.anchor_token_logps)
+        return dataset
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        """With ``compute_metrics``: predictions are the implicit rewards [B, 2] of (chosen, rejected) (the
+        summed log-probabilities for a method without rewards) and labels zeros [B] (the preferred
+        response's index), so ``(p[:, 0] > p[:, 1]).mean()`` is the reward accuracy. (TRL passes logits
+        recomputed by an extra forward, deprecated there; the [B, T, V] logits are never built here.)"""
+        if prediction_loss_only or self.compute_metrics is None:
+            return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad():
+            loss, out = self.compute_loss(model, inputs, return_outputs=True)
+        half = inputs["input_ids"].shape[0] // 2
+        if "rewards/chosen" in out.metrics:
+            pairs = torch.stack([out.metrics["rewards/chosen"], out.metrics["rewards/rejected"]], dim=1)
+        else:
+            pairs = torch.stack([out.seq_logps[:half], out.seq_logps[half:]], dim=1)
+        labels = torch.zeros(half, dtype=torch.long, device=pairs.device)
+        return loss.detach(), pairs.detach().float(), labels
 
     def probe_dataset(self):
         dataset = self.eval_dataset
@@ -164,8 +204,23 @@ class PreferenceTrainer(AlignmentTrainer):
 
     def token_inputs(self, model, inputs: dict, anchors: dict[str, AnchorLogps]) -> dict[str, torch.Tensor]:
         """Extra per-token tensors [2B, T-1] for the loss (``chunk.token_inputs``), aligned with the
-        shifted targets; those that require grad receive their gradient through the fused op."""
-        return {f"{name}_token_logps": a.tokens for name, a in anchors.items() if a.tokens is not None}
+        shifted targets; those that require grad receive their gradient through the fused op. Besides the
+        anchors' per-token values: the completion positions (LD-DPO) and the half-temperature
+        log-probabilities (WPO) when the config asks for them."""
+        out = {f"{name}_token_logps": a.tokens for name, a in anchors.items() if a.tokens is not None}
+        out.update(trl_options.token_inputs(model, inputs, self.args, self.kernel_kwargs()))
+        return out
+
+    def sequence_logps(self, chunk, ref: AnchorLogps) -> tuple[AnchorLogps, AnchorLogps]:
+        """The policy's and the reference's sequence log-probabilities of the chunk's pairs ([k] each):
+        plain sums, or LD-DPO's length-desensitized sums when ``ld_alpha`` is set."""
+        return trl_options.sequence_logps(chunk, ref, getattr(self.args, "ld_alpha", None))
+
+    def weighted(self, chunk, losses: torch.Tensor) -> torch.Tensor:
+        """Per-pair losses [k], times WPO's weights when ``use_weighting`` is set."""
+        if not getattr(self.args, "use_weighting", False):
+            return losses
+        return losses * trl_options.wpo_weights(chunk)
 
     def pair_op_kwargs(self, anchors: dict[str, AnchorLogps]) -> dict:
         """Extra options of the pair-fused op for this step (e.g. ``ref_hidden``/``ref_weight``, which make
@@ -193,6 +248,8 @@ class PreferenceTrainer(AlignmentTrainer):
             }
             losses, metrics = self.pair_losses(chunk, chunk_anchors, scale)
             return losses.sum() / n_pairs, metrics
+
+        loss_fn.whole_batch = bool(getattr(self.args, "whole_batch_loss", False))  # e.g. aot sorts the batch
 
         out = causal_pair_loss(
             model,

@@ -137,8 +137,8 @@ class RegretLossTrainer(AlignmentTrainer):
             return cls(args=config, run_info=run_info)
         from alignment.models import load_model, load_tokenizer
 
-        model = load_model(script.model_name_or_path, model_args.dtype, model_args.trust_remote_code)
-        tokenizer = load_tokenizer(script.tokenizer_name_or_path or script.model_name_or_path)
+        model = load_model(script.model_name_or_path, model_args.dtype, config.trust_remote_code)
+        tokenizer = load_tokenizer(script.tokenizer_name_or_path or script.model_name_or_path, config.trust_remote_code)
         run_info.base_model = script.model_name_or_path
         return cls(model, args=config, processing_class=tokenizer, peft_config=model_args.peft_config(),
                    run_info=run_info)  # fmt: skip

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from alignment.configs import choice
 from alignment.losses.rpo import SFT_TERMS, rpo_loss, sft_normalizations_help
-from alignment.trainers.dpo import DPOConfig
+from alignment.trainers.dpo import DPOConfig, dpo_options
 from alignment.trainers.preference import PreferenceTrainer
 from alignment.trainers.registry import register
 
@@ -43,20 +43,23 @@ class RPOConfig(DPOConfig):
     summary="DPO plus an SFT term on the chosen responses",
 )
 class RPOTrainer(PreferenceTrainer):
+    supports_sequence_options = True
+
     def pair_losses(self, chunk, anchors, token_scale):
-        args, ref = self.args, anchors["ref"]
-        return rpo_loss(
-            chunk.chosen_logps,
-            chunk.rejected_logps,
+        args = self.args
+        policy, ref = self.sequence_logps(chunk, anchors["ref"])
+        options = dpo_options(args)
+        losses, metrics = rpo_loss(
+            policy.chosen,
+            policy.rejected,
             ref.chosen,
             ref.rejected,
             chunk.chosen_tokens,
-            beta=args.beta,
             eta=args.eta,
             sft_normalization=args.sft_normalization,
             total_chosen_tokens=token_scale,
             batch_pairs=self._batch_pairs,
-            loss_type=args.loss_type,
-            label_smoothing=args.label_smoothing,
             rejected_tokens=chunk.rejected_tokens,
+            **options,
         )
+        return self.weighted(chunk, losses), metrics

@@ -137,4 +137,4 @@ def test_the_variant_table_drives_validation_help_and_the_loss(monkeypatch, tmp_
 
 
 def test_a_variant_that_needs_token_counts_says_so():
-    assert [name for name, v in LOSS_VARIANTS.items() if v.needs_token_counts] == ["ipo"]
+    assert [name for name, v in LOSS_VARIANTS.items() if v.needs_token_counts] == ["ipo", "sigmoid_norm"]

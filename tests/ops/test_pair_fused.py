@@ -225,3 +225,24 @@ def test_token_inputs_without_grad_and_bad_shapes():
     assert h.grad is None and grads_of(out.loss, [h])[0].abs().sum() > 0
     with pytest.raises(ValueError, match=r"token_inputs\['mask'\] must be a tensor shaped like targets"):
         pair_fused_loss(hidden, weight, targets, masked_dpo_fn(ref), token_inputs={"mask": mask[:, 1:]})
+
+
+def aot_fn(ref, beta=0.3):
+    """AOT: sorts the batch's log-ratios, so it is evaluated on the whole batch (``whole_batch``)."""
+    n_pairs = ref.shape[1]
+
+    def loss_fn(chunk):
+        assert chunk.pair_index.numel() == n_pairs  # never called on a part of the batch
+        dt = chunk.chosen_logps.dtype
+        losses, metrics = dpo_loss(
+            chunk.chosen_logps, chunk.rejected_logps, ref[0].to(dt), ref[1].to(dt), beta, loss_type="aot"
+        )
+        return losses.sum() / n_pairs, metrics
+
+    loss_fn.whole_batch = True
+    return loss_fn
+
+
+@pytest.mark.parametrize("token_chunk", [None, 30, 7])  # one chunk; a budget for a few pairs; two-pass tiles
+def test_a_whole_batch_loss_sees_every_pair_at_once(token_chunk):
+    compare(3, 5, 12, 16, 61, fn_factory=aot_fn, token_chunk=token_chunk)

@@ -41,7 +41,7 @@ def _rows(data_dir, fmt):
     return load_dataset("json", data_files=str(path), split="train").select(range(8))
 
 
-def _run_trl(base, tokenizer, rows, tmp_path, loss_type):
+def _run_trl(base, tokenizer, rows, tmp_path, loss_type, **extra):
     from trl import DPOConfig as TrlDPOConfig
     from trl import DPOTrainer as TrlDPOTrainer
 
@@ -55,10 +55,11 @@ def _run_trl(base, tokenizer, rows, tmp_path, loss_type):
         gradient_checkpointing=False,
         max_length=None,
         **COMMON,
+        **extra,
     )
     trainer = TrlDPOTrainer(model=policy, ref_model=ref, args=args, train_dataset=rows, processing_class=tokenizer)
     trainer.train()
-    return trainer.state.log_history[0], dict(policy.named_parameters())
+    return trainer.state.log_history[0], dict(policy.named_parameters()), ref
 
 
 def _run_ours(base, tokenizer, rows, tmp_path, trainer_cls, config_cls, **extra):
@@ -68,11 +69,11 @@ def _run_ours(base, tokenizer, rows, tmp_path, trainer_cls, config_cls, **extra)
     args = config_cls(output_dir=str(tmp_path / "ours"), beta=0.2, max_length=None, **COMMON, **extra)
     trainer = trainer_cls(policy, ref_model=ref, args=args, train_dataset=rows, processing_class=tokenizer)
     trainer.train()
-    return trainer.state.log_history[0], dict(policy.named_parameters())
+    return trainer.state.log_history[0], dict(policy.named_parameters()), trainer.ref_model
 
 
 def _compare(theirs, ours, keys):
-    (t_log, t_params), (o_log, o_params) = theirs, ours
+    (t_log, t_params, _), (o_log, o_params, _) = theirs, ours
     for key in keys:
         assert o_log[key] == pytest.approx(t_log[key], rel=1e-5, abs=1e-6), key
     moved = 0.0
@@ -103,3 +104,54 @@ def test_rpo_token_mean_equals_trl_sigmoid_plus_sft(tokenizer, base_model, data_
         base_model, tokenizer, rows, tmp_path, RPOTrainer, RPOConfig, eta=1.0, sft_normalization="token_mean"
     )
     _compare(theirs, ours, ["loss", "rewards/chosen", "rewards/rejected", "rewards/margins"])
+
+
+TRL_LOSSES = ["hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot", "aot_unpaired",
+              "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm"]  # fmt: skip
+KEYS = ["loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "logps/chosen", "logps/rejected"]
+
+
+@pytest.mark.parametrize("loss_type", TRL_LOSSES)
+def test_every_trl_loss_type_equals_trl(tokenizer, base_model, data_dir, tmp_path, loss_type):
+    """Each variant of the loss table against trl 1.16's own trainer: first-step loss, rewards, and the
+    parameters after one SGD step (label smoothing where the variant reads it; exo_pair needs it > 0)."""
+    rows = _rows(data_dir, "conversational")
+    smoothing = {"label_smoothing": 0.1} if loss_type in ("exo_pair", "robust", "aot", "aot_unpaired") else {}
+    theirs = _run_trl(base_model, tokenizer, rows, tmp_path, [loss_type], **smoothing)
+    ours = _run_ours(base_model, tokenizer, rows, tmp_path, DPOTrainer, DPOConfig, loss_type=loss_type, **smoothing)
+    _compare(theirs, ours, KEYS)
+
+
+OPTIONS = {
+    "mpo_weighted_list": dict(loss_type=["sigmoid", "bco_pair", "sft"], loss_weights=[0.8, 0.2, 1.0]),
+    "forward_kl": dict(loss_type=["sigmoid"], f_divergence_type="forward_kl"),
+    "js_divergence": dict(loss_type=["hinge"], f_divergence_type="js_divergence"),
+    "alpha_divergence": dict(loss_type=["sigmoid"], f_divergence_type="alpha_divergence", f_alpha_divergence_coef=0.3),
+    "ld_alpha": dict(loss_type=["sigmoid"], ld_alpha=0.5),
+    "use_weighting": dict(loss_type=["sigmoid"], use_weighting=True),
+    "discopop_tau": dict(loss_type=["discopop"], discopop_tau=0.5),
+}
+
+
+@pytest.mark.parametrize("name", list(OPTIONS))
+def test_trl_options_equal_trl(tokenizer, base_model, data_dir, tmp_path, name):
+    rows = _rows(data_dir, "conversational")
+    options = dict(OPTIONS[name])
+    theirs = _run_trl(base_model, tokenizer, rows, tmp_path, options.pop("loss_type"), **options)
+    ours = _run_ours(base_model, tokenizer, rows, tmp_path, DPOTrainer, DPOConfig, loss_type=OPTIONS[name]["loss_type"],
+                     **options)  # fmt: skip
+    _compare(theirs, ours, KEYS)
+
+
+def test_sync_ref_model_mixes_the_reference_as_trl_does(tokenizer, base_model, data_dir, tmp_path):
+    rows = _rows(data_dir, "conversational")
+    options = dict(sync_ref_model=True, ref_model_sync_steps=1, ref_model_mixup_alpha=0.3)
+    theirs = _run_trl(base_model, tokenizer, rows, tmp_path, ["sigmoid"], **options)
+    ours = _run_ours(base_model, tokenizer, rows, tmp_path, DPOTrainer, DPOConfig, **options)
+    _compare(theirs, ours, KEYS)
+    t_ref, o_ref = dict(theirs[2].named_parameters()), dict(ours[2].named_parameters())
+    moved = 0
+    for name, value in t_ref.items():
+        assert rel_err(o_ref[name].detach(), value.detach()) <= 1e-5, name
+        moved += not torch.equal(value.detach(), base_model.state_dict()[name])
+    assert moved  # the reference really was updated
