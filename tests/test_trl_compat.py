@@ -1,6 +1,17 @@
-"""TRL drop-in compatibility (issue 13 item 5, in progress): TRL's option names accepted as aliases."""
+"""TRL drop-in compatibility (issue 13 item 5): a TRL user's DPOTrainer code runs unchanged. Our own tests,
+not TRL's; the numerical equivalence of every loss type and option is in tests/trainers/test_trl_equivalence.py."""
 
-from alignment.trainers import DPOConfig, RPOConfig
+import logging
+
+import numpy as np
+import pytest
+import torch
+from datasets import Dataset, IterableDataset, load_dataset
+
+from alignment.trainers import DPOConfig, DPOTrainer, RPOConfig, SFTConfig
+from tests.conftest import DATA
+
+MODEL = str(DATA / "sft_model")
 
 
 def test_precompute_ref_log_probs_is_an_alias():
@@ -9,3 +20,119 @@ def test_precompute_ref_log_probs_is_an_alias():
     ours = DPOConfig(output_dir="x", use_cpu=True, precompute_ref_logps=True)
     assert ours.precompute_ref_logps and ours.precompute_ref_log_probs is None
     assert not DPOConfig(output_dir="x", use_cpu=True).precompute_ref_logps
+
+
+def test_trl_defaults():
+    config = DPOConfig(output_dir="x", use_cpu=True)
+    assert config.learning_rate == 1e-6 and config.disable_dropout and config.max_length == 1024
+    assert config.pad_to_multiple_of is None and config.precompute_ref_batch_size is None
+    assert config.loss_type == "sigmoid" and config.beta == 0.1
+    assert SFTConfig(output_dir="x", use_cpu=True).learning_rate == 2e-5
+
+
+def rows(n=8, fmt="standard"):
+    path = DATA / "tasks" / "arithmetic" / f"pref_train_{fmt}.jsonl"
+    return load_dataset("json", data_files=str(path), split="train").select(range(n))
+
+
+def config(tmp_path, **kw):
+    base = dict(output_dir=str(tmp_path), use_cpu=True, bf16=False, report_to=[], per_device_train_batch_size=4,
+                per_device_eval_batch_size=4, max_steps=1, diagnostics=False, logging_steps=1)  # fmt: skip
+    return DPOConfig(**{**base, **kw})
+
+
+def test_model_init_kwargs_accept_torch_dtypes_and_json(tmp_path):
+    trainer = DPOTrainer(MODEL, args=config(tmp_path, model_init_kwargs={"dtype": torch.float16}), train_dataset=rows())
+    assert next(trainer.model.parameters()).dtype == torch.float16
+    args = config(tmp_path, model_init_kwargs='{"torch_dtype": "bfloat16"}')  # the CLI's form, TRL's older key
+    assert next(DPOTrainer(MODEL, args=args, train_dataset=rows()).model.parameters()).dtype == torch.bfloat16
+    with pytest.raises(ValueError, match="model_init_kwargs is not valid JSON"):
+        config(tmp_path, model_init_kwargs="{dtype")
+
+
+def test_tags_pad_token_and_dropout(tmp_path, tokenizer):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_embd=16, n_layer=1, n_head=2, resid_pdrop=0.3))
+    assert any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in model.modules())
+    pad = tokenizer.convert_ids_to_tokens(3)
+    trainer = DPOTrainer(model, args=config(tmp_path, pad_token=pad), train_dataset=rows(), processing_class=tokenizer)
+    assert all(m.p == 0 for m in trainer.model.modules() if isinstance(m, torch.nn.Dropout))
+    assert tokenizer.pad_token == pad and {"alignment", "dpo"} <= set(trainer.model.model_tags)
+    kept = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_embd=16, n_layer=1, n_head=2, resid_pdrop=0.3))
+    DPOTrainer(kept, args=config(tmp_path, disable_dropout=False), train_dataset=rows(), processing_class=tokenizer)
+    assert any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in kept.modules())
+    with pytest.raises(ValueError, match="not in the tokenizer's vocabulary"):
+        DPOTrainer(MODEL, args=config(tmp_path, pad_token="<no such token>"), train_dataset=rows())
+
+
+def test_missing_or_streaming_train_dataset_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="needs a train_dataset"):
+        DPOTrainer(MODEL, args=config(tmp_path), train_dataset=None)
+    stream = IterableDataset.from_generator(lambda: iter(rows().to_list()))
+    with pytest.raises(ValueError, match=r"IterableDataset \(streaming\)"):
+        DPOTrainer(MODEL, args=config(tmp_path), train_dataset=stream)
+
+
+def test_evaluate_takes_raw_rows_and_compute_metrics_gets_rewards(tmp_path):
+    seen = {}
+
+    def compute_metrics(prediction):
+        seen["shape"] = prediction.predictions.shape
+        seen["labels"] = prediction.label_ids
+        return {"pair_accuracy": float(np.mean(prediction.predictions[:, 0] > prediction.predictions[:, 1]))}
+
+    args = config(tmp_path, max_steps=2, learning_rate=1e-3, per_device_eval_batch_size=6)  # one eval batch
+    trainer = DPOTrainer(MODEL, args=args, train_dataset=rows(), compute_metrics=compute_metrics)
+    trainer.train()
+    raw = rows(6, "conversational")
+    metrics = trainer.evaluate(eval_dataset=raw)
+    assert np.isfinite(metrics["eval_loss"]) and "eval_rewards/margins" in metrics
+    assert seen["shape"] == (6, 2) and list(seen["labels"]) == [0] * 6
+    assert metrics["eval_pair_accuracy"] == pytest.approx(metrics["eval_rewards/accuracies"])
+    split = trainer.evaluate(eval_dataset={"a": raw, "b": rows(4)})
+    assert "eval_a_loss" in split and "eval_b_loss" in split
+
+
+def test_evaluate_precomputes_the_reference_for_raw_rows(tmp_path):
+    trainer = DPOTrainer(MODEL, args=config(tmp_path, precompute_ref_log_probs=True, precompute_ref_batch_size=3),
+                         train_dataset=rows())  # fmt: skip
+    metrics = trainer.evaluate(eval_dataset=rows(5, "conversational"))
+    assert np.isfinite(metrics["eval_loss"]) and len(trainer.ref_cache_files) == 2
+
+
+def test_options_other_methods_do_not_have_are_refused(tmp_path):
+    from alignment.trainers import INPOConfig, INPOTrainer
+
+    with pytest.raises(ValueError, match="ld_alpha is supported by the dpo and rpo methods"):
+        INPOTrainer(MODEL, args=INPOConfig(output_dir=str(tmp_path), use_cpu=True, ld_alpha=0.5), train_dataset=rows())
+
+
+def test_router_aux_loss_is_refused_until_implemented(tmp_path, tokenizer):
+    from transformers import MixtralConfig, MixtralForCausalLM
+
+    moe = MixtralForCausalLM(MixtralConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32,
+                                           num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
+                                           num_local_experts=2, num_experts_per_tok=1))  # fmt: skip
+    with pytest.raises(NotImplementedError, match="router_aux_loss_coef: 0"):
+        DPOTrainer(moe, args=config(tmp_path), train_dataset=rows(), processing_class=tokenizer)
+    trainer = DPOTrainer(moe, args=config(tmp_path, router_aux_loss_coef=0.0), train_dataset=rows(),
+                         processing_class=tokenizer)  # fmt: skip
+    trainer.train()
+    with pytest.raises(ValueError, match="not a mixture of experts"):
+        DPOTrainer(MODEL, args=config(tmp_path, router_aux_loss_coef=0.1), train_dataset=rows())
+
+
+def test_the_banner_says_checkpoints_differ_from_trl(tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="alignment"):
+        DPOTrainer(MODEL, args=config(tmp_path), train_dataset=rows())
+    assert "TRL saves every 500 steps by default" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="alignment"):
+        DPOTrainer(MODEL, args=config(tmp_path, save_steps=50), train_dataset=rows())
+    assert "every 50 steps" in caplog.text
+
+
+def test_train_from_a_dataset_object(tmp_path):
+    trainer = DPOTrainer(MODEL, args=config(tmp_path), train_dataset=Dataset.from_list(rows().to_list()))
+    assert trainer.train().global_step == 1

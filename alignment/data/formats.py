@@ -16,6 +16,7 @@ message; each completion starts with an assistant message.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from alignment.data.errors import DataFormatError
@@ -28,6 +29,9 @@ COLUMNS = ("prompt", *PREFERENCE)
 #: columns ending in this are precomputed anchor log-probabilities (``ref_chosen_logps``, ...): validation and
 #: tokenization carry them with their rows
 CARRIED_SUFFIX = "_logps"
+#: the column holding a conversational row's extra apply_chat_template arguments (its ``tools`` and
+#: ``chat_template_kwargs``) as JSON text
+TEMPLATE_KWARGS = "template_kwargs"
 
 
 def _check_text(value: Any, field: str, allow_empty: bool = False) -> str:
@@ -64,10 +68,60 @@ def _check_messages(value: Any, field: str) -> list[dict[str, str]]:
         role = message["role"]
         if role not in ROLES:
             raise DataFormatError(f"unknown role {role!r}; expected one of {ROLES}", field=f"{where}.role")
-        _check_text(message["content"], f"{where}.content", allow_empty=role != "assistant")
+        calls = _tool_calls(message, where)
+        content = "" if message["content"] is None and calls else message["content"]
+        _check_text(content, f"{where}.content", allow_empty=role != "assistant" or bool(calls))
         # role and content, plus extra string fields (e.g. "name"); other extras cannot share an Arrow schema
-        out.append({k: v for k, v in message.items() if k in ("role", "content") or isinstance(v, str)})
+        # (tool calls travel as JSON text: alignment.data.tokenize decodes them for the chat template)
+        clean = {k: v for k, v in message.items() if k in ("role", "content") or isinstance(v, str)}
+        clean["content"] = content
+        if calls:
+            clean["tool_calls"] = json.dumps(calls)
+        out.append(clean)
     return out
+
+
+def _tool_calls(message: dict, where: str) -> list | None:
+    """An assistant message's ``tool_calls`` (a list, or its JSON text), or None."""
+    calls = message.get("tool_calls")
+    if calls is None:
+        return None
+    if isinstance(calls, str):
+        try:
+            calls = json.loads(calls)
+        except json.JSONDecodeError as e:
+            raise DataFormatError(f"not valid JSON ({e.msg})", field=f"{where}.tool_calls") from None
+    if not isinstance(calls, list) or not all(isinstance(c, dict) for c in calls):
+        raise DataFormatError("expected a list of tool calls (objects)", field=f"{where}.tool_calls")
+    return calls
+
+
+def template_kwargs(row: dict[str, Any]) -> str | None:
+    """The row's ``tools`` (a list of tool schemas or its JSON text) and ``chat_template_kwargs`` (a mapping or
+    its JSON text) as one JSON object for apply_chat_template, or None when the row has neither."""
+    out = {}
+    tools = row.get("tools")
+    if tools is not None:
+        tools = _json_value(tools, "tools")
+        if not isinstance(tools, list):
+            raise DataFormatError(f"expected a list of tool schemas, got {type(tools).__name__}", field="tools")
+        out["tools"] = tools
+    extra = row.get("chat_template_kwargs")
+    if extra is not None:
+        extra = _json_value(extra, "chat_template_kwargs")
+        if not isinstance(extra, dict):
+            raise DataFormatError(f"expected a mapping, got {type(extra).__name__}", field="chat_template_kwargs")
+        out.update(extra)
+    return json.dumps(out) if out else None
+
+
+def _json_value(value: Any, field: str) -> Any:
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError as e:
+        raise DataFormatError(f"not valid JSON ({e.msg})", field=field) from None
 
 
 def check_role_order(prompt: list[dict], completion: list[dict], field: str) -> None:
@@ -172,7 +226,11 @@ def validate_row(
         prompt = _check_text(row["prompt"], "prompt", allow_empty=True)
     else:
         prompt = _check_messages(row["prompt"], "prompt")
+    clean = {"prompt": prompt, **dict(zip(completions, values))}
     if fmt == CONVERSATIONAL:
         for key, value in zip(completions, values):
             check_role_order(prompt, value, key)
-    return {"prompt": prompt, **dict(zip(completions, values))}, fmt
+        kwargs = template_kwargs(row)
+        if kwargs is not None:
+            clean[TEMPLATE_KWARGS] = kwargs
+    return clean, fmt

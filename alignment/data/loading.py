@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from alignment.data.errors import DataFormatError, DataLoadError
-from alignment.data.formats import CARRIED_SUFFIX, PREFERENCE, validate_row
+from alignment.data.formats import CARRIED_SUFFIX, PREFERENCE, TEMPLATE_KWARGS, validate_row
 
 logger = logging.getLogger(__name__)
 FILE_TYPES = (".jsonl", ".json", ".parquet", ".csv")
@@ -187,6 +187,9 @@ def validate_rows(
         clean.update({k: v for k, v in row.items() if k.endswith(CARRIED_SUFFIX)})
         out.append(clean)
     report.kept = len(out)
+    if any(TEMPLATE_KWARGS in row for row in out):  # one schema for every row (from_list reads the first's keys)
+        for row in out:
+            row.setdefault(TEMPLATE_KWARGS, None)
     if report.dropped:
         logger.warning("%s: dropped %d invalid rows (drop_invalid_rows), kept %d: %s", source,
                        sum(report.dropped.values()), report.kept, dict(report.dropped))  # fmt: skip

@@ -64,6 +64,7 @@ class AlignmentTrainer(Trainer):
         optimizers=(None, None),
         model_init_kwargs: dict | None = None,
         run_info: RunInfo | None = None,
+        compute_metrics=None,
     ):
         method = self._registered()
         args = args or method.config()
@@ -107,6 +108,7 @@ class AlignmentTrainer(Trainer):
             processing_class=processing_class,
             callbacks=callbacks,
             optimizers=optimizers,
+            compute_metrics=compute_metrics,
         )
         self.prepare_anchors()
         self.probe_status = self._probe_status()
@@ -280,8 +282,15 @@ class AlignmentTrainer(Trainer):
             "distributed": f"{engine}, {self.args.world_size} process(es), {self.args.device}",
             "peft": peft,
             "precision": "bf16" if self.args.bf16 else ("fp16" if self.args.fp16 else "float32"),
+            "checkpoints": self.checkpoint_summary(),
             "diagnostics": self.diagnostics_summary(),
         }
+
+    def checkpoint_summary(self) -> str:
+        strategy = str(getattr(self.args.save_strategy, "value", self.args.save_strategy))
+        if strategy == "no":
+            return "off (TRL saves every 500 steps by default; --save_steps N turns them on)"
+        return f"every {self.args.save_steps:g} steps" if strategy == "steps" else f"every {strategy}"
 
     def _probe_status(self) -> str:
         """'on', or why the probe-set diagnostics (entanglement, displacement) cannot run here."""

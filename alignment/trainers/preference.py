@@ -3,7 +3,9 @@
 Constructed the way TRL's trainers are::
 
     trainer = DPOTrainer(model, ref_model=None, args=DPOConfig(...), train_dataset=ds, eval_dataset=None,
-                         processing_class=tokenizer, peft_config=None, callbacks=None)
+                         processing_class=tokenizer, compute_metrics=None, callbacks=None, peft_config=None)
+
+(TRL's DPOTrainer arguments, in TRL's order.)
 
 ``model`` is a model object or a path/Hub name; datasets are ``datasets.Dataset``s with prompt/chosen/
 rejected columns (standard, conversational or implicit-prompt) or already tokenized ones. One training
@@ -52,17 +54,22 @@ class PreferenceTrainer(AlignmentTrainer):
         model,
         ref_model=None,
         args=None,
+        data_collator=None,
         train_dataset=None,
         eval_dataset=None,
         processing_class=None,
-        peft_config=None,
+        compute_metrics=None,
         callbacks=None,
-        data_collator=None,
         optimizers=(None, None),
+        quantization_config=None,
+        peft_config=None,
         model_init_kwargs: dict | None = None,
         run_info=None,
         anchors: dict | None = None,
     ):
+        """TRL's DPOTrainer arguments in TRL's order, then ours (model_init_kwargs, run_info, anchors)."""
+        if quantization_config is not None:
+            model_init_kwargs = {**(model_init_kwargs or {}), "quantization_config": quantization_config}
         sources = dict(anchors or {})
         if ref_model is not None:
             if "ref" in sources:
@@ -88,6 +95,7 @@ class PreferenceTrainer(AlignmentTrainer):
             optimizers,
             model_init_kwargs,
             run_info,
+            compute_metrics=compute_metrics,
         )
         check_router_aux_loss(self.model, self.args)
         if getattr(self.args, "sync_ref_model", False):

@@ -19,6 +19,7 @@ class SFTConfig(AlignmentConfig):
     """Supervised fine-tuning: token-mean NLL of the completion, prompt masked."""
 
     completion_only_loss: bool = field(default=True, metadata={"help": "Mask the prompt out of the loss."})
+    learning_rate: float = field(default=2e-5, metadata={"help": "The initial learning rate (TRL's SFT default)."})
 
 
 @register(
