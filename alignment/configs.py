@@ -108,7 +108,13 @@ class AlignmentConfig(TrainingArguments):
     )
     max_length: int | None = field(default=1024, metadata={"help": "Truncate prompt + completion to this many tokens."})
     truncation_mode: str = field(default="keep_start", metadata={"help": "keep_start or keep_end."})
-    pad_to_multiple_of: int | None = field(default=None, metadata={"help": "Pad batches to a multiple of this."})
+    pad_to_multiple_of: int | str | None = field(
+        default=None, metadata={"help": "Pad batches to a multiple of this ('auto', TRL's default: none here)."}
+    )
+    activation_offloading: bool = field(
+        default=False,
+        metadata={"help": "Keep the activations saved for backward in CPU memory (torch's save_on_cpu)."},
+    )
     chat_template: str | None = field(
         default=None, metadata={"help": "A Jinja chat template overriding the tokenizer's."}
     )
@@ -162,6 +168,14 @@ class AlignmentConfig(TrainingArguments):
                 raise ValueError(f"model_init_kwargs is not valid JSON: {err}") from None
         if self.model_init_kwargs is not None and not isinstance(self.model_init_kwargs, dict):
             raise ValueError(f"model_init_kwargs must be a mapping, got {self.model_init_kwargs!r}")
+        if isinstance(self.pad_to_multiple_of, str):  # TRL's "auto" (128 on Neuron devices only), or from text
+            text = self.pad_to_multiple_of.lower()
+            if text in ("auto", "none", "null"):
+                self.pad_to_multiple_of = None
+            elif text.isdigit() and int(text) > 0:
+                self.pad_to_multiple_of = int(text)
+            else:
+                raise ValueError(f"pad_to_multiple_of must be a positive integer, 'auto' or None, got {text!r}")
         if self.save_steps is None:
             self.save_steps = 500
         elif str(getattr(self.save_strategy, "value", self.save_strategy)) == "no":

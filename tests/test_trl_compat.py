@@ -136,3 +136,33 @@ def test_the_banner_says_checkpoints_differ_from_trl(tmp_path, caplog):
 def test_train_from_a_dataset_object(tmp_path):
     trainer = DPOTrainer(MODEL, args=config(tmp_path), train_dataset=Dataset.from_list(rows().to_list()))
     assert trainer.train().global_step == 1
+
+
+def test_activation_offloading_trains_the_same(tmp_path, monkeypatch):
+    entered = []
+    original = torch.autograd.graph.save_on_cpu
+
+    def recording(*args, **kwargs):
+        entered.append(kwargs)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(torch.autograd.graph, "save_on_cpu", recording)
+
+    def train(**kw):
+        torch.manual_seed(0)
+        trainer = DPOTrainer(MODEL, args=config(tmp_path, learning_rate=1e-3, **kw), train_dataset=rows())
+        trainer.train()
+        return trainer.state.log_history[0]["loss"], next(trainer.model.parameters()).detach().clone()
+
+    (a, pa) = train()
+    assert not entered
+    (b, pb) = train(activation_offloading=True)
+    assert len(entered) == 1  # the one training step ran with its saved tensors on the CPU
+    assert a == pytest.approx(b, rel=1e-6) and torch.allclose(pa, pb, atol=1e-7)
+
+
+@pytest.mark.parametrize("value, expected", [("auto", None), ("none", None), ("8", 8), (16, 16)])
+def test_pad_to_multiple_of_takes_trls_auto(value, expected):
+    assert DPOConfig(output_dir="x", use_cpu=True, pad_to_multiple_of=value).pad_to_multiple_of == expected
+    with pytest.raises(ValueError, match="pad_to_multiple_of must be"):
+        DPOConfig(output_dir="x", use_cpu=True, pad_to_multiple_of="every")

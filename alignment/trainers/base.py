@@ -231,6 +231,12 @@ class AlignmentTrainer(Trainer):
         """Values to add, once, to the next training log (the diagnostics callback's latest probe)."""
         self._queued_logs.update(values)
 
+    def training_step(self, *args, **kwargs):
+        if not self.args.activation_offloading:
+            return super().training_step(*args, **kwargs)
+        with torch.autograd.graph.save_on_cpu(pin_memory=torch.cuda.is_available()):
+            return super().training_step(*args, **kwargs)
+
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         inputs = self._prepare_inputs(inputs)
         with torch.no_grad():
