@@ -160,3 +160,22 @@ def test_a_kill_during_a_save_leaves_the_previous_checkpoint_latest(tmp_path):
     assert main([*args, "--resume_from_checkpoint", "true"]) == 0
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4", "checkpoint-6"]
     assert not (out / STAGING).exists() and max(losses(out)) == 6
+
+
+def test_a_corrupt_stage_cache_of_the_loop_is_named_and_recomputed(tmp_path, caplog):
+    """The self-play loop's cached stage files (samples.jsonl, pairs.jsonl) heal like the reference cache."""
+    import logging
+
+    from alignment.io import read_cached_jsonl, write_jsonl
+
+    path = tmp_path / "samples.jsonl"
+    assert read_cached_jsonl(path) is None
+    write_jsonl(path, [{"prompt": "a", "responses": ["b"]}])
+    with caplog.at_level(logging.INFO, logger="alignment"):
+        assert read_cached_jsonl(path) == [{"prompt": "a", "responses": ["b"]}]
+    assert f"cache hit: {path}" in caplog.text
+    path.write_bytes(path.read_bytes()[:12])  # truncated mid-object
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="alignment"):
+        assert read_cached_jsonl(path) is None
+    assert f"{path}: unreadable cached file" in caplog.text

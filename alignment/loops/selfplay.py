@@ -30,7 +30,7 @@ import logging
 import time
 from pathlib import Path
 
-from alignment.io import atomic_write_text, read_jsonl, write_jsonl
+from alignment.io import atomic_write_text, read_cached_jsonl, read_jsonl, write_jsonl
 from alignment.loops.settings import SelfPlayArguments, make_judge
 
 logger = logging.getLogger("alignment")
@@ -118,8 +118,9 @@ class SelfPlay:
     def sample(self, t: int) -> list[dict]:
         """K responses to each of this iteration's prompts from pi_t (each process samples its share)."""
         path = self.folder(t) / "samples.jsonl"
-        if path.exists():
-            return read_jsonl(path)
+        cached = read_cached_jsonl(path)
+        if cached is not None:
+            return cached
         from alignment.generation import SamplingConfig
         from alignment.loops.sampling import sample_rows
 
@@ -141,8 +142,9 @@ class SelfPlay:
     def rank(self, t: int, samples: list[dict]) -> list[dict]:
         """Each prompt's (winner, loser) by the judge (each process ranks its share of the prompts)."""
         path = self.folder(t) / "pairs.jsonl"
-        if path.exists():
-            return read_jsonl(path)
+        cached = read_cached_jsonl(path)
+        if cached is not None:
+            return cached
         from alignment.judges import CountingJudge, rank_candidates
 
         judge = CountingJudge(self.ranking_judge())
