@@ -236,9 +236,14 @@ def run_with_head(head: HeadSpec, fn: Callable, *args):
     return call_as_forward(module, module, forward, *args)
 
 
-def hidden_states(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs):
-    """Final hidden states [B, T, H] of the backbone (no LM head)."""
+def hidden_states(
+    model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, capture=None, **kwargs
+):
+    """Final hidden states [B, T, H] of the backbone (no LM head). ``capture`` (a dict) receives the backbone's
+    whole output under "outputs" (e.g. a mixture of experts' router logits, with output_router_logits=True)."""
     out = backbone(model)(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **kwargs)
+    if capture is not None:
+        capture["outputs"] = out
     return out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
 
 
@@ -304,12 +309,16 @@ def through_wrapper(model: nn.Module, fn: Callable, *args):
     return call_as_forward(model, model.module, fn, *args)
 
 
-def _apply_head(model: nn.Module, op: Callable, input_ids, attention_mask, completion_mask, op_kwargs: dict):
-    """Backbone on ``input_ids``, then ``op(hidden, weight, targets, bias=..., **kwargs)`` with the LM head
-    (softcap and logit scale from the config), through the DDP / ZeRO-3 wrappers."""
+def _apply_head(
+    model: nn.Module, op: Callable, input_ids, attention_mask, completion_mask, op_kwargs: dict, backbone_kwargs=None,
+    capture=None,
+):
+    """Backbone on ``input_ids`` (with ``backbone_kwargs``; its output into ``capture``), then ``op(hidden,
+    weight, targets, bias=..., **kwargs)`` with the LM head (softcap and logit scale from the config), through
+    the DDP / ZeRO-3 wrappers."""
 
     def run(input_ids, attention_mask, completion_mask):
-        hidden = hidden_states(model, input_ids, attention_mask)[:, :-1]
+        hidden = hidden_states(model, input_ids, attention_mask, capture, **(backbone_kwargs or {}))[:, :-1]
         targets = shifted_targets(input_ids, completion_mask)
         head = lm_head(model)
         kwargs = {"softcap": head.softcap, "logit_scale": head.logit_scale, **op_kwargs}
@@ -341,12 +350,15 @@ def causal_pair_loss(
     attention_mask: torch.Tensor,
     completion_mask: torch.Tensor,
     loss_fn,
+    backbone_kwargs: dict | None = None,
+    capture: dict | None = None,
     **op_kwargs,
 ):
     """The pair-fused path on a [chosen; rejected] batch (the collator's layout): see
-    :func:`alignment.ops.pair_fused_loss`."""
+    :func:`alignment.ops.pair_fused_loss`. ``backbone_kwargs`` go to the backbone, whose output lands in
+    ``capture["outputs"]`` when a dict is given."""
 
     def op(h, weight, y, **kwargs):
         return pair_fused_loss(h, weight, y, loss_fn, **kwargs)
 
-    return _apply_head(model, op, input_ids, attention_mask, completion_mask, op_kwargs)
+    return _apply_head(model, op, input_ids, attention_mask, completion_mask, op_kwargs, backbone_kwargs, capture)

@@ -108,17 +108,7 @@ def test_options_other_methods_do_not_have_are_refused(tmp_path):
         INPOTrainer(MODEL, args=INPOConfig(output_dir=str(tmp_path), use_cpu=True, ld_alpha=0.5), train_dataset=rows())
 
 
-def test_router_aux_loss_is_refused_until_implemented(tmp_path, tokenizer):
-    from transformers import MixtralConfig, MixtralForCausalLM
-
-    moe = MixtralForCausalLM(MixtralConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32,
-                                           num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
-                                           num_local_experts=2, num_experts_per_tok=1))  # fmt: skip
-    with pytest.raises(NotImplementedError, match="router_aux_loss_coef: 0"):
-        DPOTrainer(moe, args=config(tmp_path), train_dataset=rows(), processing_class=tokenizer)
-    trainer = DPOTrainer(moe, args=config(tmp_path, router_aux_loss_coef=0.0), train_dataset=rows(),
-                         processing_class=tokenizer)  # fmt: skip
-    trainer.train()
+def test_router_aux_loss_coef_on_a_dense_model_is_an_error(tmp_path):
     with pytest.raises(ValueError, match="not a mixture of experts"):
         DPOTrainer(MODEL, args=config(tmp_path, router_aux_loss_coef=0.1), train_dataset=rows())
 

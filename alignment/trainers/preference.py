@@ -37,7 +37,6 @@ from alignment.trainers import anchors as anchor_lib
 from alignment.trainers import trl_options
 from alignment.trainers.anchors import Anchor, AnchorLogps
 from alignment.trainers.base import AlignmentTrainer, deepspeed_inference
-from alignment.trainers.trl_options import check_router_aux_loss
 
 
 class PreferenceTrainer(AlignmentTrainer):
@@ -97,7 +96,7 @@ class PreferenceTrainer(AlignmentTrainer):
             run_info,
             compute_metrics=compute_metrics,
         )
-        check_router_aux_loss(self.model, self.args)
+        self.router_coef = trl_options.router_aux_coef(self.model, self.args)
         if getattr(self.args, "sync_ref_model", False):
             from alignment.trainers.trl_options import SyncRefModelCallback
 
@@ -259,18 +258,26 @@ class PreferenceTrainer(AlignmentTrainer):
 
         loss_fn.whole_batch = bool(getattr(self.args, "whole_batch_loss", False))  # e.g. aot sorts the batch
 
+        capture = {} if self.router_coef else None
         out = causal_pair_loss(
             model,
             inputs["input_ids"],
             inputs["attention_mask"],
             inputs["completion_mask"],
             loss_fn,
+            backbone_kwargs={"output_router_logits": True} if self.router_coef else None,
+            capture=capture,
             token_inputs=self.token_inputs(model, inputs, anchors),
             **self.pair_op_kwargs(anchors),
             **self.kernel_kwargs(),
         )
         self._record(out, inputs)
-        return (out.loss, out) if return_outputs else out.loss
+        loss = out.loss
+        if self.router_coef:  # a mixture of experts: the router's load-balancing loss, as TRL adds it
+            aux = trl_options.router_aux_loss(model, capture["outputs"].router_logits, inputs["attention_mask"])
+            loss = loss + self.router_coef * aux
+            self.log_step_metrics({"aux_loss": aux.detach()}, "train" if self.model.training else "eval")
+        return (loss, out) if return_outputs else loss
 
     def _record(self, out, inputs) -> None:
         mode = "train" if self.model.training else "eval"

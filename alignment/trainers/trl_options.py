@@ -104,26 +104,41 @@ class SyncRefModelCallback(TrainerCallback):
             self.mix(self.trainer.model, self.trainer.anchors["ref"].model, args.ref_model_mixup_alpha)
 
 
-def check_router_aux_loss(model, args) -> None:
-    """A mixture-of-experts model whose router loss would be on (TRL adds it): not implemented yet, so a
-    clear error rather than a silently different objective; ``router_aux_loss_coef: 0`` trains without it."""
+def router_aux_coef(model, args) -> float:
+    """The weight of a mixture of experts' router load-balancing loss (Switch Transformer, arXiv 2101.03961,
+    eqs. 4-6, as the model's own forward computes it): ``router_aux_loss_coef``, else the model config's;
+    0 for a dense model (where setting it is an error)."""
     from alignment.models import unwrap
 
     config = getattr(unwrap(model), "config", None)
     config = getattr(config, "text_config", None) or config
+    coef = getattr(args, "router_aux_loss_coef", None)
     if config is None or not hasattr(config, "output_router_logits"):
-        if getattr(args, "router_aux_loss_coef", None):
-            raise ValueError(
-                f"router_aux_loss_coef is set to {args.router_aux_loss_coef} but the model is not a mixture of experts"
-            )
-        return
-    coef = args.router_aux_loss_coef
-    coef = getattr(config, "router_aux_loss_coef", 0.0) if coef is None else coef
-    if coef:
+        if coef:
+            raise ValueError(f"router_aux_loss_coef is set to {coef} but the model is not a mixture of experts")
+        return 0.0
+    return float(getattr(config, "router_aux_loss_coef", 0.0) if coef is None else coef)
+
+
+def router_aux_loss(model, router_logits, attention_mask: torch.Tensor) -> torch.Tensor:
+    """The load-balancing loss of the model's router logits over the batch's real tokens (the model
+    family's own ``load_balancing_loss_func``, with its number of experts and experts per token)."""
+    import sys
+
+    from alignment.models import unwrap
+
+    causal_lm = unwrap(model)
+    if hasattr(causal_lm, "get_base_model"):  # PEFT
+        causal_lm = causal_lm.get_base_model()
+    family = sys.modules[type(causal_lm).__module__]
+    fn = getattr(family, "load_balancing_loss_func", None)
+    experts, top_k = getattr(causal_lm, "num_experts", None), getattr(causal_lm, "num_experts_per_tok", None)
+    if fn is None or experts is None or top_k is None:
         raise NotImplementedError(
-            "the router load-balancing loss of mixture-of-experts models is not implemented yet; set "
-            "router_aux_loss_coef: 0 to train without it"
+            f"{type(causal_lm).__name__}: no load_balancing_loss_func / num_experts to compute the router loss "
+            "with; set router_aux_loss_coef: 0 to train without it"
         )
+    return fn(router_logits, experts, top_k, attention_mask)
 
 
 def disable_dropout(model: torch.nn.Module) -> None:

@@ -155,3 +155,20 @@ def test_sync_ref_model_mixes_the_reference_as_trl_does(tokenizer, base_model, d
         assert rel_err(o_ref[name].detach(), value.detach()) <= 1e-5, name
         moved += not torch.equal(value.detach(), base_model.state_dict()[name])
     assert moved  # the reference really was updated
+
+
+@pytest.mark.parametrize("coef", [None, 0.5])  # None: the model config's own coefficient (Mixtral: 0.001)
+def test_moe_router_aux_loss_equals_trl(tokenizer, data_dir, tmp_path, coef):
+    from transformers import MixtralConfig, MixtralForCausalLM
+
+    torch.manual_seed(0)
+    moe = MixtralForCausalLM(MixtralConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
+                                           num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                           num_local_experts=4, num_experts_per_tok=2, pad_token_id=0,
+                                           bos_token_id=1, eos_token_id=2))  # fmt: skip
+    rows = _rows(data_dir, "conversational")
+    options = {"router_aux_loss_coef": coef} if coef is not None else {}
+    theirs = _run_trl(moe, tokenizer, rows, tmp_path, ["sigmoid"], **options)
+    ours = _run_ours(moe, tokenizer, rows, tmp_path, DPOTrainer, DPOConfig, **options)
+    assert ours[0]["aux_loss"] > 0
+    _compare(theirs, ours, [*KEYS, "aux_loss"])
