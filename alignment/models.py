@@ -310,7 +310,13 @@ def through_wrapper(model: nn.Module, fn: Callable, *args):
 
 
 def _apply_head(
-    model: nn.Module, op: Callable, input_ids, attention_mask, completion_mask, op_kwargs: dict, backbone_kwargs=None,
+    model: nn.Module,
+    op: Callable,
+    input_ids,
+    attention_mask,
+    completion_mask,
+    op_kwargs: dict,
+    backbone_kwargs=None,
     capture=None,
 ):
     """Backbone on ``input_ids`` (with ``backbone_kwargs``; its output into ``capture``), then ``op(hidden,
