@@ -248,9 +248,7 @@ class PreferenceConfig(AlignmentConfig):
         },
     )
     #: fields the model card leaves out (paths that mean nothing on another machine, aliases)
-    card_exclude: ClassVar[tuple[str, ...]] = (
-        "ref_cache_dir", "precompute_ref_log_probs", "precompute_ref_batch_size", "learning_rate",
-    )  # fmt: skip
+    card_exclude: ClassVar[tuple[str, ...]] = ("ref_cache_dir", "precompute_ref_log_probs", "precompute_ref_batch_size")
 
     def __post_init__(self):
         if self.precompute_ref_log_probs is not None:  # TRL's spelling: one setting, two names
