@@ -84,11 +84,17 @@ def _data_validate(args) -> int:
 
 
 def _train(args) -> int:
-    from alignment.recipes import parse_overrides
+    from alignment.recipes import RecipeError, parse_overrides
     from alignment.run import train
 
-    command = "alignment train " + " ".join([args.recipe, *args.overrides])
-    summary = train(args.recipe, parse_overrides(args.overrides), command)
+    method = getattr(args, "method_command", None)
+    if method is None:
+        command = "alignment train " + " ".join([args.recipe, *args.overrides])
+    else:  # TRL's shape: alignment dpo --config RECIPE [--field value ...]
+        if args.recipe is None:
+            raise RecipeError(f"alignment {method}: give the recipe with --config RECIPE.yaml")
+        command = f"alignment {method} --config " + " ".join([args.recipe, *args.overrides])
+    summary = train(args.recipe, parse_overrides(args.overrides), command, method)
     if "eval" in summary:
         print(json.dumps({"eval": summary["eval"]}, indent=1))
     return 0
@@ -155,6 +161,18 @@ def _masks(args) -> int:
     return 0
 
 
+def _method_commands(commands) -> None:
+    """``alignment <method> --config RECIPE.yaml [--field value ...]`` for every registered method (TRL's CLI
+    shape); the recipe's ``method:`` may then be left out."""
+    from alignment.trainers.registry import methods
+
+    for name, method in methods().items():
+        sub = commands.add_parser(name, help=f"train {method.summary} from a recipe (--config)")
+        sub.add_argument("--config", dest="recipe", help="the recipe file (YAML)")
+        sub.add_argument("overrides", nargs=argparse.REMAINDER, help="--field value pairs overriding the recipe")
+        sub.set_defaults(func=_train, method_command=name)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="alignment", description="Preference alignment for language models.")
     parser.add_argument("--version", action="version", version=f"alignment {__version__}")
@@ -166,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(func=_train)
 
     commands.add_parser("methods", help="list the registered methods").set_defaults(func=_methods)
+    _method_commands(commands)
 
     evaluate = commands.add_parser("eval", help="evaluate a model on a synthetic task")
     evaluate.add_argument("model", help="a model folder (or Hub name)")
@@ -263,7 +282,12 @@ def main(argv: list[str] | None = None) -> int:
     from alignment.diagnostics.probes import DiagnosticsError
     from alignment.recipes import RecipeError
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and getattr(args, "method_command", None) is None:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:  # alignment dpo --config RECIPE --beta 0.2: the overrides argparse did not take
+        args.overrides = [*extra, *args.overrides]
     try:
         return args.func(args)
     except (DataError, RecipeError, DiagnosticsError, FileNotFoundError) as e:

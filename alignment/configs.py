@@ -69,6 +69,12 @@ class ModelArguments:
     lora_target_modules: list[str] | None = field(
         default=None, metadata={"help": "Modules to adapt (default: all linear layers but the head)."}
     )
+    lora_modules_to_save: list[str] | None = field(
+        default=None, metadata={"help": "Modules trained in full beside the adapter (e.g. lm_head)."}
+    )
+    lora_task_type: str = field(default="CAUSAL_LM", metadata={"help": "PEFT task type."})
+    use_rslora: bool = field(default=False, metadata={"help": "Rank-stabilized LoRA scaling (alpha / sqrt(r))."})
+    use_dora: bool = field(default=False, metadata={"help": "Weight-decomposed LoRA (DoRA)."})
 
     def __post_init__(self):
         choice("dtype", self.dtype, ("float32", "bfloat16", "float16", "auto"))
@@ -85,7 +91,10 @@ class ModelArguments:
             lora_alpha=self.lora_alpha,
             lora_dropout=self.lora_dropout,
             target_modules=self.lora_target_modules or "all-linear",
-            task_type="CAUSAL_LM",
+            modules_to_save=self.lora_modules_to_save,
+            task_type=self.lora_task_type,
+            use_rslora=self.use_rslora,
+            use_dora=self.use_dora,
         )
 
 
@@ -108,6 +117,14 @@ class AlignmentConfig(TrainingArguments):
     )
     max_length: int | None = field(default=1024, metadata={"help": "Truncate prompt + completion to this many tokens."})
     truncation_mode: str = field(default="keep_start", metadata={"help": "keep_start or keep_end."})
+    max_prompt_length: int | None = field(
+        default=None,
+        metadata={"help": "Keep the prompt's last N tokens, before max_length applies (TRL before 0.29)."},
+    )
+    max_completion_length: int | None = field(
+        default=None,
+        metadata={"help": "Keep each completion's first N tokens, before max_length applies (TRL before 0.29)."},
+    )
     pad_to_multiple_of: int | str | None = field(
         default=None, metadata={"help": "Pad batches to a multiple of this ('auto', TRL's default: none here)."}
     )
@@ -181,6 +198,9 @@ class AlignmentConfig(TrainingArguments):
         elif str(getattr(self.save_strategy, "value", self.save_strategy)) == "no":
             self.save_strategy = "steps"  # --save_steps N alone means: save every N steps
         choice("truncation_mode", self.truncation_mode, ("keep_start", "keep_end"))
+        for name in ("max_prompt_length", "max_completion_length"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1 or None, got {getattr(self, name)}")
         if self.max_length is not None and self.max_length < 2:
             raise ValueError(f"max_length must be >= 2 or None, got {self.max_length}")
         if self.padding_free:

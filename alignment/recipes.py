@@ -125,8 +125,10 @@ def _check_type(path, key: str, value, type_name: str):
     raise RecipeError(f"{path}: field '{key}' must be {wanted}, got {value!r}")
 
 
-def load_recipe(path: str | os.PathLike, overrides: dict | None = None):
-    """(method, ScriptArguments, ModelArguments, <Method>Config) from a recipe file and overrides."""
+def load_recipe(path: str | os.PathLike, overrides: dict | None = None, method: str | None = None):
+    """(method, ScriptArguments, ModelArguments, <Method>Config) from a recipe file and overrides. ``method``
+    (the CLI's ``alignment dpo --config RECIPE``) is used when the recipe names none. Recipes in the
+    alignment-handbook's and TRL's shapes, and renamed or removed fields, are mapped first (alignment.legacy)."""
     path = Path(path)
     if not path.exists():
         raise RecipeError(f"{path}: no such recipe file")
@@ -137,10 +139,24 @@ def load_recipe(path: str | os.PathLike, overrides: dict | None = None):
     if not isinstance(raw, dict):
         raise RecipeError(f"{path}: a recipe is a mapping of field: value")
     raw.update(overrides or {})
+    from alignment.legacy import LegacyError, normalize
     from alignment.trainers.registry import methods
 
     known_methods = methods()
+    if method is not None:
+        if raw.get("method") not in (None, method):
+            raise RecipeError(f"{path}: the recipe's method is {raw['method']!r} but the command says {method!r}")
+        raw["method"] = method
+    try:
+        raw = normalize(raw)
+    except LegacyError as e:
+        raise RecipeError(f"{path}: {e}") from None
     method = raw.pop("method", None)
+    if method is None:
+        raise RecipeError(
+            f"{path}: no method: add 'method: dpo' (one of {sorted(known_methods)}) to the recipe, pass --method "
+            "dpo, or run `alignment dpo --config RECIPE`"
+        )
     if method not in known_methods:
         raise RecipeError(f"{path}: field 'method' must be one of {sorted(known_methods)}, got {method!r}")
     config_class = known_methods[method].config

@@ -28,15 +28,16 @@ def load_datasets(completions: tuple[str, ...], script, seed: int):
     return train, evaluation
 
 
-def train(recipe: str, overrides: dict | None = None, command: str | None = None) -> dict:
-    """Train from a recipe; save the model, tokenizer and alignment_run.json in output_dir."""
+def train(recipe: str, overrides: dict | None = None, command: str | None = None, method: str | None = None) -> dict:
+    """Train from a recipe (``method``: when the recipe names none, as ``alignment dpo --config``); save the
+    model, tokenizer and alignment_run.json in output_dir."""
     from transformers import set_seed
 
     from alignment.models import load_model, load_tokenizer
     from alignment.recipes import load_recipe
     from alignment.trainers import RunInfo, get_method
 
-    method_name, script, model_args, config = load_recipe(recipe, overrides)
+    method_name, script, model_args, config = load_recipe(recipe, overrides, method)
     method = get_method(method_name)
     set_seed(config.seed)
     if getattr(script, "self_play", None) is not None:

@@ -195,6 +195,21 @@ def extract_prompt(chosen: Any, rejected: Any) -> tuple[Any, Any, Any]:
     return chosen[:n], chosen[n:], rejected[n:]
 
 
+def _prompt_repeated(row: dict[str, Any], fmt: str, completions: tuple[str, ...]) -> bool:
+    """ultrafeedback_binarized's shape: a prompt STRING beside conversations that already hold it (they
+    open with the user's turn); the prompt is then the conversations' shared start, as the handbook reads it."""
+    first = row.get(completions[0])
+    return (
+        fmt == CONVERSATIONAL
+        and len(completions) == 2
+        and isinstance(row.get("prompt"), str)
+        and isinstance(first, list)
+        and bool(first)
+        and isinstance(first[0], dict)
+        and first[0].get("role") in ("user", "system")
+    )
+
+
 def validate_row(
     row: dict[str, Any], expected_format: str | None = None, completions: tuple[str, ...] = PREFERENCE
 ) -> tuple[dict[str, Any], str]:
@@ -215,7 +230,7 @@ def validate_row(
         raise DataFormatError(
             f"this row is in the {fmt} format but the rows before it are {expected_format}", field=completions[0]
         )
-    implicit = row.get("prompt") is None
+    implicit = row.get("prompt") is None or _prompt_repeated(row, fmt, completions)
     if implicit and len(completions) != 2:
         raise DataFormatError("missing column", field="prompt")
     check = _check_text if fmt == STANDARD else _check_messages

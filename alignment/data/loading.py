@@ -211,14 +211,22 @@ def load_preference_dataset(
     drop_invalid: bool = False,
     validate: bool = True,
     completions: tuple[str, ...] = PREFERENCE,
+    columns: list[str] | None = None,
 ):
     """Load and validate one source; return (datasets.Dataset with prompt and the ``completions`` columns,
-    report). ``validate=False`` loads the rows as they are."""
+    report). ``validate=False`` loads the rows as they are. ``columns`` keeps only those columns of each row
+    (the handbook's ``columns: [chosen, rejected]``: a conversation whose prompt is implicit)."""
+    rows_in = iter_source_rows(source, split, config)
+    if columns is not None:
+        keep = set(columns)
+        rows_in = (
+            (n, {k: v for k, v in row.items() if k in keep} if isinstance(row, dict) else row) for n, row in rows_in
+        )
     if not validate:
-        rows = [row for _, row in iter_source_rows(source, split, config)]
+        rows = [row for _, row in rows_in]
         report = ValidationReport(str(source), kept=len(rows), format="unvalidated")
         return _rows_to_dataset(rows, str(source)), report
-    rows, report = validate_rows(iter_source_rows(source, split, config), str(source), drop_invalid, completions)
+    rows, report = validate_rows(rows_in, str(source), drop_invalid, completions)
     logger.info("%s", report)
     return _rows_to_dataset(rows, str(source)), report
 
@@ -284,12 +292,13 @@ def load_preference_data(
     rng = random.Random(seed)
     parts, formats = [], {}
     for spec in _normalize_sources(sources):
-        unknown = set(spec) - {"path", "weight", "split", "config"}
+        unknown = set(spec) - {"path", "weight", "split", "config", "columns"}
         if unknown:
             raise DataLoadError(f"dataset source {spec}: unknown keys {sorted(unknown)}")
         ds, report = load_preference_dataset(
-            spec["path"], spec.get("split", split), spec.get("config"), drop_invalid, validate, completions
-        )
+            spec["path"], spec.get("split", split), spec.get("config"), drop_invalid, validate, completions,
+            spec.get("columns"),
+        )  # fmt: skip
         formats[spec["path"]] = report.format
         parts.append(ds.select(_take(len(ds), float(spec.get("weight", 1.0)), rng)))
     if len(set(formats.values())) > 1:

@@ -109,6 +109,21 @@ def truncate_row(ids: dict[str, list[int]], max_length: int | None, mode: str) -
     return {"prompt_ids": prompt, **{k: v[-max_length:] for k, v in completions.items()}}, True
 
 
+def cut_parts(ids: dict[str, list[int]], max_prompt_length: int | None, max_completion_length: int | None) -> bool:
+    """TRL's pre-0.29 limits, applied before ``max_length``: the prompt keeps its LAST ``max_prompt_length``
+    tokens, each completion its FIRST ``max_completion_length``; in place; whether anything was cut."""
+    cut = False
+    if max_prompt_length is not None and len(ids["prompt_ids"]) > max_prompt_length:
+        ids["prompt_ids"] = ids["prompt_ids"][len(ids["prompt_ids"]) - max_prompt_length :]
+        cut = True
+    if max_completion_length is not None:
+        for key in [k for k in ids if k != "prompt_ids"]:
+            if len(ids[key]) > max_completion_length:
+                ids[key] = ids[key][:max_completion_length]
+                cut = True
+    return cut
+
+
 def tokenize_preference_dataset(
     dataset,
     tokenizer,
@@ -117,13 +132,16 @@ def tokenize_preference_dataset(
     chat_template: str | None = None,
     num_proc: int | None = None,
     name: str = "train",
+    max_prompt_length: int | None = None,
+    max_completion_length: int | None = None,
 ):
     """Tokenize and truncate a validated preference ``datasets.Dataset``; return (dataset, TokenizeReport).
 
     The result keeps the row order and has the columns ``prompt_ids``, ``chosen_ids``, ``rejected_ids``
     (supervised rows, validated with ``completions=formats.SFT``: ``prompt_ids``, ``completion_ids``) and
     any precomputed anchor columns (names ending in ``_logps``); other columns are removed. Conversational
-    data needs a chat template: the tokenizer's or ``chat_template``.
+    data needs a chat template: the tokenizer's or ``chat_template``. ``max_prompt_length`` and
+    ``max_completion_length`` (TRL before 0.29) cut the parts first (:func:`cut_parts`).
     """
     if truncation_mode not in TRUNCATION_MODES:
         raise DataError(f"truncation_mode must be one of {TRUNCATION_MODES}, got {truncation_mode!r}")
@@ -137,7 +155,10 @@ def tokenize_preference_dataset(
         )
 
     def process(row):
-        ids, cut = truncate_row(tokenize_row(row, tokenizer, chat_template), max_length, truncation_mode)
+        ids = tokenize_row(row, tokenizer, chat_template)
+        parts_cut = cut_parts(ids, max_prompt_length, max_completion_length)
+        ids, cut = truncate_row(ids, max_length, truncation_mode)
+        cut = cut or parts_cut
         keep = ids is not None
         ids = ids or {f"{k}_ids": [] for k in ("prompt", *keys)}
         longest = len(ids["prompt_ids"]) + max(len(ids[f"{k}_ids"]) for k in keys)

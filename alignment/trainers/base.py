@@ -142,8 +142,9 @@ class AlignmentTrainer(Trainer):
         dataset, report = validate_dataset(dataset, f"{name} dataset", completions=self.completions)
         logger.info("%s", report)
         dataset, tok_report = tokenize_preference_dataset(
-            dataset, tokenizer, args.max_length, args.truncation_mode, args.chat_template, args.dataset_num_proc, name
-        )
+            dataset, tokenizer, args.max_length, args.truncation_mode, args.chat_template, args.dataset_num_proc, name,
+            args.max_prompt_length, args.max_completion_length,
+        )  # fmt: skip
         self.data_reports[name] = str(tok_report)
         return dataset
 

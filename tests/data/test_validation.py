@@ -191,3 +191,15 @@ def test_random_files_give_our_error_or_a_dataset(tmp_path_factory, rows, drop):
         assert str(e).startswith(str(path))
         return
     assert len(ds) == report.kept >= 1
+
+
+def test_a_prompt_string_repeated_inside_the_conversations_is_implicit():
+    """ultrafeedback_binarized's shape: the prompt column is the user's text, the conversations hold it too."""
+    from alignment.data.formats import validate_row
+
+    user = {"role": "user", "content": "2+2?"}
+    row = {"prompt": "2+2?", "chosen": [user, {"role": "assistant", "content": "4"}],
+           "rejected": [user, {"role": "assistant", "content": "5"}]}  # fmt: skip
+    clean, fmt = validate_row(row)
+    assert fmt == "conversational" and clean["prompt"] == [user]
+    assert clean["chosen"] == [{"role": "assistant", "content": "4"}]
