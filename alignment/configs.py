@@ -38,7 +38,10 @@ class ScriptArguments:
     )
     dataset_mixture: list[str] | None = field(
         default=None,
-        metadata={"help": "Dataset sources: files, save_to_disk folders or Hub names; 'path:weight' sets a weight."},
+        metadata={
+            "help": "Dataset sources: files, save_to_disk folders or Hub names; 'path:weight' sets a weight; or "
+            "{path, split, config, columns, weight} mappings (the handbook's shape is mapped to these)."
+        },
     )
     dataset_split: str = field(default="train", metadata={"help": "Split of each source to load."})
     eval_dataset: list[str] | None = field(default=None, metadata={"help": "Evaluation sources (same syntax)."})

@@ -55,7 +55,7 @@ def train(recipe: str, overrides: dict | None = None, command: str | None = None
         tokenizer = load_tokenizer(script.tokenizer_name_or_path or script.model_name_or_path, config.trust_remote_code)
         train_ds, eval_ds = load_datasets(method.trainer.completions, script, config.seed)
         base_model = None if from_scratch else script.model_name_or_path
-        datasets = list(script.dataset_mixture)
+        datasets = [d if isinstance(d, str) else str(d.get("path")) for d in script.dataset_mixture]
         trainer = method.trainer(
             model,
             args=config,
