@@ -167,7 +167,7 @@ def _method_commands(commands) -> None:
     from alignment.trainers.registry import methods
 
     for name, method in methods().items():
-        sub = commands.add_parser(name, help=f"train {method.summary} from a recipe (--config)")
+        sub = commands.add_parser(name, help=f"{method.summary} (train from a recipe: --config RECIPE.yaml)")
         sub.add_argument("--config", dest="recipe", help="the recipe file (YAML)")
         sub.add_argument("overrides", nargs=argparse.REMAINDER, help="--field value pairs overriding the recipe")
         sub.set_defaults(func=_train, method_command=name)

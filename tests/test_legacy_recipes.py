@@ -133,6 +133,11 @@ def test_without_a_method_the_error_names_both_ways(tmp_path, capsys):
     assert "the recipe's method is 'dpo' but the command says 'rpo'" in capsys.readouterr().err
     assert main(["dpo"]) == 2
     assert "--config RECIPE.yaml" in capsys.readouterr().err
+    from alignment.trainers import methods
+
+    path = write(tmp_path, {**COMMON, "dataset_mixture": [str(ROWS)]})
+    for name in methods():  # every registered method is a command, and names the recipe's method
+        assert load_recipe(path, method=name)[0] == name
 
 
 def test_fields_whose_meaning_cannot_be_kept_are_one_line_errors(tmp_path):
