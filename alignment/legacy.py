@@ -54,6 +54,20 @@ class LegacyError(ValueError):
     """A legacy field whose meaning cannot be kept (the recipe loader reports it with the file name)."""
 
 
+def _number(field: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise LegacyError(f"field '{field}' must be a number, got {value!r}")
+    return float(value)
+
+
+def _mapping(field: str, value) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise LegacyError(f"field '{field}' must be a mapping, got {value!r}")
+    return dict(value)
+
+
 def _say(field: str, source: str, became: str) -> None:
     logger.warning("recipe field '%s' (%s): %s", field, source, became)
 
@@ -76,8 +90,11 @@ def _warmup_ratio(raw: dict) -> None:
     if raw.get("warmup_steps"):
         _say("warmup_ratio", "transformers 5", f"ignored: warmup_steps is set too ({raw['warmup_steps']!r})")
         return
-    raw["warmup_steps"] = float(value or 0.0)
-    _say("warmup_ratio", "transformers 5", f"became warmup_steps: {float(value or 0.0)} (a fraction of the steps)")
+    ratio = _number("warmup_ratio", value or 0.0)
+    if not 0.0 <= ratio < 1.0:
+        raise LegacyError(f"field 'warmup_ratio' must be in [0, 1), got {value!r}")
+    raw["warmup_steps"] = ratio
+    _say("warmup_ratio", "transformers 5", f"became warmup_steps: {ratio} (a fraction of the steps)")
 
 
 def _rpo_alpha(raw: dict) -> None:
@@ -87,8 +104,9 @@ def _rpo_alpha(raw: dict) -> None:
         return
     if raw.get("method") not in (None, "dpo", "rpo"):
         raise LegacyError(f"rpo_alpha adds an SFT term to DPO; it does not apply to method {raw['method']!r}")
-    raw.update(method="rpo", eta=float(value), sft_normalization="token_mean")
-    _say("rpo_alpha", "TRL 0.29", f"became method rpo with eta {float(value)} and sft_normalization token_mean")
+    eta = _number("rpo_alpha", value)
+    raw.update(method="rpo", eta=eta, sft_normalization="token_mean")
+    _say("rpo_alpha", "TRL 0.29", f"became method rpo with eta {eta} and sft_normalization token_mean")
 
 
 def _reference_free(raw: dict) -> None:
@@ -113,7 +131,7 @@ def _model_kwarg(raw: dict, field: str, key: str) -> None:
     value = raw.pop(field)
     if value is None:
         return
-    kwargs = dict(raw.get("model_init_kwargs") or {})
+    kwargs = _mapping("model_init_kwargs", raw.get("model_init_kwargs"))
     kwargs.setdefault(key, value)
     raw["model_init_kwargs"] = kwargs
     _say(field, "alignment-handbook", f"became model_init_kwargs.{key}: {value!r}")
@@ -141,7 +159,7 @@ def _quantization(raw: dict) -> None:
     config = BitsAndBytesConfig(load_in_4bit=four, load_in_8bit=eight, bnb_4bit_quant_type=quant_type,
                                 bnb_4bit_use_double_quant=nested,
                                 bnb_4bit_compute_dtype=getattr(torch, dtype, torch.bfloat16))  # fmt: skip
-    kwargs = dict(raw.get("model_init_kwargs") or {})
+    kwargs = _mapping("model_init_kwargs", raw.get("model_init_kwargs"))
     kwargs["quantization_config"] = config
     raw["model_init_kwargs"] = kwargs
     _say("load_in_4bit" if four else "load_in_8bit", "alignment-handbook", "became a bitsandbytes quantization_config")
@@ -162,7 +180,10 @@ def _handbook_mixture(raw: dict) -> None:
         extra = set(item) - {"id", "config", "split", "columns", "weight"}
         if extra:
             raise LegacyError(f"dataset_mixture.datasets[{i}]: unknown keys {sorted(extra)}")
-        spec = {"path": item["id"], "weight": float(item.get("weight", 1.0))}
+        spec = {
+            "path": str(item["id"]),
+            "weight": _number(f"dataset_mixture.datasets[{i}].weight", item.get("weight", 1.0)),
+        }
         spec.update({k: item[k] for k in ("config", "split", "columns") if item.get(k) is not None})
         sources.append(spec)
     raw["dataset_mixture"] = sources
@@ -181,7 +202,10 @@ def _dataset_mixer(raw: dict) -> None:
         raise LegacyError(f"dataset_mixer: expected a mapping of dataset: weight, got {mixer!r}")
     train = [s for s in splits if "train" in s]
     test = [s for s in splits if "test" in s]
-    raw["dataset_mixture"] = [{"path": str(k), "weight": float(v), "split": s} for k, v in mixer.items() for s in train]
+    if not isinstance(splits, list) or not all(isinstance(s, str) for s in splits):
+        raise LegacyError(f"field 'dataset_splits' must be a list of split names, got {splits!r}")
+    weights = {str(k): _number(f"dataset_mixer.{k}", v) for k, v in mixer.items()}
+    raw["dataset_mixture"] = [{"path": k, "weight": w, "split": s} for k, w in weights.items() for s in train]
     if test:
         raw["eval_dataset"] = [{"path": str(k), "split": s} for k in mixer for s in test]
     _say("dataset_mixer", "alignment-handbook", f"became dataset_mixture (splits {train}) and eval_dataset ({test})")

@@ -13,7 +13,11 @@ from tests.conftest import ROOT
 RECIPE = ROOT / "recipes" / "quickstart" / "dpo.yaml"
 FIELDS = ["beta", "max_steps", "use_peft", "learning_rate", "dataset_mixture", "loss_type", "max_length", "lora_r",
           "logging_steps", "truncation_mode", "seed", "output_dir", "precompute_ref_logps", "warmup_steps",
-          "lr_scheduler_type", "eval_task", "bettta", "lora_target_modules", "dtype"]  # fmt: skip
+          "lr_scheduler_type", "eval_task", "bettta", "lora_target_modules", "dtype",
+          # fields from elsewhere (alignment.legacy) and TRL's options
+          "warmup_ratio", "torch_dtype", "rpo_alpha", "max_prompt_length", "max_completion_length", "dataset_mixer",
+          "dataset_splits", "dataset_name", "attn_implementation", "reference_free", "evaluation_strategy",
+          "model_init_kwargs", "loss_weights", "f_divergence_type", "pad_to_multiple_of", "ld_alpha"]  # fmt: skip
 SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-5, 10**6), st.floats(allow_nan=True), st.text(max_size=12))
 VALUES = st.one_of(SCALARS, st.lists(SCALARS, max_size=3), st.dictionaries(st.text(max_size=4), SCALARS, max_size=2))
 
