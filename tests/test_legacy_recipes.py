@@ -57,7 +57,7 @@ def test_handbook_recipe_runs_with_the_dpo_command(tmp_path, ultrafeedback_copy,
     recipe = {
         **COMMON, "torch_dtype": None,
         "dataset_mixture": {"datasets": [
-            {"id": ultrafeedback_copy, "config": None, "split": "train_prefs", "columns": ["chosen", "rejected"],
+            {"id": ultrafeedback_copy, "config": "default", "split": "train_prefs", "columns": ["chosen", "rejected"],
              "weight": 1.0},
             {"id": ultrafeedback_copy, "split": "test_prefs", "columns": ["chosen", "rejected"], "weight": 1.0}],
             "test_split_size": 8, "seed": 0},
@@ -76,8 +76,8 @@ def test_handbook_recipe_runs_with_the_dpo_command(tmp_path, ultrafeedback_copy,
     assert run["method"] == "dpo" and any("eval_loss" in e for e in run["log_history"])
     _, script, _, config = load_recipe(write(tmp_path, recipe), method="dpo")
     assert config.warmup_steps == 0.1 and config.max_prompt_length == 512 and script.test_split_size == 8
-    assert script.dataset_mixture[0] == {"path": ultrafeedback_copy, "weight": 1.0, "split": "train_prefs",
-                                         "columns": ["chosen", "rejected"]}  # fmt: skip
+    assert script.dataset_mixture[0] == {"path": ultrafeedback_copy, "weight": 1.0, "config": "default",
+                                         "split": "train_prefs", "columns": ["chosen", "rejected"]}  # fmt: skip
 
 
 def test_older_handbook_recipe_with_lora_runs_with_train_and_method(tmp_path, ultrafeedback_copy, caplog):
