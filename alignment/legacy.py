@@ -7,9 +7,9 @@ one WARNING line saying what the field became (README, "Recipes from elsewhere",
   ``dataset_name`` / ``dataset_config`` / ``dataset_train_split`` / ``dataset_test_split``.
 - Model fields: ``torch_dtype``, ``attn_implementation``, ``model_revision``, ``load_in_4bit`` /
   ``load_in_8bit`` (bitsandbytes on a CUDA device, else one clear error).
-- Renamed or removed fields (``RENAMED``, ``MAPPED``, ``IGNORED``).
+- Renamed or removed fields (``RENAMED``, ``SPECIAL``, ``IGNORED``).
 
-``normalize(raw, path)`` returns the recipe with those fields replaced; it never drops a field silently.
+``normalize(raw)`` returns the recipe with those fields replaced; it never drops a field silently.
 """
 
 from __future__ import annotations
@@ -139,9 +139,12 @@ def _model_kwarg(raw: dict, field: str, key: str) -> None:
 
 def _quantization(raw: dict) -> None:
     four, eight = bool(raw.pop("load_in_4bit", False)), bool(raw.pop("load_in_8bit", False))
-    quant_type = raw.pop("bnb_4bit_quant_type", "nf4")
-    nested = bool(raw.pop("use_bnb_nested_quant", False))
+    options = {k: raw.pop(k) for k in ("bnb_4bit_quant_type", "use_bnb_nested_quant") if k in raw}
+    quant_type = options.get("bnb_4bit_quant_type") or "nf4"
+    nested = bool(options.get("use_bnb_nested_quant", False))
     if not (four or eight):
+        for key in options:
+            _say(key, "alignment-handbook", "ignored: no load_in_4bit / load_in_8bit")
         return
     import importlib.util
 
