@@ -290,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides = [*extra, *args.overrides]
     try:
         return args.func(args)
-    except (DataError, RecipeError, DiagnosticsError, FileNotFoundError) as e:
+    except (DataError, RecipeError, DiagnosticsError, FileNotFoundError, NotImplementedError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

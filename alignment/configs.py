@@ -155,6 +155,17 @@ class AlignmentConfig(TrainingArguments):
     pad_token: str | None = field(
         default=None, metadata={"help": "The padding token (default: the tokenizer's, else its EOS token)."}
     )
+    z_loss: float = field(
+        default=0.0,
+        metadata={
+            "help": "PaLM's z-loss (arXiv 2204.02311): this coefficient times the mean over scored tokens of "
+            "lse^2, the log softmax normalizer squared (keeps the logits from drifting); 0: off."
+        },
+    )
+    normalizer: str = field(
+        default="softmax",
+        metadata={"help": "softmax; stablemax (arXiv 2501.04697) is not implemented yet and raises."},
+    )
     diagnostics: bool = field(
         default=True,
         metadata={
@@ -201,6 +212,9 @@ class AlignmentConfig(TrainingArguments):
         elif str(getattr(self.save_strategy, "value", self.save_strategy)) == "no":
             self.save_strategy = "steps"  # --save_steps N alone means: save every N steps
         choice("truncation_mode", self.truncation_mode, ("keep_start", "keep_end"))
+        choice("normalizer", self.normalizer, ("softmax", "stablemax"))
+        if not self.z_loss >= 0:
+            raise ValueError(f"z_loss must be >= 0, got {self.z_loss}")
         for name in ("max_prompt_length", "max_completion_length"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1 or None, got {getattr(self, name)}")

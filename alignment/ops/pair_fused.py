@@ -33,7 +33,8 @@ class PairChunk:
     pair_index [k]: global pair ids (index per-pair inputs such as reference log-probabilities with it).
     chosen_logps, rejected_logps [k]: summed log-probabilities of each response (differentiable).
     chosen_tokens, rejected_tokens [k]: scored token counts.
-    token_logps [n], token_pair [n] (0..k-1), token_chosen [n] bool; token_entropy, token_kl [n] or None.
+    token_logps [n], token_pair [n] (0..k-1), token_chosen [n] bool; token_entropy, token_kl [n] or None;
+    token_lse [n]: each token's logsumexp of the logits (differentiable: a z-loss c * lse^2 gets its gradient).
     token_inputs: the caller's extra per-token tensors (``pair_fused_loss(token_inputs=...)``), each [n] over
     the same tokens in the same order (differentiable: their gradient flows back to the caller's tensors).
 
@@ -52,15 +53,18 @@ class PairChunk:
     token_entropy: torch.Tensor | None = None
     token_kl: torch.Tensor | None = None
     token_inputs: dict[str, torch.Tensor] = field(default_factory=dict)
+    token_lse: torch.Tensor | None = None
 
     @classmethod
-    def build(cls, pair_index, token_pair, token_chosen, logp, entropy=None, kl=None, token_inputs=None) -> PairChunk:
+    def build(
+        cls, pair_index, token_pair, token_chosen, logp, entropy=None, kl=None, token_inputs=None, lse=None
+    ) -> PairChunk:
         k = pair_index.numel()
         sums = side_sums(logp, token_pair, token_chosen, k)
         counts = torch.bincount(_slots(token_pair, token_chosen, k), minlength=2 * k)
         return cls(
             pair_index, sums[:k], sums[k:], counts[:k], counts[k:], logp, token_pair, token_chosen, entropy, kl,
-            dict(token_inputs or {}),
+            dict(token_inputs or {}), lse,
         )  # fmt: skip
 
     def token_sums(self, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -148,11 +152,13 @@ class _Work:
         return stats.zy - lse, lse, ent, kl
 
 
-def _loss_grads(work: _Work, idx, pair_index, token_pair, token_chosen, logp, ent, kl, loss_fn):
+def _loss_grads(work: _Work, idx, pair_index, token_pair, token_chosen, logp, ent, kl, loss_fn, lse=None):
     """Evaluate the loss on detached leaves; return (contribution, metrics, RowGrads for the tokens). The
-    gradient of the caller's token inputs is written into ``work.dinputs`` at ``idx``."""
+    gradient of the caller's token inputs is written into ``work.dinputs`` at ``idx``; the per-token lse is
+    a leaf too (its gradient is None, and costs nothing, unless the loss reads it)."""
     with torch.enable_grad():
         leaves = [logp.detach().requires_grad_()]
+        lse_in = None if lse is None else lse.detach().requires_grad_()
         ent_in = kl_in = inputs = None
         if ent is not None:
             ent_in = ent.detach().requires_grad_(work.extras_grad)
@@ -163,20 +169,21 @@ def _loss_grads(work: _Work, idx, pair_index, token_pair, token_chosen, logp, en
         if work.inputs is not None:
             inputs = work.inputs[idx].detach().requires_grad_(work.dinputs is not None)
             named = {name: inputs[:, j] for j, name in enumerate(work.input_names)}
-        chunk = PairChunk.build(pair_index, token_pair, token_chosen, leaves[0], ent_in, kl_in, named)
+        chunk = PairChunk.build(pair_index, token_pair, token_chosen, leaves[0], ent_in, kl_in, named, lse_in)
         contribution, metrics = loss_fn(chunk)
         if not isinstance(contribution, torch.Tensor) or contribution.dim() != 0:
             raise ValueError("a pair-fused loss function must return a scalar tensor as its contribution")
-        targets = leaves + ([inputs] if work.dinputs is not None else [])
+        targets = leaves + ([inputs] if work.dinputs is not None else []) + ([lse_in] if lse_in is not None else [])
         grads = torch.autograd.grad(contribution, targets, allow_unused=True) if contribution.requires_grad else []
     grads = list(grads) + [None] * (len(targets) - len(grads))
+    g_lse = grads.pop() if lse_in is not None else None
     if work.dinputs is not None and grads[-1] is not None:
         work.dinputs[idx] = grads[-1].to(work.dinputs.dtype)
     g = dict(
         zip(["logp"] + [n for n, x in (("ent", ent_in), ("kl", kl_in)) if x is not None and x.requires_grad], grads)
     )
     metrics = {k: v.detach() for k, v in metrics.items()}
-    return contribution.detach(), metrics, RowGrads(logp=g.get("logp"), entropy=g.get("ent"), kl=g.get("kl"))
+    return contribution.detach(), metrics, RowGrads(logp=g.get("logp"), lse=g_lse, entropy=g.get("ent"), kl=g.get("kl"))
 
 
 def _one_pass(work: _Work, idx, y, pair_index, token_pair, token_chosen, loss_fn):
@@ -184,8 +191,10 @@ def _one_pass(work: _Work, idx, y, pair_index, token_pair, token_chosen, loss_fn
     h, z, zr = work.tiles(idx)
     stats = RowStats.empty(idx.numel(), work.dtype, z.device, work.entropy, work.kl)
     p = accumulate(stats, z, y, zr, keep_z=work.keep_z).div_(stats.s.unsqueeze(1))
-    logp, _, ent, kl = work.outputs(stats)
-    contribution, metrics, grads = _loss_grads(work, idx, pair_index, token_pair, token_chosen, logp, ent, kl, loss_fn)
+    logp, lse, ent, kl = work.outputs(stats)
+    contribution, metrics, grads = _loss_grads(
+        work, idx, pair_index, token_pair, token_chosen, logp, ent, kl, loss_fn, lse
+    )
     q = zr.sub_(stats.lse_ref().unsqueeze(1)).exp_() if grads.kl is not None else None
     mean_z = stats.mean_z() if work.entropy else None
     if grads.any():
@@ -203,9 +212,12 @@ def _two_pass(work: _Work, idx, y, pair_index, token_pair, token_chosen, loss_fn
         accumulate(stats, z, y[sub], zr)
         saved.append((stats, *work.outputs(stats)))
     logp = torch.cat([s[1] for s in saved])
+    lse_all = torch.cat([s[2] for s in saved])
     ent = torch.cat([s[3] for s in saved]) if work.entropy else None
     kl = torch.cat([s[4] for s in saved]) if work.kl else None
-    contribution, metrics, grads = _loss_grads(work, idx, pair_index, token_pair, token_chosen, logp, ent, kl, loss_fn)
+    contribution, metrics, grads = _loss_grads(
+        work, idx, pair_index, token_pair, token_chosen, logp, ent, kl, loss_fn, lse_all
+    )
     if grads.any():
         for s0, (stats, _, lse, _, _) in zip(range(0, idx.numel(), token_chunk), saved):
             sub = slice(s0, s0 + token_chunk)

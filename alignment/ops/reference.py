@@ -90,6 +90,7 @@ def reference_pair_loss(
     kl = out["kl_ref"][mask] if ref_hidden is not None else None
     inputs = {name: value[mask] for name, value in (token_inputs or {}).items()}
     chunk = PairChunk.build(
-        torch.arange(n_pairs), seq % n_pairs, seq < n_pairs, out["logps"][mask], out["entropy"][mask], kl, inputs
-    )
+        torch.arange(n_pairs), seq % n_pairs, seq < n_pairs, out["logps"][mask], out["entropy"][mask], kl, inputs,
+        out["lse"][mask],
+    )  # fmt: skip
     return loss_fn(chunk)

@@ -50,6 +50,7 @@ class AlignmentTrainer(Trainer):
     completions: tuple[str, ...] = ()
     loss_is_scaled_for_ga = False  # the Trainer divides our micro-batch loss by the accumulation steps
     needs_tokenizer = True  # False for a method whose model reads no text (the numeric regret learner)
+    supports_z_loss = True  # False for a method whose loss does not come through the kernel's softmax
 
     def __init__(
         self,
@@ -70,6 +71,10 @@ class AlignmentTrainer(Trainer):
         args = args or method.config()
         if not isinstance(args, method.config):
             raise TypeError(f"{type(self).__name__} needs a {method.config.__name__}, got {type(args).__name__}")
+        if args.normalizer != "softmax":
+            raise NotImplementedError(f"normalizer {args.normalizer!r} is not implemented yet; use softmax")
+        if args.z_loss and not self.supports_z_loss:
+            raise ValueError(f"z_loss is supported by the trainers with a vocabulary softmax, not {method.name}")
         if self.completions and train_dataset is None:
             raise ValueError(f"{type(self).__name__} needs a train_dataset (rows with prompt and {self.completions})")
         self.load_kwargs = load_kwargs(args, model_init_kwargs, model)

@@ -32,6 +32,7 @@ from __future__ import annotations
 import torch
 
 from alignment.data import PREFERENCE, PreferenceCollator
+from alignment.losses.z_loss import z_loss
 from alignment.models import causal_pair_loss, lm_head
 from alignment.trainers import anchors as anchor_lib
 from alignment.trainers import trl_options
@@ -246,6 +247,8 @@ class PreferenceTrainer(AlignmentTrainer):
         if scale is None:  # evaluation: this batch's own chosen tokens
             scale = float(inputs["completion_mask"][:n_pairs, 1:].sum())
         self._batch_pairs = n_pairs
+        z_coef = self.args.z_loss
+        scored = float(inputs["completion_mask"][:, 1:].sum())
 
         def loss_fn(chunk):
             dtype = chunk.chosen_logps.dtype
@@ -254,7 +257,14 @@ class PreferenceTrainer(AlignmentTrainer):
                 name: AnchorLogps(a.chosen[index].to(dtype), a.rejected[index].to(dtype)) for name, a in anchors.items()
             }
             losses, metrics = self.pair_losses(chunk, chunk_anchors, scale)
-            return losses.sum() / n_pairs, metrics
+            contribution = losses.sum() / n_pairs
+            if z_coef:  # PaLM's z-loss on every scored token (chosen and rejected), through the token lse
+                contribution = contribution + z_loss(chunk.token_lse, z_coef, scored)
+                chosen_sq, rejected_sq = chunk.token_sums(chunk.token_lse.detach() ** 2)
+                metrics["z_loss/lse_squared"] = (chosen_sq + rejected_sq) / (
+                    chunk.chosen_tokens + chunk.rejected_tokens
+                ).clamp(min=1)
+            return contribution, metrics
 
         loss_fn.whole_batch = bool(getattr(self.args, "whole_batch_loss", False))  # e.g. aot sorts the batch
 

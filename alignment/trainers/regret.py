@@ -102,6 +102,7 @@ class SeedCollator:
 )
 class RegretLossTrainer(AlignmentTrainer):
     needs_tokenizer = False
+    supports_z_loss = False  # its loss is over the d actions, not a vocabulary softmax through the kernel
 
     def __init__(self, model=None, args: RegretConfig | None = None, train_dataset=None, **kwargs):
         from datasets import Dataset

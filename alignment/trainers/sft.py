@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from alignment.configs import AlignmentConfig
 from alignment.data import SFT, SFTCollator
 from alignment.losses.sft import sft_loss
+from alignment.losses.z_loss import z_loss
 from alignment.models import causal_token_logps
 from alignment.trainers.base import AlignmentTrainer
 from alignment.trainers.registry import register
@@ -46,9 +47,13 @@ class SFTTrainer(AlignmentTrainer):
             **self.kernel_kwargs(),
         )
         mask = inputs["completion_mask"][:, 1:]
-        loss, metrics = sft_loss(out.logps, mask, self.token_scale(num_items_in_batch))
+        scale = self.token_scale(num_items_in_batch)
+        loss, metrics = sft_loss(out.logps, mask, scale)
         mode = "train" if self.model.training else "eval"
         values = {"nll_per_token": metrics["nll_per_token"]}
+        if self.args.z_loss:  # PaLM's z-loss on the completion tokens, same normalization as the NLL
+            loss = loss + z_loss(out.lse, self.args.z_loss, mask.sum() if scale is None else scale, mask)
+            values["z_loss/lse_squared"] = ((out.lse.detach() ** 2) * mask).sum() / mask.sum().clamp(min=1)
         values.update(self.collapse_metrics(out.collapsed, out.logps.detach(), mask))
         self.log_step_metrics(values, mode)
         return (loss, out) if return_outputs else loss

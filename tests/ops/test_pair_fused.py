@@ -246,3 +246,21 @@ def aot_fn(ref, beta=0.3):
 @pytest.mark.parametrize("token_chunk", [None, 30, 7])  # one chunk; a budget for a few pairs; two-pass tiles
 def test_a_whole_batch_loss_sees_every_pair_at_once(token_chunk):
     compare(3, 5, 12, 16, 61, fn_factory=aot_fn, token_chunk=token_chunk)
+
+
+def z_loss_fn(ref, coef=0.05):
+    """DPO plus a z-loss coef * lse^2 per scored token (the token lse as a differentiable per-token output)."""
+    base = dpo_fn(ref)
+
+    def loss_fn(chunk):
+        loss, metrics = base(chunk)
+        return loss + coef * (chunk.token_lse**2).sum() / ref.shape[1], metrics
+
+    return loss_fn
+
+
+@pytest.mark.parametrize("token_chunk", [None, 30, 7])  # one chunk, several, two-pass pairs
+def test_z_loss_on_the_token_lse_matches_the_twin(token_chunk):
+    out = compare(5, 3, 12, 16, 61, fn_factory=z_loss_fn, token_chunk=token_chunk)
+    plain = compare(5, 3, 12, 16, 61, token_chunk=token_chunk)
+    assert out.loss.item() > plain.loss.item()  # the term is really there
