@@ -43,6 +43,7 @@ def run_facts(run: Run) -> dict:
     return {
         "name": run.name, "method": run.method, "steps": steps, **final, **probe,
         "max_collapse": max(collapse_values) if collapse_values else None,
+        "lse_squared": _last(run, "z_loss/lse_squared"),
         "greedy": greedy, "sampled": sampled, "probe_pairs": len(run.probes[0]["pairs"]["logp_w"]) if run.probes else 0,
     }  # fmt: skip
 
@@ -110,7 +111,13 @@ def findings(runs: list[Run]) -> list[str]:
                 f"mean cos(g_w, g_l) = {f['cosine_mean']:.2f}."
             )
         if f["max_collapse"]:
-            lines.append(f"{f['name']}: up to {f['max_collapse']:.2%} of the scored tokens had a collapsed softmax.")
+            lines.append(
+                f"{f['name']}: up to {f['max_collapse']:.2%} of the scored tokens had a collapsed softmax (the "
+                "largest logit so far above the others that float32 rounds its probability to 1: those tokens "
+                "give no gradient). A z-loss (z_loss: 1e-4) keeps the logits' normalizer near 0 and out of "
+                "that regime"
+                + (f"; here z_loss was on (mean lse^2 {f['lse_squared']:.3g})." if f["lse_squared"] else ".")
+            )
         elif f["max_collapse"] == 0:
             lines.append(f"{f['name']}: no softmax collapse (no scored token's softmax saturated in float32).")
     ranked = sorted((f for f in facts if f["chosen_delta"] is not None), key=lambda f: f["chosen_delta"])

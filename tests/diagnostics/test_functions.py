@@ -97,3 +97,19 @@ def test_collapse_worked_numbers():
 def test_sign_agreement():
     assert sign_agreement(torch.tensor([1.0, -1.0, 2.0, -3.0]), torch.tensor([0.5, -2.0, -1.0, 1.0])) == 0.5
     assert math.isnan(sign_agreement(torch.zeros(0), torch.zeros(0)))
+
+
+def test_the_collapse_finding_names_z_loss(monkeypatch):
+    """A run whose softmax collapsed is told what z_loss would do (and its lse^2 when z_loss was on)."""
+    from alignment.diagnostics import report
+
+    facts = {"name": "run", "method": "dpo", "chosen_delta": None, "max_collapse": 0.02, "lse_squared": None}
+    monkeypatch.setattr(report, "self_play_findings", lambda run: [])
+    monkeypatch.setattr(report, "regret_findings", lambda run: [])
+    monkeypatch.setattr(report, "run_facts", lambda run: dict(facts))
+    line = report.findings([object()])[0]
+    assert "2.00% of the scored tokens had a collapsed softmax" in line and "z_loss: 1e-4" in line
+    facts["lse_squared"] = 12.5
+    assert "here z_loss was on (mean lse^2 12.5)" in report.findings([object()])[0]
+    facts["max_collapse"] = 0.0
+    assert "no softmax collapse" in report.findings([object()])[0]
