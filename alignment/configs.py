@@ -164,7 +164,10 @@ class AlignmentConfig(TrainingArguments):
     )
     normalizer: str = field(
         default="softmax",
-        metadata={"help": "softmax; stablemax (arXiv 2501.04697) is not implemented yet and raises."},
+        metadata={
+            "help": "How logits become probabilities in the loss: softmax, or stablemax (arXiv 2501.04697: s(x) = "
+            "x + 1 for x >= 0, 1/(1 - x) below, in place of exp; not for sparsepo or regret)."
+        },
     )
     diagnostics: bool = field(
         default=True,

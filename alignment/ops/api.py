@@ -103,6 +103,7 @@ def token_logps(
     vocab_chunk: int | None = None,
     memory_budget: int | None = None,
     ignore_index: int = -100,
+    normalizer: str = "softmax",
 ) -> TokenLogps:
     """Per-token log-probabilities of ``targets`` under logits z = softcap((h W^T + b) * scale) / T,
     without materializing the [N, V] logits.
@@ -115,6 +116,8 @@ def token_logps(
       kl_ref = KL(pi_ref || pi_theta) per token, with the reference under no grad.
     - ``collapsed``: return the softmax-collapse flags (sum_v exp(z_v - max z) == 1 in float32;
       arXiv 2501.04697).
+    - ``normalizer="stablemax"``: StableMax (arXiv 2501.04697) in place of the softmax: log p = log s(z_y) -
+      log sum_v s(z_v), lse = log sum_v s(z_v) (entropy and kl_ref are not implemented for it yet).
     - ``extras_grad=False``: entropy and kl_ref are for logging only (no gradient; saves a GEMM in the
       frozen-head path).
     - ``path``: "general" (recompute in backward, any downstream use), "frozen" (weight and bias take no
@@ -137,7 +140,7 @@ def token_logps(
     if path == "frozen" and not frozen_ok:
         raise ValueError("path='frozen' needs a head without gradient: weight (and bias) must not require grad")
     chosen = "frozen" if (path == "frozen" or (path == "auto" and frozen_ok)) else "general"
-    opts = KernelOptions(temperature, logit_scale, softcap, token_chunk, vocab_chunk, memory_budget)
+    opts = KernelOptions(temperature, logit_scale, softcap, token_chunk, vocab_chunk, memory_budget, normalizer)
     c = _compact(hidden, weight, targets, ref_hidden, ref_weight, ref_bias, ignore_index)
     mask = c.mask
     fn = FrozenHeadFn if chosen == "frozen" else GeneralFn
@@ -208,6 +211,7 @@ def pair_fused_loss(
     token_chunk: int | None = None,
     memory_budget: int | None = None,
     ignore_index: int = -100,
+    normalizer: str = "softmax",
 ) -> PairFusedOutput:
     """Evaluate a pairwise preference loss through the pair-fused path (gradients formed in the forward).
 
@@ -226,7 +230,7 @@ def pair_fused_loss(
         raise ValueError(f"hidden must be [2B, T, H] (chosen rows then rejected rows), got {tuple(hidden.shape)}")
     _check(hidden, weight, targets, bias)
     n_pairs = hidden.shape[0] // 2
-    opts = KernelOptions(temperature, logit_scale, softcap, token_chunk, None, memory_budget)
+    opts = KernelOptions(temperature, logit_scale, softcap, token_chunk, None, memory_budget, normalizer)
     c = _compact(hidden, weight, targets, ref_hidden, ref_weight, ref_bias, ignore_index)
     mask = c.mask
     rows = torch.arange(hidden.shape[0], device=hidden.device).unsqueeze(1).expand_as(targets)

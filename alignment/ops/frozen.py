@@ -4,6 +4,7 @@ For each row, every output's gradient w.r.t. h is a fixed vector times its upstr
 with d = dz/da (scale / temperature, times 1 - tanh^2 under softcap) and P = p * d,
 
     d logp / dh = d_y W_y - P W        d lse / dh = P W
+    (StableMax: P = s'(z) / sum s(z) * d, and d_y carries the factor s'(z_y) / s(z_y) = 1 / (1 + |z_y|))
     d H / dh    = -(P * (z - E_p[z])) W                d kl / dh = P W - (q * d) W
 
 so the forward needs the logits GEMM plus one GEMM (P W) for logp and lse, and one more for each of
@@ -30,7 +31,7 @@ class FrozenHeadFn(torch.autograd.Function):
         dtype = stat_dtype(hidden)
         n, vocab = hidden.shape[0], weight.shape[0]
         kl = ref_hidden is not None
-        keep_z = entropy or kl or opts.softcap is not None
+        keep_z = entropy or kl or opts.softcap is not None or opts.stable
         tc, _ = opts.chunks(n, vocab, 1 + int(keep_z) + 2 * int(kl), torch.finfo(dtype).bits // 8, full_vocab=True)
         with_grad = hidden.requires_grad
         keys = ("logp", "lse", "ent", "kl", "col", "pw", "wy", "uent", "uq")
@@ -39,7 +40,7 @@ class FrozenHeadFn(torch.autograd.Function):
         for t0 in range(0, n, tc):
             t1 = min(t0 + tc, n)
             y = targets[t0:t1]
-            stats = RowStats.empty(t1 - t0, dtype, hidden.device, entropy, kl)
+            stats = RowStats.empty(t1 - t0, dtype, hidden.device, entropy, kl, opts.stable)
             z = logits_tile(hidden[t0:t1], weight, bias, opts, dtype, ws.tile(t1 - t0, vocab))
             zr = (
                 logits_tile(ref_hidden[t0:t1], ref_weight, ref_bias, opts, dtype, ws_ref.tile(t1 - t0, vocab))
@@ -59,6 +60,8 @@ class FrozenHeadFn(torch.autograd.Function):
                 continue
             d = logits_derivative(z, opts) if opts.softcap is not None else opts.linear_factor
             d_y = d.gather(1, y.unsqueeze(1)).squeeze(1) if isinstance(d, torch.Tensor) else torch.full_like(lse, d)
+            if opts.stable:  # d log s(z_y) / dz_y = 1 / (1 + |z_y|) (z is intact under StableMax)
+                d_y = d_y / (1 + z.gather(1, y.unsqueeze(1)).squeeze(1).abs())
             parts["wy"].append(weight[y].to(dtype) * d_y.unsqueeze(1))
             if entropy and extras_grad:
                 centered = (z - stats.mean_z().unsqueeze(1)).mul_(p).mul_(d)

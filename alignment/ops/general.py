@@ -9,7 +9,17 @@ from __future__ import annotations
 import torch
 
 from alignment.ops.options import KernelOptions
-from alignment.ops.tiles import RowGrads, RowStats, Workspace, accumulate, grad_tile, logits_tile, matmul, stat_dtype
+from alignment.ops.tiles import (
+    RowGrads,
+    RowStats,
+    Workspace,
+    accumulate,
+    grad_probabilities,
+    grad_tile,
+    logits_tile,
+    matmul,
+    stat_dtype,
+)
 
 
 def local_targets(targets: torch.Tensor, v0: int, v1: int) -> torch.Tensor:
@@ -40,7 +50,7 @@ class GeneralFn(torch.autograd.Function):
         for t0 in range(0, n, tc):
             t1 = min(t0 + tc, n)
             h = hidden[t0:t1]
-            stats = RowStats.empty(t1 - t0, dtype, hidden.device, entropy, kl)
+            stats = RowStats.empty(t1 - t0, dtype, hidden.device, entropy, kl, opts.stable)
             for v0 in range(0, vocab, vc):
                 v1 = min(v0 + vc, vocab)
                 z = logits_tile(h, weight[v0:v1], _slice(bias, v0, v1), opts, dtype, ws.tile(t1 - t0, v1 - v0))
@@ -93,7 +103,7 @@ class GeneralFn(torch.autograd.Function):
         dh = torch.zeros(hidden.shape, dtype=dtype, device=hidden.device) if need_h else None
         dw = torch.zeros(weight.shape, dtype=dtype, device=weight.device) if need_w else None
         db = torch.zeros(bias.shape, dtype=dtype, device=bias.device) if need_b else None
-        keep_z = g_ent is not None or opts.softcap is not None
+        keep_z = g_ent is not None or opts.softcap is not None or opts.stable
         ws, ws_ref = Workspace(tc, vc, dtype, hidden.device), Workspace(tc, vc, dtype, hidden.device)
         for t0 in range(0, n, tc):
             t1 = min(t0 + tc, n)
@@ -104,7 +114,7 @@ class GeneralFn(torch.autograd.Function):
             for v0 in range(0, vocab, vc):
                 v1 = min(v0 + vc, vocab)
                 z = logits_tile(h, weight[v0:v1], _slice(bias, v0, v1), opts, dtype, ws.tile(t1 - t0, v1 - v0))
-                p = torch.exp(z - lse[rows].unsqueeze(1)) if keep_z else z.sub_(lse[rows].unsqueeze(1)).exp_()
+                p = grad_probabilities(z, lse[rows], opts, keep_z)
                 q = None
                 if g_kl is not None:
                     zr = logits_tile(

@@ -10,6 +10,9 @@ from dataclasses import dataclass
 #: ``memory_budget=`` or for the process with the environment variable ALIGNMENT_KERNEL_BUDGET_MB.
 DEFAULT_BUDGET = 512 * 2**20
 MIN_TOKEN_CHUNK = 16
+#: how a row of logits becomes probabilities: softmax (exp) or StableMax (arXiv 2501.04697: s(x) = x + 1
+#: for x >= 0, 1 / (1 - x) for x < 0, in place of exp; p = s(z) / sum s(z))
+NORMALIZERS = ("softmax", "stablemax")
 
 
 def default_budget() -> int:
@@ -24,6 +27,8 @@ class KernelOptions:
     Logits: z = softcap(((h W^T + b) * logit_scale)) / temperature with softcap(a) = c * tanh(a / c) when
     ``softcap`` = c is set (Gemma-2's final_logit_softcapping).
 
+    Normalizer: ``softmax`` or ``stablemax`` (then lse is log sum_v s(z_v) and log p = log s(z_y) - lse).
+
     Chunking: ``token_chunk`` rows of h and ``vocab_chunk`` rows of W per tile. Unset, they come from
     ``memory_budget`` (bytes): full-vocabulary tiles while at least ``MIN_TOKEN_CHUNK`` tokens fit,
     vocabulary tiles (online logsumexp) beyond that (general path only).
@@ -35,8 +40,11 @@ class KernelOptions:
     token_chunk: int | None = None
     vocab_chunk: int | None = None
     memory_budget: int | None = None
+    normalizer: str = "softmax"
 
     def __post_init__(self):
+        if self.normalizer not in NORMALIZERS:
+            raise ValueError(f"normalizer must be one of {list(NORMALIZERS)}, got {self.normalizer!r}")
         if not (self.temperature > 0 and math.isfinite(self.temperature)):
             raise ValueError(f"temperature must be a positive finite number, got {self.temperature}")
         if not math.isfinite(self.logit_scale) or self.logit_scale == 0:
@@ -47,6 +55,10 @@ class KernelOptions:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be a positive integer or None, got {value}")
+
+    @property
+    def stable(self) -> bool:
+        return self.normalizer == "stablemax"
 
     @property
     def linear_factor(self) -> float:

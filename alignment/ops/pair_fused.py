@@ -23,7 +23,17 @@ from dataclasses import dataclass, field
 
 import torch
 
-from alignment.ops.tiles import RowGrads, RowStats, Workspace, accumulate, grad_tile, logits_tile, matmul, stat_dtype
+from alignment.ops.tiles import (
+    RowGrads,
+    RowStats,
+    Workspace,
+    accumulate,
+    grad_probabilities,
+    grad_tile,
+    logits_tile,
+    matmul,
+    stat_dtype,
+)
 
 
 @dataclass
@@ -118,7 +128,7 @@ class _Work:
         self.dw = torch.zeros(weight.shape, dtype=self.dtype, device=dev) if needs[1] else None
         self.db = torch.zeros(bias.shape, dtype=self.dtype, device=dev) if needs[2] else None
         self.dinputs = torch.zeros_like(inputs) if inputs is not None and needs[3] else None
-        self.keep_z = entropy or self.kl or opts.softcap is not None
+        self.keep_z = entropy or self.kl or opts.softcap is not None or opts.stable
         self.ws = self.ws_ref = None
 
     def workspaces(self, token_chunk: int):
@@ -189,7 +199,7 @@ def _loss_grads(work: _Work, idx, pair_index, token_pair, token_chosen, logp, en
 def _one_pass(work: _Work, idx, y, pair_index, token_pair, token_chosen, loss_fn):
     """A chunk whose tokens fit: logits once, loss, gradients in place (3 GEMMs)."""
     h, z, zr = work.tiles(idx)
-    stats = RowStats.empty(idx.numel(), work.dtype, z.device, work.entropy, work.kl)
+    stats = RowStats.empty(idx.numel(), work.dtype, z.device, work.entropy, work.kl, work.opts.stable)
     p = accumulate(stats, z, y, zr, keep_z=work.keep_z).div_(stats.s.unsqueeze(1))
     logp, lse, ent, kl = work.outputs(stats)
     contribution, metrics, grads = _loss_grads(
@@ -208,7 +218,7 @@ def _two_pass(work: _Work, idx, y, pair_index, token_pair, token_chosen, loss_fn
     for s0 in range(0, idx.numel(), token_chunk):
         sub = slice(s0, s0 + token_chunk)
         _, z, zr = work.tiles(idx[sub])
-        stats = RowStats.empty(z.shape[0], work.dtype, z.device, work.entropy, work.kl)
+        stats = RowStats.empty(z.shape[0], work.dtype, z.device, work.entropy, work.kl, work.opts.stable)
         accumulate(stats, z, y[sub], zr)
         saved.append((stats, *work.outputs(stats)))
     logp = torch.cat([s[1] for s in saved])
@@ -222,7 +232,7 @@ def _two_pass(work: _Work, idx, y, pair_index, token_pair, token_chosen, loss_fn
         for s0, (stats, _, lse, _, _) in zip(range(0, idx.numel(), token_chunk), saved):
             sub = slice(s0, s0 + token_chunk)
             h, z, zr = work.tiles(idx[sub])
-            p = torch.exp(z - lse.unsqueeze(1)) if work.keep_z else z.sub_(lse.unsqueeze(1)).exp_()
+            p = grad_probabilities(z, lse, work.opts, work.keep_z)
             q = zr.sub_(stats.lse_ref().unsqueeze(1)).exp_() if grads.kl is not None else None
             sub_grads = RowGrads(
                 *(None if g is None else g[sub] for g in (grads.logp, grads.lse, grads.entropy, grads.kl))

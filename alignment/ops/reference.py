@@ -31,10 +31,14 @@ def reference_token_logps(
     ref_bias=None,
     ignore_index=-100,
     dtype=torch.float64,
+    normalizer="softmax",
 ) -> dict[str, torch.Tensor]:
-    """logps, lse, entropy, kl_ref (if ref_hidden), collapsed: shaped like targets, 0 where ignored."""
+    """logps, lse, entropy, kl_ref (if ref_hidden), collapsed: shaped like targets, 0 where ignored.
+    ``normalizer="stablemax"``: p = s(z) / sum s(z) with s(x) = x + 1 (x >= 0), 1 / (1 - x) (x < 0)."""
     z = reference_logits(hidden, weight, bias, temperature, logit_scale, softcap, dtype)
     mask = targets != ignore_index
+    if normalizer == "stablemax":
+        return _stablemax_outputs(z, targets, mask)
     logprobs = torch.log_softmax(z, dim=-1)
     safe = targets.clamp(min=0).unsqueeze(-1)
     out = {
@@ -53,6 +57,16 @@ def reference_token_logps(
     for key, value in out.items():
         out[key] = torch.where(mask, value, torch.zeros_like(value))
     return out
+
+
+def _stablemax_outputs(z, targets, mask) -> dict[str, torch.Tensor]:
+    s = torch.where(z >= 0, z + 1, 1 / (1 - torch.clamp(z, max=0)))
+    lse = torch.log(s.sum(-1))
+    logps = torch.log(s.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)) - lse
+    probs = s / s.sum(-1, keepdim=True)
+    entropy = -(probs * torch.log(probs)).sum(-1)
+    out = {"logps": logps, "lse": lse, "entropy": entropy, "collapsed": probs.float().amax(-1) == 1.0}
+    return {k: torch.where(mask, v, torch.zeros_like(v)) for k, v in out.items()}
 
 
 def reference_pair_loss(

@@ -96,6 +96,25 @@ def logits_derivative(z: torch.Tensor, opts: KernelOptions) -> torch.Tensor | fl
     return (1.0 - t * t).mul_(opts.logit_scale / opts.temperature)
 
 
+def stablemax(x: torch.Tensor) -> torch.Tensor:
+    """s(x) = x + 1 for x >= 0, 1 / (1 - x) for x < 0 (StableMax, arXiv 2501.04697): positive, increasing,
+    linear growth (no overflow, no max shift needed)."""
+    return torch.where(x >= 0, x + 1, 1 / (1 - x.clamp(max=0)))
+
+
+def stablemax_slope(x: torch.Tensor) -> torch.Tensor:
+    """s'(x): 1 for x >= 0, 1 / (1 - x)^2 for x < 0."""
+    return torch.where(x >= 0, torch.ones_like(x), (1 - x.clamp(max=0)).pow(-2))
+
+
+def grad_probabilities(z: torch.Tensor, lse: torch.Tensor, opts, keep_z: bool) -> torch.Tensor:
+    """The tile whose rows the gradient is built from: softmax p = exp(z - lse) (in place on z unless
+    ``keep_z``); StableMax q = s'(z) / sum s(z) = s'(z) exp(-lse) (a new tile; z is kept)."""
+    if opts.stable:
+        return stablemax_slope(z).mul_(torch.exp(-lse).unsqueeze(1))
+    return torch.exp(z - lse.unsqueeze(1)) if keep_z else z.sub_(lse.unsqueeze(1)).exp_()
+
+
 ROW_DOT_BLOCK = 8192
 
 
@@ -121,9 +140,13 @@ class RowStats:
     sr: torch.Tensor | None = None  # sum exp(z_ref - mr)
     szr: torch.Tensor | None = None  # sum exp(z_ref - mr) * z_ref
     szrz: torch.Tensor | None = None  # sum exp(z_ref - mr) * z
+    stable: bool = False  # StableMax: s = sum s(z) (no shift: m is only the running max), zy = log s(z_y)
 
     @classmethod
-    def empty(cls, n: int, dtype, device, entropy: bool, kl: bool) -> RowStats:
+    def empty(cls, n: int, dtype, device, entropy: bool, kl: bool, stable: bool = False) -> RowStats:
+        if stable and (entropy or kl):
+            raise NotImplementedError("entropy and kl_ref under the StableMax normalizer are not implemented yet")
+
         def zeros():
             return torch.zeros(n, dtype=dtype, device=device)
 
@@ -139,11 +162,13 @@ class RowStats:
             sr=zeros() if kl else None,
             szr=zeros() if kl else None,
             szrz=zeros() if kl else None,
+            stable=stable,
         )
 
     # ----- derived outputs ----------------------------------------------------------------------------
     def lse(self) -> torch.Tensor:
-        return self.m + torch.log(self.s)
+        """log of the normalizer: logsumexp(z) (softmax) or log sum s(z) (StableMax)."""
+        return torch.log(self.s) if self.stable else self.m + torch.log(self.s)
 
     def mean_z(self) -> torch.Tensor:
         """E_p[z] (needs sz)."""
@@ -160,6 +185,9 @@ class RowStats:
         return (self.szr - self.szrz) / self.sr - self.lse_ref() + self.lse()
 
     def collapsed(self) -> torch.Tensor:
+        """The largest probability rounds to 1 in float32 (StableMax: s(max z) / sum s(z) == 1)."""
+        if self.stable:
+            return (stablemax(self.m) / self.s).float() == 1.0
         return self.s.float() == 1.0
 
 
@@ -186,7 +214,11 @@ def accumulate(
     in_tile = y_local >= 0
     if in_tile.any():
         picked = z.gather(1, y_local.clamp(min=0).unsqueeze(1)).squeeze(1)
-        stats.zy = torch.where(in_tile, picked, stats.zy)
+        stats.zy = torch.where(in_tile, torch.log(stablemax(picked)) if stats.stable else picked, stats.zy)
+    if stats.stable:  # StableMax: plain sums (z left intact); the returned tile is s'(z), for the gradient
+        stats.m = torch.maximum(stats.m, z.amax(dim=1))
+        stats.s = stats.s + stablemax(z).sum(dim=1)
+        return stablemax_slope(z)
     new_m, factor = _rescale(stats.m, z.amax(dim=1))
     need_z = keep_z or stats.sz is not None or stats.szrz is not None
     # one new tile at most (exp in place on the difference): the peak stays at the tiles the budget counts
@@ -230,6 +262,7 @@ def grad_tile(
     """Turn the probability tile p [n, v] into dL/da (a = h W^T + b) IN PLACE and return it.
 
     dL/dz = p * (g_lse - g_logp + g_kl - g_ent * (z - E_p[z])) - g_kl * q + g_logp * onehot(y)
+    (StableMax: p is q = s'(z) / sum s(z), the onehot term is scaled by s'(z_y) / s(z_y); z is needed.)
     then times dz/da (scale / temperature, and 1 - tanh^2 under softcap). ``z`` is needed for the
     entropy term and for softcap; ``q`` (reference probabilities) for kl.
     """
@@ -247,7 +280,10 @@ def grad_tile(
     if grads.logp is not None:
         rows = torch.nonzero(y_local >= 0).squeeze(1)
         if rows.numel():
-            p.index_put_((rows, y_local[rows]), grads.logp.to(p.dtype)[rows], accumulate=True)
+            values = grads.logp.to(p.dtype)[rows]
+            if opts.stable:  # d log s(z_y) / dz_y = s'(z_y) / s(z_y) = 1 / (1 + |z_y|)
+                values = values / (1 + z[rows, y_local[rows]].abs())
+            p.index_put_((rows, y_local[rows]), values, accumulate=True)
     derivative = logits_derivative(z, opts) if opts.softcap is not None else opts.linear_factor
     if isinstance(derivative, torch.Tensor) or derivative != 1.0:
         p.mul_(derivative)

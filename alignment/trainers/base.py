@@ -51,6 +51,7 @@ class AlignmentTrainer(Trainer):
     loss_is_scaled_for_ga = False  # the Trainer divides our micro-batch loss by the accumulation steps
     needs_tokenizer = True  # False for a method whose model reads no text (the numeric regret learner)
     supports_z_loss = True  # False for a method whose loss does not come through the kernel's softmax
+    supports_stablemax = True  # False where the loss needs the kernel's entropy or KL (not built for StableMax)
 
     def __init__(
         self,
@@ -71,8 +72,11 @@ class AlignmentTrainer(Trainer):
         args = args or method.config()
         if not isinstance(args, method.config):
             raise TypeError(f"{type(self).__name__} needs a {method.config.__name__}, got {type(args).__name__}")
-        if args.normalizer != "softmax":
-            raise NotImplementedError(f"normalizer {args.normalizer!r} is not implemented yet; use softmax")
+        if args.normalizer != "softmax" and not self.supports_stablemax:
+            raise NotImplementedError(
+                f"normalizer {args.normalizer!r} is not implemented for {method.name} yet (it needs the kernel's "
+                "entropy or KL, or has no vocabulary softmax); use softmax"
+            )
         if args.z_loss and not self.supports_z_loss:
             raise ValueError(f"z_loss is supported by the trainers with a vocabulary softmax, not {method.name}")
         if self.completions and train_dataset is None:
@@ -193,7 +197,10 @@ class AlignmentTrainer(Trainer):
     # ----- tokens and the kernel -------------------------------------------------------------------------
     def kernel_kwargs(self) -> dict:
         budget = self.args.kernel_memory_mb
-        return {"memory_budget": budget * 2**20} if budget else {}
+        out = {"memory_budget": budget * 2**20} if budget else {}
+        if self.args.normalizer != "softmax":
+            out["normalizer"] = self.args.normalizer
+        return out
 
     def counted_tokens(self, batch) -> torch.Tensor:
         """The tokens a token mean divides by: every completion token of the batch."""
@@ -294,6 +301,7 @@ class AlignmentTrainer(Trainer):
             "distributed": f"{engine}, {self.args.world_size} process(es), {self.args.device}",
             "peft": peft,
             "precision": "bf16" if self.args.bf16 else ("fp16" if self.args.fp16 else "float32"),
+            "normalizer": self.args.normalizer + (f", z_loss {self.args.z_loss:g}" if self.args.z_loss else ""),
             "checkpoints": self.checkpoint_summary(),
             "diagnostics": self.diagnostics_summary(),
         }
@@ -308,6 +316,8 @@ class AlignmentTrainer(Trainer):
         """'on', or why the probe-set diagnostics (entanglement, displacement) cannot run here."""
         if self.probe_dataset() is None:
             return f"off: {self.method.name.upper()} rows have no (chosen, rejected) pairs to probe"
+        if self.args.normalizer != "softmax":
+            return f"off: the probes measure softmax log-probabilities (normalizer {self.args.normalizer})"
         if self.is_deepspeed_enabled and self._zero_stage() == "3":
             return "off: DeepSpeed ZeRO-3 partitions the parameters (per-pair gradients need them whole)"
         if self.is_fsdp_enabled:

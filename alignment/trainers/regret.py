@@ -101,6 +101,7 @@ class SeedCollator:
     summary="a transformer trained into a no-regret online learner by the unsupervised regret-loss",
 )
 class RegretLossTrainer(AlignmentTrainer):
+    supports_stablemax = False  # its loss is over the d actions, not the vocabulary
     needs_tokenizer = False
     supports_z_loss = False  # its loss is over the d actions, not a vocabulary softmax through the kernel
 

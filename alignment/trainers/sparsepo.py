@@ -141,6 +141,7 @@ class _HeldThenRamped:
     summary="token-level sparse masks on the rewards and KL terms of token-level DPO",
 )
 class SparsePOTrainer(PreferenceTrainer):
+    supports_stablemax = False  # its loss reads the kernel's per-token KL
     anchor_token_logps = True
 
     # ----- the mask network ------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
-"""z-loss (PaLM, arXiv 2204.02311) as a config field of the trainers: the first step's loss grows by exactly
-coef * mean(lse^2) over the scored tokens (lse from the model's full logits, computed here the plain way),
-and the term moves the parameters; StableMax is refused until it exists."""
+"""z-loss (PaLM, arXiv 2204.02311) and the StableMax normalizer (arXiv 2501.04697) as config fields of the
+trainers: the first step's loss grows by exactly coef * mean(lse^2) over the scored tokens (lse from the
+model's full logits, computed here the plain way) and the term moves the parameters; under StableMax the
+logged log-probabilities are the plain StableMax ones; a method that cannot use it says so."""
 
 import pytest
 import torch
@@ -63,6 +64,30 @@ def test_unsupported_settings_are_clear(tmp_path, capsys):
         DPOConfig(output_dir="x", use_cpu=True, z_loss=-1.0)
     with pytest.raises(ValueError, match="z_loss is supported by the trainers with a vocabulary softmax"):
         RegretLossTrainer(args=RegretConfig(output_dir=str(tmp_path), use_cpu=True, max_steps=1, z_loss=0.1))
-    recipe = str(ROOT / "recipes" / "quickstart" / "dpo.yaml")
+    recipe = str(ROOT / "recipes" / "quickstart" / "sparsepo.yaml")
     assert main(["train", recipe, "--normalizer", "stablemax", "--output_dir", str(tmp_path / "s")]) == 2
-    assert "normalizer 'stablemax' is not implemented yet" in capsys.readouterr().err
+    assert "normalizer 'stablemax' is not implemented for sparsepo yet" in capsys.readouterr().err
+
+
+def plain_stablemax_chosen_logps(trainer):
+    """Mean over the batch's pairs of the chosen responses' summed StableMax log-probabilities, from the
+    model's full logits."""
+    batch = next(iter(trainer.get_train_dataloader()))
+    with torch.no_grad():
+        z = trainer.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1].double()
+    s = torch.where(z >= 0, z + 1, 1 / (1 - z.clamp(max=0)))
+    logp = torch.log(s.gather(-1, batch["input_ids"][:, 1:].unsqueeze(-1)).squeeze(-1) / s.sum(-1))
+    sums = (logp * batch["completion_mask"][:, 1:]).sum(-1)
+    return sums[: sums.shape[0] // 2].mean().item()
+
+
+def test_dpo_with_the_stablemax_normalizer_logs_its_log_probabilities(tmp_path):
+    rows = load_dataset("json", data_files=str(DATA / "tasks/arithmetic/pref_train_conversational.jsonl"),
+                        split="train").select(range(8))  # fmt: skip
+    args = DPOConfig(output_dir=str(tmp_path), normalizer="stablemax", **COMMON)
+    trainer = DPOTrainer(MODEL, args=args, train_dataset=rows)
+    expected = plain_stablemax_chosen_logps(trainer)
+    trainer.train()
+    logged = trainer.state.log_history[0]
+    assert logged["logps/chosen"] == pytest.approx(expected, rel=1e-5)
+    assert trainer.probe_status.startswith("off: the probes measure softmax")
