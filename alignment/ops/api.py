@@ -212,6 +212,7 @@ def pair_fused_loss(
     memory_budget: int | None = None,
     ignore_index: int = -100,
     normalizer: str = "softmax",
+    sequence_ids: torch.Tensor | None = None,
 ) -> PairFusedOutput:
     """Evaluate a pairwise preference loss through the pair-fused path (gradients formed in the forward).
 
@@ -225,16 +226,28 @@ def pair_fused_loss(
     the hidden states and reach the loss as ``chunk.token_inputs[name]`` ([n], the chunk's tokens); those
     that require grad receive d loss / d input in backward (0 at unscored positions). They are carried in
     the op's statistics dtype (float32, float64 for float64 inputs).
+
+    ``sequence_ids`` (shaped like ``targets``): packed rows (padding-free batches) where one row holds several
+    sequences; each position names its sequence, 0..B-1 the chosen and B..2B-1 the rejected ones (-1 for
+    padding). Row indices are the sequences otherwise. ``seq_logps`` is then [2B] in sequence order.
     """
-    if hidden.dim() != 3 or hidden.shape[0] % 2:
-        raise ValueError(f"hidden must be [2B, T, H] (chosen rows then rejected rows), got {tuple(hidden.shape)}")
     _check(hidden, weight, targets, bias)
-    n_pairs = hidden.shape[0] // 2
+    if sequence_ids is None:
+        if hidden.dim() != 3 or hidden.shape[0] % 2:
+            raise ValueError(f"hidden must be [2B, T, H] (chosen rows then rejected rows), got {tuple(hidden.shape)}")
+        sequence_ids = torch.arange(hidden.shape[0], device=hidden.device).unsqueeze(1).expand_as(targets)
+    elif sequence_ids.shape != targets.shape:
+        raise ValueError(
+            f"sequence_ids must be shaped like targets {tuple(targets.shape)}, got {tuple(sequence_ids.shape)}"
+        )
+    n_sequences = int(sequence_ids.max()) + 1
+    if n_sequences % 2:
+        raise ValueError(f"sequence_ids must name 2B sequences (B chosen, then B rejected), got {n_sequences}")
+    n_pairs = n_sequences // 2
     opts = KernelOptions(temperature, logit_scale, softcap, token_chunk, None, memory_budget, normalizer)
     c = _compact(hidden, weight, targets, ref_hidden, ref_weight, ref_bias, ignore_index)
     mask = c.mask
-    rows = torch.arange(hidden.shape[0], device=hidden.device).unsqueeze(1).expand_as(targets)
-    seq = rows.reshape(-1)[c.flat]
+    seq = sequence_ids.reshape(-1)[c.flat]
     metrics: dict[str, torch.Tensor] = {}
     names, stacked = _stack_inputs(token_inputs, targets, c.flat, hidden)
     loss, logp, ent, kl, col = PairFusedFn.apply(
@@ -242,7 +255,7 @@ def pair_fused_loss(
         n_pairs, loss_fn, opts, entropy, extras_grad, metrics, stacked, names,
     )  # fmt: skip
     token_logps = _scatter(logp, mask)
-    seq_logps = token_logps.sum(dim=-1)
+    seq_logps = torch.zeros(n_sequences, dtype=logp.dtype, device=logp.device).index_add_(0, seq, logp.detach())
     return PairFusedOutput(
         loss=loss,
         metrics=metrics,

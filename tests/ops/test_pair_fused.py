@@ -264,3 +264,28 @@ def test_z_loss_on_the_token_lse_matches_the_twin(token_chunk):
     out = compare(5, 3, 12, 16, 61, fn_factory=z_loss_fn, token_chunk=token_chunk)
     plain = compare(5, 3, 12, 16, 61, token_chunk=token_chunk)
     assert out.loss.item() > plain.loss.item()  # the term is really there
+
+
+def test_packed_rows_with_sequence_ids_equal_the_padded_batch():
+    """Padding-free groundwork (issue 14): the same pairs packed into one row, each position naming its
+    sequence, give the padded batch's loss, metrics, per-sequence log-probabilities and gradients."""
+    hidden, weight, bias, targets, ref = make_pairs(6, 3, 10, 16, 41)
+    targets[0, :3] = -100  # unscored positions (prompt, padding) travel in the packed row too
+    rows, length, width = hidden.shape
+    ids = torch.arange(rows).repeat_interleave(length).unsqueeze(0)  # sequence r's positions, one after another
+    ids[0, :3] = -1  # a position that names no sequence (padding) is fine where it is not scored
+    leaves_p = [x.clone().requires_grad_() for x in (hidden.reshape(1, rows * length, width), weight, bias)]
+    packed = pair_fused_loss(leaves_p[0], leaves_p[1], targets.reshape(1, -1), dpo_fn(ref), bias=leaves_p[2],
+                             token_chunk=9, sequence_ids=ids)  # fmt: skip
+    leaves = [x.clone().requires_grad_() for x in (hidden, weight, bias)]
+    padded = pair_fused_loss(leaves[0], leaves[1], targets, dpo_fn(ref), bias=leaves[2], token_chunk=9)
+    assert abs(packed.loss.item() - padded.loss.item()) <= 1e-6 * max(1.0, abs(padded.loss.item()))
+    assert rel_err(packed.seq_logps, padded.seq_logps) <= 1e-6
+    for key, value in padded.metrics.items():
+        assert rel_err(packed.metrics[key], value) <= 1e-6, key
+    g_packed = torch.autograd.grad(packed.loss, leaves_p)
+    g_padded = torch.autograd.grad(padded.loss, leaves)
+    assert rel_err(g_packed[0].reshape(hidden.shape), g_padded[0]) <= 1e-5
+    assert rel_err(g_packed[1], g_padded[1]) <= 1e-5 and rel_err(g_packed[2], g_padded[2]) <= 1e-5
+    with pytest.raises(ValueError, match="sequence_ids must be shaped like targets"):
+        pair_fused_loss(leaves_p[0], weight, targets.reshape(1, -1), dpo_fn(ref), sequence_ids=ids[:, :-1])
