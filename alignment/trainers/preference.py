@@ -99,9 +99,7 @@ class PreferenceTrainer(AlignmentTrainer):
         )
         self.router_coef = trl_options.router_aux_coef(self.model, self.args)
         if getattr(self.args, "sync_ref_model", False):
-            from alignment.trainers.trl_options import SyncRefModelCallback
-
-            self.add_callback(SyncRefModelCallback(self))
+            self.add_callback(trl_options.SyncRefModelCallback(self))
 
     # ----- data -------------------------------------------------------------------------------------
     def make_collator(self, tokenizer, args):
@@ -248,7 +246,7 @@ class PreferenceTrainer(AlignmentTrainer):
             scale = float(inputs["completion_mask"][:n_pairs, 1:].sum())
         self._batch_pairs = n_pairs
         z_coef = self.args.z_loss
-        scored = float(inputs["completion_mask"][:, 1:].sum())
+        scored = inputs["completion_mask"][:, 1:].sum() if z_coef else None  # no host sync when z-loss is off
 
         def loss_fn(chunk):
             dtype = chunk.chosen_logps.dtype
