@@ -142,7 +142,13 @@ class AlignmentConfig(TrainingArguments):
     kernel_memory_mb: int | None = field(
         default=None, metadata={"help": "Working-memory budget of the fused op (MiB)."}
     )
-    padding_free: bool = field(default=False, metadata={"help": "Not supported yet: raises instead of being ignored."})
+    padding_free: bool = field(
+        default=False,
+        metadata={
+            "help": "Pack each batch's sequences end to end (position_ids restart per sequence): no compute on "
+            "padding. Preference methods and SFT."
+        },
+    )
     model_init_kwargs: dict | str | None = field(
         default=None,
         metadata={
@@ -223,8 +229,6 @@ class AlignmentConfig(TrainingArguments):
                 raise ValueError(f"{name} must be >= 1 or None, got {getattr(self, name)}")
         if self.max_length is not None and self.max_length < 2:
             raise ValueError(f"max_length must be >= 2 or None, got {self.max_length}")
-        if self.padding_free:
-            raise ValueError("padding_free is not supported yet; remove it (it would otherwise be silently ignored)")
         for name in ("diagnostics_steps", "diagnostics_probe_pairs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")

@@ -32,6 +32,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from alignment.data.packing import Packing
 from alignment.ops import TokenLogps, pair_fused_loss, token_logps
 
 
@@ -236,15 +237,53 @@ def run_with_head(head: HeadSpec, fn: Callable, *args):
     return call_as_forward(module, module, forward, *args)
 
 
+def run_backbone(model: nn.Module, input_ids, attention_mask, packing: Packing | None = None, **kwargs):
+    """The backbone's output on a padded batch, or on its packed rows (``packing``: position ids restarting
+    per sequence, no attention mask; alignment.data.packing)."""
+    if packing is None:
+        return backbone(model)(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **kwargs)
+    return backbone(model)(input_ids=packing.input_ids, position_ids=packing.position_ids, use_cache=False, **kwargs)
+
+
+def _last(out) -> torch.Tensor:
+    return out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+
+
 def hidden_states(
-    model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, capture=None, **kwargs
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+    capture=None,
+    packing: Packing | None = None,
+    **kwargs,
 ):
-    """Final hidden states [B, T, H] of the backbone (no LM head). ``capture`` (a dict) receives the backbone's
+    """Final hidden states [B, T, H] of the backbone (no LM head); with ``packing`` the backbone runs on the
+    packed rows and the states come back in the padded layout. ``capture`` (a dict) receives the backbone's
     whole output under "outputs" (e.g. a mixture of experts' router logits, with output_router_logits=True)."""
-    out = backbone(model)(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **kwargs)
+    out = run_backbone(model, input_ids, attention_mask, packing, **kwargs)
     if capture is not None:
         capture["outputs"] = out
-    return out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+    return _last(out) if packing is None else packing.unpack(_last(out))
+
+
+def packing_error(model: nn.Module, input_ids: torch.Tensor, lengths: list[int]) -> float:
+    """How far packing moves the backbone's outputs: two of the batch's sequences (at most 16 tokens each) run
+    packed in one row and each alone, no grad, dropout off; the largest change of the second sequence's
+    final hidden states relative to their largest magnitude (~1e-7 in float32 for a model whose attention
+    keeps packed sequences apart, order 1 for one that lets the second sequence see the first)."""
+    a, b = (input_ids[i, : min(lengths[i], 16)].unsqueeze(0) for i in (0, 1 % len(lengths)))
+    positions = torch.cat([torch.arange(a.shape[1]), torch.arange(b.shape[1])]).unsqueeze(0).to(a.device)
+    inner = backbone(model)
+    was_training = inner.training
+    inner.eval()
+    try:
+        with torch.no_grad():
+            packed = _last(inner(input_ids=torch.cat([a, b], dim=1), position_ids=positions, use_cache=False))
+            alone = _last(inner(input_ids=b, use_cache=False))
+    finally:
+        inner.train(was_training)
+    change = (packed[:, a.shape[1] :] - alone).abs().max()
+    return float(change / alone.abs().max().clamp(min=1e-12))
 
 
 @dataclass
@@ -275,15 +314,21 @@ def _whole(t: torch.Tensor | None) -> torch.Tensor | None:
 
 
 def reference_states(
-    model: nn.Module, input_ids, attention_mask, completion_mask, all_layers: bool = False, **op_kwargs
+    model: nn.Module,
+    input_ids,
+    attention_mask,
+    completion_mask,
+    all_layers: bool = False,
+    packing: Packing | None = None,
+    **op_kwargs,
 ) -> ReferenceStates:
-    """One no-grad pass of ``model`` (already in the state wanted, e.g. adapters off): see ReferenceStates."""
+    """One no-grad pass of ``model`` (already in the state wanted, e.g. adapters off): see ReferenceStates.
+    With ``packing`` the backbone runs on the packed rows; every state comes back in the padded layout."""
+    unpack = (lambda t: t) if packing is None else packing.unpack
     with torch.no_grad():
-        out = backbone(model)(
-            input_ids=input_ids, attention_mask=attention_mask, use_cache=False, output_hidden_states=all_layers
-        )
-        last = (out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0])[:, :-1]
-        layers = tuple(out.hidden_states) if all_layers else None
+        out = run_backbone(model, input_ids, attention_mask, packing, output_hidden_states=all_layers)
+        last = unpack(_last(out))[:, :-1]
+        layers = tuple(unpack(h) for h in out.hidden_states) if all_layers else None
         head = lm_head(model)
         targets = shifted_targets(input_ids, completion_mask)
         kwargs = {"softcap": head.softcap, "logit_scale": head.logit_scale, **op_kwargs}
@@ -318,13 +363,15 @@ def _apply_head(
     op_kwargs: dict,
     backbone_kwargs=None,
     capture=None,
+    packing: Packing | None = None,
 ):
-    """Backbone on ``input_ids`` (with ``backbone_kwargs``; its output into ``capture``), then ``op(hidden,
-    weight, targets, bias=..., **kwargs)`` with the LM head (softcap and logit scale from the config), through
-    the DDP / ZeRO-3 wrappers."""
+    """Backbone on ``input_ids`` (or on the packed rows of ``packing``; with ``backbone_kwargs``; its output
+    into ``capture``), then ``op(hidden, weight, targets, bias=..., **kwargs)`` with the LM head (softcap and
+    logit scale from the config), through the DDP / ZeRO-3 wrappers."""
 
     def run(input_ids, attention_mask, completion_mask):
-        hidden = hidden_states(model, input_ids, attention_mask, capture, **(backbone_kwargs or {}))[:, :-1]
+        extra = backbone_kwargs or {}
+        hidden = hidden_states(model, input_ids, attention_mask, capture, packing, **extra)[:, :-1]
         targets = shifted_targets(input_ids, completion_mask)
         head = lm_head(model)
         kwargs = {"softcap": head.softcap, "logit_scale": head.logit_scale, **op_kwargs}
@@ -342,12 +389,14 @@ def causal_token_logps(
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor | None = None,
     completion_mask: torch.Tensor | None = None,
+    packing: Packing | None = None,
     **op_kwargs,
 ) -> TokenLogps:
     """Per-token log-probabilities [B, T-1] of the completion tokens (``completion_mask``; every token when
-    None), through the fused op; ``op_kwargs`` go to :func:`alignment.ops.token_logps` (entropy, ...)."""
+    None), through the fused op; ``op_kwargs`` go to :func:`alignment.ops.token_logps` (entropy, ...).
+    ``packing``: run the backbone on the batch's packed rows (alignment.data.packing); same outputs."""
     scored = completion_mask if completion_mask is not None else attention_mask
-    return _apply_head(model, token_logps, input_ids, attention_mask, scored, op_kwargs)
+    return _apply_head(model, token_logps, input_ids, attention_mask, scored, op_kwargs, packing=packing)
 
 
 def causal_pair_loss(
@@ -358,13 +407,16 @@ def causal_pair_loss(
     loss_fn,
     backbone_kwargs: dict | None = None,
     capture: dict | None = None,
+    packing: Packing | None = None,
     **op_kwargs,
 ):
     """The pair-fused path on a [chosen; rejected] batch (the collator's layout): see
     :func:`alignment.ops.pair_fused_loss`. ``backbone_kwargs`` go to the backbone, whose output lands in
-    ``capture["outputs"]`` when a dict is given."""
+    ``capture["outputs"]`` when a dict is given; ``packing``: the backbone runs on the packed rows."""
 
     def op(h, weight, y, **kwargs):
         return pair_fused_loss(h, weight, y, loss_fn, **kwargs)
 
-    return _apply_head(model, op, input_ids, attention_mask, completion_mask, op_kwargs, backbone_kwargs, capture)
+    return _apply_head(
+        model, op, input_ids, attention_mask, completion_mask, op_kwargs, backbone_kwargs, capture, packing
+    )

@@ -12,7 +12,9 @@ the 2B sequences, rounded up to ``pad_to_multiple_of`` when set:
   carry precomputed anchor values (see alignment.trainers.anchors);
 - ``<anchor>_token_logps`` [2B, T], when the rows carry per-token anchor values
   (``<anchor>_chosen_token_logps`` / ``<anchor>_rejected_token_logps``, one value per completion token):
-  the value of completion token j sits at that token's position in ``input_ids``, 0 elsewhere.
+  the value of completion token j sits at that token's position in ``input_ids``, 0 elsewhere;
+- with ``padding_free``: ``packed_input_ids`` / ``packed_position_ids`` [R, L] and ``packed_index`` [2B, T],
+  the same sequences packed end to end (alignment.data.packing), which the backbone runs on instead.
 
 :class:`SFTCollator` does the same for rows ``{prompt_ids, completion_ids}``: [B, T] tensors.
 """
@@ -23,6 +25,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+
+from alignment.data.packing import pack_batch
 
 SEQUENCE_SUFFIXES = ("_chosen_logps", "_rejected_logps")
 TOKEN_SUFFIXES = ("_chosen_token_logps", "_rejected_token_logps")
@@ -57,10 +61,27 @@ def anchor_columns(columns) -> tuple[list[str], list[str]]:
     ]
 
 
+def with_packing(batch: dict, collator) -> dict[str, torch.Tensor]:
+    """``batch`` plus its packed rows when the collator is padding-free (see alignment.data.packing)."""
+    if collator.padding_free:
+        batch.update(
+            pack_batch(
+                batch["input_ids"], batch["attention_mask"], collator.pad_token_id, collator.single_row,
+                collator.pad_to_multiple_of,
+            )
+        )  # fmt: skip
+    return batch
+
+
 @dataclass
 class PreferenceCollator:
+    """Preference rows -> the [chosen; rejected] batch (module docstring). ``padding_free``: add the packed
+    rows; ``single_row``: pack them into one row (flash-attention's varlen path needs it)."""
+
     pad_token_id: int
     pad_to_multiple_of: int | None = None
+    padding_free: bool = False
+    single_row: bool = False
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         if not rows:
@@ -75,7 +96,7 @@ class PreferenceCollator:
         for name in tokens:
             values = [row[name + TOKEN_SUFFIXES[0]] for row in rows] + [row[name + TOKEN_SUFFIXES[1]] for row in rows]
             batch[f"{name}_token_logps"] = _place(values, prompts, batch["input_ids"].shape)
-        return batch
+        return with_packing(batch, self)
 
 
 def _place(values: list[list[float]], prompts: list[list[int]], shape) -> torch.Tensor:
@@ -89,14 +110,17 @@ def _place(values: list[list[float]], prompts: list[list[int]], shape) -> torch.
 @dataclass
 class SFTCollator:
     """Supervised rows {prompt_ids, completion_ids} -> input_ids, attention_mask, completion_mask [B, T],
-    right-padded to the longest row (optionally to a multiple of ``pad_to_multiple_of``)."""
+    right-padded to the longest row (optionally to a multiple of ``pad_to_multiple_of``); with
+    ``padding_free`` the packed rows too."""
 
     pad_token_id: int
     pad_to_multiple_of: int | None = None
+    padding_free: bool = False
+    single_row: bool = False
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         if not rows:
             raise ValueError("SFTCollator got an empty batch")
         prompts = [row["prompt_ids"] for row in rows]
         completions = [row["completion_ids"] for row in rows]
-        return pad_sequences(prompts, completions, self.pad_token_id, self.pad_to_multiple_of)
+        return with_packing(pad_sequences(prompts, completions, self.pad_token_id, self.pad_to_multiple_of), self)

@@ -39,6 +39,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from alignment.data.packing import Packing
 from alignment.models import ReferenceStates, causal_token_logps, load_model, reference_states, unwrap
 
 KINDS = ("model", "copy", "adapter", "adapter state", "columns")
@@ -225,8 +226,9 @@ def anchor_logps(model: nn.Module, batch: dict, kernel_kwargs: dict, tokens: boo
     """An anchor's summed completion log-probabilities (and per-token ones) on a collated batch, no grad."""
     with torch.no_grad():
         out = causal_token_logps(
-            model, batch["input_ids"], batch["attention_mask"], batch["completion_mask"], **kernel_kwargs
-        )
+            model, batch["input_ids"], batch["attention_mask"], batch["completion_mask"],
+            packing=Packing.from_batch(batch), **kernel_kwargs,
+        )  # fmt: skip
     seq = out.logps.sum(dim=-1)
     half = seq.shape[0] // 2
     return AnchorLogps(seq[:half], seq[half:], out.logps if tokens else None)
@@ -236,8 +238,9 @@ def anchor_states(model: nn.Module, batch: dict, kernel_kwargs: dict, all_layers
     """An anchor's per-token log-probabilities with its hidden states (every layer's when ``all_layers``)
     and LM head, from one no-grad pass (alignment.models.reference_states)."""
     states = reference_states(
-        model, batch["input_ids"], batch["attention_mask"], batch["completion_mask"], all_layers, **kernel_kwargs
-    )
+        model, batch["input_ids"], batch["attention_mask"], batch["completion_mask"], all_layers,
+        packing=Packing.from_batch(batch), **kernel_kwargs,
+    )  # fmt: skip
     seq = states.token_logps.sum(dim=-1)
     half = seq.shape[0] // 2
     return AnchorLogps(seq[:half], seq[half:], states.token_logps, states)

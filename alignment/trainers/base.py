@@ -23,6 +23,7 @@ from alignment.configs import AlignmentConfig
 from alignment.data import tokenize_preference_dataset, validate_dataset
 from alignment.diagnostics.collapse import collapse_stats
 from alignment.models import load_model, load_tokenizer, model_name, unwrap
+from alignment.trainers import packing
 from alignment.trainers.anchors import is_peft, unwrap_peft
 from alignment.trainers.registry import Method
 from alignment.trainers.trl_options import disable_dropout
@@ -52,6 +53,7 @@ class AlignmentTrainer(Trainer):
     needs_tokenizer = True  # False for a method whose model reads no text (the numeric regret learner)
     supports_z_loss = True  # False for a method whose loss does not come through the kernel's softmax
     supports_stablemax = True  # False where the loss needs the kernel's entropy or KL (not built for StableMax)
+    supports_packing = False  # True for the trainers whose batches are token sequences (padding_free)
 
     def __init__(
         self,
@@ -77,6 +79,8 @@ class AlignmentTrainer(Trainer):
                 f"normalizer {args.normalizer!r} is not implemented for {method.name} yet (it needs the kernel's "
                 "entropy or KL, or has no vocabulary softmax); use softmax"
             )
+        if args.padding_free and not self.supports_packing:
+            raise ValueError(f"padding_free packs token sequences: {method.name} batches have none to pack")
         if args.z_loss and not self.supports_z_loss:
             raise ValueError(f"z_loss is supported by the trainers with a vocabulary softmax, not {method.name}")
         if self.completions and train_dataset is None:
@@ -119,6 +123,7 @@ class AlignmentTrainer(Trainer):
             optimizers=optimizers,
             compute_metrics=compute_metrics,
         )
+        packing.configure(self)
         self.prepare_anchors()
         self.probe_status = self._probe_status()
         from alignment.checkpoints import SigtermCheckpoint
@@ -301,6 +306,7 @@ class AlignmentTrainer(Trainer):
             "distributed": f"{engine}, {self.args.world_size} process(es), {self.args.device}",
             "peft": peft,
             "precision": "bf16" if self.args.bf16 else ("fp16" if self.args.fp16 else "float32"),
+            "padding-free": packing.summary(self),
             "normalizer": self.args.normalizer + (f", z_loss {self.args.z_loss:g}" if self.args.z_loss else ""),
             "checkpoints": self.checkpoint_summary(),
             "diagnostics": self.diagnostics_summary(),

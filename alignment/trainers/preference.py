@@ -35,6 +35,7 @@ from alignment.data import PREFERENCE, PreferenceCollator
 from alignment.losses.z_loss import z_loss
 from alignment.models import causal_pair_loss, lm_head
 from alignment.trainers import anchors as anchor_lib
+from alignment.trainers import packing as packing_lib
 from alignment.trainers import trl_options
 from alignment.trainers.anchors import Anchor, AnchorLogps
 from alignment.trainers.base import AlignmentTrainer, deepspeed_inference
@@ -48,6 +49,7 @@ class PreferenceTrainer(AlignmentTrainer):
     anchor_token_logps = False
     #: pair_losses goes through sequence_logps and weighted (LD-DPO's ld_alpha, WPO's use_weighting)
     supports_sequence_options = False
+    supports_packing = True
 
     def __init__(
         self,
@@ -245,6 +247,7 @@ class PreferenceTrainer(AlignmentTrainer):
         if scale is None:  # evaluation: this batch's own chosen tokens
             scale = float(inputs["completion_mask"][:n_pairs, 1:].sum())
         self._batch_pairs = n_pairs
+        packing = packing_lib.batch_packing(self, inputs)
         z_coef = self.args.z_loss
         scored = inputs["completion_mask"][:, 1:].sum() if z_coef else None  # no host sync when z-loss is off
 
@@ -275,6 +278,7 @@ class PreferenceTrainer(AlignmentTrainer):
             loss_fn,
             backbone_kwargs={"output_router_logits": True} if self.router_coef else None,
             capture=capture,
+            packing=packing,
             token_inputs=self.token_inputs(model, inputs, anchors),
             **self.pair_op_kwargs(anchors),
             **self.kernel_kwargs(),
@@ -282,7 +286,8 @@ class PreferenceTrainer(AlignmentTrainer):
         self._record(out, inputs)
         loss = out.loss
         if self.router_coef:  # a mixture of experts: the router's load-balancing loss, as TRL adds it
-            aux = trl_options.router_aux_loss(model, capture["outputs"].router_logits, inputs["attention_mask"])
+            mask = inputs["attention_mask"] if packing is None else packing.token_mask  # router logits' tokens
+            aux = trl_options.router_aux_loss(model, capture["outputs"].router_logits, mask)
             loss = loss + self.router_coef * aux
             self.log_step_metrics({"aux_loss": aux.detach()}, "train" if self.model.training else "eval")
         return (loss, out) if return_outputs else loss

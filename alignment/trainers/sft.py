@@ -11,6 +11,7 @@ from alignment.data import SFT, SFTCollator
 from alignment.losses.sft import sft_loss
 from alignment.losses.z_loss import z_loss
 from alignment.models import causal_token_logps
+from alignment.trainers import packing as packing_lib
 from alignment.trainers.base import AlignmentTrainer
 from alignment.trainers.registry import register
 
@@ -33,6 +34,7 @@ class SFTConfig(AlignmentConfig):
 )
 class SFTTrainer(AlignmentTrainer):
     completions = SFT
+    supports_packing = True
 
     def make_collator(self, tokenizer, args):
         return SFTCollator(tokenizer.pad_token_id, args.pad_to_multiple_of)
@@ -43,6 +45,7 @@ class SFTTrainer(AlignmentTrainer):
             inputs["input_ids"],
             inputs["attention_mask"],
             inputs["completion_mask"],
+            packing=packing_lib.batch_packing(self, inputs),
             collapsed=self.args.diagnostics,
             **self.kernel_kwargs(),
         )

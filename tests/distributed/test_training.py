@@ -62,3 +62,18 @@ def test_deepspeed_zero3_matches_ddp(tmp_path, method):
     zero3 = run(tmp_path / "zero3.pt", method, 4, 1, "deepspeed_zero3.yaml")
     assert "DeepSpeed ZeRO-3, 2 process(es)" in zero3["summary"]["distributed"]
     same(ddp, zero3)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["dpo", "sparsepo"])
+def test_packed_batches_under_ddp_and_zero3_equal_padded(tmp_path, method):
+    """padding_free with DDP and DeepSpeed ZeRO-3 (2 processes x 4 pairs, each batch packed into one row): the
+    same step as one padded process of 8 pairs."""
+    import deepspeed  # noqa: F401
+
+    single = run(tmp_path / "single.pt", method, 8, 1)
+    ddp = run(tmp_path / "ddp.pt", f"{method}:packed", 4, 1, "cpu_ddp.yaml")
+    zero3 = run(tmp_path / "zero3.pt", f"{method}:packed", 4, 1, "deepspeed_zero3.yaml")
+    for packed in (ddp, zero3):
+        assert packed["summary"]["padding-free"].startswith("on: one packed row per batch")
+        same(single, packed)

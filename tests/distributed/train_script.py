@@ -28,6 +28,7 @@ from alignment.trainers import (
 from tests.helpers import full_parameters, register_two_anchor_method, tiny_llama
 
 out_path, method, batch, accum = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+method, _, variant = method.partition(":")  # "dpo:packed": padding_free, every sequence of a batch in one row
 root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false") == "true"
 tokenizer = AutoTokenizer.from_pretrained(f"{root}/data/tokenizer")
@@ -53,6 +54,8 @@ common = dict(
     save_strategy="no",
     seed=0,
 )
+if variant == "packed":
+    common["padding_free"] = True
 # DeepSpeed on CPU: not use_cpu (that selects plain multi-CPU), and the gloo backend named explicitly
 common.update(use_cpu=False, ddp_backend="gloo") if deepspeed else common.update(use_cpu=True)
 if method.startswith("regret"):  # k = 0: the regret-loss is a batch mean, so 2 processes x 4 = 1 x 8
@@ -81,6 +84,8 @@ elif method == "rpo":
 else:
     args = DPOConfig(beta=0.2, **common)
     trainer = DPOTrainer(model, ref_model=ref, args=args, train_dataset=rows, processing_class=tokenizer)
+if variant == "packed":
+    trainer.data_collator.single_row = True  # the arithmetic rows are of similar lengths: make them share a row
 trainer.train()
 inner = trainer.accelerator.unwrap_model(trainer.model_wrapped)
 params = full_parameters(inner)

@@ -165,8 +165,6 @@ def test_gradient_accumulation_equals_one_big_batch(
 
 
 def test_unsupported_options_raise(tmp_path):
-    with pytest.raises(ValueError, match="padding_free is not supported"):
-        DPOConfig(output_dir=str(tmp_path), use_cpu=True, padding_free=True)
     with pytest.raises(ValueError, match="loss_type must be one of"):
         DPOConfig(output_dir=str(tmp_path), use_cpu=True, loss_type="kto")
     with pytest.raises(ValueError, match="label_smoothing"):
