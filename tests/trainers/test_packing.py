@@ -54,6 +54,8 @@ def tiny(arch: str, vocab: int, seed: int = 0):
         Gemma2ForCausalLM,
         LlamaConfig,
         LlamaForCausalLM,
+        MixtralConfig,
+        MixtralForCausalLM,
         OPTConfig,
         OPTForCausalLM,
         Qwen2Config,
@@ -72,6 +74,9 @@ def tiny(arch: str, vocab: int, seed: int = 0):
         config = Gemma2Config(num_key_value_heads=2, head_dim=8, sliding_window=8, final_logit_softcapping=3.0,
                               attn_implementation="eager", **common)  # fmt: skip
         return Gemma2ForCausalLM(config)
+    if arch == "mixtral":
+        return MixtralForCausalLM(MixtralConfig(num_key_value_heads=2, num_local_experts=4, num_experts_per_tok=2,
+                                                **common))  # fmt: skip
     if arch == "opt":
         return OPTForCausalLM(OPTConfig(ffn_dim=64, word_embed_proj_dim=32, **common))
     raise ValueError(arch)
@@ -172,6 +177,16 @@ def method_trainer(method, tmp_path, tokenizer):
 @pytest.mark.parametrize("method", ["rpo", "sparsepo", "inpo", "dpo_wpo_ld", "sft"])
 def test_every_method_packed_equals_padded(tmp_path, tokenizer, method):
     assert_packed_equals_padded(method_trainer(method, tmp_path, tokenizer))
+
+
+def test_mixture_of_experts_router_loss_packed_equals_padded(tmp_path, tokenizer):
+    """The router's load-balancing loss reads the packed rows' real tokens (the router logits are per packed
+    position): same loss and gradients as padded."""
+    args = DPOConfig(output_dir=str(tmp_path), padding_free=True, router_aux_loss_coef=0.5, **COMMON)
+    trainer = DPOTrainer(tiny("mixtral", len(tokenizer)), args=args, train_dataset=skewed_rows(),
+                         processing_class=tokenizer)  # fmt: skip
+    assert trainer.router_coef == 0.5
+    assert_packed_equals_padded(trainer, single_row=True)
 
 
 def test_lora_packed_equals_padded(tmp_path, tokenizer):
