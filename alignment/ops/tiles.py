@@ -107,11 +107,27 @@ def stablemax_slope(x: torch.Tensor) -> torch.Tensor:
     return torch.where(x >= 0, torch.ones_like(x), (1 - x.clamp(max=0)).pow(-2))
 
 
+def stablemax_tile_sum(z: torch.Tensor, block: int = 8192) -> torch.Tensor:
+    """sum_v s(z[n, v]) -> [n], by column blocks: s's temporaries are [n, block], never whole tiles."""
+    out = stablemax(z[:, :block]).sum(dim=1)
+    for v0 in range(block, z.shape[1], block):
+        out = out + stablemax(z[:, v0 : v0 + block]).sum(dim=1)
+    return out
+
+
+def stablemax_slope_tile(z: torch.Tensor, block: int = 8192) -> torch.Tensor:
+    """s'(z) for a whole tile: one new [n, v] tile (the one the budget counts), filled by column blocks."""
+    out = torch.empty_like(z)
+    for v0 in range(0, z.shape[1], block):
+        out[:, v0 : v0 + block] = stablemax_slope(z[:, v0 : v0 + block])
+    return out
+
+
 def grad_probabilities(z: torch.Tensor, lse: torch.Tensor, opts, keep_z: bool) -> torch.Tensor:
     """The tile whose rows the gradient is built from: softmax p = exp(z - lse) (in place on z unless
     ``keep_z``); StableMax q = s'(z) / sum s(z) = s'(z) exp(-lse) (a new tile; z is kept)."""
     if opts.stable:
-        return stablemax_slope(z).mul_(torch.exp(-lse).unsqueeze(1))
+        return stablemax_slope_tile(z).mul_(torch.exp(-lse).unsqueeze(1))
     return torch.exp(z - lse.unsqueeze(1)) if keep_z else z.sub_(lse.unsqueeze(1)).exp_()
 
 
@@ -217,8 +233,8 @@ def accumulate(
         stats.zy = torch.where(in_tile, torch.log(stablemax(picked)) if stats.stable else picked, stats.zy)
     if stats.stable:  # StableMax: plain sums (z left intact); the returned tile is s'(z), for the gradient
         stats.m = torch.maximum(stats.m, z.amax(dim=1))
-        stats.s = stats.s + stablemax(z).sum(dim=1)
-        return stablemax_slope(z)
+        stats.s = stats.s + stablemax_tile_sum(z)
+        return stablemax_slope_tile(z)
     new_m, factor = _rescale(stats.m, z.amax(dim=1))
     need_z = keep_z or stats.sz is not None or stats.szrz is not None
     # one new tile at most (exp in place on the difference): the peak stays at the tiles the budget counts

@@ -7,7 +7,7 @@ import torch
 
 from alignment.ops import pair_fused_loss, token_logps
 from alignment.ops.reference import reference_pair_loss, reference_token_logps
-from alignment.ops.tiles import stablemax
+from alignment.ops.tiles import stablemax, stablemax_slope, stablemax_slope_tile, stablemax_tile_sum
 from tests.helpers import dpo_fn, make_pairs, rel_err
 
 
@@ -17,6 +17,14 @@ def test_stablemax_by_hand():
     # p = s(z) / sum s(z): [0.25, 0.6667, 1, 3] / 4.9167
     out = token_logps(x.view(1, 4), torch.eye(4), torch.tensor([3]), normalizer="stablemax")
     assert out.logps.item() == pytest.approx(torch.log(torch.tensor(3.0 / (0.25 + 1 / 1.5 + 1 + 3))).item(), rel=1e-6)
+
+
+@pytest.mark.parametrize("block", [3, 8, 64])
+def test_tiles_by_column_blocks_equal_whole(block):
+    """The kernel's StableMax tile sums and slopes go by column blocks (temporaries [n, block]): same values."""
+    z = torch.randn(5, 37, dtype=torch.float64) * 3
+    assert torch.allclose(stablemax_tile_sum(z, block), stablemax(z).sum(dim=1), rtol=1e-12)
+    assert torch.equal(stablemax_slope_tile(z, block), stablemax_slope(z))
 
 
 def data(seed, n=12, h=8, v=37, dtype=torch.float64):
