@@ -16,8 +16,11 @@ Each configuration runs in a fresh process (glibc ``MALLOC_MMAP_THRESHOLD_=65536
 mappings, so the peak RSS follows the live tensors): one warm-up step, then the timed steps. Reported:
 steps/s, tokens/s (the real prompt + completion tokens of the timed batches, chosen and rejected, over
 their wall time: the same count for every trainer), peak RSS (the process's high-water mark: models,
-optimizer state and the steps). DPO at every shape; RPO and SparsePO on the skewed data. A linear and a
-quadratic fit of our peak memory against L say whether anything grows faster than the tokens.
+optimizer state and the steps). DPO at every shape; RPO and SparsePO on the skewed data; and the skewed
+DPO step of ours padded / packed again on a backbone-heavy Llama (hidden 512, 8 layers), since on the tiny one
+the LM head, which packing does not change (the op scores completion tokens only), costs more than the
+backbone. A linear and a quadratic fit of our peak memory against L say whether anything grows faster than
+the tokens.
 """
 
 from __future__ import annotations
@@ -34,6 +37,9 @@ from bench_train import WORDS, Setup, _hwm_mb
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAIRS = 4
+#: (hidden, layers): bench_train.py's tiny Llama, whose LM head (V = 32000) costs more than its backbone, and a
+#: backbone-heavy one (as real models are: Llama-3-8B's head is about 7% of its parameters)
+SHAPES = {"tiny": (256, 4), "deep": (512, 8)}
 TRAINERS = ("trl", "trl_padding_free", "ours", "ours_packed")
 LABELS = {
     "trl": "trl 1.16 (padded)",
@@ -101,10 +107,11 @@ def make_trainer(which: str, method: str, setup: Setup, data, steps: int):
     return cls(setup.model, args=config(padding_free=which == "ours_packed", **extra, **common), **kw)
 
 
-def worker(which: str, method: str, data: str, steps: int) -> dict:
+def worker(which: str, method: str, data: str, steps: int, shape: str = "tiny") -> dict:
     from datasets import Dataset
 
-    setup = Setup(steps, positions=4096)
+    hidden, layers = SHAPES[shape]
+    setup = Setup(steps, positions=4096, hidden=hidden, layers=layers)
     rows = rows_for(data, PAIRS * (steps + 1))
     counts = token_counts(rows, setup.tokenizer)
     trainer = make_trainer(which, method, setup, Dataset.from_list(rows), steps)
@@ -115,6 +122,7 @@ def worker(which: str, method: str, data: str, steps: int) -> dict:
         "trainer": which,
         "method": method,
         "data": data,
+        "shape": shape,
         "steps_per_s": steps / seconds,
         "tokens_per_s": timed / seconds,
         "peak_rss_mb": _hwm_mb(),
@@ -122,8 +130,9 @@ def worker(which: str, method: str, data: str, steps: int) -> dict:
     }
 
 
-def run(which: str, method: str, data: str, steps: int) -> dict:
-    cmd = [sys.executable, __file__, "--worker", which, "--method", method, "--data", data, "--steps", str(steps)]
+def run(which: str, method: str, data: str, steps: int, shape: str = "tiny") -> dict:
+    cmd = [sys.executable, __file__, "--worker", which, "--method", method, "--data", data, "--steps", str(steps),
+           "--shape", shape]  # fmt: skip
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": os.environ.get("MALLOC_MMAP_THRESHOLD_", "65536")}
     out = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if out.returncode != 0:
@@ -169,10 +178,12 @@ def plot(results: list[dict], lengths: list[int], path: str) -> None:
     fig.savefig(path, dpi=110)
 
 
-def table(results: list[dict], data: str, method: str = "dpo") -> None:
-    runs = [r for r in results if r["data"] == data and r["method"] == method]
+def table(results: list[dict], data: str, method: str = "dpo", shape: str = "tiny") -> None:
+    runs = [r for r in results if r["data"] == data and r["method"] == method and r.get("shape", "tiny") == shape]
     base = next((r for r in runs if r["trainer"] == "trl"), None)
-    print(f"\n{method.upper()}, {data} (mean {runs[0]['mean_tokens_per_sequence']:.0f} tokens per sequence)\n")
+    hidden, layers = SHAPES[shape]
+    print(f"\n{method.upper()}, {data} (mean {runs[0]['mean_tokens_per_sequence']:.0f} tokens per sequence), "
+          f"H={hidden}, {layers} layers\n")  # fmt: skip
     print("| trainer | steps/s | tokens/s | peak RSS (MB) | tokens/s vs trl | peak vs trl |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for r in runs:
@@ -189,19 +200,29 @@ def main() -> int:
     parser.add_argument("--lengths", type=int, nargs="+", default=[256, 512, 1024, 2048])
     parser.add_argument("--plot", default=os.path.join(ROOT, "benchmarks", "scaling.png"))
     parser.add_argument("--json", default=os.path.join(ROOT, "benchmarks", "scaling.json"))
+    parser.add_argument("--report-only", action="store_true", help="re-print the tables and plot from --json")
+    parser.add_argument("--deep-only", action="store_true", help="run the backbone-heavy pair, add it to --json")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--method", default="dpo", help=argparse.SUPPRESS)
     parser.add_argument("--data", default="skewed", help=argparse.SUPPRESS)
+    parser.add_argument("--shape", default="tiny", choices=sorted(SHAPES), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(worker(args.worker, args.method, args.data, args.steps)))
+        print(json.dumps(worker(args.worker, args.method, args.data, args.steps, args.shape)))
         return 0
-    results = [run(w, "dpo", f"fixed:{n}", args.steps) for n in args.lengths for w in TRAINERS]
-    results += [run(w, "dpo", "skewed", args.skewed_steps) for w in TRAINERS]
-    results += [run(w, "rpo", "skewed", args.skewed_steps) for w in ("trl", "ours", "ours_packed")]
-    results += [run(w, "sparsepo", "skewed", args.skewed_steps) for w in ("ours", "ours_packed")]
-    with open(args.json, "w") as f:
-        json.dump(results, f, indent=1)
+    deep = [("ours", "dpo", "skewed", "deep"), ("ours_packed", "dpo", "skewed", "deep")]
+    if args.report_only or args.deep_only:
+        with open(args.json) as f:
+            results = [r for r in json.load(f) if not (args.deep_only and r.get("shape") == "deep")]
+    else:
+        results = [run(w, "dpo", f"fixed:{n}", args.steps) for n in args.lengths for w in TRAINERS]
+        results += [run(w, "dpo", "skewed", args.skewed_steps) for w in TRAINERS]
+        results += [run(w, "rpo", "skewed", args.skewed_steps) for w in ("trl", "ours", "ours_packed")]
+        results += [run(w, "sparsepo", "skewed", args.skewed_steps) for w in ("ours", "ours_packed")]
+    if not args.report_only:
+        results += [run(w, method, data, args.skewed_steps, shape) for w, method, data, shape in deep]
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
     plot(results, args.lengths, args.plot)
     print(f"tiny Llama (V=32000, H=256, 4 layers), {PAIRS} pairs per step, CPU, "
           f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}; plot: {os.path.relpath(args.plot, ROOT)}")  # fmt: skip
@@ -209,6 +230,7 @@ def main() -> int:
         table(results, f"fixed:{n}")
     for method in ("dpo", "rpo", "sparsepo"):
         table(results, "skewed", method)
+    table(results, "skewed", "dpo", "deep")
     print("\nPeak memory against L (fixed lengths): linear fit, worst residual, L^2 term's share at the longest L")
     for which in TRAINERS:
         peaks = [next(r for r in results if r["trainer"] == which and r["data"] == f"fixed:{n}")["peak_rss_mb"]
@@ -216,9 +238,11 @@ def main() -> int:
         f = fit(args.lengths, peaks)
         print(f"- {LABELS[which]}: {f['intercept_mb']:.0f} MB + {f['mb_per_token']:.2f} MB/token, worst residual "
               f"{f['max_residual_mb']:.0f} MB, quadratic share {100 * f['quadratic_share']:+.1f}%")  # fmt: skip
-    skewed = {r["trainer"]: r for r in results if r["data"] == "skewed" and r["method"] == "dpo"}
-    print(f"\npacked / padded tokens/s on the skewed data (DPO): "
-          f"{skewed['ours_packed']['tokens_per_s'] / skewed['ours']['tokens_per_s']:.2f}x")  # fmt: skip
+    for shape, (hidden, layers) in SHAPES.items():
+        skewed = {r["trainer"]: r for r in results if r["data"] == "skewed" and r["method"] == "dpo"
+                  and r.get("shape", "tiny") == shape}  # fmt: skip
+        print(f"packed / padded tokens/s on the skewed data (DPO, H={hidden}, {layers} layers): "
+              f"{skewed['ours_packed']['tokens_per_s'] / skewed['ours']['tokens_per_s']:.2f}x")  # fmt: skip
     return 0
 
 

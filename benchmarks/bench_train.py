@@ -42,9 +42,10 @@ class Setup:
     """The benchmark's tokenizer, tiny Llama, an identical reference, ``8 * (steps + 1)`` rows, and a callback
     that records the wall time at the start of each step and at the end (``times``). ``vocab`` and ``words``
     (per prompt and per completion) vary the shape (the memory-scaling runs of bench_sparsepo.py); ``positions``
-    is the model's max_position_embeddings (bench_scaling.py's longer sequences)."""
+    is the model's max_position_embeddings (bench_scaling.py's longer sequences); ``hidden`` and ``layers`` its
+    width (heads of 64, MLP 2.6875 x hidden) and depth."""
 
-    def __init__(self, steps: int, vocab: int = 32000, words: int = 256, positions: int = 1024):
+    def __init__(self, steps: int, vocab=32000, words=256, positions=1024, hidden=256, layers=4):
         import torch
         from datasets import Dataset
         from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, TrainerCallback
@@ -53,8 +54,9 @@ class Setup:
         self.tokenizer = AutoTokenizer.from_pretrained(os.path.join(ROOT, "data", "tokenizer"))
         torch.manual_seed(0)
         self.config = LlamaConfig(
-            vocab_size=vocab, hidden_size=256, intermediate_size=688, num_hidden_layers=4, num_attention_heads=4,
-            num_key_value_heads=4, max_position_embeddings=positions, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+            vocab_size=vocab, hidden_size=hidden, intermediate_size=hidden * 43 // 16, num_hidden_layers=layers,
+            num_attention_heads=hidden // 64, num_key_value_heads=hidden // 64, max_position_embeddings=positions,
+            pad_token_id=0, bos_token_id=1, eos_token_id=2,
         )  # fmt: skip
         self.model = LlamaForCausalLM(self.config)
         self.ref = LlamaForCausalLM(self.config)
