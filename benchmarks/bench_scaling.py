@@ -171,6 +171,7 @@ def plot(results: list[dict], lengths: list[int], path: str) -> None:
              title=f"Step time ({PAIRS} pairs, tiny Llama, V=32000, CPU)")  # fmt: skip
     ax_m.set(xlabel="tokens per sequence", ylabel="peak RSS (GiB)", xscale="log", title="Peak memory")
     for ax in (ax_t, ax_m):
+        ax.minorticks_off()
         ax.set_xticks(lengths, [str(n) for n in lengths])
         ax.grid(alpha=0.3)
     ax_m.legend(fontsize=8)
