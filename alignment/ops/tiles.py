@@ -96,6 +96,10 @@ def logits_derivative(z: torch.Tensor, opts: KernelOptions) -> torch.Tensor | fl
     return (1.0 - t * t).mul_(opts.logit_scale / opts.temperature)
 
 
+#: columns per block where a whole-tile temporary would exceed the tiles the budget counts (row_dot, StableMax)
+COLUMN_BLOCK = 8192
+
+
 def stablemax(x: torch.Tensor) -> torch.Tensor:
     """s(x) = x + 1 for x >= 0, 1 / (1 - x) for x < 0 (StableMax, arXiv 2501.04697): positive, increasing,
     linear growth (no overflow, no max shift needed)."""
@@ -107,7 +111,7 @@ def stablemax_slope(x: torch.Tensor) -> torch.Tensor:
     return torch.where(x >= 0, torch.ones_like(x), (1 - x.clamp(max=0)).pow(-2))
 
 
-def stablemax_tile_sum(z: torch.Tensor, block: int = 8192) -> torch.Tensor:
+def stablemax_tile_sum(z: torch.Tensor, block: int = COLUMN_BLOCK) -> torch.Tensor:
     """sum_v s(z[n, v]) -> [n], by column blocks: s's temporaries are [n, block], never whole tiles."""
     out = stablemax(z[:, :block]).sum(dim=1)
     for v0 in range(block, z.shape[1], block):
@@ -115,7 +119,7 @@ def stablemax_tile_sum(z: torch.Tensor, block: int = 8192) -> torch.Tensor:
     return out
 
 
-def stablemax_slope_tile(z: torch.Tensor, block: int = 8192) -> torch.Tensor:
+def stablemax_slope_tile(z: torch.Tensor, block: int = COLUMN_BLOCK) -> torch.Tensor:
     """s'(z) for a whole tile: one new [n, v] tile (the one the budget counts), filled by column blocks."""
     out = torch.empty_like(z)
     for v0 in range(0, z.shape[1], block):
@@ -131,10 +135,7 @@ def grad_probabilities(z: torch.Tensor, lse: torch.Tensor, opts, keep_z: bool) -
     return torch.exp(z - lse.unsqueeze(1)) if keep_z else z.sub_(lse.unsqueeze(1)).exp_()
 
 
-ROW_DOT_BLOCK = 8192
-
-
-def row_dot(a: torch.Tensor, b: torch.Tensor, block: int = ROW_DOT_BLOCK) -> torch.Tensor:
+def row_dot(a: torch.Tensor, b: torch.Tensor, block: int = COLUMN_BLOCK) -> torch.Tensor:
     """sum_v a[n, v] * b[n, v] -> [n], by column blocks: the product temporary is [n, block], never a
     whole [n, v] tile beyond the ones the budget counts. (A bmm of rows would avoid the temporary but sums
     the long rows sequentially in float32: 20x less accurate at V = 1000.)"""

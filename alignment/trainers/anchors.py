@@ -41,6 +41,7 @@ from torch import nn
 
 from alignment.data.packing import Packing
 from alignment.models import ReferenceStates, causal_token_logps, load_model, reference_states, unwrap
+from alignment.trainers.packing import batch_packing
 
 KINDS = ("model", "copy", "adapter", "adapter state", "columns")
 
@@ -331,6 +332,7 @@ def _compute(trainer, anchor: Anchor, dataset, tokens: bool) -> dict:
         for start in tqdm(range(0, len(dataset), batch_size), desc=desc):
             rows = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
             batch = {k: v.to(device) for k, v in trainer.data_collator(rows).items()}
+            batch_packing(trainer, batch)  # a packed batch: the model is checked before anything is cached
             values = anchor_logps(policy, batch, trainer.kernel_kwargs(), tokens)
             out["chosen"].append(values.chosen.float().cpu())
             out["rejected"].append(values.rejected.float().cpu())

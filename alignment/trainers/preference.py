@@ -241,13 +241,13 @@ class PreferenceTrainer(AlignmentTrainer):
         return comp[: comp.shape[0] // 2, 1:].sum()
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        packing = packing_lib.batch_packing(self, inputs)  # checked against the model before any packed pass
         anchors = self.anchor_logps(inputs)
         n_pairs = inputs["input_ids"].shape[0] // 2
         scale = self.token_scale(num_items_in_batch)
         if scale is None:  # evaluation: this batch's own chosen tokens
             scale = float(inputs["completion_mask"][:n_pairs, 1:].sum())
         self._batch_pairs = n_pairs
-        packing = packing_lib.batch_packing(self, inputs)
         z_coef = self.args.z_loss
         scored = inputs["completion_mask"][:, 1:].sum() if z_coef else None  # no host sync when z-loss is off
 

@@ -230,6 +230,16 @@ def test_a_model_that_mixes_packed_sequences_is_refused(tmp_path, tokenizer):
         trainer.compute_loss(trainer.model, batch)
 
 
+def test_precompute_checks_the_model_before_caching(tmp_path, tokenizer):
+    """precompute_ref_logps runs packed batches at construction: the check comes first, nothing is cached."""
+    cache = tmp_path / "cache"
+    args = DPOConfig(output_dir=str(tmp_path), padding_free=True, precompute_ref_logps=True,
+                     ref_cache_dir=str(cache), **COMMON)  # fmt: skip
+    with pytest.raises(ValueError, match=r"OPTForCausalLM .* does not keep packed sequences apart"):
+        DPOTrainer(tiny("opt", len(tokenizer)), args=args, train_dataset=skewed_rows(), processing_class=tokenizer)
+    assert not cache.exists() or not any(cache.iterdir())
+
+
 def test_a_collator_that_does_not_pack_is_named(tmp_path, tokenizer):
     from alignment.data import PreferenceCollator
 
