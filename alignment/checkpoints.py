@@ -87,7 +87,7 @@ def _promote(trainer, run_dir: str, staged: str, final: str) -> None:
 def resume_target(value, output_dir: str | Path) -> str | None:
     """``--resume_from_checkpoint``: None (start fresh), a checkpoint folder, or true (the latest valid one in
     output_dir). A folder that does not exist, or true without a valid checkpoint, is an error."""
-    from alignment.recipes import RecipeError
+    from alignment.errors import RecipeError
 
     if value is None or value is False or str(value).lower() in ("false", "none", ""):
         return None

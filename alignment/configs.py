@@ -216,10 +216,13 @@ class AlignmentConfig(TrainingArguments):
                 self.pad_to_multiple_of = int(text)
             else:
                 raise ValueError(f"pad_to_multiple_of must be a positive integer, 'auto' or None, got {text!r}")
-        if self.save_steps is None:
-            self.save_steps = 500
-        elif str(getattr(self.save_strategy, "value", self.save_strategy)) == "no":
+        # idempotent, as every step of this method must be (dataclasses.replace runs it again on its own output):
+        # save_steps stays None while checkpoints are off, so a rebuilt config cannot read it as "--save_steps N"
+        strategy = str(getattr(self.save_strategy, "value", self.save_strategy))
+        if self.save_steps is not None and strategy == "no":
             self.save_strategy = "steps"  # --save_steps N alone means: save every N steps
+        elif self.save_steps is None and strategy != "no":
+            self.save_steps = 500  # TrainingArguments' default
         choice("truncation_mode", self.truncation_mode, ("keep_start", "keep_end"))
         choice("normalizer", self.normalizer, ("softmax", "stablemax"))
         if not self.z_loss >= 0:

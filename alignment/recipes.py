@@ -24,10 +24,9 @@ import yaml
 from transformers import HfArgumentParser
 
 from alignment.configs import ModelArguments, ScriptArguments
+from alignment.errors import RecipeError
 
-
-class RecipeError(ValueError):
-    """A recipe that cannot be used: names the file and the field."""
+__all__ = ["RecipeError", "load_recipe", "parse_overrides"]
 
 
 def _fields(*classes) -> set[str]:

@@ -104,7 +104,7 @@ def train(recipe: str, overrides: dict | None = None, command: str | None = None
 def _refuse_finished_run(output_dir: Path, overwrite: bool, resume) -> None:
     """A finished run (its alignment_run.json) is never replaced silently."""
     if (output_dir / "alignment_run.json").exists() and not overwrite and resume is None:
-        from alignment.recipes import RecipeError
+        from alignment.errors import RecipeError
 
         raise RecipeError(f"{output_dir} holds a finished run (alignment_run.json): pass --overwrite_output_dir true "
                           "to replace it, or --resume_from_checkpoint PATH|true to continue it")  # fmt: skip

@@ -81,7 +81,7 @@ class SelfPlay:
     def check_backend(self) -> None:
         if self.loop.generation_backend != "vllm":
             return
-        from alignment.recipes import RecipeError
+        from alignment.errors import RecipeError
         from alignment.vllm_backend import check_backend
 
         try:

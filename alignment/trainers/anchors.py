@@ -290,7 +290,7 @@ def precompute(trainer, anchor: Anchor, dataset, split: str, tokens: bool):
             torch.save(values, tmp)
             os.replace(tmp, path)
     accelerator.wait_for_everyone()
-    values = torch.load(path)
+    values = torch.load(path, weights_only=True)
     trainer.ref_cache_files.append(str(path))
     chosen_col, rejected_col = anchor.columns
     dataset = dataset.add_column(chosen_col, values["chosen"].tolist())
@@ -307,7 +307,7 @@ def _cached(path: Path, rows: int, tokens: bool) -> bool:
     if not path.exists():
         return False
     try:
-        values = torch.load(path)
+        values = torch.load(path, weights_only=True)
         keys = ("chosen", "rejected", *(("chosen_tokens", "rejected_tokens") if tokens else ()))
         if not all(len(values[k]) == rows for k in keys):
             raise ValueError(f"expected {rows} rows")

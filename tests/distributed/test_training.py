@@ -30,7 +30,7 @@ def run(out, method, batch, accum, config=None):
         ]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, f"{cmd}\n{done.stderr[-4000:]}"
-    return torch.load(out, weights_only=False)
+    return torch.load(out, weights_only=True)
 
 
 def same(a, b, tol=1e-5):

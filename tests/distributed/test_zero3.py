@@ -31,7 +31,7 @@ def test_zero3_two_processes_equal_one_process(tmp_path):
     ]  # fmt: skip
     done = subprocess.run(launch, env=_env(), capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
-    a, b = torch.load(single), torch.load(zero3)
+    a, b = torch.load(single, weights_only=True), torch.load(zero3, weights_only=True)
     assert b["partitioned"] and not a["partitioned"]  # the head really was split across the 2 processes
     assert torch.allclose(a["logps"], b["logps"], rtol=1e-5, atol=1e-6)
     assert torch.allclose(a["pair_loss"], b["pair_loss"], rtol=1e-5)
