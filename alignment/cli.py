@@ -280,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from alignment.data import DataError
     from alignment.diagnostics.probes import DiagnosticsError
-    from alignment.recipes import RecipeError
+    from alignment.errors import RecipeError, RunError
 
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -290,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides = [*extra, *args.overrides]
     try:
         return args.func(args)
-    except (DataError, RecipeError, DiagnosticsError, FileNotFoundError, NotImplementedError) as e:
+    except (DataError, RecipeError, DiagnosticsError, RunError, FileNotFoundError, NotImplementedError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

@@ -17,6 +17,33 @@ from typing import ClassVar
 import torch
 from transformers import TrainingArguments
 
+from alignment.checks import check_bounds, check_finite
+
+#: bounds of TrainingArguments' and our numeric fields (transformers checks none of these: a 0 batch size
+#: ended in a traceback deep in the data loader)
+TRAINING_BOUNDS = {
+    "per_device_train_batch_size": ">= 1",
+    "per_device_eval_batch_size": ">= 1",
+    "gradient_accumulation_steps": ">= 1",
+    "eval_accumulation_steps": ">= 1",
+    "learning_rate": ">= 0",
+    "weight_decay": ">= 0",
+    "adam_beta1": "[0, 1)",
+    "adam_beta2": "[0, 1)",
+    "adam_epsilon": ">= 0",
+    "num_train_epochs": ">= 0",
+    "warmup_steps": ">= 0",
+    "logging_steps": "> 0",
+    "eval_steps": "> 0",
+    "save_steps": "> 0",
+    "save_total_limit": ">= 0",
+    "dataloader_num_workers": ">= 0",
+    "label_smoothing_factor": "[0, 1)",
+    "kernel_memory_mb": ">= 1",
+    "dataset_num_proc": ">= 1",
+    "max_steps": ">= -1",
+}
+
 
 def choice(name: str, value, allowed) -> None:
     """Fail with a message naming the field and the allowed values."""
@@ -59,6 +86,13 @@ class ScriptArguments:
         default=False, metadata={"help": "Train into an output_dir that holds a finished run, replacing it."}
     )
 
+    def __post_init__(self):
+        check_finite(self)
+        size = self.test_split_size
+        if size is not None and not (0 < size < 1 or (size >= 1 and float(size).is_integer())):
+            raise ValueError(f"test_split_size must be a fraction in (0, 1) or a whole number of rows, got {size}")
+        check_bounds(self, {"eval_prompts": ">= 1"})
+
 
 @dataclass
 class ModelArguments:
@@ -81,8 +115,8 @@ class ModelArguments:
 
     def __post_init__(self):
         choice("dtype", self.dtype, ("float32", "bfloat16", "float16", "auto"))
-        if self.lora_r < 1:
-            raise ValueError(f"lora_r must be >= 1, got {self.lora_r}")
+        check_finite(self)
+        check_bounds(self, {"lora_r": ">= 1", "lora_alpha": "> 0", "lora_dropout": "[0, 1)"})
 
     def peft_config(self):
         if not self.use_peft:
@@ -199,6 +233,8 @@ class AlignmentConfig(TrainingArguments):
     )
 
     def __post_init__(self):
+        check_finite(self)  # every number of every method's config: --beta inf, --learning_rate nan
+        check_bounds(self, TRAINING_BOUNDS)
         if isinstance(self.model_init_kwargs, str):  # from the command line
             import json
 

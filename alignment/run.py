@@ -51,9 +51,9 @@ def train(recipe: str, overrides: dict | None = None, command: str | None = None
         from_scratch = bool(getattr(script, "init_from_config", None))
         load_kwargs = {"dtype": model_args.dtype, "trust_remote_code": config.trust_remote_code,
                        **(config.model_init_kwargs or {})}  # fmt: skip
+        train_ds, eval_ds = load_datasets(method.trainer.completions, script, config.seed)  # data errors first
         model = load_model(script.model_name_or_path, init_from_config=script.init_from_config, **load_kwargs)
         tokenizer = load_tokenizer(script.tokenizer_name_or_path or script.model_name_or_path, config.trust_remote_code)
-        train_ds, eval_ds = load_datasets(method.trainer.completions, script, config.seed)
         base_model = None if from_scratch else script.model_name_or_path
         datasets = [d if isinstance(d, str) else str(d.get("path")) for d in script.dataset_mixture]
         trainer = method.trainer(

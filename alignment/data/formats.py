@@ -17,6 +17,7 @@ message; each completion starts with an assistant message.
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from alignment.data.errors import DataFormatError
@@ -32,6 +33,40 @@ CARRIED_SUFFIX = "_logps"
 #: the column holding a conversational row's extra apply_chat_template arguments (its ``tools`` and
 #: ``chat_template_kwargs``) as JSON text
 TEMPLATE_KWARGS = "template_kwargs"
+
+
+def _finite_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _number_text(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def carried_values(row: dict[str, Any]) -> dict[str, Any]:
+    """The row's precomputed log-probability columns (``*_logps``), checked: a sum column (``ref_chosen_logps``)
+    holds one finite number, a per-token column (``ref_chosen_token_logps``) a list of finite numbers. A NaN, an
+    infinity, a missing value or text is an error naming the column: it would reach the loss, and from there
+    every weight."""
+    out = {}
+    for key, value in row.items():
+        if not (isinstance(key, str) and key.endswith(CARRIED_SUFFIX)):
+            continue
+        if key.endswith("_token" + CARRIED_SUFFIX):
+            if not (isinstance(value, list) and all(_finite_number(v) for v in value)):
+                bad = value if not isinstance(value, list) else next(v for v in value if not _finite_number(v))
+                raise DataFormatError(f"expected a list of finite numbers, got {bad!r}", field=key)
+        else:
+            value = _number_text(value)  # a csv file's cells are text
+            if not _finite_number(value):
+                raise DataFormatError(f"expected a finite number (a log-probability), got {value!r}", field=key)
+        out[key] = value
+    return out
 
 
 def _check_text(value: Any, field: str, allow_empty: bool = False) -> str:
@@ -241,7 +276,7 @@ def validate_row(
         prompt = _check_text(row["prompt"], "prompt", allow_empty=True)
     else:
         prompt = _check_messages(row["prompt"], "prompt")
-    clean = {"prompt": prompt, **dict(zip(completions, values))}
+    clean = {"prompt": prompt, **dict(zip(completions, values)), **carried_values(row)}
     if fmt == CONVERSATIONAL:
         for key, value in zip(completions, values):
             check_role_order(prompt, value, key)

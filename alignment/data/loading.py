@@ -22,6 +22,7 @@ import csv
 import io
 import json
 import logging
+import math
 import random
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -30,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from alignment.data.errors import DataFormatError, DataLoadError
-from alignment.data.formats import CARRIED_SUFFIX, PREFERENCE, TEMPLATE_KWARGS, validate_row
+from alignment.data.formats import CARRIED_SUFFIX, PREFERENCE, TEMPLATE_KWARGS, carried_values, validate_row
 
 logger = logging.getLogger(__name__)
 FILE_TYPES = (".jsonl", ".json", ".parquet", ".csv")
@@ -165,6 +166,7 @@ def validate_rows(
     completion columns (``formats.PREFERENCE`` or ``formats.SFT``)."""
     report = ValidationReport(source)
     out: list[dict[str, Any]] = []
+    numbers: list[int] = []  # each kept row's number in the source
     iterator = iter(rows)
     while True:
         try:
@@ -184,9 +186,10 @@ def validate_rows(
             report.dropped[f"{e.field}: {e.reason}" if e.field else e.reason] += 1
             continue
         report.format = report.format or fmt
-        clean.update({k: v for k, v in row.items() if k.endswith(CARRIED_SUFFIX)})
         out.append(clean)
+        numbers.append(row_no)
     report.kept = len(out)
+    check_carried_columns(out, numbers, source)
     if any(TEMPLATE_KWARGS in row for row in out):  # one schema for every row (from_list reads the first's keys)
         for row in out:
             row.setdefault(TEMPLATE_KWARGS, None)
@@ -194,6 +197,33 @@ def validate_rows(
         logger.warning("%s: dropped %d invalid rows (drop_invalid_rows), kept %d: %s", source,
                        sum(report.dropped.values()), report.kept, dict(report.dropped))  # fmt: skip
     return out, report
+
+
+def check_carried_columns(rows: list[dict[str, Any]], numbers: list[int], source: str) -> None:
+    """Precomputed columns (``*_logps``) are all or nothing: a column that some rows have and another lacks is
+    an error naming the first row without it (``Dataset.from_list`` would otherwise keep the first row's
+    columns and drop or null the column for every row)."""
+    carried = sorted({k for row in rows for k in row if k.endswith(CARRIED_SUFFIX)})
+    for column in carried:
+        for row, number in zip(rows, numbers):
+            if column not in row:
+                raise DataFormatError(
+                    "missing column (precomputed columns are all or nothing: other rows have it)", source, number,
+                    column,
+                )  # fmt: skip
+
+
+def check_tokenized_columns(dataset, source: str) -> None:
+    """An already tokenized dataset's precomputed columns, checked as :func:`validate_rows` checks raw rows
+    (finite numbers in every row)."""
+    carried = [c for c in dataset.column_names if c.endswith(CARRIED_SUFFIX)]
+    if not carried:
+        return
+    for number, row in enumerate(dataset.select_columns(carried).to_list(), start=1):
+        try:
+            carried_values(row)
+        except DataFormatError as e:
+            raise e.located(source, number) from None
 
 
 def _rows_to_dataset(rows: list[dict[str, Any]], source: str):
@@ -265,10 +295,20 @@ def _normalize_sources(sources) -> list[dict[str, Any]]:
     raise DataLoadError(f"dataset sources must be a path, a list or a {{path: weight}} mapping, got {sources!r}")
 
 
+def _weight(spec: dict) -> float:
+    """A source's weight: a finite number > 0 (default 1)."""
+    value = spec.get("weight", 1.0)
+    try:
+        weight = float(value)
+    except (TypeError, ValueError):
+        weight = math.nan
+    if not (math.isfinite(weight) and weight > 0):
+        raise DataLoadError(f"dataset source {spec.get('path')}: weight must be a finite number > 0, got {value!r}")
+    return weight
+
+
 def _take(n_rows: int, weight: float, rng: random.Random) -> list[int]:
     """Row indices for a weight: a fraction of the rows (weight <= 1) or whole copies plus a fraction."""
-    if weight <= 0:
-        raise DataLoadError(f"a dataset weight must be > 0, got {weight}")
     whole, frac = divmod(weight, 1.0)
     indices = list(range(n_rows)) * int(whole)
     indices += rng.sample(range(n_rows), round(frac * n_rows))
@@ -295,12 +335,13 @@ def load_preference_data(
         unknown = set(spec) - {"path", "weight", "split", "config", "columns"}
         if unknown:
             raise DataLoadError(f"dataset source {spec}: unknown keys {sorted(unknown)}")
+        weight = _weight(spec)  # before the source is read
         ds, report = load_preference_dataset(
             spec["path"], spec.get("split", split), spec.get("config"), drop_invalid, validate, completions,
             spec.get("columns"),
         )  # fmt: skip
         formats[spec["path"]] = report.format
-        parts.append(ds.select(_take(len(ds), float(spec.get("weight", 1.0)), rng)))
+        parts.append(ds.select(_take(len(ds), weight, rng)))
     if len(set(formats.values())) > 1:
         raise DataLoadError(f"cannot mix datasets of different formats: {formats}")
     mixed = concatenate_datasets(parts).shuffle(seed=seed) if len(parts) > 1 else parts[0]

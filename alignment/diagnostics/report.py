@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import html
+import math
 from pathlib import Path
 
 import jinja2
@@ -95,13 +96,30 @@ def iteration_table(run: Run) -> list[str]:
     return [*out, ""]
 
 
+def divergence(run: Run) -> list[str]:
+    """A line naming the first logged step whose loss is not a finite number (a run from before the
+    non-finite guard, or a log written elsewhere), else nothing."""
+    for entry in run.log_history:
+        value = entry.get("loss")
+        if isinstance(value, (int, float)) and not math.isfinite(value):
+            return [f"{run.name} ({run.method}): the training loss is {value} from step {entry.get('step', '?')}: the "
+                    "run diverged, and the metrics after that step mean nothing."]  # fmt: skip
+    return []
+
+
 def findings(runs: list[Run]) -> list[str]:
     """Plain-language findings: self-play progress, displacement, entanglement, collapse per run, then a
     comparison."""
     lines = [line for run in runs for line in self_play_findings(run) + regret_findings(run)]
     facts = [run_facts(r) for r in runs]
+    lines += [line for run in runs for line in divergence(run)]
     for f in facts:
-        if f["chosen_delta"] is not None:
+        if f["chosen_delta"] is not None and not math.isfinite(f["chosen_delta"]):
+            lines.append(
+                f"{f['name']} ({f['method']}): the probe pairs' chosen log-probability is {f['chosen_delta']} at the "
+                "last probe: the run diverged (non-finite weights), so its probe diagnostics mean nothing."
+            )
+        elif f["chosen_delta"] is not None:
             direction = "fell" if f["chosen_delta"] < 0 else "rose"
             lines.append(
                 f"{f['name']} ({f['method']}): on {f['probe_pairs']} probe pairs the chosen log-probability "
@@ -120,7 +138,10 @@ def findings(runs: list[Run]) -> list[str]:
             )
         elif f["max_collapse"] == 0:
             lines.append(f"{f['name']}: no softmax collapse (no scored token's softmax saturated in float32).")
-    ranked = sorted((f for f in facts if f["chosen_delta"] is not None), key=lambda f: f["chosen_delta"])
+    ranked = sorted(
+        (f for f in facts if f["chosen_delta"] is not None and math.isfinite(f["chosen_delta"])),
+        key=lambda f: f["chosen_delta"],
+    )
     if len(ranked) > 1:
         low, high = ranked[0], ranked[-1]
         lines.append(

@@ -3,6 +3,24 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
+
+from alignment.checks import check_bounds, check_finite
+from alignment.tasks import TASKS
+
+BOUNDS = {
+    "iterations": ">= 1",
+    "samples_per_prompt": ">= 2",
+    "prompts_per_iteration": ">= 1",
+    "judge_fit_prompts": ">= 1",
+    "judge_fit_epochs": "> 0",
+    "judge_fit_learning_rate": "> 0",
+    "temperature": "> 0",
+    "max_new_tokens": ">= 1",
+    "generation_batch_size": ">= 1",
+    "loop_eval_prompts": ">= 1",
+}
+JUDGE_FORMS = "task, task:NAME, reward_model:PATH, pair_preference:PATH, bradley_terry or bradley_terry:NAME"
 
 
 @dataclass
@@ -42,15 +60,36 @@ class SelfPlayArguments:
     loop_eval_prompts: int = field(default=200, metadata={"help": "Held-out prompts evaluated after each iteration."})
 
     def __post_init__(self):
-        for name in ("iterations", "samples_per_prompt", "prompts_per_iteration"):
-            if getattr(self, name) < (2 if name == "samples_per_prompt" else 1):
-                raise ValueError(f"{name} must be >= {2 if name == 'samples_per_prompt' else 1}")
+        check_finite(self)
+        check_bounds(self, BOUNDS)
         if self.prompt_task is None and self.prompt_dataset is None:
             raise ValueError("the self-play loop needs prompt_task or prompt_dataset")
+        if self.prompt_task is not None and self.prompt_task not in TASKS:
+            raise ValueError(f"prompt_task must be one of {sorted(TASKS)}, got {self.prompt_task!r}")
+        check_judge(self.judge, self.prompt_task)
         if self.generation_backend not in ("transformers", "vllm"):
             raise ValueError(f"generation_backend must be transformers or vllm, got {self.generation_backend!r}")
         if self.ref_policy not in ("previous", "sft"):
             raise ValueError(f"ref_policy must be previous or sft, got {self.ref_policy!r}")
+
+
+def check_judge(spec, task_name: str | None) -> None:
+    """A judge's recipe string names a known kind, a known task and (for a model judge given as a local path)
+    a folder that exists: checked when the recipe is read, before anything is loaded or sampled."""
+    if not isinstance(spec, str):
+        return
+    kind, _, arg = spec.partition(":")
+    if kind in ("task", "bradley_terry"):
+        if not (arg or task_name):
+            raise ValueError(f"judge {spec!r} needs a task: set prompt_task or write {kind}:NAME")
+        if (arg or task_name) not in TASKS:
+            raise ValueError(f"judge {spec!r}: the task must be one of {sorted(TASKS)}, got {arg or task_name!r}")
+    elif kind in ("reward_model", "pair_preference") and arg:
+        local = arg.startswith((".", "/", "~")) or arg.count("/") > 1 or Path(arg).suffix != ""
+        if local and not Path(arg).expanduser().is_dir():
+            raise ValueError(f"judge {spec!r}: {arg} is not a model folder")
+    else:
+        raise ValueError(f"judge must be {JUDGE_FORMS}; got {spec!r}")
 
 
 def make_judge(spec, task_name: str | None, device=None):
@@ -70,7 +109,4 @@ def make_judge(spec, task_name: str | None, device=None):
         return judges.RewardModelJudge(arg, device=device)
     if kind == "pair_preference" and arg:
         return judges.PairPreferenceJudge(arg, device=device)
-    raise ValueError(
-        "judge must be task, task:NAME, reward_model:PATH, pair_preference:PATH, bradley_terry or "
-        f"bradley_terry:NAME; got {spec!r}"
-    )
+    raise ValueError(f"judge must be {JUDGE_FORMS}; got {spec!r}")

@@ -21,10 +21,12 @@ from transformers import Trainer
 
 from alignment.configs import AlignmentConfig
 from alignment.data import tokenize_preference_dataset, validate_dataset
+from alignment.data.loading import check_tokenized_columns
 from alignment.diagnostics.collapse import collapse_stats
 from alignment.models import load_model, load_tokenizer, model_name, unwrap
 from alignment.trainers import packing
 from alignment.trainers.anchors import is_peft, unwrap_peft
+from alignment.trainers.finite import NonFiniteGuard, refuse_nonfinite_weights
 from alignment.trainers.registry import Method
 from alignment.trainers.trl_options import disable_dropout
 
@@ -130,6 +132,8 @@ class AlignmentTrainer(Trainer):
 
         self.sigterm = SigtermCheckpoint()  # before the diagnostics: its handler is in place when they start
         self.add_callback(self.sigterm)
+        self.nonfinite = NonFiniteGuard(self)
+        self.add_callback(self.nonfinite)
         if args.diagnostics and self.probe_status == "on":
             from alignment.diagnostics import DiagnosticsCallback
 
@@ -152,6 +156,7 @@ class AlignmentTrainer(Trainer):
             return dataset
         refuse_iterable(dataset, name)
         if {"prompt_ids", *(f"{c}_ids" for c in self.completions)} <= set(dataset.column_names):
+            check_tokenized_columns(dataset, f"{name} dataset")
             return dataset
         dataset, report = validate_dataset(dataset, f"{name} dataset", completions=self.completions)
         logger.info("%s", report)
@@ -251,9 +256,17 @@ class AlignmentTrainer(Trainer):
 
     def training_step(self, *args, **kwargs):
         if not self.args.activation_offloading:
-            return super().training_step(*args, **kwargs)
-        with torch.autograd.graph.save_on_cpu(pin_memory=torch.cuda.is_available()):
-            return super().training_step(*args, **kwargs)
+            loss = super().training_step(*args, **kwargs)
+        else:
+            with torch.autograd.graph.save_on_cpu(pin_memory=torch.cuda.is_available()):
+                loss = super().training_step(*args, **kwargs)
+        self.nonfinite.record_loss(loss)  # checked with the gradients before the optimizer step
+        return loss
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False):
+        """Trainer.save_model (and so every checkpoint and push), refused for a model with non-finite weights."""
+        refuse_nonfinite_weights(self.model, f"the model to be saved in {output_dir or self.args.output_dir}")
+        return super().save_model(output_dir, _internal_call)
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         inputs = self._prepare_inputs(inputs)
