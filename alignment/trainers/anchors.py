@@ -15,8 +15,9 @@ Each anchor is one of
 
 With ``precompute_ref_logps`` every anchor that is not already ``columns`` is evaluated once before
 training and added to the dataset as columns, through a disk cache. The cache key is a hash of the anchor's
-policy (config and every parameter value, plus the swapped adapter state), the tokenized dataset's content,
-the tokenization settings and whether per-token values are kept, so a stale cache is never read. With
+policy (config and every parameter value, plus the swapped adapter state), the tokenized dataset's content and
+every setting that can change the values (:func:`cache_settings`: tokenization, batching and packing, the op's
+normalizer and options, dtypes, attention), so a stale cache is never read. With
 several processes the main process computes and writes the file (atomically: temp file + rename) and the
 others wait and read it; every process then holds the same columns.
 
@@ -260,20 +261,50 @@ def from_batch(anchor: Anchor, batch: dict, tokens: bool) -> AnchorLogps:
     return AnchorLogps(chosen, rejected, per_token[:, 1:] if tokens else None)
 
 
+#: the config fields that can change an anchor's log-probabilities beyond its weights (and its model config:
+#: softcapping, logit scale, ...) and the token ids, which the key hashes itself: how rows become tokens, batches
+#: and packed rows, the op's options and the precision. tests/reliability/test_cache_key.py fails when the anchors'
+#: pass reads a field that is neither here nor in NEUTRAL_FIELDS.
+VALUE_FIELDS = (
+    "max_length", "truncation_mode", "max_prompt_length", "max_completion_length", "chat_template", "pad_token",
+    "pad_to_multiple_of", "padding_free", "normalizer", "kernel_memory_mb", "bf16", "fp16",
+    "precompute_ref_batch_size", "per_device_eval_batch_size",
+)  # fmt: skip
+#: fields the anchors' pass reads that cannot change a value: where the cache lives, which device runs it
+NEUTRAL_FIELDS = (
+    "output_dir", "ref_cache_dir", "precompute_ref_logps", "use_cpu", "device", "n_gpu", "world_size",
+    "process_index", "local_process_index", "parallel_mode", "distributed_state", "_n_gpu", "diagnostics",
+    "dataset_num_proc",
+)  # fmt: skip
+
+
+def cache_settings(trainer, anchor: Anchor, tokens: bool) -> dict:
+    """Everything but the weights and the token ids that decides an anchor's cached values: the VALUE_FIELDS,
+    the op's options as the trainer passes them (a method's own kernel options included), the anchor model's
+    dtypes and attention implementation, and whether per-token values are kept."""
+    model = anchor.model if anchor.model is not None else trainer.model
+    config = getattr(unwrap(model), "config", None)
+    return {
+        **{name: str(getattr(trainer.args, name, None)) for name in VALUE_FIELDS},
+        "kernel": {k: str(v) for k, v in sorted(trainer.kernel_kwargs().items())},
+        "dtypes": sorted({str(p.dtype) for p in model.parameters()}),
+        "attention": str(getattr(config, "_attn_implementation", None)),
+        "values": "tokens" if tokens else "sums",
+    }
+
+
+def cache_key(trainer, anchor: Anchor, dataset, tokens: bool) -> str:
+    """The cache file's key: a hash of the anchor's policy, the dataset's token ids and :func:`cache_settings`."""
+    settings = json.dumps(cache_settings(trainer, anchor, tokens), sort_keys=True)
+    text = "-".join([anchor.fingerprint(trainer.model), dataset_fingerprint(dataset), settings])
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
 def precompute(trainer, anchor: Anchor, dataset, split: str, tokens: bool):
     """Add the anchor's columns (sums, and per-token lists when ``tokens``) to a tokenized dataset, through
     the disk cache."""
     args = trainer.args
-    key = "-".join(
-        [
-            anchor.fingerprint(trainer.model),
-            dataset_fingerprint(dataset),
-            str(args.max_length),
-            args.truncation_mode,
-            "tokens" if tokens else "sums",
-        ]
-    )
-    key = hashlib.sha256(key.encode()).hexdigest()[:24]
+    key = cache_key(trainer, anchor, dataset, tokens)
     folder = Path(args.ref_cache_dir or Path(args.output_dir) / "ref_logps_cache")
     path = folder / f"{split}-{anchor.name}-{key}.pt"
     accelerator = trainer.accelerator
