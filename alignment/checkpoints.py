@@ -51,17 +51,22 @@ def save_atomically(trainer, save: Callable[[], None], trial=None) -> None:
         shutil.rmtree(os.path.join(staging, name), ignore_errors=True)  # a killed save's leftovers
     trainer.accelerator.wait_for_everyone()
     trainer._get_output_dir = lambda trial=None: staging  # the Trainer builds <run_dir>/checkpoint-N from it
+    pushes: list[str] = []  # the Trainer's push of the checkpoint uploads in the background: from its final place
+    trainer._push_from_checkpoint = pushes.append
     try:
         save()
     finally:
-        del trainer._get_output_dir
+        del trainer._get_output_dir, trainer._push_from_checkpoint
     trainer.accelerator.wait_for_everyone()
+    final = os.path.join(run_dir, name)
     if trainer.args.should_save:
-        _promote(trainer, run_dir, os.path.join(staging, name), os.path.join(run_dir, name))
+        _promote(trainer, run_dir, os.path.join(staging, name), final)
         from transformers.trainer_utils import rotate_checkpoints
 
         rotate_checkpoints(run_dir, trainer.args.save_total_limit, trainer.state.best_model_checkpoint)
     trainer.accelerator.wait_for_everyone()
+    if pushes:
+        trainer._push_from_checkpoint(final)
 
 
 def _promote(trainer, run_dir: str, staged: str, final: str) -> None:

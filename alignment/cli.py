@@ -86,14 +86,16 @@ def _data_validate(args) -> int:
 def _train(args) -> int:
     from alignment.recipes import RecipeError, parse_overrides
     from alignment.run import train
+    from alignment.secrets import redact_argv
 
     method = getattr(args, "method_command", None)
+    words = redact_argv([args.recipe, *args.overrides])  # the command that reproduces the run, less its secrets
     if method is None:
-        command = "alignment train " + " ".join([args.recipe, *args.overrides])
+        command = "alignment train " + " ".join(words)
     else:  # TRL's shape: alignment dpo --config RECIPE [--field value ...]
         if args.recipe is None:
             raise RecipeError(f"alignment {method}: give the recipe with --config RECIPE.yaml")
-        command = f"alignment {method} --config " + " ".join([args.recipe, *args.overrides])
+        command = f"alignment {method} --config " + " ".join(words)
     summary = train(args.recipe, parse_overrides(args.overrides), command, method)
     if "eval" in summary:
         print(json.dumps({"eval": summary["eval"]}, indent=1))

@@ -10,6 +10,7 @@ token-id columns), ``report_to="none"``, logging every 10 steps, and ``max_lengt
 
 from __future__ import annotations
 
+import copy
 import re
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -18,6 +19,7 @@ import torch
 from transformers import TrainingArguments
 
 from alignment.checks import check_bounds, check_finite
+from alignment.secrets import without_secrets
 
 #: bounds of TrainingArguments' and our numeric fields (transformers checks none of these: a 0 batch size
 #: ended in a traceback deep in the data loader)
@@ -232,6 +234,22 @@ class AlignmentConfig(TrainingArguments):
         },
     )
 
+    def __getstate__(self):
+        """Pickled (training_args.bin in every save and checkpoint, which a push uploads) without its secrets:
+        ``hub_token`` and any other field named like a credential (alignment.secrets) is None there."""
+        return without_secrets(self.__dict__)
+
+    def __copy__(self):  # copies keep every value (the pickling above is for files only)
+        new = type(self).__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        return new
+
+    def __deepcopy__(self, memo):
+        new = type(self).__new__(type(self))
+        memo[id(self)] = new
+        new.__dict__.update({k: copy.deepcopy(v, memo) for k, v in self.__dict__.items()})
+        return new
+
     def __post_init__(self):
         check_finite(self)  # every number of every method's config: --beta inf, --learning_rate nan
         check_bounds(self, TRAINING_BOUNDS)
@@ -291,7 +309,10 @@ class PreferenceConfig(AlignmentConfig):
     )
     ref_cache_dir: str | None = field(
         default=None,
-        metadata={"help": "Cache folder for precomputed anchor values (default output_dir/ref_logps_cache)."},
+        metadata={
+            "help": "Cache folder for precomputed anchor values (default output_dir/_ref_logps_cache, which a push "
+            "to the Hub leaves out)."
+        },
     )
     precompute_ref_log_probs: bool | None = field(
         default=None, metadata={"help": "TRL's name for precompute_ref_logps (an alias)."}

@@ -14,6 +14,9 @@ from dataclasses import fields
 from enum import Enum
 from pathlib import Path
 
+from alignment.io import atomic_write_text
+from alignment.secrets import redact
+
 #: the training settings every card shows (TrainingArguments / AlignmentConfig fields); each method's own
 #: fields (those its config adds to AlignmentConfig) come first, derived from the config class itself
 TRAINING_HYPERPARAMETERS = (
@@ -51,7 +54,8 @@ def final_metrics(log_history: list[dict]) -> dict[str, float]:
 def model_card(info: dict) -> str:
     """Markdown with YAML front matter, from a dict: method, paper, arxiv, base_model, datasets,
     hyperparameters (name -> value), hyperparameter_help (name -> text, optional), metrics, eval (optional),
-    command (optional), model_name."""
+    command (optional), model_name. Secrets are masked (alignment.secrets)."""
+    info = redact(info)
     datasets = info.get("datasets") or []
     helps = {k: v.replace("|", "/") for k, v in (info.get("hyperparameter_help") or {}).items()}
     front = ["---", "library_name: transformers", "tags:", "- alignment", f"- {info['method']}"]
@@ -143,5 +147,5 @@ def card_info(trainer, model_name: str | None = None) -> dict:
 def write_model_card(trainer, model_name: str | None = None) -> Path:
     path = Path(trainer.args.output_dir) / "README.md"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(model_card(card_info(trainer, model_name)))
+    atomic_write_text(path, model_card(card_info(trainer, model_name)))
     return path

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from alignment.checkpoints import resume_target
 from alignment.io import atomic_write_text
+from alignment.secrets import redact
 
 logger = logging.getLogger("alignment")
 
@@ -133,7 +134,8 @@ def _plain(value) -> bool:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    atomic_write_text(path, json.dumps(data, indent=1, default=str))
+    """A run record, its secrets masked (alignment.secrets)."""
+    atomic_write_text(path, json.dumps(redact(data), indent=1, default=str))
 
 
 def evaluate(model, tokenizer, task_name: str, n: int = 500, modes=("greedy", "sampled"), seed: int = 0,

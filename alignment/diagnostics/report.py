@@ -21,6 +21,7 @@ from alignment.diagnostics.regret_plots import REGRET_FIGURES
 from alignment.diagnostics.runs import Run, load_runs
 from alignment.io import atomic_write_text
 from alignment.regret_eval import table as regret_table
+from alignment.secrets import redact_text
 
 TEMPLATE = Path(__file__).with_name("report.html.j2")
 
@@ -220,6 +221,6 @@ def write_report(run_dirs: list[str], output: str | Path | None = None) -> tuple
         output = Path(run_dirs[0]) / "report.html" if len(run_dirs) == 1 else Path("report.html")
     output = Path(output)
     markdown = output.with_suffix(".md")
-    atomic_write_text(output, render_html(runs))
-    atomic_write_text(markdown, render_markdown(runs, output.name))
+    atomic_write_text(output, redact_text(render_html(runs)))  # a run record from elsewhere may hold a secret
+    atomic_write_text(markdown, redact_text(render_markdown(runs, output.name)))
     return output, markdown

@@ -32,6 +32,7 @@ from pathlib import Path
 
 from alignment.io import atomic_write_text, read_cached_jsonl, read_jsonl, write_jsonl
 from alignment.loops.settings import SelfPlayArguments, make_judge
+from alignment.secrets import redact
 
 logger = logging.getLogger("alignment")
 
@@ -305,6 +306,6 @@ class SelfPlay:
             "iterations": rows, "log_history": self.log_history(),
             "eval": {k: last[k] for k in ("greedy", "sampled") if k in last},
         }  # fmt: skip
-        text, path = json.dumps(summary, indent=1, default=str), self.out / "alignment_run.json"
+        text, path = json.dumps(redact(summary), indent=1, default=str), self.out / "alignment_run.json"
         if not path.exists() or path.read_text() != text:  # a rerun of a finished loop changes nothing
             atomic_write_text(path, text)

@@ -305,7 +305,7 @@ def precompute(trainer, anchor: Anchor, dataset, split: str, tokens: bool):
     the disk cache."""
     args = trainer.args
     key = cache_key(trainer, anchor, dataset, tokens)
-    folder = Path(args.ref_cache_dir or Path(args.output_dir) / "ref_logps_cache")
+    folder = Path(args.ref_cache_dir or Path(args.output_dir) / "_ref_logps_cache")  # "_*": never pushed
     path = folder / f"{split}-{anchor.name}-{key}.pt"
     accelerator = trainer.accelerator
     cached = _cached(path, len(dataset), tokens)

@@ -75,6 +75,6 @@ def test_a_rerun_with_another_normalizer_does_not_reuse_the_softmax_cache(tmp_pa
         trainer = _trainer(tmp_path, precompute_ref_logps=True, normalizer=normalizer, max_steps=1, learning_rate=0.0)
         trainer.train()
         first_losses[normalizer] = trainer.state.log_history[0]["loss"]
-    assert len(list((tmp_path / "out" / "ref_logps_cache").glob("train-ref-*.pt"))) == 2
+    assert len(list((tmp_path / "out" / "_ref_logps_cache").glob("train-ref-*.pt"))) == 2
     for normalizer, loss in first_losses.items():  # policy == reference at step 0: every margin is 0
         assert loss == pytest.approx(math.log(2), abs=1e-4), normalizer

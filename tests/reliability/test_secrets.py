@@ -1,0 +1,61 @@
+"""Secrets stay secret: a run with --hub_token on the command line (and a key in the recipe's env:) pushed to a
+local server speaking the Hub API; neither value is in any uploaded file, any local file of the run, or its
+logs; the reference cache files are not uploaded."""
+
+import os
+import subprocess
+import sys
+
+import yaml
+
+from alignment.secrets import MASK, is_secret_name, redact, redact_argv, redact_text
+from tests.conftest import ROOT
+from tests.hub_server import HubServer
+
+TOKEN = "hf_SeCrEtToKeN0123456789abcdef"
+ENV_KEY = "wandb-key-0123456789-secret"
+
+
+def test_names_and_shapes():
+    assert all(map(is_secret_name, ["hub_token", "HF_TOKEN", "WANDB_API_KEY", "db_password", "--hub-token", "secret"]))
+    assert not any(map(is_secret_name, ["pad_token", "max_new_tokens", "include_num_input_tokens_seen", "keys"]))
+    assert redact_argv(["r.yaml", "--hub_token", "x", "--beta", "0.1", "--api_key=y"]) == [
+        "r.yaml", "--hub_token", MASK, "--beta", "0.1", f"--api_key={MASK}"]  # fmt: skip
+    assert redact_text("run --hub_token=abc\nhub_token: abc HF_TOKEN=abc pad_token: <pad>") == (
+        f"run --hub_token={MASK}\nhub_token: {MASK} HF_TOKEN={MASK} pad_token: <pad>"
+    )
+    assert redact({"a": [f"see {TOKEN}"], "hub_token": "x", "pad_token": "<pad>"}) == {
+        "a": [f"see {MASK}"], "hub_token": MASK, "pad_token": "<pad>"}  # fmt: skip
+
+
+def test_a_pushed_run_leaks_no_secret_anywhere(tmp_path):
+    recipe = yaml.safe_load((ROOT / "recipes" / "quickstart" / "dpo.yaml").read_text())
+    recipe["env"] = {"WANDB_API_KEY": ENV_KEY}
+    recipe_path = tmp_path / "recipe.yaml"
+    recipe_path.write_text(yaml.safe_dump(recipe))
+    out = tmp_path / "run"
+    server = HubServer().start()
+    try:
+        env = {**os.environ, "HF_ENDPOINT": server.url, "HF_HUB_OFFLINE": "0", "HF_HUB_DISABLE_XET": "1",
+               "HF_HOME": str(tmp_path / "hf_home"), "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}  # fmt: skip
+        command = [sys.executable, "-m", "alignment.cli", "train", str(recipe_path), "--max_steps", "2",
+                   "--per_device_train_batch_size", "4", "--eval_task", "null", "--eval_dataset", "null",
+                   "--logging_steps", "1", "--save_steps", "1", "--push_to_hub", "true", "--hub_model_id",
+                   "alice/secret-run", "--hub_token", TOKEN, "--hub_strategy", "checkpoint",
+                   "--output_dir", str(out)]  # fmt: skip
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        uploaded = server.repos["alice/secret-run"]
+    finally:
+        server.stop()
+    assert {"README.md", "alignment_run.json", "report.html", "training_args.bin", "model.safetensors"} <= set(uploaded)
+    assert any(p.startswith("last-checkpoint/") and p.endswith("training_args.bin") for p in uploaded), sorted(uploaded)
+    assert not [p for p in uploaded if "logps_cache" in p or "-ref-" in p]  # the reference cache stays home
+    assert list((out / "_ref_logps_cache").glob("*.pt"))  # ... where it was written
+    local = {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert "README.md" in local and "alignment_run.json" in local and "report.html" in local
+    for name, data in [*uploaded.items(), *local.items(), ("stdout", done.stdout.encode()),
+                       ("stderr", done.stderr.encode())]:  # fmt: skip
+        for secret in (TOKEN, ENV_KEY):
+            assert secret.encode() not in data, f"{secret} in {name}"
+    assert "--hub_token <redacted>" in uploaded["README.md"].decode()  # the command is still there, masked
