@@ -211,6 +211,13 @@ class AlignmentConfig(TrainingArguments):
             "x + 1 for x >= 0, 1/(1 - x) below, in place of exp; not for sparsepo or regret)."
         },
     )
+    allow_changed_settings: bool = field(
+        default=False,
+        metadata={
+            "help": "Resume a checkpoint (or rerun a self-play folder) with settings other than those it was started "
+            "with; the changes are logged and recorded (otherwise: an error listing them)."
+        },
+    )
     diagnostics: bool = field(
         default=True,
         metadata={

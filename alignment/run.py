@@ -8,6 +8,7 @@ from pathlib import Path
 
 from alignment.checkpoints import resume_target
 from alignment.io import atomic_write_text
+from alignment.locks import output_dir_lock
 from alignment.secrets import redact
 
 logger = logging.getLogger("alignment")
@@ -34,15 +35,22 @@ def train(recipe: str, overrides: dict | None = None, command: str | None = None
     model, tokenizer and alignment_run.json in output_dir."""
     from transformers import set_seed
 
-    from alignment.models import load_model, load_tokenizer
     from alignment.recipes import load_recipe
-    from alignment.trainers import RunInfo, get_method
+    from alignment.trainers import get_method
 
     method_name, script, model_args, config = load_recipe(recipe, overrides, method)
     method = get_method(method_name)
     set_seed(config.seed)
-    if getattr(script, "self_play", None) is not None:
-        return self_play(method_name, script, model_args, config, {"recipe": str(recipe), "command": command})
+    with output_dir_lock(config.output_dir, command):  # one writer per output_dir, before any work
+        if getattr(script, "self_play", None) is not None:
+            return self_play(method_name, script, model_args, config, {"recipe": str(recipe), "command": command})
+        return _train(recipe, method, script, model_args, config, command)
+
+
+def _train(recipe, method, script, model_args, config, command) -> dict:
+    from alignment.models import load_model, load_tokenizer
+    from alignment.trainers import RunInfo
+
     resume = resume_target(config.resume_from_checkpoint, config.output_dir)
     _refuse_finished_run(Path(config.output_dir), script.overwrite_output_dir, resume)
     if hasattr(method.trainer, "from_recipe"):  # a method that draws its own training data (regret-loss)
@@ -82,6 +90,7 @@ def train(recipe: str, overrides: dict | None = None, command: str | None = None
         "active": trainer.active_summary(),
         "hyperparameters": {k: v for k, v in config.to_dict().items() if _plain(v)},
         "train_metrics": result.metrics,
+        **({"setting_changes": trainer.setting_changes} if trainer.setting_changes else {}),
         "log_history": trainer.state.log_history,
     }
     if script.eval_task and trainer.accelerator.is_main_process:

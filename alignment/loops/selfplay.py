@@ -31,8 +31,12 @@ import time
 from pathlib import Path
 
 from alignment.io import atomic_write_text, read_cached_jsonl, read_jsonl, write_jsonl
+from alignment.locks import output_dir_lock
 from alignment.loops.settings import SelfPlayArguments, make_judge
+from alignment.run_settings import check_same, read_settings, write_settings
 from alignment.secrets import redact
+
+SELF_PLAY_SETTINGS = "self_play_settings.json"
 
 logger = logging.getLogger("alignment")
 
@@ -258,8 +262,29 @@ class SelfPlay:
                         seed=self.config.seed, max_new_tokens=self.max_new_tokens)  # fmt: skip
 
     # ----- the loop ---------------------------------------------------------------------------------
+    def settings(self) -> dict:
+        """The loop's settings, compared when a folder is rerun (alignment.run_settings)."""
+        return {"method": self.method.name, "model": self.start, **self.config.to_dict(),
+                **dataclasses.asdict(self.loop)}  # fmt: skip
+
+    def check_settings(self) -> None:
+        """A rerun of a self-play folder continues the same loop: other settings (eta, samples_per_prompt, seed,
+        ...) are an error listing them, unless ``allow_changed_settings`` (then recorded in the run)."""
+        saved = read_settings(self.out, SELF_PLAY_SETTINGS)
+        changes = check_same(saved, self.settings(), f"self-play folder {self.out}", self.config.allow_changed_settings)
+        if changes:
+            self.info["setting_changes"] = self.info.get("setting_changes", []) + changes
+        if self.procs.is_main and (saved is None or changes):
+            write_settings(self.out, self.settings(), SELF_PLAY_SETTINGS)
+        self.procs.barrier()
+
     def run(self) -> list[dict]:
+        with output_dir_lock(self.out, self.info.get("command")):
+            return self._run()
+
+    def _run(self) -> list[dict]:
         self.out.mkdir(parents=True, exist_ok=True)
+        self.check_settings()
         if 0 not in self.logged() and self.procs.is_main:
             self.log({"iteration": 0, "policy": self.start, **self.evaluate(0, self.start)})
         self.procs.barrier()

@@ -11,19 +11,25 @@ A subclass is registered as a method with :func:`alignment.trainers.registry.reg
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch import nn
 from transformers import Trainer
 
+from alignment.checkpoints import latest_valid_checkpoint
 from alignment.configs import AlignmentConfig
 from alignment.data import tokenize_preference_dataset, validate_dataset
 from alignment.data.loading import check_tokenized_columns
 from alignment.diagnostics.collapse import collapse_stats
+from alignment.locks import output_dir_lock
 from alignment.models import load_model, load_tokenizer, model_name, unwrap
+from alignment.run_settings import check_same, read_settings, write_settings
 from alignment.trainers import packing
 from alignment.trainers.anchors import is_peft, unwrap_peft
 from alignment.trainers.finite import NonFiniteGuard, refuse_nonfinite_weights
@@ -104,6 +110,7 @@ class AlignmentTrainer(Trainer):
 
             model = get_peft_model(model, peft_config)
         self.run_info = run_info or RunInfo()
+        self.setting_changes: list[str] = []  # what a resume with allow_changed_settings changed
         self.data_reports: dict[str, str] = {}
         self.ref_cache_files: list[str] = []
         self._metrics = {"train": defaultdict(list), "eval": defaultdict(list)}
@@ -287,10 +294,43 @@ class AlignmentTrainer(Trainer):
         super().log(logs, start_time)
 
     def _save_checkpoint(self, model, trial):
-        """Checkpoints are written to a staging folder and renamed when complete (alignment.checkpoints)."""
+        """Checkpoints are written to a staging folder and renamed when complete (alignment.checkpoints), each
+        with the settings it was trained with (alignment.run_settings)."""
         from alignment.checkpoints import save_atomically
 
-        save_atomically(self, lambda: super(AlignmentTrainer, self)._save_checkpoint(model, trial), trial)
+        def save():
+            super(AlignmentTrainer, self)._save_checkpoint(model, trial)
+            if self.args.should_save:  # inside the staging folder (save_atomically's output dir)
+                staged = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
+                write_settings(staged, self.run_settings())
+
+        save_atomically(self, save, trial)
+
+    # ----- one run, one writer, one set of settings --------------------------------------------------------
+    def run_settings(self) -> dict:
+        """What makes this run this run: the method, the model, the data and every config field (compared on a
+        resume; alignment.run_settings says which fields may change)."""
+        peft = next(iter(unwrap_peft(self.model).peft_config.values()), None) if is_peft(self.model) else None
+        return {
+            "method": self.method.name,
+            "model": self.model_id,
+            "datasets": list(self.run_info.datasets),
+            "train_rows": dataset_signature(self.train_dataset),
+            "peft": None if peft is None else peft.to_dict(),
+            **self.args.to_dict(),
+        }
+
+    def train(self, resume_from_checkpoint=None, trial=None, **kwargs):
+        """Trainer.train holding the output_dir's lock (alignment.locks); a resumed checkpoint's settings must
+        equal this run's (alignment.run_settings; ``allow_changed_settings`` records the changes instead)."""
+        with output_dir_lock(self.args.output_dir, self.run_info.command, enabled=self.is_world_process_zero()):
+            folder = resume_from_checkpoint
+            if folder is True:
+                folder = latest_valid_checkpoint(self.args.output_dir)
+            if folder:
+                self.setting_changes = check_same(read_settings(folder), self.run_settings(), f"checkpoint {folder}",
+                                                  self.args.allow_changed_settings)  # fmt: skip
+            return super().train(resume_from_checkpoint=resume_from_checkpoint, trial=trial, **kwargs)
 
     # ----- the Hub --------------------------------------------------------------------------------------
     def create_model_card(self, model_name: str | None = None, **kwargs) -> None:
@@ -387,6 +427,15 @@ def set_pad_token(tokenizer, pad_token: str | None) -> None:
         tokenizer.pad_token = pad_token
     elif tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+
+
+def dataset_signature(dataset) -> dict | None:
+    """A training dataset's identity for the run settings: its rows and a hash of its first 32 rows."""
+    if dataset is None or not hasattr(dataset, "__len__"):
+        return None
+    head = dataset.select(range(min(32, len(dataset)))).to_list() if hasattr(dataset, "select") else []
+    text = json.dumps(head, sort_keys=True, default=str)
+    return {"rows": len(dataset), "head": hashlib.sha256(text.encode()).hexdigest()[:16]}
 
 
 def refuse_iterable(dataset, name: str) -> None:
