@@ -28,6 +28,28 @@ from alignment.tasks import TASKS
 TASK_NAMES = sorted(TASKS)
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number >= 1 (argparse prints one line for anything else)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
+    return value
+
+
+def row_number(text: str) -> int:
+    """An argparse type: a 0-based row number."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a row number >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a row number >= 0, got {value}")
+    return value
+
+
 def _data_build(args) -> int:
     from alignment.tasks.export import build
 
@@ -191,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("eval", help="evaluate a model on a synthetic task")
     evaluate.add_argument("model", help="a model folder (or Hub name)")
     evaluate.add_argument("--task", required=True, choices=TASK_NAMES)
-    evaluate.add_argument("--n", type=int, default=500, help="held-out prompts (default 500)")
+    evaluate.add_argument("--n", type=positive_int, default=500, help="held-out prompts (default 500)")
     evaluate.add_argument("--mode", choices=("greedy", "sampled", "both"), default="both")
     evaluate.add_argument("--output", default=None, help="also write the metrics to this JSON file")
     evaluate.set_defaults(func=_eval)
@@ -211,14 +233,14 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("--config", default=None, help="Hub dataset config name")
     validate.add_argument("--drop-invalid", action="store_true", help="drop bad rows instead of failing")
     validate.add_argument("--tokenizer", default=None, help="tokenize with this tokenizer and report truncation")
-    validate.add_argument("--max-length", type=int, default=1024)
+    validate.add_argument("--max-length", type=positive_int, default=1024)
     validate.add_argument("--truncation-mode", choices=("keep_start", "keep_end"), default="keep_start")
     validate.set_defaults(func=_data_validate)
     pairs = data.add_parser("pairs", help="on-policy pairs: sample from a model, rank with the task's oracle")
     pairs.add_argument("model", help="a model folder")
     pairs.add_argument("--task", required=True, choices=TASK_NAMES)
-    pairs.add_argument("--n", type=int, default=3000, help="training prompts")
-    pairs.add_argument("--samples", type=int, default=4, help="responses sampled per prompt")
+    pairs.add_argument("--n", type=positive_int, default=3000, help="training prompts")
+    pairs.add_argument("--samples", type=positive_int, default=4, help="responses sampled per prompt")
     pairs.add_argument("--seed", type=int, default=0)
     pairs.add_argument("--out", required=True, help="output .jsonl (conversational format)")
     pairs.set_defaults(func=_data_pairs)
@@ -231,11 +253,13 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--task", required=True, choices=TASK_NAMES, help="the task whose oracle labels the pairs")
     fit.add_argument("--out", required=True, help="output folder (a finished fit there is loaded, not refitted)")
     fit.add_argument("--base", default=None, help="initialize the reward model from this model (default MODEL)")
-    fit.add_argument("--prompts", type=int, default=2048, help="training prompts sampled (default 2048)")
-    fit.add_argument("--samples", type=int, default=4, help="responses per prompt, paired at random (default 4)")
+    fit.add_argument("--prompts", type=positive_int, default=2048, help="training prompts sampled (default 2048)")
+    fit.add_argument(
+        "--samples", type=positive_int, default=4, help="responses per prompt, paired at random (default 4)"
+    )
     fit.add_argument("--epochs", type=float, default=6.0)
     fit.add_argument("--learning-rate", type=float, default=3e-4)
-    fit.add_argument("--batch-size", type=int, default=32)
+    fit.add_argument("--batch-size", type=positive_int, default=32)
     fit.add_argument("--seed", type=int, default=0)
     fit.add_argument("--use-cpu", action="store_true", help="train on the CPU even when a GPU is there")
     fit.set_defaults(func=_fit_bt)
@@ -250,10 +274,10 @@ def build_parser() -> argparse.ArgumentParser:
     regret = commands.add_parser("regret-eval", help="a regret-loss learner against Hedge, FTL, ... on held-out losses")
     regret.add_argument("model", metavar="MODEL", help="output_dir of a regret-loss run (regret_learner.json)")
     regret.add_argument("--family", action="append", choices=FAMILIES, help="loss family (repeat; default: all)")
-    regret.add_argument("--horizon", type=int, default=None, help="rounds T (default: the training horizon)")
-    regret.add_argument("--sequences", type=int, default=256, help="held-out sequences per family")
+    regret.add_argument("--horizon", type=positive_int, default=None, help="rounds T (default: the training horizon)")
+    regret.add_argument("--sequences", type=positive_int, default=256, help="held-out sequences per family")
     regret.add_argument("--seed", type=int, default=0, help="seed of the held-out and tuning sequences")
-    regret.add_argument("--rounds", type=int, default=100, help="rounds of the repeated games")
+    regret.add_argument("--rounds", type=positive_int, default=100, help="rounds of the repeated games")
     regret.add_argument("--no-games", action="store_true", help="skip the repeated games")
     regret.add_argument("--no-adaptive", action="store_true", help="skip the adaptive adversary")
     regret.add_argument("--out", default=None, help="folder for regret_eval.json and the PNGs (default MODEL)")
@@ -262,18 +286,18 @@ def build_parser() -> argparse.ArgumentParser:
     tokens = commands.add_parser("token-entanglement", help="heatmap of per-token gradient cosines of one pair")
     tokens.add_argument("model", help="a model folder")
     tokens.add_argument("data", help="a preference dataset (file, folder or Hub name)")
-    tokens.add_argument("--row", type=int, default=0, help="the pair's row (default 0)")
+    tokens.add_argument("--row", type=row_number, default=0, help="the pair's row (default 0)")
     tokens.add_argument("--params", default=None, help="regex on parameter names (default: all trainable)")
-    tokens.add_argument("--max-length", type=int, default=1024)
+    tokens.add_argument("--max-length", type=positive_int, default=1024)
     tokens.add_argument("-o", "--output", default="token_entanglement.png", help="PNG file (a .json twin is written)")
     tokens.set_defaults(func=_tokens)
 
     masks = commands.add_parser("masks", help="SparsePO's per-token masks of one pair (JSON and a PNG strip)")
     masks.add_argument("run_dir", help="the output_dir of a SparsePO run")
     masks.add_argument("data", help="a preference dataset (file, folder or Hub name)")
-    masks.add_argument("--row", type=int, default=0, help="the pair's row, 0-based (default 0)")
+    masks.add_argument("--row", type=row_number, default=0, help="the pair's row, 0-based (default 0)")
     masks.add_argument("--reference", default=None, help="the reference model (default: the run's starting model)")
-    masks.add_argument("--max-length", type=int, default=1024)
+    masks.add_argument("--max-length", type=positive_int, default=1024)
     masks.add_argument("-o", "--output", default="masks.json", help="JSON file (a .png twin is written)")
     masks.set_defaults(func=_masks)
     return parser

@@ -53,6 +53,16 @@ def choice(name: str, value, allowed) -> None:
         raise ValueError(f"{name} must be one of {list(allowed)}, got {value!r}")
 
 
+def check_template(template: str) -> None:
+    """A chat template that Jinja cannot parse fails here, naming its line, not at tokenization."""
+    import jinja2
+
+    try:
+        jinja2.Environment(extensions=["jinja2.ext.loopcontrols"]).parse(template)
+    except jinja2.TemplateSyntaxError as e:
+        raise ValueError(f"chat_template is not a valid Jinja template (line {e.lineno}: {e.message})") from None
+
+
 def _bf16_default() -> bool:
     return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
 
@@ -296,6 +306,8 @@ class AlignmentConfig(TrainingArguments):
         for name in ("diagnostics_steps", "diagnostics_probe_pairs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.chat_template is not None:
+            check_template(self.chat_template)
         if self.diagnostics_params is not None:
             try:
                 re.compile(self.diagnostics_params)

@@ -2,23 +2,56 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import logging
 import os
 from pathlib import Path
 
+from alignment.errors import DiskFullError
+
 logger = logging.getLogger("alignment")
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` (UTF-8, "\\n" line ends) to ``path`` through a temporary file in the same folder."""
+    """Write ``text`` (UTF-8, "\\n" line ends) to ``path`` through a temporary file in the same folder: the
+    file is fsynced, renamed into place and the folder fsynced, so a crash leaves the old file or the new one.
+    A failed write (a full disk, a folder in the way) removes the temporary file and raises
+    :class:`~alignment.errors.DiskFullError` naming the folder; the old file stays as it was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise write_error(path, e) from None
+    fsync_folder(path.parent)
     return path
+
+
+def write_error(path: Path, error: OSError) -> DiskFullError:
+    """The one-line error of a failed write."""
+    if error.errno == errno.ENOSPC:
+        return DiskFullError(f"no space left on the device of {path.parent} while writing {path.name}: free some "
+                             "space (nothing half-written was kept)")  # fmt: skip
+    return DiskFullError(f"cannot write {path} ({error.strerror or error})")
+
+
+def fsync_folder(folder: str | os.PathLike) -> None:
+    """Make a rename in ``folder`` durable (a no-op where folders cannot be opened, e.g. on Windows)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def write_jsonl(path: str | os.PathLike, rows) -> Path:

@@ -56,9 +56,14 @@ def _from_pretrained(loader: Callable, name: str, what: str, **kwargs):
     name = str(name)
     if not Path(name).exists() and _looks_local(name):
         raise ModelNotFoundError(f"{name}: no such {what} folder")
+    from safetensors import SafetensorError
+
     try:
         return loader(name, **kwargs)
-    except (OSError, ValueError) as e:  # transformers: OSError for a missing file, ValueError for a bad config
+    except (OSError, ValueError, SafetensorError) as e:  # a missing file, a bad config, truncated weights
+        if isinstance(e, SafetensorError):
+            raise ModelNotFoundError(f"{name}: the {what}'s weights cannot be read (a truncated or corrupt "
+                                     f".safetensors file: {str(e).splitlines()[0]})") from None  # fmt: skip
         if Path(name).exists():
             raise ModelNotFoundError(f"{name}: not a {what} folder ({str(e).splitlines()[0]})") from None
         raise ModelNotFoundError(
@@ -85,7 +90,12 @@ def load_model(
     if init_from_config:
         import json
 
-        config = AutoConfig.for_model(**json.loads(Path(init_from_config).read_text()))
+        try:
+            config = AutoConfig.for_model(**json.loads(Path(init_from_config).read_text()))
+        except (OSError, ValueError, TypeError) as e:
+            raise ModelNotFoundError(
+                f"{init_from_config}: not a JSON model config ({str(e).splitlines()[0]})"
+            ) from None
         return AutoModelForCausalLM.from_config(config)
     dtype = from_pretrained_kwargs.pop("torch_dtype", dtype)
     torch_dtype = getattr(torch, dtype, None) if isinstance(dtype, str) and dtype != "auto" else dtype

@@ -20,11 +20,11 @@ import os
 from dataclasses import fields
 from pathlib import Path
 
-import yaml
 from transformers import HfArgumentParser
 
 from alignment.configs import ModelArguments, ScriptArguments
 from alignment.errors import RecipeError
+from alignment.yaml_io import load_yaml
 
 __all__ = ["RecipeError", "load_recipe", "parse_overrides"]
 
@@ -47,7 +47,7 @@ def parse_overrides(argv: list[str]) -> dict:
             value, i = argv[i + 1], i + 2
         else:
             value, i = "true", i + 1
-        out[key] = yaml.safe_load(value)
+        out[key] = load_yaml(value, f"--{key}", text_on_syntax_error=True)
     return out
 
 
@@ -132,9 +132,10 @@ def load_recipe(path: str | os.PathLike, overrides: dict | None = None, method: 
     if not path.exists():
         raise RecipeError(f"{path}: no such recipe file")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise RecipeError(f"{path}: not valid YAML ({e})") from None
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise RecipeError(f"{path}: cannot be read ({e})") from None
+    raw = load_yaml(text, str(path)) or {}
     if not isinstance(raw, dict):
         raise RecipeError(f"{path}: a recipe is a mapping of field: value")
     raw.update(overrides or {})
@@ -160,6 +161,8 @@ def load_recipe(path: str | os.PathLike, overrides: dict | None = None, method: 
         raise RecipeError(f"{path}: field 'method' must be one of {sorted(known_methods)}, got {method!r}")
     config_class = known_methods[method].config
     init_config = raw.pop("init_from_config", None)
+    if init_config is not None:
+        _check_model_config(path, init_config)
     self_play = _self_play(path, raw)
     env = raw.pop("env", {}) or {}
     known = _fields(ScriptArguments, ModelArguments, config_class)
@@ -181,6 +184,20 @@ def load_recipe(path: str | os.PathLike, overrides: dict | None = None, method: 
     script.init_from_config = init_config
     script.self_play = self_play
     return method, script, model_args, config
+
+
+def _check_model_config(path, init_config) -> None:
+    """``init_from_config`` names a readable JSON object (a model config), checked before anything loads."""
+    import json
+
+    try:
+        config = json.loads(Path(str(init_config)).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        reason = "no such file" if isinstance(e, FileNotFoundError) else f"not a JSON model config ({e})"
+        raise RecipeError(f"{path}: field 'init_from_config': {init_config}: {reason}") from None
+    if not isinstance(config, dict) or "model_type" not in config:
+        raise RecipeError(f"{path}: field 'init_from_config': {init_config}: a model config is a JSON object with "
+                          "a model_type")  # fmt: skip
 
 
 def _self_play(path, raw: dict):

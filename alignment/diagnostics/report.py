@@ -45,7 +45,7 @@ def run_facts(run: Run) -> dict:
     return {
         "name": run.name, "method": run.method, "steps": steps, **final, **probe,
         "max_collapse": max(collapse_values) if collapse_values else None,
-        "lse_squared": _last(run, "z_loss/lse_squared"),
+        "lse_squared": _last(run, "z_loss/lse_squared"), "diverged": diverged(run),
         "greedy": greedy, "sampled": sampled, "probe_pairs": len(run.probes[0]["pairs"]["logp_w"]) if run.probes else 0,
     }  # fmt: skip
 
@@ -97,15 +97,14 @@ def iteration_table(run: Run) -> list[str]:
     return [*out, ""]
 
 
-def divergence(run: Run) -> list[str]:
-    """A line naming the first logged step whose loss is not a finite number (a run from before the
-    non-finite guard, or a log written elsewhere), else nothing."""
+def diverged(run: Run) -> tuple[float, int] | None:
+    """(loss, step) of the first logged step whose loss is not a finite number (a run from before the
+    non-finite guard, or a log written elsewhere), else None."""
     for entry in run.log_history:
         value = entry.get("loss")
         if isinstance(value, (int, float)) and not math.isfinite(value):
-            return [f"{run.name} ({run.method}): the training loss is {value} from step {entry.get('step', '?')}: the "
-                    "run diverged, and the metrics after that step mean nothing."]  # fmt: skip
-    return []
+            return value, entry.get("step", "?")
+    return None
 
 
 def findings(runs: list[Run]) -> list[str]:
@@ -113,8 +112,11 @@ def findings(runs: list[Run]) -> list[str]:
     comparison."""
     lines = [line for run in runs for line in self_play_findings(run) + regret_findings(run)]
     facts = [run_facts(r) for r in runs]
-    lines += [line for run in runs for line in divergence(run)]
     for f in facts:
+        if f.get("diverged"):
+            loss, step = f["diverged"]
+            lines.append(f"{f['name']} ({f['method']}): the training loss is {loss} from step {step}: the run "
+                         "diverged, and the metrics after that step mean nothing.")  # fmt: skip
         if f["chosen_delta"] is not None and not math.isfinite(f["chosen_delta"]):
             lines.append(
                 f"{f['name']} ({f['method']}): the probe pairs' chosen log-probability is {f['chosen_delta']} at the "
@@ -214,12 +216,15 @@ def render_html(runs: list[Run]) -> str:
 
 
 def write_report(run_dirs: list[str], output: str | Path | None = None) -> tuple[Path, Path]:
-    """Render the runs into ``output`` (default: RUN_DIR/report.html for one run, ./report.html for several)
+    """Render the runs into ``output`` (default: RUN_DIR/report.html for one run, ./report.html for several; a
+    folder: report.html inside it)
     and the Markdown twin next to it; written atomically. Returns (html path, markdown path)."""
     runs = load_runs(run_dirs)
     if output is None:
         output = Path(run_dirs[0]) / "report.html" if len(run_dirs) == 1 else Path("report.html")
     output = Path(output)
+    if output.is_dir():  # -o FOLDER: the page goes inside it
+        output = output / "report.html"
     markdown = output.with_suffix(".md")
     atomic_write_text(output, redact_text(render_html(runs)))  # a run record from elsewhere may hold a secret
     atomic_write_text(markdown, redact_text(render_markdown(runs, output.name)))
