@@ -10,6 +10,7 @@ rotated (``save_total_limit``) only after the rename. A ``checkpoint-N`` without
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import shutil
@@ -17,6 +18,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from transformers import TrainerCallback
+
+from alignment.errors import DiskFullError
+from alignment.io import fsync_folder, is_write_failure
 
 logger = logging.getLogger("alignment")
 
@@ -55,6 +59,17 @@ def save_atomically(trainer, save: Callable[[], None], trial=None) -> None:
     trainer._push_from_checkpoint = pushes.append
     try:
         save()
+    except Exception as e:
+        if not is_write_failure(e, staging):
+            raise
+        shutil.rmtree(os.path.join(staging, name), ignore_errors=True)  # nothing half-written stays, or is promoted
+        with contextlib.suppress(OSError):
+            os.rmdir(staging)
+        latest = latest_valid_checkpoint(run_dir)
+        raise DiskFullError(
+            f"could not save {name} in {run_dir} ({_reason(e)}): the partial checkpoint was removed; "
+            + (f"the latest complete one is {latest}" if latest else "no complete checkpoint exists yet")
+        ) from None
     finally:
         del trainer._get_output_dir, trainer._push_from_checkpoint
     trainer.accelerator.wait_for_everyone()
@@ -89,6 +104,41 @@ def _promote(trainer, run_dir: str, staged: str, final: str) -> None:
         os.rmdir(os.path.dirname(staged))  # the staging folder, once empty
 
 
+def _reason(error: BaseException) -> str:
+    """A failed write in a few words (torch.save's own message is a C++ enforce-fail of several lines)."""
+    text = " ".join(str(error).split())
+    if getattr(error, "errno", None) == errno.ENOSPC or any(s in text for s in ("No space left", "StorageFull")):
+        return "no space left on the device"
+    if any(s in text for s in ("file write failed", "iostream error", "unexpected pos")):
+        return "a file write failed: is the disk full?"
+    return text[:160] or type(error).__name__
+
+
+def save_final_model(trainer, output_dir: str) -> None:
+    """``trainer.save_model(output_dir)`` through a staging folder (``output_dir/_partial-model``): the files
+    move into place once all are written, so a full disk leaves the previous files (or none), never a truncated
+    model.safetensors beside a complete config. A failed write is one line naming the folder."""
+    staging = os.path.join(output_dir, "_partial-model")
+    if trainer.args.should_save:
+        shutil.rmtree(staging, ignore_errors=True)
+    try:
+        trainer.save_model(staging)
+    except Exception as e:
+        full = is_write_failure(e, staging)
+        if trainer.args.should_save:
+            shutil.rmtree(staging, ignore_errors=True)
+        if not full:
+            raise
+        raise DiskFullError(f"could not save the model in {output_dir} ({_reason(e)}): nothing was kept") from None
+    trainer.accelerator.wait_for_everyone()
+    if trainer.args.should_save:
+        for name in sorted(os.listdir(staging)):
+            os.replace(os.path.join(staging, name), os.path.join(output_dir, name))
+        os.rmdir(staging)
+        fsync_folder(output_dir)
+    trainer.accelerator.wait_for_everyone()
+
+
 def resume_target(value, output_dir: str | Path) -> str | None:
     """``--resume_from_checkpoint``: None (start fresh), a checkpoint folder, or true (the latest valid one in
     output_dir). A folder that does not exist, or true without a valid checkpoint, is an error."""
@@ -108,25 +158,36 @@ def resume_target(value, output_dir: str | Path) -> str | None:
 
 
 class SigtermCheckpoint(TrainerCallback):
-    """A TrainerCallback: on SIGTERM (a cluster's preemption, ``kill``), finish the current optimizer step,
-    save a checkpoint and stop; ``alignment train`` then exits cleanly, naming the checkpoint to resume from.
+    """A TrainerCallback: on SIGTERM (a cluster's preemption, ``kill``) or Ctrl-C (SIGINT), finish the current
+    optimizer step, save a checkpoint and stop; ``alignment train`` then exits cleanly, naming the checkpoint to
+    resume from. A second Ctrl-C stops at once (KeyboardInterrupt, which the command line reports in one line).
     Under several processes the request is shared (all-reduced) so that every process saves at one step."""
+
+    SIGNALS = ("SIGTERM", "SIGINT")
 
     def __init__(self):
         self.requested = False
+        self.signal_name = "SIGTERM"
         self.stopped_at: int | None = None
-        self._previous = None
+        self._previous: dict = {}
 
     def _handler(self, signum, frame):
-        self.requested = True
-        logger.warning("SIGTERM: saving a checkpoint after this step, then stopping")
+        import signal
+
+        name = signal.Signals(signum).name
+        if self.requested and name == "SIGINT":  # the second Ctrl-C: now
+            raise KeyboardInterrupt
+        self.requested, self.signal_name = True, name
+        more = " (Ctrl-C again to stop at once)" if name == "SIGINT" else ""
+        logger.warning("%s: saving a checkpoint after this step, then stopping%s", name, more)
 
     def on_train_begin(self, args, state, control, **kwargs):
         import signal
         import threading
 
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGTERM, self._handler)
+            for name in self.SIGNALS:
+                self._previous[name] = signal.signal(getattr(signal, name), self._handler)
 
     def _shared(self) -> bool:
         import torch
@@ -149,6 +210,6 @@ class SigtermCheckpoint(TrainerCallback):
     def on_train_end(self, args, state, control, **kwargs):
         import signal
 
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
-            self._previous = None
+        for name, previous in self._previous.items():
+            signal.signal(getattr(signal, name), previous)
+        self._previous = {}

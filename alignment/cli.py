@@ -111,13 +111,11 @@ def _train(args) -> int:
     from alignment.secrets import redact_argv
 
     method = getattr(args, "method_command", None)
-    words = redact_argv([args.recipe, *args.overrides])  # the command that reproduces the run, less its secrets
-    if method is None:
-        command = "alignment train " + " ".join(words)
-    else:  # TRL's shape: alignment dpo --config RECIPE [--field value ...]
-        if args.recipe is None:
-            raise RecipeError(f"alignment {method}: give the recipe with --config RECIPE.yaml")
-        command = f"alignment {method} --config " + " ".join(words)
+    if method is not None and args.recipe is None:
+        raise RecipeError(f"alignment {method}: give the recipe with --config RECIPE.yaml")
+    words = " ".join(redact_argv([args.recipe, *args.overrides]))  # the command that reproduces the run, no secret
+    # TRL's shape: alignment dpo --config RECIPE [--field value ...]
+    command = f"alignment train {words}" if method is None else f"alignment {method} --config {words}"
     summary = train(args.recipe, parse_overrides(args.overrides), command, method)
     if "eval" in summary:
         print(json.dumps({"eval": summary["eval"]}, indent=1))
@@ -303,6 +301,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _close_progress_bars() -> None:
+    """Close the progress bars an interrupted run left open, so that the last line printed is ours."""
+    from tqdm import tqdm
+
+    for bar in list(getattr(tqdm, "_instances", [])):
+        bar.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     from alignment.data import DataError
     from alignment.diagnostics.probes import DiagnosticsError
@@ -319,6 +325,10 @@ def main(argv: list[str] | None = None) -> int:
     except (DataError, RecipeError, DiagnosticsError, RunError, FileNotFoundError, NotImplementedError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # a second Ctrl-C during training, or one outside it
+        _close_progress_bars()
+        print("interrupted (Ctrl-C): stopped at once; complete checkpoints are kept", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -54,6 +54,75 @@ def fsync_folder(folder: str | os.PathLike) -> None:
             os.close(fd)
 
 
+WRITE_FAILURES = ("No space left", "StorageFull", "file write failed", "Disk quota", "os error 28", "iostream error",
+                  "PytorchStreamWriter", "unexpected pos")  # fmt: skip
+
+
+def is_write_failure(error: BaseException, folder: str | os.PathLike | None = None) -> bool:
+    """An error raised by a write that the disk refused (full, quota, read-only, I/O): an OSError, or torch.save's
+    and safetensors' own errors, which carry the failure in their text (a C++ enforce-fail) - or any error while
+    ``folder``'s filesystem is (nearly) full."""
+    if isinstance(error, OSError) or any(s in str(error) for s in WRITE_FAILURES):
+        return True
+    return folder is not None and disk_nearly_full(folder)
+
+
+def disk_nearly_full(folder: str | os.PathLike) -> bool:
+    """Less than 1 MiB free on ``folder``'s filesystem (the nearest existing parent)."""
+    import shutil
+
+    path = Path(folder)
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    try:
+        return shutil.disk_usage(path).free < 2**20
+    except OSError:
+        return False
+
+
+def append_line(path: str | os.PathLike, text: str) -> None:
+    """Append one line (a log record); a failed write is one line naming the file (DiskFullError)."""
+    path = Path(path)
+    try:
+        with path.open("a", encoding="utf-8") as f:
+            f.write(text + "\n")
+    except OSError as e:
+        raise write_error(path, e) from None
+
+
+def read_json(path: str | os.PathLike, default=None):
+    """A JSON file written by this library, or ``default`` when there is none or it cannot be read (truncated,
+    corrupt: named in a warning, and the stage that wrote it runs again)."""
+    path = Path(path)
+    if not path.exists():
+        return default
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        logger.warning("%s: unreadable (%s); it is recomputed", path, str(e).splitlines()[0][:120])
+        return default
+
+
+def read_jsonl_tolerant(path: str | os.PathLike) -> list[dict]:
+    """The readable lines of a jsonl log (none when it is missing); a truncated or corrupt line is skipped
+    with a warning (what it recorded is recomputed)."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    rows = []
+    for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            logger.warning("%s: line %d is unreadable (a write cut short?); skipped and recomputed", path, number)
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
+
+
 def write_jsonl(path: str | os.PathLike, rows) -> Path:
     """One JSON object per line (non-ASCII kept as is), written atomically."""
     return atomic_write_text(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))

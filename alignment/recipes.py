@@ -202,7 +202,7 @@ def _check_model_config(path, init_config) -> None:
 
 def _self_play(path, raw: dict):
     """The self-play loop's settings (``loop: self_play`` and its fields, popped from ``raw``), or None."""
-    from alignment.loops.settings import SelfPlayArguments
+    from alignment.loops.settings import SelfPlayArguments, check_judge
 
     loop = raw.pop("loop", None)
     names = _fields(SelfPlayArguments)
@@ -216,6 +216,8 @@ def _self_play(path, raw: dict):
     types = _field_types(SelfPlayArguments)
     values = {k: _coerce(path, k, raw.pop(k), types[k]) for k in list(raw) if k in names}
     try:
-        return SelfPlayArguments(**values)
+        loop = SelfPlayArguments(**values)
+        check_judge(loop.judge, loop.prompt_task)  # a recipe names its judge (from Python it may be an object)
+        return loop
     except (ValueError, TypeError) as e:
         raise RecipeError(f"{path}: {e}") from None

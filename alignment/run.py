@@ -6,7 +6,7 @@ import json
 import logging
 from pathlib import Path
 
-from alignment.checkpoints import resume_target
+from alignment.checkpoints import resume_target, save_final_model
 from alignment.io import atomic_write_text
 from alignment.locks import output_dir_lock
 from alignment.secrets import redact
@@ -75,12 +75,12 @@ def _train(recipe, method, script, model_args, config, command) -> dict:
             run_info=RunInfo(command=command, datasets=datasets, base_model=base_model),
         )
     result = trainer.train(resume_from_checkpoint=resume)
-    if trainer.sigterm.stopped_at is not None:  # stopped by SIGTERM: a checkpoint, not a finished run
+    if trainer.sigterm.stopped_at is not None:  # stopped by SIGTERM or Ctrl-C: a checkpoint, not a finished run
         step = trainer.sigterm.stopped_at
-        logger.warning("stopped by SIGTERM at step %d: %s/checkpoint-%d saved; continue with "
-                       "--resume_from_checkpoint true", step, config.output_dir, step)  # fmt: skip
+        logger.warning("stopped by %s at step %d: %s/checkpoint-%d saved; continue with --resume_from_checkpoint "
+                       "true", trainer.sigterm.signal_name, step, config.output_dir, step)  # fmt: skip
         return {"method": method.name, "stopped_at": step}
-    trainer.save_model(config.output_dir)
+    save_final_model(trainer, config.output_dir)
     summary = {
         "method": method.name,
         "recipe": str(recipe),

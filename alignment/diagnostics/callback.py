@@ -30,6 +30,7 @@ from transformers import TrainerCallback
 from alignment.diagnostics.displacement import displacement_stats
 from alignment.diagnostics.entanglement import entanglement_stats, first_order_change, sign_agreement
 from alignment.diagnostics.probes import PairProbe, probe_batches, probe_pair, trainable_parameters
+from alignment.io import append_line
 from alignment.models import unwrap
 
 logger = logging.getLogger("alignment")
@@ -187,6 +188,5 @@ class DiagnosticsCallback(TrainerCallback):
 
     def _emit(self, record: dict) -> None:
         self.records.append(record)
-        with self.path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
+        append_line(self.path, json.dumps(record))
         self.trainer.queue_log({f"diagnostics/{key}": value for key, value in record["summary"].items()})

@@ -30,7 +30,7 @@ import logging
 import time
 from pathlib import Path
 
-from alignment.io import atomic_write_text, read_cached_jsonl, read_jsonl, write_jsonl
+from alignment.io import atomic_write_text, read_cached_jsonl, read_json, read_jsonl_tolerant, write_jsonl
 from alignment.locks import output_dir_lock
 from alignment.loops.settings import SelfPlayArguments, make_judge
 from alignment.run_settings import check_same, read_settings, write_settings
@@ -103,8 +103,9 @@ class SelfPlay:
         return self.start if t == 1 else str(self.folder(t - 1) / "model")
 
     def logged(self) -> dict[int, dict]:
-        path = self.out / "iterations.jsonl"
-        return {row["iteration"]: row for row in read_jsonl(path)} if path.exists() else {}
+        """The finished iterations' lines (a truncated line is skipped: that iteration's evaluation reruns)."""
+        rows = read_jsonl_tolerant(self.out / "iterations.jsonl")
+        return {row["iteration"]: row for row in rows if isinstance(row.get("iteration"), int)}
 
     def log(self, row: dict) -> None:
         rows = self.logged()
@@ -113,7 +114,7 @@ class SelfPlay:
 
     def timing(self, t: int, stage: str | None = None, seconds: float | None = None) -> dict:
         path = self.folder(t) / "timing.json"
-        times = json.loads(path.read_text()) if path.exists() else {}
+        times = read_json(path, {})
         if stage is not None:
             times[stage] = round(seconds, 3)
             atomic_write_text(path, json.dumps(times))
@@ -205,7 +206,7 @@ class SelfPlay:
 
     def train(self, t: int, pairs: list[dict]) -> None:
         folder = self.folder(t) / "model"
-        if (folder / "trained.json").exists():
+        if read_json(folder / "trained.json") is not None:  # an unreadable one: the training runs again
             return
         if not pairs:
             raise RuntimeError(f"iteration {t}: the judge kept no pair out of {self.loop.prompts_per_iteration} "
@@ -224,7 +225,8 @@ class SelfPlay:
             logger.warning("iteration %d: resuming the training from %s", t, last)
         trainer.train(resume_from_checkpoint=str(last) if last else None)
         if trainer.sigterm.stopped_at is not None:  # a checkpoint, not a trained iteration: rerun to continue
-            logger.warning("iteration %d stopped by SIGTERM at step %d; rerun the same command to continue", t,
+            logger.warning("iteration %d stopped by %s at step %d; rerun the same command to continue", t,
+                           trainer.sigterm.signal_name,
                            trainer.sigterm.stopped_at)  # fmt: skip
             raise SystemExit(0)
         self.save_policy(trainer, tokenizer, folder)
@@ -242,8 +244,10 @@ class SelfPlay:
         """pi_{t+1} as a whole model: with PEFT the adapter is merged into the weights it was trained on, so
         the next iteration (and vLLM) loads a plain model and trains a fresh adapter on it; saving the adapter
         alone would lose the earlier iterations' adapters."""
+        from alignment.checkpoints import save_final_model
+
         if self.peft_config is None:
-            trainer.save_model(str(folder))
+            save_final_model(trainer, str(folder))
             return
         merged = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
         if trainer.is_world_process_zero():
@@ -298,7 +302,7 @@ class SelfPlay:
                 began = time.perf_counter()
                 metrics = self.evaluate(t, str(self.folder(t) / "model"))
                 self.timing(t, "evaluate", time.perf_counter() - began)
-                judge = json.loads((self.folder(t) / "judge.json").read_text())
+                judge = read_json(self.folder(t) / "judge.json", {"calls": None, "comparisons": None})
                 self.log({"iteration": t, "policy": str(self.folder(t) / "model"), "pairs": len(pairs),
                           "judge_calls": judge["calls"], "judge_comparisons": judge["comparisons"],
                           "processes": self.procs.world, "seconds": self.timing(t), **metrics})  # fmt: skip
@@ -314,7 +318,7 @@ class SelfPlay:
         merged, offset = [], 0
         for t in range(1, self.loop.iterations + 1):
             path = self.folder(t) / "model" / "trained.json"
-            trained = json.loads(path.read_text()) if path.exists() else {}
+            trained = read_json(path, {})
             for entry in trained.get("log_history", []):
                 merged.append({**entry, "iteration": t, "step": entry.get("step", 0) + offset})
             offset += trained.get("steps", 0)

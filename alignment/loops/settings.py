@@ -66,7 +66,6 @@ class SelfPlayArguments:
             raise ValueError("the self-play loop needs prompt_task or prompt_dataset")
         if self.prompt_task is not None and self.prompt_task not in TASKS:
             raise ValueError(f"prompt_task must be one of {sorted(TASKS)}, got {self.prompt_task!r}")
-        check_judge(self.judge, self.prompt_task)
         if self.generation_backend not in ("transformers", "vllm"):
             raise ValueError(f"generation_backend must be transformers or vllm, got {self.generation_backend!r}")
         if self.ref_policy not in ("previous", "sft"):
@@ -85,7 +84,7 @@ def check_judge(spec, task_name: str | None) -> None:
         if (arg or task_name) not in TASKS:
             raise ValueError(f"judge {spec!r}: the task must be one of {sorted(TASKS)}, got {arg or task_name!r}")
     elif kind in ("reward_model", "pair_preference") and arg:
-        local = arg.startswith((".", "/", "~")) or arg.count("/") > 1 or Path(arg).suffix != ""
+        local = arg.startswith((".", "/", "~")) or arg.count("/") > 1  # else a Hub name (org/name) may be meant
         if local and not Path(arg).expanduser().is_dir():
             raise ValueError(f"judge {spec!r}: {arg} is not a model folder")
     else:

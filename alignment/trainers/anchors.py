@@ -41,6 +41,8 @@ import torch
 from torch import nn
 
 from alignment.data.packing import Packing
+from alignment.errors import DiskFullError
+from alignment.io import is_write_failure
 from alignment.models import ReferenceStates, causal_token_logps, load_model, reference_states, unwrap
 from alignment.trainers.packing import batch_packing
 
@@ -318,8 +320,14 @@ def precompute(trainer, anchor: Anchor, dataset, split: str, tokens: bool):
         if accelerator.is_main_process:
             folder.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(f".tmp{os.getpid()}")
-            torch.save(values, tmp)
-            os.replace(tmp, path)
+            try:
+                torch.save(values, tmp)
+                os.replace(tmp, path)
+            except Exception as e:
+                tmp.unlink(missing_ok=True)
+                if not is_write_failure(e):
+                    raise
+                raise DiskFullError(f"could not write the reference cache {path} (is the disk full?)") from None
     accelerator.wait_for_everyone()
     values = torch.load(path, weights_only=True)
     trainer.ref_cache_files.append(str(path))

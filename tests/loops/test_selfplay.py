@@ -10,6 +10,7 @@ import torch
 
 from alignment.cli import main
 from alignment.diagnostics.report import write_report
+from alignment.io import read_jsonl
 from alignment.loops import selfplay
 from alignment.loops.selfplay import SelfPlay, SelfPlayArguments
 from alignment.trainers import INPOConfig
@@ -127,7 +128,7 @@ def test_prompts_from_a_dataset_with_any_judge(data_dir, tmp_path):
                        num_train_epochs=1, report_to=[], save_strategy="no", seed=5)  # fmt: skip
     shorter = CallableJudge(lambda p, a, b: 1.0 if len(a) < len(b) else 0.0 if len(a) > len(b) else 0.5)
     result = SelfPlay("dpo", loop, str(data_dir / "sft_model"), config, judge=shorter).run()
-    seen = [s["prompt"] for t in (1, 2) for s in selfplay.read_jsonl(tmp_path / "run" / f"iteration-{t}" /
+    seen = [s["prompt"] for t in (1, 2) for s in read_jsonl(tmp_path / "run" / f"iteration-{t}" /
                                                                      "samples.jsonl")]  # fmt: skip
     assert sorted(seen) == sorted(prompts)  # two disjoint slices of the shuffled dataset
     assert [set(r) & {"greedy", "sampled"} for r in result] == [set()] * 3  # no task: nothing to evaluate
