@@ -330,7 +330,19 @@ class AlignmentTrainer(Trainer):
             if folder:
                 self.setting_changes = check_same(read_settings(folder), self.run_settings(), f"checkpoint {folder}",
                                                   self.args.allow_changed_settings)  # fmt: skip
-            return super().train(resume_from_checkpoint=resume_from_checkpoint, trial=trial, **kwargs)
+            result = super().train(resume_from_checkpoint=resume_from_checkpoint, trial=trial, **kwargs)
+        if self.state.global_step == getattr(self, "_initial_global_step", -1):
+            self._drop_empty_train_loss(result)
+        return result
+
+    def _drop_empty_train_loss(self, result) -> None:
+        """A resume from a checkpoint that is already at max_steps trains nothing, and the Trainer reports a
+        train_loss of 0.0 for those zero steps: that number is dropped (it is no loss), with a warning."""
+        logger.warning("the checkpoint is at step %d already (max_steps): nothing was left to train",
+                       self.state.global_step)  # fmt: skip
+        result.metrics.pop("train_loss", None)
+        if self.state.log_history and "train_runtime" in self.state.log_history[-1]:
+            self.state.log_history[-1].pop("train_loss", None)
 
     # ----- the Hub --------------------------------------------------------------------------------------
     def create_model_card(self, model_name: str | None = None, **kwargs) -> None:

@@ -103,3 +103,16 @@ def test_an_output_dir_that_is_a_file_is_one_line_before_anything_loads(tmp_path
     path.write_text("not a folder")
     code, err = _train(capsys, path)
     assert code == 2 and err == f"error: output_dir {path} is a file, not a folder: choose another --output_dir"
+
+
+def test_a_resume_from_the_last_checkpoint_of_an_epoch_records_no_zero_train_loss(tmp_path, capsys, caplog):
+    out = tmp_path / "run"
+    one_epoch = ["--max_steps", "-1", "--num_train_epochs", "1", "--save_steps", "3",
+                 "--dataset_mixture", "[data/tasks/arithmetic/pref_train_conversational.jsonl:0.004]"]  # fmt: skip
+    assert _train(capsys, out, *one_epoch)[0] == 0  # 12 rows, 3 steps: checkpoint-3 is the end of the epoch
+    assert (out / "checkpoint-3").exists()
+    assert _train(capsys, out, *one_epoch, "--resume_from_checkpoint", "true")[0] == 0
+    record = json.loads((out / "alignment_run.json").read_text())
+    assert "train_loss" not in record["train_metrics"]  # it was 0.0: the mean over zero steps
+    assert "train_loss" not in record["log_history"][-1]
+    assert "nothing was left to train" in caplog.text
