@@ -330,10 +330,32 @@ class AlignmentTrainer(Trainer):
             if folder:
                 self.setting_changes = check_same(read_settings(folder), self.run_settings(), f"checkpoint {folder}",
                                                   self.args.allow_changed_settings)  # fmt: skip
+                if not self.setting_changes and self._at_the_end(folder):
+                    return self._finish_from(folder)
             result = super().train(resume_from_checkpoint=resume_from_checkpoint, trial=trial, **kwargs)
         if self.state.global_step == getattr(self, "_initial_global_step", -1):
             self._drop_empty_train_loss(result)
         return result
+
+    def _at_the_end(self, folder) -> bool:
+        """The checkpoint was saved at the last step of its run (``global_step == max_steps``): resuming it
+        trains nothing - the Trainer would run one step past max_steps - so its weights are the result. (Under
+        DeepSpeed or FSDP, whose engines restore their own state, the Trainer resumes it as usual.)"""
+        if self.is_deepspeed_enabled or self.is_fsdp_enabled:
+            return False
+        state = json.loads((Path(folder) / "trainer_state.json").read_text())
+        return 0 < state.get("max_steps", 0) <= state.get("global_step", -1)
+
+    def _finish_from(self, folder):
+        """Load a finished checkpoint's weights and state instead of training (see ``_at_the_end``)."""
+        from transformers.trainer_callback import TrainerState
+        from transformers.trainer_utils import TrainOutput
+
+        self._load_from_checkpoint(str(folder))
+        self.state = TrainerState.load_from_json(str(Path(folder) / "trainer_state.json"))
+        logger.warning("%s is the end of its training (step %d of %d): nothing was left to train; its weights are "
+                       "the result", folder, self.state.global_step, self.state.max_steps)  # fmt: skip
+        return TrainOutput(self.state.global_step, None, {})
 
     def _drop_empty_train_loss(self, result) -> None:
         """A resume from a checkpoint that is already at max_steps trains nothing, and the Trainer reports a

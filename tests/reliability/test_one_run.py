@@ -114,5 +114,20 @@ def test_a_resume_from_the_last_checkpoint_of_an_epoch_records_no_zero_train_los
     assert _train(capsys, out, *one_epoch, "--resume_from_checkpoint", "true")[0] == 0
     record = json.loads((out / "alignment_run.json").read_text())
     assert "train_loss" not in record["train_metrics"]  # it was 0.0: the mean over zero steps
-    assert "train_loss" not in record["log_history"][-1]
+    assert all("train_loss" not in entry for entry in record["log_history"])
+    assert "nothing was left to train" in caplog.text
+
+
+def test_a_resume_from_the_checkpoint_at_max_steps_trains_no_step_past_it(tmp_path, capsys, caplog):
+    from safetensors.torch import load_file
+
+    out = tmp_path / "run"
+    assert _train(capsys, out, "--logging_steps", "1")[0] == 0  # checkpoint-2 is max_steps
+    final = load_file(out / "checkpoint-2" / "model.safetensors")
+    assert _train(capsys, out, "--logging_steps", "1", "--resume_from_checkpoint", "true")[0] == 0
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2"]  # no checkpoint-3
+    record = json.loads((out / "alignment_run.json").read_text())
+    assert max(e["step"] for e in record["log_history"]) == 2 and "train_loss" not in record["train_metrics"]
+    again = load_file(out / "model.safetensors")
+    assert all((again[k] == v).all() for k, v in final.items())  # the checkpoint's weights are the result
     assert "nothing was left to train" in caplog.text
