@@ -133,7 +133,10 @@ def save_final_model(trainer, output_dir: str) -> None:
     trainer.accelerator.wait_for_everyone()
     if trainer.args.should_save:
         for name in sorted(os.listdir(staging)):
-            os.replace(os.path.join(staging, name), os.path.join(output_dir, name))
+            target = os.path.join(output_dir, name)
+            if os.path.isdir(target) and not os.path.islink(target):
+                shutil.rmtree(target)  # a folder of an earlier save is replaced whole
+            os.replace(os.path.join(staging, name), target)
         os.rmdir(staging)
         fsync_folder(output_dir)
     trainer.accelerator.wait_for_everyone()

@@ -28,26 +28,23 @@ from alignment.tasks import TASKS
 TASK_NAMES = sorted(TASKS)
 
 
-def positive_int(text: str) -> int:
-    """An argparse type: a whole number >= 1 (argparse prints one line for anything else)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
-    return value
+def _int_at_least(minimum: int, what: str):
+    """An argparse type: a whole number >= ``minimum`` (argparse prints one line for anything else)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError(f"expected {what} >= {minimum}, got {text!r}")
+        return value
+
+    return parse
 
 
-def row_number(text: str) -> int:
-    """An argparse type: a 0-based row number."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a row number >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a row number >= 0, got {value}")
-    return value
+positive_int = _int_at_least(1, "a whole number")
+row_number = _int_at_least(0, "a row number")
 
 
 def _data_build(args) -> int:

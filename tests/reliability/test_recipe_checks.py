@@ -108,7 +108,7 @@ def test_eval_n_must_be_positive(capsys):
         main(["eval", str(DATA / "sft_model"), "--task", "arithmetic", "--n", "-5"])
     assert info.value.code == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]
-    assert last.endswith("argument --n: expected a whole number >= 1, got -5")
+    assert last.endswith("argument --n: expected a whole number >= 1, got '-5'")
 
 
 def _run_dir(tmp_path):
