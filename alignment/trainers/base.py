@@ -11,8 +11,6 @@ A subclass is registered as a method with :func:`alignment.trainers.registry.reg
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -30,7 +28,7 @@ from alignment.diagnostics.collapse import collapse_stats
 from alignment.locks import output_dir_lock
 from alignment.models import load_model, load_tokenizer, model_name, unwrap
 from alignment.run_settings import check_same, read_settings, write_settings
-from alignment.trainers import packing
+from alignment.trainers import packing, resume
 from alignment.trainers.anchors import is_peft, unwrap_peft
 from alignment.trainers.finite import NonFiniteGuard, refuse_nonfinite_weights
 from alignment.trainers.registry import Method
@@ -308,21 +306,13 @@ class AlignmentTrainer(Trainer):
 
     # ----- one run, one writer, one set of settings --------------------------------------------------------
     def run_settings(self) -> dict:
-        """What makes this run this run: the method, the model, the data and every config field (compared on a
-        resume; alignment.run_settings says which fields may change)."""
-        peft = next(iter(unwrap_peft(self.model).peft_config.values()), None) if is_peft(self.model) else None
-        return {
-            "method": self.method.name,
-            "model": self.model_id,
-            "datasets": list(self.run_info.datasets),
-            "train_rows": dataset_signature(self.train_dataset),
-            "peft": None if peft is None else peft.to_dict(),
-            **self.args.to_dict(),
-        }
+        """What makes this run this run (alignment.trainers.resume.run_settings), compared on a resume."""
+        return resume.run_settings(self)
 
     def train(self, resume_from_checkpoint=None, trial=None, **kwargs):
         """Trainer.train holding the output_dir's lock (alignment.locks); a resumed checkpoint's settings must
-        equal this run's (alignment.run_settings; ``allow_changed_settings`` records the changes instead)."""
+        equal this run's (``allow_changed_settings`` records the changes instead), and a checkpoint saved at the
+        last step is the result, not a new start (alignment.trainers.resume)."""
         with output_dir_lock(self.args.output_dir, self.run_info.command, enabled=self.is_world_process_zero()):
             folder = resume_from_checkpoint
             if folder is True:
@@ -330,41 +320,12 @@ class AlignmentTrainer(Trainer):
             if folder:
                 self.setting_changes = check_same(read_settings(folder), self.run_settings(), f"checkpoint {folder}",
                                                   self.args.allow_changed_settings)  # fmt: skip
-                if not self.setting_changes and self._at_the_end(folder):
-                    return self._finish_from(folder)
+                if not self.setting_changes and resume.at_the_end(self, folder):
+                    return resume.finish_from(self, folder)
             result = super().train(resume_from_checkpoint=resume_from_checkpoint, trial=trial, **kwargs)
         if self.state.global_step == getattr(self, "_initial_global_step", -1):
-            self._drop_empty_train_loss(result)
+            resume.drop_empty_train_loss(self, result)
         return result
-
-    def _at_the_end(self, folder) -> bool:
-        """The checkpoint was saved at the last step of its run (``global_step == max_steps``): resuming it
-        trains nothing - the Trainer would run one step past max_steps - so its weights are the result. (Under
-        DeepSpeed or FSDP, whose engines restore their own state, the Trainer resumes it as usual.)"""
-        if self.is_deepspeed_enabled or self.is_fsdp_enabled:
-            return False
-        state = json.loads((Path(folder) / "trainer_state.json").read_text())
-        return 0 < state.get("max_steps", 0) <= state.get("global_step", -1)
-
-    def _finish_from(self, folder):
-        """Load a finished checkpoint's weights and state instead of training (see ``_at_the_end``)."""
-        from transformers.trainer_callback import TrainerState
-        from transformers.trainer_utils import TrainOutput
-
-        self._load_from_checkpoint(str(folder))
-        self.state = TrainerState.load_from_json(str(Path(folder) / "trainer_state.json"))
-        logger.warning("%s is the end of its training (step %d of %d): nothing was left to train; its weights are "
-                       "the result", folder, self.state.global_step, self.state.max_steps)  # fmt: skip
-        return TrainOutput(self.state.global_step, None, {})
-
-    def _drop_empty_train_loss(self, result) -> None:
-        """A resume from a checkpoint that is already at max_steps trains nothing, and the Trainer reports a
-        train_loss of 0.0 for those zero steps: that number is dropped (it is no loss), with a warning."""
-        logger.warning("the checkpoint is at step %d already (max_steps): nothing was left to train",
-                       self.state.global_step)  # fmt: skip
-        result.metrics.pop("train_loss", None)
-        if self.state.log_history and "train_runtime" in self.state.log_history[-1]:
-            self.state.log_history[-1].pop("train_loss", None)
 
     # ----- the Hub --------------------------------------------------------------------------------------
     def create_model_card(self, model_name: str | None = None, **kwargs) -> None:
@@ -461,15 +422,6 @@ def set_pad_token(tokenizer, pad_token: str | None) -> None:
         tokenizer.pad_token = pad_token
     elif tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-
-
-def dataset_signature(dataset) -> dict | None:
-    """A training dataset's identity for the run settings: its rows and a hash of its first 32 rows."""
-    if dataset is None or not hasattr(dataset, "__len__"):
-        return None
-    head = dataset.select(range(min(32, len(dataset)))).to_list() if hasattr(dataset, "select") else []
-    text = json.dumps(head, sort_keys=True, default=str)
-    return {"rows": len(dataset), "head": hashlib.sha256(text.encode()).hexdigest()[:16]}
 
 
 def refuse_iterable(dataset, name: str) -> None:
