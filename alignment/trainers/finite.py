@@ -4,8 +4,9 @@ with non-finite weights is never saved or pushed.
 
 The loss of every micro-batch is checked where the Trainer already reads it (it filters NaN losses out of its
 logs, which hid a diverged run until now); the gradients once per optimizer step, after clipping and before the
-optimizer (``on_pre_optimizer_step``), with one fused norm over all of them. Under several processes the verdict
-is shared (all-reduced), so every process stops at the same step.
+optimizer (``on_pre_optimizer_step``), with one fused norm over all of them - except under fp16 mixed precision,
+whose loss scaler skips a step with infinite gradients by design. Under several processes the verdict is shared
+(all-reduced), so every process stops at the same step.
 """
 
 from __future__ import annotations
@@ -55,9 +56,10 @@ class NonFiniteGuard(TrainerCallback):
         self.loss_ok = self.loss_ok and bool(torch.isfinite(loss.detach()).all())
 
     def on_pre_optimizer_step(self, args, state, control, **kwargs):
-        ok = grads_finite(self.trainer.model_wrapped).to(self.trainer.accelerator.device) & torch.tensor(
-            self.loss_ok, device=self.trainer.accelerator.device
-        )
+        device = self.trainer.accelerator.device
+        ok = torch.tensor(self.loss_ok, device=device)
+        if not args.fp16:  # under fp16 an infinite gradient is the loss scaler's business: it skips that step
+            ok = ok & grads_finite(self.trainer.model_wrapped).to(device)
         self.loss_ok = True
         if args.world_size > 1:
             import torch.distributed as dist
