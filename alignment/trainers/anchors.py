@@ -71,6 +71,7 @@ class Anchor:
     model: nn.Module | None = None
     adapter_state: dict[str, torch.Tensor] | None = field(default=None, repr=False)
     precomputed: bool = False
+    freed: bool = False  # a ``copy`` released after its values were precomputed
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -300,6 +301,17 @@ def cache_key(trainer, anchor: Anchor, dataset, tokens: bool) -> str:
     settings = json.dumps(cache_settings(trainer, anchor, tokens), sort_keys=True)
     text = "-".join([anchor.fingerprint(trainer.model), dataset_fingerprint(dataset), settings])
     return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def refuse_freed(anchor: Anchor, split: str) -> None:
+    """A dataset that needs an anchor's values after its frozen copy was released (precompute_ref_logps) is an
+    error naming the fix, as in TRL."""
+    if anchor.freed:
+        raise ValueError(
+            f"the {split} dataset needs anchor {anchor.name!r}'s log-probabilities, but its frozen copy was released "
+            "after they were precomputed (precompute_ref_logps): pass this dataset as eval_dataset when the trainer "
+            f"is built, add {anchor.columns[0]}/{anchor.columns[1]} columns, or pass the reference as ref_model"
+        )
 
 
 def precompute(trainer, anchor: Anchor, dataset, split: str, tokens: bool):

@@ -50,6 +50,8 @@ class PreferenceTrainer(AlignmentTrainer):
     #: pair_losses goes through sequence_logps and weighted (LD-DPO's ld_alpha, WPO's use_weighting)
     supports_sequence_options = False
     supports_packing = True
+    #: release the frozen copies once their values are precomputed (False: the method reads them later)
+    frees_precomputed_anchors = True
 
     def __init__(
         self,
@@ -112,6 +114,7 @@ class PreferenceTrainer(AlignmentTrainer):
         if getattr(self.args, "precompute_ref_logps", False):
             for anchor in self.anchors.values():
                 if anchor.kind != "columns" and anchor.columns[0] not in dataset.column_names:
+                    anchor_lib.refuse_freed(anchor, name)
                     dataset = anchor_lib.precompute(self, anchor, dataset, name, self.anchor_token_logps)
         return dataset
 
@@ -182,10 +185,32 @@ class PreferenceTrainer(AlignmentTrainer):
             self.train_dataset = anchor_lib.precompute(
                 self, anchor, self.train_dataset, "train", self.anchor_token_logps
             )
-            if self.eval_dataset is not None and not isinstance(self.eval_dataset, dict):
+            if isinstance(self.eval_dataset, dict):
+                self.eval_dataset = {
+                    k: anchor_lib.precompute(self, anchor, v, k, self.anchor_token_logps)
+                    for k, v in self.eval_dataset.items()
+                }
+            elif self.eval_dataset is not None:
                 self.eval_dataset = anchor_lib.precompute(
                     self, anchor, self.eval_dataset, "eval", self.anchor_token_logps
                 )
+        if self.frees_precomputed_anchors:
+            self.free_precomputed_anchors()
+
+    def free_precomputed_anchors(self) -> None:
+        """Once every dataset carries the anchors' values, the frozen copies (``copy`` anchors: a whole copy of
+        the policy, 16 GB for an 8B model in bf16) are no longer needed: they are released. A model passed as an
+        anchor (``ref_model=``) stays, as TRL keeps it; the adapter kinds cost nothing."""
+        freed = False
+        for anchor in self.anchors.values():
+            if anchor.kind == "copy" and anchor.model is not None:
+                anchor.model, anchor.freed, freed = None, True, True
+        if freed:
+            import gc
+
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
 
     def anchor_logps(self, inputs: dict) -> dict[str, AnchorLogps]:
         """Every anchor's log-probabilities for this batch: from its columns when the batch carries them,

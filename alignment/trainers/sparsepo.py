@@ -143,6 +143,7 @@ class _HeldThenRamped:
 class SparsePOTrainer(PreferenceTrainer):
     supports_stablemax = False  # its loss reads the kernel's per-token KL
     anchor_token_logps = True
+    frees_precomputed_anchors = False  # the mask snapshot after training runs the reference
 
     # ----- the mask network ------------------------------------------------------------------------------
     def setup_anchors(self, model, args, train_dataset, eval_dataset) -> None:
