@@ -188,6 +188,13 @@ class AlignmentConfig(TrainingArguments):
     kernel_memory_mb: int | None = field(
         default=None, metadata={"help": "Working-memory budget of the fused op (MiB)."}
     )
+    kernel_backend: str = field(
+        default="auto",
+        metadata={
+            "help": "Who does the fused op's per-tile work: auto (Triton on a CUDA device when installed), torch or "
+            "triton (also ALIGNMENT_KERNEL_BACKEND)."
+        },
+    )
     padding_free: bool = field(
         default=False,
         metadata={
@@ -296,6 +303,7 @@ class AlignmentConfig(TrainingArguments):
             self.save_steps = 500  # TrainingArguments' default
         choice("truncation_mode", self.truncation_mode, ("keep_start", "keep_end"))
         choice("normalizer", self.normalizer, ("softmax", "stablemax"))
+        choice("kernel_backend", self.kernel_backend, ("auto", "torch", "triton"))
         if not self.z_loss >= 0:
             raise ValueError(f"z_loss must be >= 0, got {self.z_loss}")
         for name in ("max_prompt_length", "max_completion_length"):

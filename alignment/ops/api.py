@@ -104,6 +104,7 @@ def token_logps(
     memory_budget: int | None = None,
     ignore_index: int = -100,
     normalizer: str = "softmax",
+    backend: str | None = None,
 ) -> TokenLogps:
     """Per-token log-probabilities of ``targets`` under logits z = softcap((h W^T + b) * scale) / T,
     without materializing the [N, V] logits.
@@ -118,6 +119,8 @@ def token_logps(
       arXiv 2501.04697).
     - ``normalizer="stablemax"``: StableMax (arXiv 2501.04697) in place of the softmax: log p = log s(z_y) -
       log sum_v s(z_v), lse = log sum_v s(z_v) (entropy and kl_ref are not implemented for it yet).
+    - ``backend``: who does the per-tile work: "torch", "triton" (Triton kernels; a CUDA device or
+      TRITON_INTERPRET=1) or "auto" (Triton on CUDA when installed; default, or ALIGNMENT_KERNEL_BACKEND).
     - ``extras_grad=False``: entropy and kl_ref are for logging only (no gradient; saves a GEMM in the
       frozen-head path).
     - ``path``: "general" (recompute in backward, any downstream use), "frozen" (weight and bias take no
@@ -130,9 +133,9 @@ def token_logps(
     """
     _check(hidden, weight, targets, bias)
     if path == "triton":
-        raise NotImplementedError(
-            "the Triton path is not built yet (no GPU was available to develop and test it); the chunked PyTorch "
-            "paths ('general', 'frozen', 'auto') run on CPU and on any GPU"
+        raise ValueError(
+            "Triton is a backend of every path, not a path: pass backend='triton' (or kernel_backend: triton in a "
+            "recipe) with path 'general', 'frozen' or 'auto'"
         )
     if path not in PATHS:
         raise ValueError(f"path must be one of {PATHS}, got {path!r}")
@@ -140,7 +143,8 @@ def token_logps(
     if path == "frozen" and not frozen_ok:
         raise ValueError("path='frozen' needs a head without gradient: weight (and bias) must not require grad")
     chosen = "frozen" if (path == "frozen" or (path == "auto" and frozen_ok)) else "general"
-    opts = KernelOptions(temperature, logit_scale, softcap, token_chunk, vocab_chunk, memory_budget, normalizer)
+    opts = KernelOptions(temperature, logit_scale, softcap, token_chunk, vocab_chunk, memory_budget, normalizer,
+                         backend)  # fmt: skip
     c = _compact(hidden, weight, targets, ref_hidden, ref_weight, ref_bias, ignore_index)
     mask = c.mask
     fn = FrozenHeadFn if chosen == "frozen" else GeneralFn
@@ -213,6 +217,7 @@ def pair_fused_loss(
     ignore_index: int = -100,
     normalizer: str = "softmax",
     sequence_ids: torch.Tensor | None = None,
+    backend: str | None = None,
 ) -> PairFusedOutput:
     """Evaluate a pairwise preference loss through the pair-fused path (gradients formed in the forward).
 
@@ -244,7 +249,7 @@ def pair_fused_loss(
     if n_sequences % 2:
         raise ValueError(f"sequence_ids must name 2B sequences (B chosen, then B rejected), got {n_sequences}")
     n_pairs = n_sequences // 2
-    opts = KernelOptions(temperature, logit_scale, softcap, token_chunk, None, memory_budget, normalizer)
+    opts = KernelOptions(temperature, logit_scale, softcap, token_chunk, None, memory_budget, normalizer, backend)
     c = _compact(hidden, weight, targets, ref_hidden, ref_weight, ref_bias, ignore_index)
     mask = c.mask
     seq = sequence_ids.reshape(-1)[c.flat]

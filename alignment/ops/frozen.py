@@ -40,7 +40,7 @@ class FrozenHeadFn(torch.autograd.Function):
         for t0 in range(0, n, tc):
             t1 = min(t0 + tc, n)
             y = targets[t0:t1]
-            stats = RowStats.empty(t1 - t0, dtype, hidden.device, entropy, kl, opts.stable)
+            stats = RowStats.empty(t1 - t0, dtype, hidden.device, entropy, kl, opts.stable, opts.uses_triton(hidden))
             z = logits_tile(hidden[t0:t1], weight, bias, opts, dtype, ws.tile(t1 - t0, vocab))
             zr = (
                 logits_tile(ref_hidden[t0:t1], ref_weight, ref_bias, opts, dtype, ws_ref.tile(t1 - t0, vocab))

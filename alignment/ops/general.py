@@ -50,7 +50,7 @@ class GeneralFn(torch.autograd.Function):
         for t0 in range(0, n, tc):
             t1 = min(t0 + tc, n)
             h = hidden[t0:t1]
-            stats = RowStats.empty(t1 - t0, dtype, hidden.device, entropy, kl, opts.stable)
+            stats = RowStats.empty(t1 - t0, dtype, hidden.device, entropy, kl, opts.stable, opts.uses_triton(hidden))
             for v0 in range(0, vocab, vc):
                 v1 = min(v0 + vc, vocab)
                 z = logits_tile(h, weight[v0:v1], _slice(bias, v0, v1), opts, dtype, ws.tile(t1 - t0, v1 - v0))

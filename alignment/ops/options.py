@@ -6,6 +6,8 @@ import math
 import os
 from dataclasses import dataclass
 
+from alignment.ops.backend import requested, resolve
+
 #: Default working-memory budget of one op call (the logits tiles), in bytes. Override per call with
 #: ``memory_budget=`` or for the process with the environment variable ALIGNMENT_KERNEL_BUDGET_MB.
 DEFAULT_BUDGET = 512 * 2**20
@@ -41,8 +43,11 @@ class KernelOptions:
     vocab_chunk: int | None = None
     memory_budget: int | None = None
     normalizer: str = "softmax"
+    backend: str | None = None  # the per-tile work: auto | torch | triton (alignment.ops.backend); None: env/auto
 
     def __post_init__(self):
+        if self.backend is not None:
+            requested(self.backend)  # a name check; whether it can run is decided per device
         if self.normalizer not in NORMALIZERS:
             raise ValueError(f"normalizer must be one of {list(NORMALIZERS)}, got {self.normalizer!r}")
         if not (self.temperature > 0 and math.isfinite(self.temperature)):
@@ -55,6 +60,11 @@ class KernelOptions:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be a positive integer or None, got {value}")
+
+    def uses_triton(self, t) -> bool:
+        """Whether the Triton kernels do the per-tile work for tensors like ``t`` (one clear error when
+        ``triton`` is asked for where it cannot run)."""
+        return resolve(self.backend, t.device) == "triton"
 
     @property
     def stable(self) -> bool:

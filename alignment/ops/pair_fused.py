@@ -199,7 +199,9 @@ def _loss_grads(work: _Work, idx, pair_index, token_pair, token_chosen, logp, en
 def _one_pass(work: _Work, idx, y, pair_index, token_pair, token_chosen, loss_fn):
     """A chunk whose tokens fit: logits once, loss, gradients in place (3 GEMMs)."""
     h, z, zr = work.tiles(idx)
-    stats = RowStats.empty(idx.numel(), work.dtype, z.device, work.entropy, work.kl, work.opts.stable)
+    stats = RowStats.empty(
+        idx.numel(), work.dtype, z.device, work.entropy, work.kl, work.opts.stable, work.opts.uses_triton(z)
+    )
     p = accumulate(stats, z, y, zr, keep_z=work.keep_z).div_(stats.s.unsqueeze(1))
     logp, lse, ent, kl = work.outputs(stats)
     contribution, metrics, grads = _loss_grads(
@@ -218,7 +220,9 @@ def _two_pass(work: _Work, idx, y, pair_index, token_pair, token_chosen, loss_fn
     for s0 in range(0, idx.numel(), token_chunk):
         sub = slice(s0, s0 + token_chunk)
         _, z, zr = work.tiles(idx[sub])
-        stats = RowStats.empty(z.shape[0], work.dtype, z.device, work.entropy, work.kl, work.opts.stable)
+        stats = RowStats.empty(
+            z.shape[0], work.dtype, z.device, work.entropy, work.kl, work.opts.stable, work.opts.uses_triton(z)
+        )
         accumulate(stats, z, y[sub], zr)
         saved.append((stats, *work.outputs(stats)))
     logp = torch.cat([s[1] for s in saved])

@@ -130,6 +130,10 @@ def stablemax_slope_tile(z: torch.Tensor, block: int = COLUMN_BLOCK) -> torch.Te
 def grad_probabilities(z: torch.Tensor, lse: torch.Tensor, opts, keep_z: bool) -> torch.Tensor:
     """The tile whose rows the gradient is built from: softmax p = exp(z - lse) (in place on z unless
     ``keep_z``); StableMax q = s'(z) / sum s(z) = s'(z) exp(-lse) (a new tile; z is kept)."""
+    if opts.uses_triton(z):
+        from alignment.ops import triton
+
+        return triton.grad_probabilities(z, lse, opts, keep_z)
     if opts.stable:
         return stablemax_slope_tile(z).mul_(torch.exp(-lse).unsqueeze(1))
     return torch.exp(z - lse.unsqueeze(1)) if keep_z else z.sub_(lse.unsqueeze(1)).exp_()
@@ -158,9 +162,11 @@ class RowStats:
     szr: torch.Tensor | None = None  # sum exp(z_ref - mr) * z_ref
     szrz: torch.Tensor | None = None  # sum exp(z_ref - mr) * z
     stable: bool = False  # StableMax: s = sum s(z) (no shift: m is only the running max), zy = log s(z_y)
+    triton: bool = False  # fold tiles with the Triton kernel (alignment.ops.triton)
 
     @classmethod
-    def empty(cls, n: int, dtype, device, entropy: bool, kl: bool, stable: bool = False) -> RowStats:
+    def empty(cls, n: int, dtype, device, entropy: bool, kl: bool, stable: bool = False,
+              triton: bool = False) -> RowStats:  # fmt: skip
         if stable and (entropy or kl):
             raise NotImplementedError("entropy and kl_ref under the StableMax normalizer are not implemented yet")
 
@@ -180,6 +186,7 @@ class RowStats:
             szr=zeros() if kl else None,
             szrz=zeros() if kl else None,
             stable=stable,
+            triton=triton,
         )
 
     # ----- derived outputs ----------------------------------------------------------------------------
@@ -228,6 +235,10 @@ def accumulate(
     tensor and z is left intact. ``y_local`` [n] is the target's column in this tile, -1 when it lies in
     another tile.
     """
+    if stats.triton:
+        from alignment.ops import triton
+
+        return triton.accumulate(stats, z, y_local, zr, keep_z)
     in_tile = y_local >= 0
     if in_tile.any():
         picked = z.gather(1, y_local.clamp(min=0).unsqueeze(1)).squeeze(1)
@@ -283,6 +294,10 @@ def grad_tile(
     then times dz/da (scale / temperature, and 1 - tanh^2 under softcap). ``z`` is needed for the
     entropy term and for softcap; ``q`` (reference probabilities) for kl.
     """
+    if opts.uses_triton(p):
+        from alignment.ops import triton
+
+        return triton.grad_tile(p, z, q, y_local, grads, mean_z, opts)
     coef = torch.zeros_like(p[:, 0])
     for g, sign in ((grads.lse, 1.0), (grads.logp, -1.0), (grads.kl, 1.0)):
         if g is not None:

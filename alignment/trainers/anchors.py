@@ -270,7 +270,7 @@ def from_batch(anchor: Anchor, batch: dict, tokens: bool) -> AnchorLogps:
 #: pass reads a field that is neither here nor in NEUTRAL_FIELDS.
 VALUE_FIELDS = (
     "max_length", "truncation_mode", "max_prompt_length", "max_completion_length", "chat_template", "pad_token",
-    "pad_to_multiple_of", "padding_free", "normalizer", "kernel_memory_mb", "bf16", "fp16",
+    "pad_to_multiple_of", "padding_free", "normalizer", "kernel_memory_mb", "kernel_backend", "bf16", "fp16",
     "precompute_ref_batch_size", "per_device_eval_batch_size",
 )  # fmt: skip
 #: fields the anchors' pass reads that cannot change a value: where the cache lives, which device runs it

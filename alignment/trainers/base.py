@@ -215,6 +215,8 @@ class AlignmentTrainer(Trainer):
         out = {"memory_budget": budget * 2**20} if budget else {}
         if self.args.normalizer != "softmax":
             out["normalizer"] = self.args.normalizer
+        if self.args.kernel_backend != "auto":
+            out["backend"] = self.args.kernel_backend
         return out
 
     def counted_tokens(self, batch) -> torch.Tensor:

@@ -167,7 +167,7 @@ def test_bad_arguments_raise_clear_errors():
         token_logps(hidden, weight, torch.full((4,), 10))
     with pytest.raises(ValueError, match="path"):
         token_logps(hidden, weight, targets, path="fast")
-    with pytest.raises(NotImplementedError, match="Triton"):
+    with pytest.raises(ValueError, match="Triton is a backend of every path, not a path: pass backend='triton'"):
         token_logps(hidden, weight, targets, path="triton")
     with pytest.raises(ValueError, match="frozen"):
         token_logps(hidden, weight.requires_grad_(), targets, path="frozen")

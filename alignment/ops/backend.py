@@ -1,0 +1,53 @@
+"""Which implementation runs the per-tile work of the fused op: ``torch`` (the chunked PyTorch tiles) or
+``triton`` (alignment/ops/triton: one fused kernel per tile for the online max/sum fold, the target gather,
+the entropy and KL sums, StableMax, the probabilities and the gradient tile formed in place; the GEMMs stay
+cuBLAS/torch.mm). ``auto`` picks Triton on a CUDA device when triton is installed, torch otherwise.
+
+Set per call (``backend=``), per run (the config field ``kernel_backend``) or per process
+(``ALIGNMENT_KERNEL_BACKEND``). ``triton`` needs a CUDA device, or Triton's CPU interpreter
+(``TRITON_INTERPRET=1`` set before triton is imported: the tests run the kernels on CPU tensors that way).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import os
+
+import torch
+
+BACKENDS = ("auto", "torch", "triton")
+
+
+@functools.cache
+def triton_installed() -> bool:
+    return importlib.util.find_spec("triton") is not None
+
+
+def interpreter_on() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def requested(backend: str | None) -> str:
+    """The backend asked for: the argument, else ALIGNMENT_KERNEL_BACKEND, else auto."""
+    name = backend or os.environ.get("ALIGNMENT_KERNEL_BACKEND") or "auto"
+    if name not in BACKENDS:
+        raise ValueError(f"backend must be one of {list(BACKENDS)}, got {name!r}")
+    return name
+
+
+def resolve(backend: str | None, device: torch.device) -> str:
+    """``torch`` or ``triton`` for tensors on ``device`` (one clear error when Triton cannot run here)."""
+    name = requested(backend)
+    if name == "auto":
+        return "triton" if device.type == "cuda" and triton_installed() else "torch"
+    if name == "triton":
+        if not triton_installed():
+            raise RuntimeError("backend 'triton' needs triton: pip install 'alignment[triton]'")
+        if device.type != "cuda" and not interpreter_on():
+            raise RuntimeError(
+                f"backend 'triton' runs on a CUDA device, and these tensors are on {device.type}: use backend "
+                "'torch' (or 'auto'), or set TRITON_INTERPRET=1 before triton is imported to run the kernels in "
+                "Triton's CPU interpreter (slow: for tests)"
+            )
+    return name
