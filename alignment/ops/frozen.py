@@ -20,6 +20,14 @@ from alignment.ops.options import KernelOptions
 from alignment.ops.tiles import RowStats, Workspace, accumulate, logits_derivative, logits_tile, matmul, stat_dtype
 
 
+def _derivative_at(z_y: torch.Tensor, like: torch.Tensor, opts) -> torch.Tensor:
+    """dz/da at the targets' logits [n] (the linear factor, or the softcap's (1 - tanh^2) scale)."""
+    if opts.softcap is None:
+        return torch.full_like(like, opts.linear_factor)
+    t = z_y * (opts.temperature / opts.softcap)
+    return (1.0 - t * t) * (opts.logit_scale / opts.temperature)
+
+
 class FrozenHeadFn(torch.autograd.Function):
     """Inputs are compacted (every target is a real token id). Returns logp, lse, entropy, kl, collapsed."""
 
@@ -58,15 +66,29 @@ class FrozenHeadFn(torch.autograd.Function):
                 parts["kl"].append(stats.kl_ref())
             if not with_grad:
                 continue
-            d = logits_derivative(z, opts) if opts.softcap is not None else opts.linear_factor
-            d_y = d.gather(1, y.unsqueeze(1)).squeeze(1) if isinstance(d, torch.Tensor) else torch.full_like(lse, d)
+            zy = z.gather(1, y.unsqueeze(1)).squeeze(1)
+            d_y = _derivative_at(zy, lse, opts)
             if opts.stable:  # d log s(z_y) / dz_y = 1 / (1 + |z_y|) (z is intact under StableMax)
-                d_y = d_y / (1 + z.gather(1, y.unsqueeze(1)).squeeze(1).abs())
+                d_y = d_y / (1 + zy.abs())
             parts["wy"].append(weight[y].to(dtype) * d_y.unsqueeze(1))
-            if entropy and extras_grad:
+            ent_grad, kl_grad = entropy and extras_grad, kl and extras_grad
+            if stats.triton:  # p d, q d and the entropy tile in one kernel
+                from alignment.ops import triton
+
+                centered = triton.frozen_tiles(p, z, zr if kl_grad else None, stats.mean_z() if ent_grad else None,
+                                               stats.lse_ref() if kl_grad else None, opts)  # fmt: skip
+                if ent_grad:
+                    parts["uent"].append(matmul(centered, weight, dtype).neg_())
+                if kl_grad:
+                    parts["uq"].append(matmul(zr, weight, dtype))
+                parts["pw"].append(matmul(p, weight, dtype))
+                del z, zr, p, centered
+                continue
+            d = logits_derivative(z, opts) if opts.softcap is not None else opts.linear_factor
+            if ent_grad:
                 centered = (z - stats.mean_z().unsqueeze(1)).mul_(p).mul_(d)
                 parts["uent"].append(matmul(centered, weight, dtype).neg_())
-            if kl and extras_grad:
+            if kl_grad:
                 q = zr.sub_(stats.lse_ref().unsqueeze(1)).exp_().mul_(d)
                 parts["uq"].append(matmul(q, weight, dtype))
             parts["pw"].append(matmul(p.mul_(d), weight, dtype))

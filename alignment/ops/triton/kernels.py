@@ -8,7 +8,8 @@
 - ``probabilities``: p = exp(z - lse) (softmax, in place allowed) or s'(z) exp(-lse) (StableMax).
 - ``grad_tile``: dL/da in place on the probability tile: p (coef - g_ent (z - E_p z)) - g_kl q + g_logp onehot(y)
   (StableMax: the onehot term times 1 / (1 + |z_y|)), times dz/da (the linear factor, or the softcap's
-  (1 - tanh^2) scale).
+  (1 - tanh^2) scale);
+- ``frozen_tiles``: the frozen-head path's tiles for dh (p d, the entropy tile (z - E_p z) p d, q d).
 
 Computation happens in the tile's dtype (float32, or float64 for the gradient checks); the Triton
 interpreter (TRITON_INTERPRET=1) runs them on CPU tensors.
@@ -179,3 +180,36 @@ def grad_tile(
         else:
             da = da * linear_factor
         tl.store(p_ptr + row * stride_p + c, da, mask=mask)
+
+
+@triton.jit
+def frozen_tiles(
+    p_ptr, z_ptr, zr_ptr, cen_ptr, mz_ptr, lser_ptr, V, stride_p, stride_z, stride_zr, stride_cen, linear_factor,
+    softcap_in, softcap_out, HAS_ENT: tl.constexpr, HAS_KL: tl.constexpr, SOFTCAP: tl.constexpr,
+    BLOCK: tl.constexpr,
+):  # fmt: skip
+    """The frozen-head path's tiles for dh, times dz/da: the entropy tile (z - E_p z) p d (into ``cen``), the
+    reference probabilities q d (in place on zr) and p d (in place on p)."""
+    row = tl.program_id(0)
+    if HAS_ENT:
+        mz = tl.load(mz_ptr + row)
+    if HAS_KL:
+        lser = tl.load(lser_ptr + row)
+    cols = tl.arange(0, BLOCK)
+    for v0 in range(0, V, BLOCK):
+        c = v0 + cols
+        mask = c < V
+        p = tl.load(p_ptr + row * stride_p + c, mask=mask, other=0.0)
+        if SOFTCAP or HAS_ENT:
+            z = tl.load(z_ptr + row * stride_z + c, mask=mask, other=0.0)
+        if SOFTCAP:
+            t = z * softcap_in
+            d = (1 - t * t) * softcap_out
+        else:
+            d = linear_factor
+        if HAS_ENT:
+            tl.store(cen_ptr + row * stride_cen + c, (z - mz) * p * d, mask=mask)
+        if HAS_KL:
+            zr = tl.load(zr_ptr + row * stride_zr + c, mask=mask, other=0.0)
+            tl.store(zr_ptr + row * stride_zr + c, tl.exp(zr - lser) * d, mask=mask)
+        tl.store(p_ptr + row * stride_p + c, p * d, mask=mask)

@@ -90,3 +90,26 @@ def grad_tile(p: torch.Tensor, z: torch.Tensor | None, q: torch.Tensor | None, y
         STABLE=opts.stable, SOFTCAP=softcap, BLOCK=_block(v),
     )  # fmt: skip
     return p
+
+
+def frozen_tiles(p: torch.Tensor, z: torch.Tensor, zr: torch.Tensor | None, mean_z: torch.Tensor | None,
+                 lse_ref: torch.Tensor | None, opts) -> torch.Tensor | None:  # fmt: skip
+    """The frozen-head path's per-tile work for dh in one kernel: p <- p d and zr <- exp(zr - lse_ref) d in
+    place, and the entropy tile (z - E_p z) p d returned (None without entropy); d = dz/da."""
+    n, v = p.shape
+    entropy, kl = mean_z is not None, zr is not None
+    centered = torch.empty_like(p) if entropy else None
+    if n == 0:
+        return centered
+    softcap = opts.softcap is not None
+    dummy_row = torch.zeros(1, dtype=p.dtype, device=p.device)
+    kernels.frozen_tiles[(n,)](
+        p, z, zr if kl else p, centered if entropy else p,
+        mean_z.to(p.dtype).contiguous() if entropy else dummy_row,
+        lse_ref.to(p.dtype).contiguous() if kl else dummy_row,
+        v, p.stride(0), z.stride(0), zr.stride(0) if kl else p.stride(0),
+        centered.stride(0) if entropy else p.stride(0),
+        float(opts.linear_factor), float(opts.temperature / opts.softcap) if softcap else 1.0,
+        float(opts.logit_scale / opts.temperature), HAS_ENT=entropy, HAS_KL=kl, SOFTCAP=softcap, BLOCK=_block(v),
+    )  # fmt: skip
+    return centered
