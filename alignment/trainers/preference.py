@@ -194,13 +194,18 @@ class PreferenceTrainer(AlignmentTrainer):
                 self.eval_dataset = anchor_lib.precompute(
                     self, anchor, self.eval_dataset, "eval", self.anchor_token_logps
                 )
-        if self.frees_precomputed_anchors:
+
+    def train(self, *args, **kwargs):
+        """Trainer.train, the frozen copies released first when their values are precomputed."""
+        if getattr(self.args, "precompute_ref_logps", False) and self.frees_precomputed_anchors:
             self.free_precomputed_anchors()
+        return super().train(*args, **kwargs)
 
     def free_precomputed_anchors(self) -> None:
-        """Once every dataset carries the anchors' values, the frozen copies (``copy`` anchors: a whole copy of
-        the policy, 16 GB for an 8B model in bf16) are no longer needed: they are released. A model passed as an
-        anchor (``ref_model=``) stays, as TRL keeps it; the adapter kinds cost nothing."""
+        """When training starts every dataset carries the anchors' values, so the frozen copies (``copy``
+        anchors: a whole copy of the policy, 16 GB for an 8B model in bf16) are no longer needed during the
+        run: they are released (a dataset given to ``evaluate`` before training still has its values computed).
+        A model passed as an anchor (``ref_model=``) stays, as TRL keeps it; the adapter kinds cost nothing."""
         freed = False
         for anchor in self.anchors.values():
             if anchor.kind == "copy" and anchor.model is not None:

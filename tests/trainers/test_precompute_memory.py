@@ -1,6 +1,7 @@
-"""With precompute_ref_logps and no ref_model, the frozen copy of the policy is released once the datasets carry
-its values (it held a whole second model for the run: 16 GB on an 8B model in bf16); a dataset that needs the
-reference afterwards is a clear error naming the fix, as in TRL; a ref_model passed in stays."""
+"""With precompute_ref_logps and no ref_model, the frozen copy of the policy is released when training starts
+(it held a whole second model for the run: 16 GB on an 8B model in bf16); a dataset that needs the reference
+after that is a clear error naming the fix, as in TRL; before training it is still computed; a ref_model passed
+in stays."""
 
 import gc
 import weakref
@@ -25,10 +26,11 @@ def test_the_frozen_copy_is_released_after_the_precompute(tmp_path, monkeypatch)
     monkeypatch.setattr(anchors, "frozen_copy", lambda model: made.append(original(model)) or made[-1])
     trainer = _trainer(tmp_path, eval_dataset={"a": preference_rows(DATA, n=4), "b": preference_rows(DATA, n=4)})
     copy = weakref.ref(made.pop())
+    assert all("ref_chosen_logps" in d.column_names for d in trainer.eval_dataset.values())
+    assert "eval_loss" in trainer.evaluate(preference_rows(DATA, n=4, split="eval"))  # before training: computed
+    trainer.train()  # from the precomputed columns alone
     gc.collect()
     assert copy() is None and trainer.ref_model is None and trainer.anchors["ref"].freed
-    assert all("ref_chosen_logps" in d.column_names for d in trainer.eval_dataset.values())
-    trainer.train()  # from the precomputed columns alone
     assert {"eval_a_loss", "eval_b_loss"} <= set(trainer.evaluate())
     with pytest.raises(ValueError, match=r"frozen copy was released after they were precomputed .* eval_dataset"):
         trainer.evaluate(preference_rows(DATA, n=4, split="eval"))
