@@ -8,13 +8,14 @@ from tests.helpers import OUTPUTS, make, rel_err, run_op, run_reference
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("backend", ["torch", "triton"])
 @pytest.mark.parametrize("path", ["general", "frozen"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_cuda_matches_reference(path, dtype):
+def test_cuda_matches_reference(path, dtype, backend):
     assert torch.cuda.is_available(), "the gpu tests need a CUDA device"
     cpu_inputs = make(0, 257, 64, 5000, dtype=dtype)
     cuda_inputs = [None if x is None else x.cuda() for x in cpu_inputs]
-    out, grads, ups = run_op(*cuda_inputs, path)
+    out, grads, ups = run_op(*cuda_inputs, path, backend=backend)
     ref, ref_grads = run_reference(*cpu_inputs, path, [u.cpu() for u in ups])
     tol = 1e-5 if dtype == torch.float32 else 1e-2
     for key in OUTPUTS:
