@@ -27,7 +27,7 @@ def fold_softmax(
     V, stride_z, stride_zr, stride_e,
     HAS_SZ: tl.constexpr, HAS_REF: tl.constexpr, BLOCK: tl.constexpr,
 ):  # fmt: skip
-    row = tl.program_id(0)
+    row = tl.program_id(0).to(tl.int64)  # row * stride passes 2^31 on [16k, 128k] tiles
     y = tl.load(y_ptr + row)
     z_row = z_ptr + row * stride_z
     zr_row = zr_ptr + row * stride_zr
@@ -101,7 +101,7 @@ def _stablemax_slope(x):
 
 @triton.jit
 def fold_stablemax(z_ptr, out_ptr, y_ptr, m_ptr, s_ptr, zy_ptr, V, stride_z, stride_out, BLOCK: tl.constexpr):
-    row = tl.program_id(0)
+    row = tl.program_id(0).to(tl.int64)  # row * stride passes 2^31 on [16k, 128k] tiles
     y = tl.load(y_ptr + row)
     cols = tl.arange(0, BLOCK)
     mask = cols < V
@@ -125,7 +125,7 @@ def fold_stablemax(z_ptr, out_ptr, y_ptr, m_ptr, s_ptr, zy_ptr, V, stride_z, str
 
 @triton.jit
 def probabilities(z_ptr, out_ptr, lse_ptr, V, stride_z, stride_out, STABLE: tl.constexpr, BLOCK: tl.constexpr):
-    row = tl.program_id(0)
+    row = tl.program_id(0).to(tl.int64)  # row * stride passes 2^31 on [16k, 128k] tiles
     lse = tl.load(lse_ptr + row)
     cols = tl.arange(0, BLOCK)
     for v0 in range(0, V, BLOCK):
@@ -146,7 +146,7 @@ def grad_tile(
     HAS_ENT: tl.constexpr, HAS_KL: tl.constexpr, HAS_LOGP: tl.constexpr, STABLE: tl.constexpr,
     SOFTCAP: tl.constexpr, BLOCK: tl.constexpr,
 ):  # fmt: skip
-    row = tl.program_id(0)
+    row = tl.program_id(0).to(tl.int64)  # row * stride passes 2^31 on [16k, 128k] tiles
     y = tl.load(y_ptr + row)
     coef = tl.load(coef_ptr + row)
     if HAS_ENT:
@@ -190,7 +190,7 @@ def frozen_tiles(
 ):  # fmt: skip
     """The frozen-head path's tiles for dh, times dz/da: the entropy tile (z - E_p z) p d (into ``cen``), the
     reference probabilities q d (in place on zr) and p d (in place on p)."""
-    row = tl.program_id(0)
+    row = tl.program_id(0).to(tl.int64)  # row * stride passes 2^31 on [16k, 128k] tiles
     if HAS_ENT:
         mz = tl.load(mz_ptr + row)
     if HAS_KL:
