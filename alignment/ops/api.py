@@ -61,8 +61,8 @@ class _Compacted:
 def _compact(hidden, weight, targets, ref_hidden, ref_weight, ref_bias, ignore_index) -> _Compacted:
     """Drop the ``ignore_index`` positions before any matmul; check target ids; detach the reference."""
     mask = targets != ignore_index
-    flat = mask.reshape(-1)
-    h = hidden.reshape(-1, hidden.shape[-1])[flat]
+    flat = mask.reshape(-1).nonzero().squeeze(1)  # positions, not a boolean mask: the planner's fake hidden
+    h = hidden.reshape(-1, hidden.shape[-1])[flat]  # states are indexed by real positions (alignment.planning)
     y = targets.reshape(-1)[flat].long()
     if y.numel() and (y.min() < 0 or y.max() >= weight.shape[0]):
         raise ValueError(f"targets must be in [0, {weight.shape[0]}) or {ignore_index}")
