@@ -150,6 +150,26 @@ def _report(args) -> int:
     return 0
 
 
+def _plan(args) -> int:
+    from alignment.planning.plan import describe, parse_memory, plan_recipe
+    from alignment.recipes import parse_overrides
+
+    overrides = parse_overrides(args.overrides)
+    length, batch = overrides.pop("max_length", None), overrides.pop("per_device_train_batch_size", None)
+    length = args.max_length or length
+    batch = args.batch or batch
+    memory = parse_memory(args.device_memory) if args.device_memory else None
+    plan = plan_recipe(args.recipe, overrides, args.devices, memory, None if length is None else str(length),
+                       None if batch is None else str(batch))  # fmt: skip
+    print("\n".join(describe(plan)))
+    if args.json:
+        from alignment.io import atomic_write_text
+
+        atomic_write_text(args.json, json.dumps(plan.to_json(), indent=1))
+        print(f"wrote {args.json}")
+    return 0
+
+
 def _regret_eval(args) -> int:
     from alignment.regret_eval import regret_eval, table
 
@@ -263,6 +283,16 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="output_dir of a training run")
     report.add_argument("-o", "--output", default=None, help="HTML file (default RUN_DIR/report.html)")
     report.set_defaults(func=_report)
+
+    plan = commands.add_parser("plan", help="simulate one training step on fake tensors: the memory per device")
+    plan.add_argument("recipe", help="a recipe file")
+    plan.add_argument("--devices", type=positive_int, default=1, help="devices (only 1 is simulated yet)")
+    plan.add_argument("--device_memory", default=None, help="memory per device for the auto search, e.g. 80GB")
+    plan.add_argument("--max_length", default=None, help="tokens per sequence, or auto (longest that fits)")
+    plan.add_argument("--batch", default=None, help="pairs per device, or auto (largest that fits)")
+    plan.add_argument("--json", default=None, help="also write the plan to this JSON file")
+    plan.add_argument("overrides", nargs=argparse.REMAINDER, help="--field value pairs overriding the recipe")
+    plan.set_defaults(func=_plan)
 
     from alignment.tasks.online_learning import FAMILIES
 

@@ -41,6 +41,14 @@ from alignment.trainers.anchors import Anchor, AnchorLogps
 from alignment.trainers.base import AlignmentTrainer, deepspeed_inference
 
 
+def on_device(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """``model.to(device)``, skipped when every parameter is there already (a no-op that the planner's fake
+    parameters cannot take: alignment.planning)."""
+    if all(p.device == torch.device(device) for p in model.parameters()):
+        return model
+    return model.to(device)
+
+
 class PreferenceTrainer(AlignmentTrainer):
     """Pairs, named anchors and the pair-fused step (see the module docstring)."""
 
@@ -175,7 +183,7 @@ class PreferenceTrainer(AlignmentTrainer):
                 if self.is_deepspeed_enabled:
                     placed[key] = deepspeed_inference(anchor.model, self.accelerator)
                 else:
-                    placed[key] = anchor.model.to(self.accelerator.device)
+                    placed[key] = on_device(anchor.model, self.accelerator.device)
             anchor.model = placed[key]
         if not getattr(self.args, "precompute_ref_logps", False):
             return

@@ -1,0 +1,412 @@
+"""``alignment plan RECIPE.yaml``: the memory of one optimizer step of a recipe's training, simulated on fake
+tensors (torch's FakeTensorMode), so that an 8B model's step costs no memory and no weights are read.
+
+How: the model is built from its config alone (``init_from_config``, or the config.json of the recipe's model
+folder) with fake parameters; the recipe's own trainer is built around it (its method, anchors, PEFT, kernel
+options, optimizer) with a synthetic batch of real token ids (``per_device_train_batch_size`` pairs, each
+sequence ``max_length`` tokens, the first quarter prompt); then ``compute_loss``, ``backward`` and the
+optimizer's step run through the real code - the backbone, the anchors' passes, the fused op's tiles - while
+torch's MemTracker follows every fake allocation. With ``precompute_ref_logps`` the anchors' pass is simulated
+as its own phase (the frozen copy is alive then), and the step runs from precomputed columns after the copy is
+released, as training does.
+
+Reported (bytes): ``resident_bytes`` (parameters of the trained model and the anchors before the step),
+``step_peak_bytes`` (the most the step allocates above them), ``peak_bytes`` (their sum, the larger of the
+precompute phase and the step), and ``breakdown`` (MemTracker's categories at the peak: parameters,
+gradients, optimizer states, activations and temporaries - the kernel's tiles are activations there).
+
+What it does not count: the CUDA caching allocator's fragmentation and reserved-but-free blocks, cuBLAS /
+NCCL workspaces, the CUDA context (about 0.5-1 GB per device), temporaries inside a fused Triton kernel, and
+the data loader's host memory. Expect a GPU's ``max_memory_allocated`` within a few percent of ``peak_bytes``
+and ``nvidia-smi`` 1-3 GB above it. Not simulated yet: several devices (ZeRO-3 shares, ``--devices`` > 1),
+padding-free packing of length-skewed batches (the batch is all full-length sequences, the worst case).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from unittest import mock
+
+import torch
+
+from alignment.errors import RecipeError
+
+PROMPT_SHARE = 0.25  # of each synthetic sequence's tokens
+
+
+@dataclass
+class Plan:
+    method: str
+    batch: int
+    max_length: int
+    resident_bytes: int
+    step_peak_bytes: int
+    peak_bytes: int
+    precompute_peak_bytes: int | None = None
+    breakdown: dict[str, int] = field(default_factory=dict)
+    search: dict | None = None
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def model_config(script, trust_remote_code: bool = False):
+    """The model's config without its weights: ``init_from_config`` (JSON) or the model folder's config.json
+    (a Hub name works where the Hub or its cache is reachable)."""
+    from transformers import AutoConfig
+
+    if script.init_from_config:
+        return AutoConfig.for_model(**json.loads(Path(script.init_from_config).read_text()))
+    try:
+        return AutoConfig.from_pretrained(script.model_name_or_path, trust_remote_code=trust_remote_code)
+    except OSError as e:
+        raise RecipeError(
+            f"{script.model_name_or_path}: no model config to plan from ({str(e).splitlines()[0]})"
+        ) from None
+
+
+class StorageTracker:
+    """A TorchDispatchMode-based count of the bytes of every tensor storage the ops create (fake or real),
+    freed when the storage is (a weak reference's finalizer): ``current`` and ``peak`` since it started, and
+    ``mark(name)`` records the peak of a phase. Module hooks are not used (MemTracker's fail on frozen
+    parameters and on a module called twice, as an anchor shared by two names is)."""
+
+    def __init__(self, *known):
+        """``known``: modules and optimizers whose tensors exist already (their storages are not counted when an
+        op returns a view of them, as ``weight.t()`` does)."""
+        self.current = self.peak = self.overall = 0  # peak: of the current phase; overall: since the start
+        self.marks: dict[str, int] = {}
+        self._known = known
+        self._seen = None
+
+    def __enter__(self):
+        from torch.utils._python_dispatch import TorchDispatchMode
+        from torch.utils.weak import WeakIdKeyDictionary
+
+        tracker, self._seen = self, WeakIdKeyDictionary()
+        for tensor in _tensors(self._known):
+            self._seen[tensor.untyped_storage()] = 0
+
+        class Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                out = func(*args, **(kwargs or {}))
+                torch.utils._pytree.tree_map_only(torch.Tensor, tracker._add, out)
+                return out
+
+        self._mode = Mode()
+        self._mode.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self._mode.__exit__(*exc)
+
+    def _add(self, t: torch.Tensor) -> None:
+        import weakref
+
+        storage = t.untyped_storage()
+        if storage in self._seen:
+            return
+        size = storage.nbytes()
+        self._seen[storage] = size
+        self.current += size
+        self.peak = max(self.peak, self.current)
+        self.overall = max(self.overall, self.current)
+        weakref.finalize(storage, self._free, size)
+
+    def _free(self, size: int) -> None:
+        self.current -= size
+
+    def phase(self, name: str):
+        """A context: the peak above the start of the block, recorded as ``marks[name]``."""
+        import contextlib
+
+        @contextlib.contextmanager
+        def block():
+            start, self.peak = self.current, self.current
+            try:
+                yield
+            finally:
+                self.marks[name] = self.peak - start
+                self.peak = max(self.peak, self.current)
+
+        return block()
+
+
+def _tensors(owners):
+    """The tensors of modules (parameters, buffers, gradients) and optimizers (their states)."""
+    for owner in owners:
+        if isinstance(owner, torch.nn.Module):
+            for param in owner.parameters():
+                yield param
+                if param.grad is not None:
+                    yield param.grad
+            yield from owner.buffers()
+        elif isinstance(owner, torch.optim.Optimizer):
+            for state in owner.state.values():
+                yield from (v for v in state.values() if torch.is_tensor(v))
+
+
+def _bytes(tensors) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors if t is not None)
+
+
+def _rows(batch: int, length: int, vocab: int) -> list[dict]:
+    prompt = max(1, int(length * PROMPT_SHARE))
+    completion = max(1, length - prompt)
+    token = min(5, vocab - 1)
+    return [{"prompt_ids": [token] * prompt, "chosen_ids": [token] * completion, "rejected_ids": [token] * completion}
+            for _ in range(batch)]  # fmt: skip
+
+
+def build(method_name: str, script, model_args, config, batch: int, length: int, fake: bool = True):
+    """(trainer, inputs, precompute): the recipe's trainer around a model built from its config alone (fake
+    parameters, or real random ones for a measurement) and a batch of ``batch`` synthetic pairs of ``length``
+    tokens; ``precompute``: the recipe precomputes its anchors (simulated as their own phase)."""
+    from datasets import Dataset
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from transformers import AutoModelForCausalLM
+
+    from alignment.models import load_tokenizer
+    from alignment.trainers import get_method
+
+    method = get_method(method_name)
+    if not method.trainer.completions or hasattr(method.trainer, "from_recipe"):
+        raise NotImplementedError(f"alignment plan simulates trainers of token sequences, not {method_name}")
+    cfg = model_config(script, config.trust_remote_code)
+    dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(model_args.dtype, torch.float32)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)  # fake modules cannot be cast after they are built
+    try:
+        if fake:
+            with FakeTensorMode(allow_non_fake_inputs=True):
+                model = AutoModelForCausalLM.from_config(cfg)
+        else:
+            torch.manual_seed(0)
+            model = AutoModelForCausalLM.from_config(cfg)
+    finally:
+        torch.set_default_dtype(previous)
+    precompute = bool(getattr(config, "precompute_ref_logps", False))
+    config = _planning_copy(config, batch, length)
+    tokenizer = load_tokenizer(str(Path(__file__).resolve().parents[2] / "data" / "tokenizer"))
+    data = Dataset.from_list(_rows(batch, length, cfg.vocab_size))
+    with mock.patch.object(type(config), "place_model_on_device", property(lambda self: not fake)):
+        trainer = method.trainer(model, args=config, train_dataset=data, processing_class=tokenizer,
+                                 peft_config=model_args.peft_config())  # fmt: skip
+    if config.activation_checkpointing or config.gradient_checkpointing:
+        trainer.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    trainer.create_optimizer()
+    trainer.log_step_metrics = lambda values, mode: None  # host-side means of fake values: not memory
+    inputs = trainer.data_collator([trainer.train_dataset[i] for i in range(batch)])
+    return trainer, inputs, precompute
+
+
+def _anchor_models(trainer) -> list:
+    models = [a.model for a in getattr(trainer, "anchors", {}).values() if a.model is not None]
+    return list({id(m): m for m in models if m is not trainer.model}.values())
+
+
+def precompute_phase(trainer, inputs: dict) -> None:
+    """Each anchor's no-grad pass over the batch; its values become the batch's columns, and the frozen copies
+    are released, as training does after a precompute."""
+    for name, values in trainer.anchor_logps(inputs).items():
+        inputs[f"{name}_chosen_logps"], inputs[f"{name}_rejected_logps"] = values.chosen, values.rejected
+    trainer.free_precomputed_anchors()
+
+
+def step(trainer, inputs: dict, tracker=None) -> None:
+    """One optimizer step: compute_loss, backward, the optimizer (phases recorded when a tracker is given)."""
+    import contextlib
+
+    def phase(name):
+        return tracker.phase(name) if tracker is not None else contextlib.nullcontext()
+
+    with phase("forward"), _kernel_phase(tracker) if tracker is not None else contextlib.nullcontext():
+        loss = trainer.compute_loss(trainer.model, inputs)
+    with phase("backward"):
+        loss.backward()
+    del loss
+    with phase("optimizer"):
+        trainer.optimizer.step()
+
+
+def simulate(method_name: str, script, model_args, config, batch: int, length: int) -> Plan:
+    """One optimizer step of ``batch`` pairs of ``length``-token sequences, on fake tensors."""
+    trainer, inputs, precompute = build(method_name, script, model_args, config, batch, length)
+    pre_peak = None
+    if precompute and _anchor_models(trainer):
+        resident = _bytes(p for m in [trainer.model, *_anchor_models(trainer)] for p in m.parameters())
+        with StorageTracker(trainer.model, *_anchor_models(trainer)) as tracker, tracker.phase("precompute"):
+            precompute_phase(trainer, inputs)
+        pre_peak = resident + tracker.marks["precompute"]
+    params = _bytes(trainer.model.parameters())
+    anchor_bytes = _bytes(p for m in _anchor_models(trainer) for p in m.parameters())
+    with StorageTracker(trainer.model, trainer.optimizer, *_anchor_models(trainer)) as tracker:
+        step(trainer, inputs, tracker)
+    resident = params + anchor_bytes
+    breakdown = {
+        "parameters": params,
+        "anchors": anchor_bytes,
+        "gradients": _bytes(p.grad for p in trainer.model.parameters()),
+        "optimizer_states": _bytes(_tensors([trainer.optimizer])),
+        "activations": tracker.marks["forward"] - tracker.marks.get("kernel", 0),
+        "kernel_workspace": tracker.marks.get("kernel", 0),
+    }  # fmt: skip
+    peak = max(resident + tracker.overall, pre_peak or 0)
+    return Plan(method_name, batch, length, resident, tracker.overall, peak, pre_peak, breakdown)
+
+
+def _profiled_peak(run) -> int:
+    """The most torch allocates during ``run()`` above what was allocated before (torch profiler's memory
+    events, summed in time order)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        run()
+    events = sorted((e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"),
+                    key=lambda e: e.start_ns())  # fmt: skip
+    current = peak = 0
+    for event in events:
+        current += event.nbytes()
+        peak = max(peak, current)
+    return peak
+
+
+def measure(method_name: str, script, model_args, config, batch: int, length: int) -> dict:
+    """The same step on real tensors on this CPU: the trained and anchor models' parameters plus the peak of
+    what torch allocates during the step (and during the precompute phase), from the profiler's memory events."""
+    trainer, inputs, precompute = build(method_name, script, model_args, config, batch, length, fake=False)
+    pre_peak = None
+    if precompute and _anchor_models(trainer):
+        resident = _bytes(p for m in [trainer.model, *_anchor_models(trainer)] for p in m.parameters())
+        pre_peak = resident + _profiled_peak(lambda: precompute_phase(trainer, inputs))
+    resident = _bytes(p for m in [trainer.model, *_anchor_models(trainer)] for p in m.parameters())
+    step_peak = _profiled_peak(lambda: step(trainer, inputs))
+    return {"resident_bytes": resident, "step_peak_bytes": step_peak, "precompute_peak_bytes": pre_peak,
+            "peak_bytes": max(resident + step_peak, pre_peak or 0)}  # fmt: skip
+
+
+def _kernel_phase(tracker: StorageTracker):
+    """Record the fused op's peak above its start (its tiles, compacted states, formed gradients) as ``kernel``:
+    the op's entry points, as alignment.models calls them, are wrapped for the block."""
+    import contextlib
+
+    from alignment import models
+
+    stack = contextlib.ExitStack()
+    for name in ("pair_fused_loss", "token_logps"):
+        original = getattr(models, name)
+
+        def wrapped(*args, _original=original, **kwargs):
+            start, before = tracker.current, tracker.peak
+            tracker.peak = tracker.current
+            try:
+                return _original(*args, **kwargs)
+            finally:
+                tracker.marks["kernel"] = max(tracker.marks.get("kernel", 0), tracker.peak - start)
+                tracker.peak = max(before, tracker.peak)
+
+        stack.enter_context(mock.patch.object(models, name, wrapped))
+    return stack
+
+
+def _planning_copy(config, batch: int, length: int):
+    """The run's config for one simulated step: this batch and length, no precompute (simulated as its phase),
+    no diagnostics, no files."""
+    import copy
+    import tempfile
+
+    config = copy.deepcopy(config)
+    config.per_device_train_batch_size, config.max_length = batch, length
+    config.output_dir = tempfile.mkdtemp(prefix="alignment-plan-")
+    if hasattr(config, "precompute_ref_logps"):
+        config.precompute_ref_logps = False
+    config.diagnostics, config.report_to = False, []
+    return config
+
+
+def parse_memory(text: str) -> int:
+    """'80GB', '141GiB', '512MB' -> bytes (GB and GiB both read as 2^30: device memory is quoted that way)."""
+    units = {"kb": 2**10, "kib": 2**10, "mb": 2**20, "mib": 2**20, "gb": 2**30, "gib": 2**30, "tb": 2**40}
+    lowered = text.strip().lower()
+    for unit in sorted(units, key=len, reverse=True):
+        if lowered.endswith(unit):
+            return int(float(lowered[: -len(unit)]) * units[unit])
+    return int(float(lowered))
+
+
+def search(fits, low: int, high: int, step: int) -> int | None:
+    """The largest multiple of ``step`` in [low, high] for which ``fits`` holds (monotone), or None."""
+    if not fits(low):
+        return None
+    best, lo, hi = low, low // step, high // step
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if fits(mid * step):
+            best, lo = mid * step, mid
+        else:
+            hi = mid - 1
+    return best
+
+
+def plan_recipe(recipe: str, overrides: dict | None = None, devices: int = 1, device_memory: int | None = None,
+                length: str | None = None, batch: str | None = None) -> Plan:  # fmt: skip
+    """The plan of a recipe (``alignment plan``). ``length`` / ``batch``: a number, or "auto" for the longest
+    length (the largest batch) whose peak fits ``device_memory``."""
+    from alignment.recipes import load_recipe
+
+    if devices != 1:
+        raise NotImplementedError("alignment plan simulates one device for now (ZeRO-3 shares are not modelled)")
+    method, script, model_args, config = load_recipe(recipe, overrides)
+    # a self-play recipe plans one iteration's training step (its trainer is the method's, its rows the pairs)
+    b = config.per_device_train_batch_size if batch in (None, "auto") else int(batch)
+    n = (config.max_length or 1024) if length in (None, "auto") else int(length)
+    if "auto" in (length, batch):
+        if device_memory is None:
+            raise RecipeError("--max_length auto / --batch auto need --device_memory (e.g. 80GB)")
+        limit = 1 << 20 if length == "auto" else 4096
+        cache: dict[int, Plan] = {}
+
+        def fits(x: int) -> bool:
+            cache[x] = simulate(method, script, model_args, config, b if length == "auto" else x,
+                                x if length == "auto" else n)  # fmt: skip
+            return cache[x].peak_bytes <= device_memory
+
+        step = 64 if length == "auto" else 1
+        high = _doubling(fits, step, limit)
+        best = search(fits, step, high, step) if high else None
+        result = cache[best] if best else simulate(method, script, model_args, config, b, n)
+        result.search = {"field": "max_length" if length == "auto" else "batch", "best": best,
+                         "device_memory": device_memory}  # fmt: skip
+        return result
+    return simulate(method, script, model_args, config, b, n)
+
+
+def _doubling(fits, step: int, limit: int) -> int | None:
+    """The first doubling of ``step`` that does not fit (capped at ``limit``); None when ``step`` itself does
+    not fit."""
+    x = step
+    if not fits(x):
+        return None
+    while x < limit and fits(x * 2):
+        x *= 2
+    return min(x * 2, limit)
+
+
+def describe(plan: Plan) -> list[str]:
+    def gib(x):
+        return f"{x / 2**30:.2f} GiB" if x >= 2**30 else f"{x / 2**20:.1f} MiB"
+
+    lines = [f"{plan.method}: {plan.batch} pairs of {plan.max_length} tokens per device",
+             f"  resident (model + anchors)   {gib(plan.resident_bytes)}",
+             f"  step peak above it           {gib(plan.step_peak_bytes)}",
+             f"  peak per device              {gib(plan.peak_bytes)}"]  # fmt: skip
+    if plan.precompute_peak_bytes is not None:
+        lines.append(f"  precompute phase peak        {gib(plan.precompute_peak_bytes)}")
+    lines.append("  at the peak: " + ", ".join(f"{k} {gib(v)}" for k, v in plan.breakdown.items() if v))
+    if plan.search:
+        best = plan.search["best"]
+        lines.append(f"  longest {plan.search['field']} that fits {gib(plan.search['device_memory'])}: "
+                     + (str(best) if best else "none"))  # fmt: skip
+    return lines
