@@ -154,19 +154,19 @@ def _plan(args) -> int:
     from alignment.planning.plan import describe, parse_memory, plan_recipe
     from alignment.recipes import parse_overrides
 
-    overrides = parse_overrides(args.overrides)
-    length, batch = overrides.pop("max_length", None), overrides.pop("per_device_train_batch_size", None)
-    length = args.max_length or length
-    batch = args.batch or batch
-    memory = parse_memory(args.device_memory) if args.device_memory else None
-    plan = plan_recipe(args.recipe, overrides, args.devices, memory, None if length is None else str(length),
+    overrides = parse_overrides(args.overrides)  # the plan's own options may come after the recipe too
+    options = {k: overrides.pop(k, getattr(args, k)) for k in ("devices", "device_memory", "batch", "json")}
+    length = overrides.pop("max_length", args.max_length)
+    batch = overrides.pop("per_device_train_batch_size", None) if options["batch"] is None else options["batch"]
+    memory = parse_memory(str(options["device_memory"])) if options["device_memory"] else None
+    plan = plan_recipe(args.recipe, overrides, int(options["devices"]), memory, None if length is None else str(length),
                        None if batch is None else str(batch))  # fmt: skip
     print("\n".join(describe(plan)))
-    if args.json:
+    if options["json"]:
         from alignment.io import atomic_write_text
 
-        atomic_write_text(args.json, json.dumps(plan.to_json(), indent=1))
-        print(f"wrote {args.json}")
+        atomic_write_text(options["json"], json.dumps(plan.to_json(), indent=1))
+        print(f"wrote {options['json']}")
     return 0
 
 

@@ -92,7 +92,8 @@ class StorageTracker:
         class Mode(TorchDispatchMode):
             def __torch_dispatch__(self, func, types, args=(), kwargs=None):
                 out = func(*args, **(kwargs or {}))
-                torch.utils._pytree.tree_map_only(torch.Tensor, tracker._add, out)
+                if not (kwargs and "out" in kwargs):  # an out= op writes into tensors that exist already (under
+                    torch.utils._pytree.tree_map_only(torch.Tensor, tracker._add, out)  # fake tensors: new wrappers)
                 return out
 
         self._mode = Mode()
@@ -135,9 +136,11 @@ class StorageTracker:
 
 
 def _tensors(owners):
-    """The tensors of modules (parameters, buffers, gradients) and optimizers (their states)."""
+    """The tensors of modules (parameters, buffers, gradients), optimizers (their states) and tensors."""
     for owner in owners:
-        if isinstance(owner, torch.nn.Module):
+        if isinstance(owner, torch.Tensor):
+            yield owner
+        elif isinstance(owner, torch.nn.Module):
             for param in owner.parameters():
                 yield param
                 if param.grad is not None:

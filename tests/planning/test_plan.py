@@ -1,0 +1,75 @@
+"""alignment plan: one optimizer step simulated on fake tensors equals, within 10%, the same step measured on this
+CPU (parameters of the trained and anchor models plus the peak of what torch allocates, from the profiler's memory
+events); the JSON it writes; the longest length that fits a memory; one-line errors."""
+
+import json
+import sys
+
+import pytest
+
+from alignment.cli import main
+from alignment.planning.plan import parse_memory, search, simulate
+from alignment.recipes import load_recipe
+from tests.conftest import ROOT
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from bench_plan import QWEN, WIDE, calibrate
+
+
+def _config(tmp_path, shape):
+    path = tmp_path / "model.json"
+    path.write_text(json.dumps(shape))
+    return str(path)
+
+
+@pytest.mark.parametrize("method", ["dpo", "sparsepo", "inpo"])
+def test_the_plan_matches_the_measured_peak_within_10_percent(tmp_path, method):
+    (row,) = calibrate(method, _config(tmp_path, QWEN), lengths=(64,))
+    assert abs(row["error"]) <= 0.10, row
+    assert row["breakdown"]["gradients"] > 0 and row["breakdown"]["kernel_workspace"] > 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("shape", ["sft_model", "llama_wide", "qwen2_tiny"])
+@pytest.mark.parametrize("method", ["dpo", "sparsepo", "inpo"])
+def test_calibration_grid(tmp_path, shape, method):
+    config = {"sft_model": None, "llama_wide": WIDE, "qwen2_tiny": QWEN}[shape]
+    for row in calibrate(method, config and _config(tmp_path, config)):
+        assert abs(row["error"]) <= 0.10, row
+
+
+def test_the_cli_prints_a_breakdown_and_writes_json(tmp_path, capsys):
+    out = tmp_path / "plan.json"
+    recipe = str(ROOT / "recipes" / "quickstart" / "dpo.yaml")
+    assert main(["plan", recipe, "--json", str(out), "--batch", "4", "--max_length", "128"]) == 0
+    printed = capsys.readouterr().out
+    assert "dpo: 4 pairs of 128 tokens per device" in printed and "kernel_workspace" in printed
+    plan = json.loads(out.read_text())
+    assert {"resident_bytes", "step_peak_bytes", "peak_bytes", "breakdown", "search"} <= set(plan)
+    assert plan["peak_bytes"] >= plan["resident_bytes"] + plan["step_peak_bytes"] - 1
+    assert plan["precompute_peak_bytes"] is not None  # the recipe precomputes its reference
+
+
+def test_max_length_auto_finds_the_longest_length_that_fits(tmp_path, capsys):
+    recipe = str(ROOT / "recipes" / "quickstart" / "dpo.yaml")
+    method, script, model_args, config = load_recipe(recipe, {"use_cpu": True})
+    memory = simulate(method, script, model_args, config, 4, 300).peak_bytes  # a length of 300 just fits
+    out = tmp_path / "plan.json"
+    assert main(["plan", recipe, "--batch", "4", "--max_length", "auto", "--device_memory", str(memory),
+                 "--json", str(out)]) == 0  # fmt: skip
+    found = json.loads(out.read_text())
+    assert found["search"]["best"] == 256 and found["peak_bytes"] <= memory  # multiples of 64: 256 <= 300 < 320
+    assert simulate(method, script, model_args, config, 4, 320).peak_bytes > memory
+
+
+def test_search_and_memory_units():
+    assert search(lambda x: x <= 1000, 64, 4096, 64) == 960 and search(lambda x: False, 64, 128, 64) is None
+    assert parse_memory("80GB") == 80 * 2**30 == parse_memory("80GiB") and parse_memory("512MB") == 512 * 2**20
+
+
+def test_errors_are_one_line(capsys):
+    recipe = str(ROOT / "recipes" / "quickstart" / "dpo.yaml")
+    assert main(["plan", recipe, "--devices", "2"]) == 2
+    assert "simulates one device for now" in capsys.readouterr().err
+    assert main(["plan", recipe, "--max_length", "auto"]) == 2
+    assert "need --device_memory" in capsys.readouterr().err
