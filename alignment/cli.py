@@ -9,6 +9,7 @@
     alignment data pairs MODEL --task T --out F  on-policy pairs ranked by the task's oracle
     alignment judges fit-bt MODEL --task T --out DIR   a Bradley-Terry reward model fitted to the task's oracle
     alignment report RUN_DIR [RUN_DIR ...] [-o report.html]   HTML page + Markdown summary of runs
+    alignment plan RECIPE.yaml [--max_length auto --device_memory 80GB] [--json F]   memory of one step, simulated
     alignment token-entanglement MODEL DATA --row N [-o tokens.png]   per-token gradient cosines
     alignment masks RUN_DIR DATA --row N [-o masks.json]   SparsePO's per-token masks of one pair (+ PNG)
 
