@@ -89,6 +89,13 @@ def fold_softmax(
 
 
 @triton.jit
+def _softcap_slope(z, softcap_in, softcap_out):
+    """dz/da under softcap: z = c tanh(a s / c) / T, so dz/da = (1 - (z T / c)^2) s / T."""
+    t = z * softcap_in
+    return (1 - t * t) * softcap_out
+
+
+@triton.jit
 def _stablemax(x):
     return tl.where(x >= 0, x + 1, 1 / (1 - tl.minimum(x, 0)))
 
@@ -174,9 +181,8 @@ def grad_tile(
                 da += tl.where(c == y, glogp / (1 + tl.abs(z)), 0.0)
             else:
                 da += tl.where(c == y, glogp, 0.0)
-        if SOFTCAP:
-            t = z * softcap_in
-            da = da * (1 - t * t) * softcap_out
+        if SOFTCAP:  # noqa: SIM108 (a constexpr branch: z exists only then)
+            da = da * _softcap_slope(z, softcap_in, softcap_out)
         else:
             da = da * linear_factor
         tl.store(p_ptr + row * stride_p + c, da, mask=mask)
@@ -202,9 +208,8 @@ def frozen_tiles(
         p = tl.load(p_ptr + row * stride_p + c, mask=mask, other=0.0)
         if SOFTCAP or HAS_ENT:
             z = tl.load(z_ptr + row * stride_z + c, mask=mask, other=0.0)
-        if SOFTCAP:
-            t = z * softcap_in
-            d = (1 - t * t) * softcap_out
+        if SOFTCAP:  # noqa: SIM108 (a constexpr branch: z exists only then)
+            d = _softcap_slope(z, softcap_in, softcap_out)
         else:
             d = linear_factor
         if HAS_ENT:
