@@ -15,8 +15,9 @@ Stages (each in its own process, so that memory peaks are its own):
    max_memory_allocated; the pair-fused paths as a share of the GEMMs' rate.
 3. ``dpo_step``: one DPO step of a Qwen2.5-1.5B-shaped random model (bf16, 4 pairs of 512 + 512 tokens, a
    separate reference, AdamW), ours against trl 1.16's DPOTrainer: tokens/s and max_memory_allocated.
-4. ``planner``: the memory planner's prediction against the measured peak - not available yet: the planner
-   (``alignment plan``) is not built; the stage says so in the summary.
+4. ``planner``: ``alignment plan``'s peak for our DPO step of stage 3 (the same model shape, batch and length,
+   as a recipe) against the measured peak of that step: ``max_memory_allocated`` on a GPU; in the dry run, the
+   planner's own CPU measurement (the profiler's memory events of the same step on real tensors).
 
 Targets (BENCHMARKS.md): Triton pair-fused path at >= 60% of the bf16 GEMM rate; DPO step >= 1.2x TRL's
 tokens/s at <= its memory.
@@ -195,6 +196,36 @@ def dpo_worker(which: str, dry: bool) -> dict:
     return {"trainer": which, "tokens_per_s": tokens / step_s, "step_s": step_s, "max_memory_mb": _peak_mb()}
 
 
+# ----- stage 4: the planner ------------------------------------------------------------------------------------
+def planner_worker(dry: bool) -> dict:
+    import tempfile
+
+    import torch
+    import yaml
+
+    from alignment.planning.plan import measure, simulate
+    from alignment.recipes import load_recipe
+
+    cuda = torch.cuda.is_available()
+    words = 16 if dry else 512
+    folder = Path(tempfile.mkdtemp(prefix="gpu-acceptance-plan-"))
+    shape = {"model_type": "qwen2", **(QWEN_TINY if dry else QWEN_1_5B), "pad_token_id": 0, "bos_token_id": 1,
+             "eos_token_id": 2}  # fmt: skip
+    (folder / "model.json").write_text(json.dumps(shape))
+    recipe = {"method": "dpo", "init_from_config": str(folder / "model.json"), "beta": 0.1, "learning_rate": 1e-6,
+              "dtype": "bfloat16" if cuda else "float32", "bf16": cuda, "use_cpu": not cuda,
+              "per_device_train_batch_size": 4, "max_length": 2 * words + 8,
+              "output_dir": str(folder / "out")}  # fmt: skip
+    (folder / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    method, script, model_args, config = load_recipe(folder / "recipe.yaml")
+    plan = simulate(method, script, model_args, config, 4, 2 * words + 8)
+    if cuda:
+        return {"planned_mb": plan.peak_bytes / 2**20, "compare_with": "dpo_step ours max_memory_mb"}
+    measured = measure(method, script, model_args, config, 4, 2 * words + 8)["peak_bytes"]
+    return {"planned_mb": plan.peak_bytes / 2**20, "measured_mb": measured / 2**20,
+            "error": plan.peak_bytes / measured - 1}  # fmt: skip
+
+
 # ----- the stages as subprocesses -----------------------------------------------------------------------------
 def _sub(args: list[str], env: dict, timeout: int) -> dict:
     done = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, env=env,
@@ -218,6 +249,7 @@ def main() -> int:
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "gpu_acceptance"), help="folder of the summary")
     parser.add_argument("--kernel-worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--dpo-worker", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--planner-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     shape = TINY if args.dry_run else FULL
     if args.kernel_worker:
@@ -225,6 +257,9 @@ def main() -> int:
         return 0
     if args.dpo_worker:
         print(json.dumps(dpo_worker(args.dpo_worker, args.dry_run)))
+        return 0
+    if args.planner_worker:
+        print(json.dumps(planner_worker(args.dry_run)))
         return 0
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     if args.dry_run:
@@ -239,8 +274,11 @@ def main() -> int:
     }
     summary["kernel"] = [{"method": m, **_sub(["--kernel-worker", m, *dry], env, 600)} for m in KERNEL_METHODS]
     summary["dpo_step"] = [{"trainer": w, **_sub(["--dpo-worker", w, *dry], env, 900)} for w in ("trl", "ours")]
-    summary["planner"] = {"status": "not available: the memory planner (alignment plan, issue 24 item 1) is not "
-                          "built yet"}  # fmt: skip
+    summary["planner"] = _sub(["--planner-worker", *dry], env, 900)
+    ours = next((r for r in summary["dpo_step"] if r["trainer"] == "ours" and "max_memory_mb" in r), None)
+    if ours and "measured_mb" not in summary["planner"] and "planned_mb" in summary["planner"]:
+        summary["planner"]["measured_mb"] = ours["max_memory_mb"]  # on a GPU: stage 3's max_memory_allocated
+        summary["planner"]["error"] = summary["planner"]["planned_mb"] / ours["max_memory_mb"] - 1
     summary["seconds"] = round(time.perf_counter() - began, 1)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -270,7 +308,13 @@ def markdown(summary: dict) -> str:
             lines.append(f"| {r['trainer']} | error: {r['error']} | |")
         else:
             lines.append(f"| {r['trainer']} | {r['tokens_per_s']:.0f} | {r['max_memory_mb']:.0f} |")
-    lines += ["", f"- planner: {summary['planner']['status']}", f"- {summary['seconds']} s in all", ""]
+    plan = summary["planner"]
+    if "error" in plan and isinstance(plan["error"], float):
+        lines += ["", f"- planner: {plan['planned_mb']:.0f} MiB planned, {plan['measured_mb']:.0f} MiB measured "
+                  f"({plan['error']:+.1%})"]  # fmt: skip
+    else:
+        lines += ["", f"- planner: {plan}"]
+    lines += [f"- {summary['seconds']} s in all", ""]
     return "\n".join(lines)
 
 
