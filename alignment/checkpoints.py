@@ -10,7 +10,6 @@ rotated (``save_total_limit``) only after the rename. A ``checkpoint-N`` without
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import os
 import shutil
@@ -20,7 +19,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from alignment.errors import DiskFullError
-from alignment.io import fsync_folder, is_write_failure
+from alignment.io import fsync_folder, is_write_failure, write_failure_reason
 
 logger = logging.getLogger("alignment")
 
@@ -67,7 +66,7 @@ def save_atomically(trainer, save: Callable[[], None], trial=None) -> None:
             os.rmdir(staging)
         latest = latest_valid_checkpoint(run_dir)
         raise DiskFullError(
-            f"could not save {name} in {run_dir} ({_reason(e)}): the partial checkpoint was removed; "
+            f"could not save {name} in {run_dir} ({write_failure_reason(e)}): the partial checkpoint was removed; "
             + (f"the latest complete one is {latest}" if latest else "no complete checkpoint exists yet")
         ) from None
     finally:
@@ -104,16 +103,6 @@ def _promote(trainer, run_dir: str, staged: str, final: str) -> None:
         os.rmdir(os.path.dirname(staged))  # the staging folder, once empty
 
 
-def _reason(error: BaseException) -> str:
-    """A failed write in a few words (torch.save's own message is a C++ enforce-fail of several lines)."""
-    text = " ".join(str(error).split())
-    if getattr(error, "errno", None) == errno.ENOSPC or any(s in text for s in ("No space left", "StorageFull")):
-        return "no space left on the device"
-    if any(s in text for s in ("file write failed", "iostream error", "unexpected pos")):
-        return "a file write failed: is the disk full?"
-    return text[:160] or type(error).__name__
-
-
 def save_final_model(trainer, output_dir: str) -> None:
     """``trainer.save_model(output_dir)`` through a staging folder (``output_dir/_partial-model``): the files
     move into place once all are written, so a full disk leaves the previous files (or none), never a truncated
@@ -129,7 +118,8 @@ def save_final_model(trainer, output_dir: str) -> None:
             shutil.rmtree(staging, ignore_errors=True)
         if not full:
             raise
-        raise DiskFullError(f"could not save the model in {output_dir} ({_reason(e)}): nothing was kept") from None
+        reason = write_failure_reason(e)
+        raise DiskFullError(f"could not save the model in {output_dir} ({reason}): nothing was kept") from None
     trainer.accelerator.wait_for_everyone()
     if trainer.args.should_save:
         for name in sorted(os.listdir(staging)):

@@ -54,8 +54,21 @@ def fsync_folder(folder: str | os.PathLike) -> None:
             os.close(fd)
 
 
-WRITE_FAILURES = ("No space left", "StorageFull", "file write failed", "Disk quota", "os error 28", "iostream error",
-                  "PytorchStreamWriter", "unexpected pos")  # fmt: skip
+#: how a full disk shows in an error's text (safetensors' Rust IoError, the OS message) and how torch.save's C++
+#: stream writer reports a write it could not finish
+NO_SPACE = ("No space left", "StorageFull", "os error 28")
+WRITE_FAILED = ("file write failed", "iostream error", "PytorchStreamWriter", "unexpected pos", "Disk quota")
+WRITE_FAILURES = NO_SPACE + WRITE_FAILED
+
+
+def write_failure_reason(error: BaseException) -> str:
+    """A failed write in a few words (torch.save's own message is a C++ enforce-fail of several lines)."""
+    text = " ".join(str(error).split())
+    if getattr(error, "errno", None) == errno.ENOSPC or any(s in text for s in NO_SPACE):
+        return "no space left on the device"
+    if any(s in text for s in WRITE_FAILED):
+        return "a file write failed: is the disk full?"
+    return text[:160] or type(error).__name__
 
 
 def is_write_failure(error: BaseException, folder: str | os.PathLike | None = None) -> bool:
