@@ -1,5 +1,5 @@
 """Load a causal LM and its tokenizer (one place, one error); run any causal LM's backbone and apply the
-fused op with its LM head (specs/kernel.md, "Where it plugs in").
+fused op with its LM head (README, "The fused log-softmax op").
 
 Loading: :func:`load_model` and :func:`load_tokenizer` take a local folder or a Hub name (a model object
 passes through :func:`load_model` unchanged). A name that is neither an existing folder nor a model the Hub

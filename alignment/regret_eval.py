@@ -1,5 +1,5 @@
 """``alignment regret-eval MODEL``: a trained no-regret learner against the baselines on held-out loss
-sequences, and in repeated games against a copy of itself (specs/regret_loss.md).
+sequences, and in repeated games against a copy of itself (docs/regret.md).
 
 For each family: n held-out sequences (a generator seeded ``HELD_OUT + seed``; the trainer draws every
 training sequence from its own generator seeded ``seed * 1_000_003 + s``, so none is seen in training);

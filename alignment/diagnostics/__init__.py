@@ -1,4 +1,4 @@
-"""Training diagnostics (specs/diagnostics.md): gradient entanglement, likelihood displacement, softmax
+"""Training diagnostics (README, "Diagnostics and reports"): gradient entanglement, likelihood displacement, softmax
 collapse, the token-level gradient view, and ``alignment report``."""
 
 from alignment.diagnostics.callback import DiagnosticsCallback

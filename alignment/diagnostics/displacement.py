@@ -2,7 +2,7 @@
 
 Preference losses only fix the margin logp_w - logp_l; both can fall (Razin et al., arXiv 2410.08847; Yuan et
 al., arXiv 2410.13828). DPO on the shipped tasks shows the chosen log-probability falling; RPO's SFT term
-should hold it up (specs/losses.md).
+should hold it up (README, "Training").
 
 Shapes: every argument is [k] (summed log-probabilities of the k probe pairs, or their per-token means).
 """

@@ -1,5 +1,5 @@
 """``alignment report RUN_DIR [RUN_DIR ...] [-o report.html]``: one self-contained HTML page and a Markdown
-summary of one or more training runs (specs/diagnostics.md, "Reports").
+summary of one or more training runs (README, "Diagnostics and reports").
 
 The page holds the figures as embedded PNGs (data: URIs), no script and no external resource, so it opens
 anywhere with no network. Runs overlay in every figure. The Markdown file (same name, ``.md``) holds the

@@ -1,9 +1,9 @@
-"""Judges: who wins between two responses to a prompt (specs/inpo.md).
+"""Judges: who wins between two responses to a prompt (docs/inpo.md).
 
 One small protocol, :class:`Judge`: ``judge(prompts, responses_a, responses_b) -> list[float]``, the
 probability P(a > b | prompt) per item (deterministic or sampled). Implementations:
 
-- :class:`TaskJudge`: a synthetic task's oracle (specs/tasks.md), e.g. the cyclic rock-paper-scissors;
+- :class:`TaskJudge`: a synthetic task's oracle (README, "Synthetic tasks"), e.g. the cyclic rock-paper-scissors;
 - :class:`RewardModelJudge`: any ``AutoModelForSequenceClassification`` with one output,
   sigmoid(r(x, a) - r(x, b)), batched; it is also pointwise (``scores``), so rankings use best and worst of K;
 - :class:`PairPreferenceJudge`: a causal LM prompted with both responses, reading the probability of the

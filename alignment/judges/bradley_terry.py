@@ -1,5 +1,5 @@
 """A Bradley-Terry reward model fitted to a judge's comparisons: the standard RLHF pipeline (Ouyang et al. 2022),
-the baseline INPO (Zhang et al. 2024) claims to beat when preferences are general (specs/inpo.md).
+the baseline INPO (Zhang et al. 2024) claims to beat when preferences are general (docs/inpo.md).
 
 The Bradley-Terry model says P(a > b | x) = sigmoid(r(x, a) - r(x, b)) for one scalar reward r. It is fitted by
 maximum likelihood on labelled comparisons (chosen, rejected):

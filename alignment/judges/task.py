@@ -1,4 +1,4 @@
-"""A synthetic task's oracle as a judge (specs/tasks.md)."""
+"""A synthetic task's oracle as a judge (README, "Synthetic tasks")."""
 
 from __future__ import annotations
 

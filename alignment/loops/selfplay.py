@@ -1,4 +1,4 @@
-"""The self-play loop (INPO, Zhang et al. 2024, Algorithm 1; specs/inpo.md): per iteration t, sample K
+"""The self-play loop (INPO, Zhang et al. 2024, Algorithm 1; docs/inpo.md): per iteration t, sample K
 responses per prompt from pi_t, rank them with a judge, train pi_{t+1} from pi_t's weights on the pairs,
 evaluate. With the INPO trainer this is INPO; with the DPO trainer and a judge it is iterative DPO.
 

@@ -1,6 +1,6 @@
 """Direct Preference Optimization and its variants: pure functions of log-probabilities.
 
-Notation (specs/losses.md): for pair i, logp_w, logp_l are the policy's SUMMED log-probabilities of the
+Notation (README, "Training"): for pair i, logp_w, logp_l are the policy's SUMMED log-probabilities of the
 chosen and rejected responses, ref_w, ref_l the reference's; the log-ratios are u_w = logp_w - ref_w,
 u_l = logp_l - ref_l. Under an f-divergence (Wang et al. 2023, arXiv 2309.16240) the scores are
 s = f'(exp(u)) (reverse_kl: s = u, the default), and the margin is m = beta*(s_w - s_l). The per-pair losses

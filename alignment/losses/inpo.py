@@ -1,5 +1,5 @@
 """INPO (Zhang et al. 2024, "Iterative Nash Policy Optimization: Aligning LLMs with General Preferences via
-No-Regret Learning", arXiv 2407.00617, ICLR 2025; specs/inpo.md): the loss of one iteration t.
+No-Regret Learning", arXiv 2407.00617, ICLR 2025; docs/inpo.md): the loss of one iteration t.
 
 Online mirror descent in the game J(pi1, pi2) = E P(y1 > y2) - tau KL(pi1 || pi_ref) + tau KL(pi2 || pi_ref)
 has the closed-form step pi_{t+1}(y) ∝ exp(P(y > pi_t) / eta) pi_ref(y)^(tau/eta) pi_t(y)^(1 - tau/eta)

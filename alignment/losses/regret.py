@@ -1,5 +1,5 @@
 """The regret-loss (Park, Liu, Ozdaglar, Zhang, "Do LLM Agents Have Regret?", arXiv 2403.16843, section 5;
-specs/regret_loss.md, our formalization: the paper's exact constants were not retrievable).
+docs/regret.md, our formalization: the paper's exact constants were not retrievable).
 
 For a batch of N loss sequences, R_j is the learner's external regret on sequence j (differentiable in the
 learner's parameters through its policies). The loss is a soft maximum of the squared positive regrets:

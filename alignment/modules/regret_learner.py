@@ -1,4 +1,4 @@
-"""The numeric-mode no-regret learner (specs/regret_loss.md; Park et al. 2024, arXiv 2403.16843, section 5):
+"""The numeric-mode no-regret learner (docs/regret.md; Park et al. 2024, arXiv 2403.16843, section 5):
 a transformers causal LM built from a config reads the loss history as ``inputs_embeds`` and plays a
 softmax over the d actions at every round.
 

@@ -1,4 +1,4 @@
-"""The text-mode no-regret learner (specs/regret_loss.md; Park et al. 2024, arXiv 2403.16843): an ordinary
+"""The text-mode no-regret learner (docs/regret.md; Park et al. 2024, arXiv 2403.16843): an ordinary
 causal language model reads the loss history written as text and plays the distribution of its next token
 restricted to the d action tokens.
 

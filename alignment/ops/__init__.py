@@ -1,8 +1,9 @@
 """The fused log-softmax op: per-token log-probabilities (and entropy, logsumexp, KL to a reference,
 softmax-collapse flags) from hidden states and an LM head, without materializing the [N, V] logits.
 
-Three paths (specs/kernel.md): general (recompute in backward), pair-fused (the preference loss evaluated
-inside the op, gradients formed in the forward), frozen-head (no gradient to W: dh formed in the forward).
+Three paths (README, "The fused log-softmax op"): general (recompute in backward), pair-fused (the preference
+loss evaluated inside the op, gradients formed in the forward), frozen-head (no gradient to W: dh formed in the
+forward).
 This package imports torch only.
 """
 

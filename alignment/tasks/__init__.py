@@ -1,4 +1,4 @@
-"""Synthetic tasks with programmatic oracles: arithmetic, sentiment, rock-paper-scissors (specs/tasks.md)."""
+"""Synthetic tasks with programmatic oracles: arithmetic, sentiment, rock-paper-scissors (README, "Synthetic tasks")."""
 
 from alignment.tasks.arithmetic import ArithmeticTask
 from alignment.tasks.base import SPLITS, Task, bt_preference, split_of

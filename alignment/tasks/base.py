@@ -1,4 +1,4 @@
-"""The common shape of a synthetic task with a programmatic oracle (specs/tasks.md).
+"""The common shape of a synthetic task with a programmatic oracle (README, "Synthetic tasks").
 
 A task is a finite pool of prompts, split into train and eval by a hash of the prompt text (so the two
 splits never overlap, whatever the seed), a noisy reference-response generator, an oracle

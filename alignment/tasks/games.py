@@ -1,5 +1,5 @@
-"""Repeated two-player games between online learners (Park et al. 2024, arXiv 2403.16843, section 4; specs/
-regret_loss.md): two copies of a learner play each other; each sees, after every round, the expected loss of
+"""Repeated two-player games between online learners (Park et al. 2024, arXiv 2403.16843, section 4;
+docs/regret.md): two copies of a learner play each other; each sees, after every round, the expected loss of
 each of its actions against the other's mixed strategy (full information). When both have no regret in a
 two-player zero-sum game, their time-averaged play approaches the Nash equilibrium.
 

@@ -1,4 +1,4 @@
-"""Online learning with full information (specs/regret_loss.md; Park et al. 2024, arXiv 2403.16843).
+"""Online learning with full information (docs/regret.md; Park et al. 2024, arXiv 2403.16843).
 
 d actions, horizon T. At round t a learner plays a distribution pi_t over the actions, then sees the loss
 vector l_t in [0, 1]^d. External regret after T rounds:

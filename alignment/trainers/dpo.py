@@ -22,7 +22,7 @@ from alignment.trainers.registry import register
 
 @dataclass
 class DPOConfig(PreferenceConfig):
-    """DPO (Rafailov et al. 2023, arXiv 2305.18290) and its common variants (specs/losses.md)."""
+    """DPO (Rafailov et al. 2023, arXiv 2305.18290) and its common variants (README, "Training")."""
 
     beta: float = field(default=0.1, metadata={"help": "KL strength beta."})
     loss_type: str | list[str] = field(

@@ -1,5 +1,5 @@
-"""INPO: one iteration of Iterative Nash Policy Optimization (Zhang et al. 2024, arXiv 2407.00617; specs/
-inpo.md). The method's config, trainer and registration; the loss is alignment.losses.inpo.
+"""INPO: one iteration of Iterative Nash Policy Optimization (Zhang et al. 2024, arXiv 2407.00617;
+docs/inpo.md). The method's config, trainer and registration; the loss is alignment.losses.inpo.
 
 The trainer trains pi_{t+1} from pi_t's weights on pairs sampled from pi_t and ranked by a preference judge,
 against two frozen anchors: ``ref`` (pi_ref, the SFT model) and ``prev`` (pi_t). Without PEFT both default to

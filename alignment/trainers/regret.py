@@ -1,5 +1,5 @@
 """The regret-loss trainer (Park, Liu, Ozdaglar, Zhang, "Do LLM Agents Have Regret?", arXiv 2403.16843, section 5;
-specs/regret_loss.md): a transformer trained to be a no-regret online learner, without labels of optimal actions.
+docs/regret.md): a transformer trained to be a no-regret online learner, without labels of optimal actions.
 
 Each training step draws fresh loss sequences (``per_device_train_batch_size`` per process, [n, T, d]) from the
 configured families (alignment.tasks.online_learning), plays the learner on them, and minimises the regret-loss
