@@ -10,6 +10,7 @@ Set per call (``backend=``), per run (the config field ``kernel_backend``) or pe
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
 import os
@@ -17,6 +18,24 @@ import os
 import torch
 
 BACKENDS = ("auto", "torch", "triton")
+
+_SIMULATED_CUDA = [False]  # alignment plan: CPU fake tensors take the CUDA code paths (simulated_cuda())
+
+
+def on_cuda(device: torch.device) -> bool:
+    """Whether tensors on ``device`` take the ops' CUDA code paths (a CUDA device, or a simulated one)."""
+    return device.type == "cuda" or _SIMULATED_CUDA[0]
+
+
+@contextlib.contextmanager
+def simulated_cuda():
+    """Within the block, CPU tensors take the CUDA code paths (GEMMs in the inputs' precision with a float32
+    output, the Triton backend under ``auto``): the memory planner runs a GPU step on CPU fake tensors so."""
+    previous, _SIMULATED_CUDA[0] = _SIMULATED_CUDA[0], True
+    try:
+        yield
+    finally:
+        _SIMULATED_CUDA[0] = previous
 
 
 @functools.cache
@@ -40,11 +59,11 @@ def resolve(backend: str | None, device: torch.device) -> str:
     """``torch`` or ``triton`` for tensors on ``device`` (one clear error when Triton cannot run here)."""
     name = requested(backend)
     if name == "auto":
-        return "triton" if device.type == "cuda" and triton_installed() else "torch"
+        return "triton" if on_cuda(device) and triton_installed() else "torch"
     if name == "triton":
         if not triton_installed():
             raise RuntimeError("backend 'triton' needs triton: pip install 'alignment[triton]'")
-        if device.type != "cuda" and not interpreter_on():
+        if not on_cuda(device) and not interpreter_on():
             raise RuntimeError(
                 f"backend 'triton' runs on a CUDA device, and these tensors are on {device.type}: use backend "
                 "'torch' (or 'auto'), or set TRITON_INTERPRET=1 before triton is imported to run the kernels in "

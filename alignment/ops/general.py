@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import torch
 
+from alignment.ops.backend import on_cuda
 from alignment.ops.options import KernelOptions
 from alignment.ops.tiles import (
     RowGrads,
     RowStats,
     Workspace,
     accumulate,
+    addmm_,
     grad_probabilities,
     grad_tile,
     logits_tile,
@@ -109,7 +111,7 @@ class GeneralFn(torch.autograd.Function):
             t1 = min(t0 + tc, n)
             rows = slice(t0, t1)
             h = hidden[rows]
-            h_mm = h if h.dtype == dtype else h.to(dtype)
+            h_mm = h if h.dtype == dtype or on_cuda(h.device) else h.to(dtype)  # CPU: upcast once per chunk
             grads = RowGrads(*(None if g is None else g[rows] for g in (g_logp, g_lse, g_ent, g_kl)))
             for v0 in range(0, vocab, vc):
                 v1 = min(v0 + vc, vocab)
@@ -131,7 +133,7 @@ class GeneralFn(torch.autograd.Function):
                 if need_h:
                     dh[rows] += matmul(da, weight[v0:v1], dtype)
                 if need_w:
-                    dw[v0:v1].addmm_(da.t(), h_mm)
+                    addmm_(dw[v0:v1], da.t(), h_mm)
                 if need_b:
                     db[v0:v1] += da.sum(dim=0)
                 del z, p, q, da

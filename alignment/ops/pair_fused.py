@@ -28,6 +28,7 @@ from alignment.ops.tiles import (
     RowStats,
     Workspace,
     accumulate,
+    addmm_,
     grad_probabilities,
     grad_tile,
     logits_tile,
@@ -151,7 +152,7 @@ class _Work:
         if self.dh is not None:
             self.dh[idx] = matmul(da, self.weight, self.dtype)
         if self.dw is not None:
-            self.dw.addmm_(da.t(), h if h.dtype == self.dtype else h.to(self.dtype))
+            addmm_(self.dw, da.t(), h)
         if self.db is not None:
             self.db += da.sum(dim=0)
 

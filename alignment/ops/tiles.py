@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
+from alignment.ops.backend import on_cuda
 from alignment.ops.options import KernelOptions
 
 
@@ -30,28 +31,55 @@ def stat_dtype(x: torch.Tensor) -> torch.dtype:
 _MM_OUT_DTYPE = [True]  # whether torch.mm(..., out_dtype=) works on this GPU build (checked once)
 
 
-def _gpu_mm(a: torch.Tensor, b: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+def _gpu_mm(a: torch.Tensor, b: torch.Tensor, dtype: torch.dtype, out: torch.Tensor | None) -> torch.Tensor:
     """Low-precision GEMM with float32 output where torch supports it (no bf16 rounding of the logits:
-    measured on an H200, bf16-rounded logits put the entropy 1.2% off the float64 reference)."""
+    measured on an H200, bf16-rounded logits put the entropy 1.2% off the float64 reference), written
+    straight into ``out`` (no second tile)."""
     if _MM_OUT_DTYPE[0]:
         try:
-            return torch.mm(a, b, out_dtype=dtype)
+            return torch.mm(a, b, out_dtype=dtype, out=out) if out is not None else torch.mm(a, b, out_dtype=dtype)
         except (TypeError, RuntimeError, NotImplementedError):
             _MM_OUT_DTYPE[0] = False
-    return torch.mm(a, b).to(dtype)
+    result = torch.mm(a, b).to(dtype)
+    return out.copy_(result) if out is not None else result
+
+
+def _low(a: torch.Tensor, b: torch.Tensor) -> torch.dtype:
+    """The lower precision of two GEMM operands (a float32 gradient tile meets bf16 weights: the tile is cast,
+    not the [V, H] weight)."""
+    return a.dtype if a.element_size() < b.element_size() else b.dtype
 
 
 def matmul(a: torch.Tensor, b: torch.Tensor, dtype: torch.dtype, out: torch.Tensor | None = None) -> torch.Tensor:
-    """a @ b with the result in ``dtype``: low-precision inputs use the device's fast matmul on GPU (with a
-    float32 output where supported) and are upcast on CPU (where bf16 GEMMs are slow and round their output)."""
+    """a @ b with the result in ``dtype``: low-precision inputs use the device's fast matmul on GPU (both
+    operands in the lower precision of the two, float32 output where supported) and are upcast on CPU (where
+    bf16 GEMMs are slow and round their output)."""
     if a.dtype == dtype and b.dtype == dtype:
         return torch.mm(a, b, out=out)
-    on_gpu = a.is_cuda
-    result = _gpu_mm(a, b.to(a.dtype), dtype) if on_gpu else torch.mm(a.to(dtype), b.to(dtype))
+    if on_cuda(a.device):
+        low = _low(a, b)
+        return _gpu_mm(a.to(low), b.to(low), dtype, out)
+    result = torch.mm(a.to(dtype), b.to(dtype))
     if out is not None:
         out.copy_(result)
         return out
     return result
+
+
+def addmm_(acc: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """acc += a @ b for a float32 (float64) accumulator, as ``matmul`` forms products: on GPU in the lower
+    precision of the operands with float32 accumulation (no float32 copy of a bf16 operand)."""
+    if a.dtype == acc.dtype and b.dtype == acc.dtype:
+        return acc.addmm_(a, b)
+    if on_cuda(a.device):
+        low = _low(a, b)
+        if _MM_OUT_DTYPE[0]:
+            try:
+                return torch.addmm(acc, a.to(low), b.to(low), out_dtype=acc.dtype, out=acc)
+            except (TypeError, RuntimeError, NotImplementedError):
+                _MM_OUT_DTYPE[0] = False
+        return acc.add_(torch.mm(a.to(low), b.to(low)))
+    return acc.addmm_(a.to(acc.dtype), b.to(acc.dtype))
 
 
 class Workspace:

@@ -15,15 +15,20 @@ Reported (bytes): ``resident_bytes`` (parameters of the trained model and the an
 precompute phase and the step), and ``breakdown`` (MemTracker's categories at the peak: parameters,
 gradients, optimizer states, activations and temporaries - the kernel's tiles are activations there).
 
+A recipe that trains on a GPU (no ``use_cpu``) is planned along the GPU code paths (alignment.planning.gpu:
+the fused op's GEMMs in bf16 with float32 output, the Triton backend, its launches allocating nothing); ``trainer
+= "trl"`` plans trl's DPOTrainer on the same model and batch (alignment.planning.trl_dpo); ``devices`` > 1 is
+each rank's share under ZeRO-3 (alignment.planning.zero3); ``skew`` makes the batch's pairs length-skewed (pair i
+of ``length / 2**i`` tokens), where ``padding_free`` packs only the real tokens.
+
 What it does not count: the CUDA caching allocator's fragmentation and reserved-but-free blocks, cuBLAS /
-NCCL workspaces, the CUDA context (about 0.5-1 GB per device), temporaries inside a fused Triton kernel, and
-the data loader's host memory. Expect a GPU's ``max_memory_allocated`` within a few percent of ``peak_bytes``
-and ``nvidia-smi`` 1-3 GB above it. Not simulated yet: several devices (ZeRO-3 shares, ``--devices`` > 1),
-padding-free packing of length-skewed batches (the batch is all full-length sequences, the worst case).
+NCCL workspaces, the CUDA context (about 0.5-1 GB per device), and the data loader's host memory. Expect a
+GPU's ``max_memory_allocated`` within a few percent of ``peak_bytes`` and ``nvidia-smi`` 1-3 GB above it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,6 +37,9 @@ from unittest import mock
 import torch
 
 from alignment.errors import RecipeError
+from alignment.planning.gpu import gpu_code_paths
+from alignment.planning.tracker import StorageTracker, nbytes, tensors_of
+from alignment.planning.zero3 import share
 
 PROMPT_SHARE = 0.25  # of each synthetic sequence's tokens
 
@@ -47,6 +55,10 @@ class Plan:
     precompute_peak_bytes: int | None = None
     breakdown: dict[str, int] = field(default_factory=dict)
     search: dict | None = None
+    trainer: str = "alignment"
+    target: str = "cpu"
+    devices: int = 1
+    skew: bool = False
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -67,142 +79,82 @@ def model_config(script, trust_remote_code: bool = False):
         ) from None
 
 
-class StorageTracker:
-    """A TorchDispatchMode-based count of the bytes of every tensor storage the ops create (fake or real),
-    freed when the storage is (a weak reference's finalizer): ``current`` and ``peak`` since it started, and
-    ``mark(name)`` records the peak of a phase. Module hooks are not used (MemTracker's fail on frozen
-    parameters and on a module called twice, as an anchor shared by two names is)."""
-
-    def __init__(self, *known):
-        """``known``: modules and optimizers whose tensors exist already (their storages are not counted when an
-        op returns a view of them, as ``weight.t()`` does)."""
-        self.current = self.peak = self.overall = 0  # peak: of the current phase; overall: since the start
-        self.marks: dict[str, int] = {}
-        self._known = known
-        self._seen = None
-
-    def __enter__(self):
-        from torch.utils._python_dispatch import TorchDispatchMode
-        from torch.utils.weak import WeakIdKeyDictionary
-
-        tracker, self._seen = self, WeakIdKeyDictionary()
-        for tensor in _tensors(self._known):
-            self._seen[tensor.untyped_storage()] = 0
-
-        class Mode(TorchDispatchMode):
-            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-                out = func(*args, **(kwargs or {}))
-                if not (kwargs and "out" in kwargs):  # an out= op writes into tensors that exist already (under
-                    torch.utils._pytree.tree_map_only(torch.Tensor, tracker._add, out)  # fake tensors: new wrappers)
-                return out
-
-        self._mode = Mode()
-        self._mode.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        self._mode.__exit__(*exc)
-
-    def _add(self, t: torch.Tensor) -> None:
-        import weakref
-
-        storage = t.untyped_storage()
-        if storage in self._seen:
-            return
-        size = storage.nbytes()
-        self._seen[storage] = size
-        self.current += size
-        self.peak = max(self.peak, self.current)
-        self.overall = max(self.overall, self.current)
-        weakref.finalize(storage, self._free, size)
-
-    def _free(self, size: int) -> None:
-        self.current -= size
-
-    def phase(self, name: str):
-        """A context: the peak above the start of the block, recorded as ``marks[name]``."""
-        import contextlib
-
-        @contextlib.contextmanager
-        def block():
-            start, self.peak = self.current, self.current
-            try:
-                yield
-            finally:
-                self.marks[name] = self.peak - start
-                self.peak = max(self.peak, self.current)
-
-        return block()
+def lengths(batch: int, length: int, skew: bool) -> list[int]:
+    """Each pair's tokens: all ``length``, or length-skewed (pair i of ``length / 2**i``, at least 64)."""
+    return [max(64, length >> i) if skew else length for i in range(batch)]
 
 
-def _tensors(owners):
-    """The tensors of modules (parameters, buffers, gradients), optimizers (their states) and tensors."""
-    for owner in owners:
-        if isinstance(owner, torch.Tensor):
-            yield owner
-        elif isinstance(owner, torch.nn.Module):
-            for param in owner.parameters():
-                yield param
-                if param.grad is not None:
-                    yield param.grad
-            yield from owner.buffers()
-        elif isinstance(owner, torch.optim.Optimizer):
-            for state in owner.state.values():
-                yield from (v for v in state.values() if torch.is_tensor(v))
+def _rows(batch: int, length: int, vocab: int, skew: bool = False) -> list[dict]:
+    rows, token = [], min(5, vocab - 1)
+    for n in lengths(batch, length, skew):
+        prompt = max(1, int(n * PROMPT_SHARE))
+        completion = max(1, n - prompt)
+        rows.append({"prompt_ids": [token] * prompt, "chosen_ids": [token] * completion,
+                     "rejected_ids": [token] * completion})  # fmt: skip
+    return rows
 
 
-def _bytes(tensors) -> int:
-    return sum(t.numel() * t.element_size() for t in tensors if t is not None)
-
-
-def _rows(batch: int, length: int, vocab: int) -> list[dict]:
-    prompt = max(1, int(length * PROMPT_SHARE))
-    completion = max(1, length - prompt)
-    token = min(5, vocab - 1)
-    return [{"prompt_ids": [token] * prompt, "chosen_ids": [token] * completion, "rejected_ids": [token] * completion}
-            for _ in range(batch)]  # fmt: skip
-
-
-def build(method_name: str, script, model_args, config, batch: int, length: int, fake: bool = True):
-    """(trainer, inputs, precompute): the recipe's trainer around a model built from its config alone (fake
-    parameters, or real random ones for a measurement) and a batch of ``batch`` synthetic pairs of ``length``
-    tokens; ``precompute``: the recipe precomputes its anchors (simulated as their own phase)."""
-    from datasets import Dataset
+def fake_model(cfg, dtype: torch.dtype, fake: bool = True):
+    """The model of ``cfg`` in ``dtype``: fake parameters (no memory), or real random ones (seed 0)."""
     from torch._subclasses.fake_tensor import FakeTensorMode
     from transformers import AutoModelForCausalLM
 
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)  # fake modules cannot be cast after they are built
+    try:
+        if fake:
+            with FakeTensorMode(allow_non_fake_inputs=True):
+                return AutoModelForCausalLM.from_config(cfg)
+        torch.manual_seed(0)
+        return AutoModelForCausalLM.from_config(cfg)
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def model_dtype(model_args) -> torch.dtype:
+    return {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(model_args.dtype, torch.float32)
+
+
+def planning_tokenizer():
     from alignment.models import load_tokenizer
+
+    return load_tokenizer(str(Path(__file__).resolve().parents[2] / "data" / "tokenizer"))
+
+
+def build(method_name: str, script, model_args, config, batch: int, length: int, fake: bool = True,
+          skew: bool = False):  # fmt: skip
+    """(trainer, inputs, precompute): the recipe's trainer around a model built from its config alone (fake
+    parameters, or real random ones for a measurement) and a batch of ``batch`` synthetic pairs of ``length``
+    tokens (length-skewed with ``skew``); ``precompute``: the recipe precomputes its anchors (simulated as their
+    own phase)."""
+    from datasets import Dataset
+
     from alignment.trainers import get_method
 
     method = get_method(method_name)
     if not method.trainer.completions or hasattr(method.trainer, "from_recipe"):
         raise NotImplementedError(f"alignment plan simulates trainers of token sequences, not {method_name}")
     cfg = model_config(script, config.trust_remote_code)
-    dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(model_args.dtype, torch.float32)
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)  # fake modules cannot be cast after they are built
-    try:
-        if fake:
-            with FakeTensorMode(allow_non_fake_inputs=True):
-                model = AutoModelForCausalLM.from_config(cfg)
-        else:
-            torch.manual_seed(0)
-            model = AutoModelForCausalLM.from_config(cfg)
-    finally:
-        torch.set_default_dtype(previous)
+    model = fake_model(cfg, model_dtype(model_args), fake)
     precompute = bool(getattr(config, "precompute_ref_logps", False))
     config = _planning_copy(config, batch, length)
-    tokenizer = load_tokenizer(str(Path(__file__).resolve().parents[2] / "data" / "tokenizer"))
-    data = Dataset.from_list(_rows(batch, length, cfg.vocab_size))
+    data = Dataset.from_list(_rows(batch, length, cfg.vocab_size, skew))
     with mock.patch.object(type(config), "place_model_on_device", property(lambda self: not fake)):
-        trainer = method.trainer(model, args=config, train_dataset=data, processing_class=tokenizer,
+        trainer = method.trainer(model, args=config, train_dataset=data, processing_class=planning_tokenizer(),
                                  peft_config=model_args.peft_config())  # fmt: skip
     if config.activation_checkpointing or config.gradient_checkpointing:
-        trainer.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        _checkpointing(trainer.model)
     trainer.create_optimizer()
     trainer.log_step_metrics = lambda values, mode: None  # host-side means of fake values: not memory
     inputs = trainer.data_collator([trainer.train_dataset[i] for i in range(batch)])
     return trainer, inputs, precompute
+
+
+def _checkpointing(model) -> None:
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers 5's name
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
 def _anchor_models(trainer) -> list:
@@ -234,30 +186,69 @@ def step(trainer, inputs: dict, tracker=None) -> None:
         trainer.optimizer.step()
 
 
-def simulate(method_name: str, script, model_args, config, batch: int, length: int) -> Plan:
-    """One optimizer step of ``batch`` pairs of ``length``-token sequences, on fake tensors."""
-    trainer, inputs, precompute = build(method_name, script, model_args, config, batch, length)
-    pre_peak = None
-    if precompute and _anchor_models(trainer):
-        resident = _bytes(p for m in [trainer.model, *_anchor_models(trainer)] for p in m.parameters())
-        with StorageTracker(trainer.model, *_anchor_models(trainer)) as tracker, tracker.phase("precompute"):
-            precompute_phase(trainer, inputs)
-        pre_peak = resident + tracker.marks["precompute"]
-    params = _bytes(trainer.model.parameters())
-    anchor_bytes = _bytes(p for m in _anchor_models(trainer) for p in m.parameters())
-    with StorageTracker(trainer.model, trainer.optimizer, *_anchor_models(trainer)) as tracker:
-        step(trainer, inputs, tracker)
+def simulate(method_name: str, script, model_args, config, batch: int, length: int, *, target: str = "cpu",
+             trainer: str = "alignment", devices: int = 1, skew: bool = False) -> Plan:  # fmt: skip
+    """One optimizer step of ``batch`` pairs of ``length``-token sequences, on fake tensors: on this CPU's code
+    paths or a GPU's (``target="cuda"``), of our trainer or trl's DPOTrainer (``trainer="trl"``), one device or
+    each rank's share under ZeRO-3 (``devices``), full-length or length-skewed pairs (``skew``)."""
+    if trainer not in ("alignment", "trl"):
+        raise ValueError(f"trainer must be 'alignment' or 'trl', got {trainer!r}")
+    if target not in ("cpu", "cuda"):
+        raise ValueError(f"target must be 'cpu' or 'cuda', got {target!r}")
+    paths = gpu_code_paths() if target == "cuda" else contextlib.nullcontext()
+    recipe = (method_name, script, model_args, config, batch, length)
+    with paths:
+        if trainer == "trl":
+            built, inputs, precompute, anchors = _build_trl(*recipe, skew)
+        else:
+            built, inputs, precompute = build(*recipe, skew=skew)
+            anchors = _anchor_models(built)
+        pre_peak = None
+        if precompute and anchors:
+            resident = nbytes(p for m in [built.model, *anchors] for p in m.parameters())
+            with StorageTracker(built.model, *anchors) as tracker, tracker.phase("precompute"):
+                precompute_phase(built, inputs)
+            pre_peak = resident + tracker.marks["precompute"]
+            anchors = _anchor_models(built)
+        params = nbytes(built.model.parameters())
+        anchor_bytes = nbytes(p for m in anchors for p in m.parameters())
+        with StorageTracker(built.model, built.optimizer, *anchors) as tracker:
+            tracker.track_gradients(built.model.parameters())
+            step(built, inputs, tracker)
     resident = params + anchor_bytes
     breakdown = {
         "parameters": params,
         "anchors": anchor_bytes,
-        "gradients": _bytes(p.grad for p in trainer.model.parameters()),
-        "optimizer_states": _bytes(_tensors([trainer.optimizer])),
+        "gradients": nbytes(p.grad for p in built.model.parameters()),
+        "optimizer_states": nbytes(tensors_of([built.optimizer])),
         "activations": tracker.marks["forward"] - tracker.marks.get("kernel", 0),
         "kernel_workspace": tracker.marks.get("kernel", 0),
     }  # fmt: skip
     peak = max(resident + tracker.overall, pre_peak or 0)
-    return Plan(method_name, batch, length, resident, tracker.overall, peak, pre_peak, breakdown)
+    plan = Plan(method_name, batch, length, resident, tracker.overall, peak, pre_peak, breakdown, None, trainer,
+                target, devices, skew)  # fmt: skip
+    if devices > 1:
+        rank = share(built.model, anchors, tracker.transient_marks["backward"], devices, _hidden(built.model))
+        plan.resident_bytes, plan.step_peak_bytes = rank.partitioned_bytes, rank.peak_bytes - rank.partitioned_bytes
+        plan.peak_bytes, plan.breakdown, plan.precompute_peak_bytes = rank.peak_bytes, rank.breakdown(), None
+    return plan
+
+
+def _hidden(model) -> int:
+    return model.get_input_embeddings().weight.shape[1]
+
+
+def _build_trl(method_name, script, model_args, config, batch: int, length: int, skew: bool):
+    from alignment.planning.trl_dpo import build_trl, trl_anchor_models
+
+    if method_name != "dpo":
+        raise NotImplementedError(f"the trl comparison plans trl's DPOTrainer, not {method_name}")
+    cfg = model_config(script, config.trust_remote_code)
+    model = fake_model(cfg, model_dtype(model_args))
+    copy = _planning_copy(config, batch, length)
+    copy.precompute_ref_logps = bool(getattr(config, "precompute_ref_logps", False))
+    trainer, inputs = build_trl(cfg, model_args, copy, _rows(batch, length, cfg.vocab_size, skew), model)
+    return trainer, inputs, False, trl_anchor_models(trainer)
 
 
 def _profiled_peak(run) -> int:
@@ -282,9 +273,9 @@ def measure(method_name: str, script, model_args, config, batch: int, length: in
     trainer, inputs, precompute = build(method_name, script, model_args, config, batch, length, fake=False)
     pre_peak = None
     if precompute and _anchor_models(trainer):
-        resident = _bytes(p for m in [trainer.model, *_anchor_models(trainer)] for p in m.parameters())
+        resident = nbytes(p for m in [trainer.model, *_anchor_models(trainer)] for p in m.parameters())
         pre_peak = resident + _profiled_peak(lambda: precompute_phase(trainer, inputs))
-    resident = _bytes(p for m in [trainer.model, *_anchor_models(trainer)] for p in m.parameters())
+    resident = nbytes(p for m in [trainer.model, *_anchor_models(trainer)] for p in m.parameters())
     step_peak = _profiled_peak(lambda: step(trainer, inputs))
     return {"resident_bytes": resident, "step_peak_bytes": step_peak, "precompute_peak_bytes": pre_peak,
             "peak_bytes": max(resident + step_peak, pre_peak or 0)}  # fmt: skip

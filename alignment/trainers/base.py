@@ -99,14 +99,14 @@ class AlignmentTrainer(Trainer):
                 raise ValueError("pass processing_class (a tokenizer): the model has no path to load one from")
             processing_class = load_tokenizer(self.model_id, args.trust_remote_code)
         set_pad_token(processing_class, args.pad_token)
-        if args.disable_dropout:
-            disable_dropout(model)
         if hasattr(model, "add_model_tags"):  # shown on the Hub when the model is pushed
             model.add_model_tags(["alignment", method.name])
         if peft_config is not None:
             from peft import get_peft_model
 
             model = get_peft_model(model, peft_config)
+        if args.disable_dropout:  # after PEFT, as TRL does: the adapters' dropout (lora_dropout) is disabled too
+            disable_dropout(model)
         self.run_info = run_info or RunInfo()
         self.setting_changes: list[str] = []  # what a resume with allow_changed_settings changed
         self.data_reports: dict[str, str] = {}

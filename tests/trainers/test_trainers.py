@@ -73,6 +73,18 @@ def test_model_object_without_reference_uses_a_frozen_copy(tiny, tokenizer, data
     assert abs(trainer.state.log_history[0]["rewards/margins"]) < 1e-5  # first step: policy == reference
 
 
+@pytest.mark.parametrize("disable", [True, False])
+def test_disable_dropout_covers_the_adapters_dropout(tiny, tokenizer, data_dir, tmp_path, disable):
+    """As TRL's disable_dropout: set after PEFT wraps the model, so lora_dropout is 0 too (it was left at 0.05)."""
+    from peft import LoraConfig
+
+    peft = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], lora_dropout=0.05)
+    trainer = DPOTrainer(copy.deepcopy(tiny), args=args(DPOConfig, tmp_path, disable_dropout=disable),
+                         train_dataset=rows(data_dir), processing_class=tokenizer, peft_config=peft)  # fmt: skip
+    lora = [m for n, m in trainer.model.named_modules() if isinstance(m, torch.nn.Dropout) and "lora_dropout" in n]
+    assert lora and all(m.p == (0.0 if disable else 0.05) for m in lora)
+
+
 def test_peft_reference_is_the_adapter_disabled(tiny, tokenizer, data_dir, tmp_path):
     from peft import LoraConfig
 

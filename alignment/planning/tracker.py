@@ -1,0 +1,145 @@
+"""The planner's memory count: every tensor storage the ops of a step create and free, on fake or real tensors."""
+
+from __future__ import annotations
+
+import contextlib
+import weakref
+
+import torch
+
+
+class StorageTracker:
+    """A TorchDispatchMode-based count of the bytes of every tensor storage the ops create (fake or real),
+    freed when the storage is (a weak reference's finalizer): ``current`` and ``peak`` since it started, and
+    ``phase(name)`` records the peak of a block. Module hooks are not used (MemTracker's fail on frozen
+    parameters and on a module called twice, as an anchor shared by two names is).
+
+    ``transient_overall``: the most allocated at once apart from the parameters' gradients (counted as they
+    first appear, through ``track_gradients``): what a rank holds in full under ZeRO-3, where each gradient
+    is reduced and partitioned as it forms.
+
+    A boolean mask computed from real token ids that indexes a fake tensor (``hidden[mask]``, as trl's fused
+    head does) is replaced by its positions, so the output's size is known without reading fake data; a
+    number read on the host from a fake tensor (a logged metric's ``.item()``) reads 1."""
+
+    def __init__(self, *known):
+        """``known``: modules and optimizers whose tensors exist already (their storages are not counted when an
+        op returns a view of them, as ``weight.t()`` does)."""
+        self.current = self.peak = self.overall = 0  # peak: of the current phase; overall: since the start
+        self.grad_bytes = self.transient_overall = 0
+        self.marks: dict[str, int] = {}
+        self.transient_marks: dict[str, int] = {}  # transient_overall at the end of each phase
+        self._known = known
+        self._seen = None
+        self._hooks: list = []
+
+    def __enter__(self):
+        from torch.utils._python_dispatch import TorchDispatchMode
+        from torch.utils.weak import WeakIdKeyDictionary
+
+        tracker, self._seen = self, WeakIdKeyDictionary()
+        for tensor in tensors_of(self._known):
+            self._seen[tensor.untyped_storage()] = 0
+
+        class Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                if func is torch.ops.aten._local_scalar_dense.default and _fake(args[0]):
+                    return _ONE[args[0].dtype.is_floating_point] if args[0].dtype != torch.bool else True
+                if func is torch.ops.aten.index.Tensor:
+                    args = (args[0], _positions(args[1]))
+                out = func(*args, **(kwargs or {}))
+                if not (kwargs and "out" in kwargs):  # an out= op writes into tensors that exist already (under
+                    torch.utils._pytree.tree_map_only(torch.Tensor, tracker._add, out)  # fake tensors: new wrappers)
+                return out
+
+        self._mode = Mode()
+        self._mode.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self._mode.__exit__(*exc)
+        for hook in self._hooks:
+            hook.remove()
+
+    def track_gradients(self, parameters) -> None:
+        """Count each trainable parameter's gradient as it first appears (``grad_bytes``)."""
+
+        def seen(param):
+            if not getattr(param, "_plan_grad_counted", False):
+                param._plan_grad_counted = True
+                self.grad_bytes += param.grad.numel() * param.grad.element_size()
+
+        self._hooks += [p.register_post_accumulate_grad_hook(seen) for p in parameters if p.requires_grad]
+
+    def _add(self, t: torch.Tensor) -> None:
+        storage = t.untyped_storage()
+        if storage in self._seen:
+            return
+        size = storage.nbytes()
+        self._seen[storage] = size
+        self.current += size
+        self.peak = max(self.peak, self.current)
+        self.overall = max(self.overall, self.current)
+        self.transient_overall = max(self.transient_overall, self.current - self.grad_bytes)
+        weakref.finalize(storage, self._free, size)
+
+    def _free(self, size: int) -> None:
+        self.current -= size
+
+    def phase(self, name: str):
+        """A context: the peak above the start of the block, recorded as ``marks[name]``."""
+
+        @contextlib.contextmanager
+        def block():
+            start, self.peak = self.current, self.current
+            try:
+                yield
+            finally:
+                self.marks[name] = self.peak - start
+                self.transient_marks[name] = self.transient_overall
+                self.peak = max(self.peak, self.current)
+
+        return block()
+
+
+_ONE = {True: 1.0, False: 1}
+
+
+def _fake(t) -> bool:
+    from torch._subclasses.fake_tensor import FakeTensor
+
+    return isinstance(t, FakeTensor)
+
+
+def _positions(indices: list) -> list:
+    """aten.index's indices with each real boolean mask replaced by its positions (one long tensor per masked
+    dimension)."""
+    from torch._subclasses.fake_tensor import FakeTensor
+
+    out = []
+    for index in indices:
+        if isinstance(index, torch.Tensor) and index.dtype == torch.bool and not isinstance(index, FakeTensor):
+            out.extend(index.nonzero(as_tuple=True))
+        else:
+            out.append(index)
+    return out
+
+
+def tensors_of(owners):
+    """The tensors of modules (parameters, buffers, gradients), optimizers (their states) and tensors."""
+    for owner in owners:
+        if isinstance(owner, torch.Tensor):
+            yield owner
+        elif isinstance(owner, torch.nn.Module):
+            for param in owner.parameters():
+                yield param
+                if param.grad is not None:
+                    yield param.grad
+            yield from owner.buffers()
+        elif isinstance(owner, torch.optim.Optimizer):
+            for state in owner.state.values():
+                yield from (v for v in state.values() if torch.is_tensor(v))
+
+
+def nbytes(tensors) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors if t is not None)
