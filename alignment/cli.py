@@ -9,7 +9,7 @@
     alignment data pairs MODEL --task T --out F  on-policy pairs ranked by the task's oracle
     alignment judges fit-bt MODEL --task T --out DIR   a Bradley-Terry reward model fitted to the task's oracle
     alignment report RUN_DIR [RUN_DIR ...] [-o report.html]   HTML page + Markdown summary of runs
-    alignment plan RECIPE.yaml [--max_length auto --device_memory 80GB] [--json F]   memory of one step, simulated
+    alignment plan RECIPE.yaml [--max_length auto --device_memory 80GB] [--devices 8] [--json F]   memory, simulated
     alignment token-entanglement MODEL DATA --row N [-o tokens.png]   per-token gradient cosines
     alignment masks RUN_DIR DATA --row N [-o masks.json]   SparsePO's per-token masks of one pair (+ PNG)
 
@@ -156,12 +156,14 @@ def _plan(args) -> int:
     from alignment.recipes import parse_overrides
 
     overrides = parse_overrides(args.overrides)  # the plan's own options may come after the recipe too
-    options = {k: overrides.pop(k, getattr(args, k)) for k in ("devices", "device_memory", "batch", "json")}
+    names = ("devices", "device_memory", "batch", "json", "trainer", "skew", "target")
+    options = {k: overrides.pop(k, getattr(args, k)) for k in names}
     length = overrides.pop("max_length", args.max_length)
     batch = overrides.pop("per_device_train_batch_size", None) if options["batch"] is None else options["batch"]
     memory = parse_memory(str(options["device_memory"])) if options["device_memory"] else None
     plan = plan_recipe(args.recipe, overrides, int(options["devices"]), memory, None if length is None else str(length),
-                       None if batch is None else str(batch))  # fmt: skip
+                       None if batch is None else str(batch), options["trainer"], options["skew"] in (True, "true"),
+                       options["target"])  # fmt: skip
     print("\n".join(describe(plan)))
     if options["json"]:
         from alignment.io import atomic_write_text
@@ -287,11 +289,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     plan = commands.add_parser("plan", help="simulate one training step on fake tensors: the memory per device")
     plan.add_argument("recipe", help="a recipe file")
-    plan.add_argument("--devices", type=positive_int, default=1, help="devices (only 1 is simulated yet)")
+    plan.add_argument("--devices", type=positive_int, default=1, help="devices: > 1 plans each rank's ZeRO-3 share")
     plan.add_argument("--device_memory", default=None, help="memory per device for the auto search, e.g. 80GB")
     plan.add_argument("--max_length", default=None, help="tokens per sequence, or auto (longest that fits)")
     plan.add_argument("--batch", default=None, help="pairs per device, or auto (largest that fits)")
     plan.add_argument("--json", default=None, help="also write the plan to this JSON file")
+    plan.add_argument(
+        "--trainer",
+        choices=["alignment", "trl"],
+        default="alignment",
+        help="plan trl's DPOTrainer on the same model and batch instead (DPO recipes)",
+    )
+    plan.add_argument("--skew", action="store_true", help="length-skewed pairs: pair i has max_length / 2**i tokens")
+    plan.add_argument(
+        "--target",
+        choices=["cpu", "cuda"],
+        default=None,
+        help="the device's code paths (default: cpu when the recipe sets use_cpu, else cuda)",
+    )
     plan.add_argument("overrides", nargs=argparse.REMAINDER, help="--field value pairs overriding the recipe")
     plan.set_defaults(func=_plan)
 

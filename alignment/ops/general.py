@@ -16,6 +16,7 @@ from alignment.ops.tiles import (
     Workspace,
     accumulate,
     addmm_,
+    gemm_operand,
     grad_probabilities,
     grad_tile,
     logits_tile,
@@ -130,6 +131,7 @@ class GeneralFn(torch.autograd.Function):
                     q = zr.sub_(lse_ref[rows].unsqueeze(1)).exp_()
                 mz = None if mean_z is None else mean_z[rows]
                 da = grad_tile(p, z if keep_z else None, q, local_targets(targets[rows], v0, v1), grads, mz, opts)
+                da = gemm_operand(da, weight)
                 if need_h:
                     dh[rows] += matmul(da, weight[v0:v1], dtype)
                 if need_w:

@@ -29,6 +29,7 @@ from alignment.ops.tiles import (
     Workspace,
     accumulate,
     addmm_,
+    gemm_operand,
     grad_probabilities,
     grad_tile,
     logits_tile,
@@ -149,6 +150,7 @@ class _Work:
         return h, z, zr
 
     def backprop(self, idx, h, da):
+        da = gemm_operand(da, self.weight)
         if self.dh is not None:
             self.dh[idx] = matmul(da, self.weight, self.dtype)
         if self.dw is not None:
@@ -318,8 +320,10 @@ class PairFusedFn(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g_loss, *_):
-        def scaled(g, dtype):
-            return None if g is None or g_loss is None else (g * g_loss).to(dtype)
+        def scaled(g, dtype):  # a lower-precision result is cast first and scaled in place (no second float32 [V, H])
+            if g is None or g_loss is None:
+                return None
+            return g * g_loss if g.dtype == dtype else g.to(dtype).mul_(g_loss.to(dtype))
 
         dh, dw, db, dinputs = ctx.saved_tensors
         grads = [scaled(g, dtype) for g, dtype in zip((dh, dw, db), ctx.dtypes)]

@@ -66,6 +66,14 @@ def matmul(a: torch.Tensor, b: torch.Tensor, dtype: torch.dtype, out: torch.Tens
     return result
 
 
+def gemm_operand(da: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """The gradient tile as both backward GEMMs read it: on GPU in the weight's lower precision, cast once (not
+    once per GEMM); unchanged on CPU."""
+    if on_cuda(da.device) and weight.element_size() < da.element_size():
+        return da.to(weight.dtype)
+    return da
+
+
 def addmm_(acc: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """acc += a @ b for a float32 (float64) accumulator, as ``matmul`` forms products: on GPU in the lower
     precision of the operands with float32 accumulation (no float32 copy of a bf16 operand)."""

@@ -146,6 +146,7 @@ def build(method_name: str, script, model_args, config, batch: int, length: int,
         _checkpointing(trainer.model)
     trainer.create_optimizer()
     trainer.log_step_metrics = lambda values, mode: None  # host-side means of fake values: not memory
+    trainer._packing_checked = fake  # the packing check compares hidden states: real ones only
     inputs = trainer.data_collator([trainer.train_dataset[i] for i in range(batch)])
     return trainer, inputs, precompute
 
@@ -238,16 +239,16 @@ def _hidden(model) -> int:
     return model.get_input_embeddings().weight.shape[1]
 
 
-def _build_trl(method_name, script, model_args, config, batch: int, length: int, skew: bool):
+def _build_trl(method_name, script, model_args, config, batch: int, length: int, skew: bool, fake: bool = True):
     from alignment.planning.trl_dpo import build_trl, trl_anchor_models
 
     if method_name != "dpo":
         raise NotImplementedError(f"the trl comparison plans trl's DPOTrainer, not {method_name}")
     cfg = model_config(script, config.trust_remote_code)
-    model = fake_model(cfg, model_dtype(model_args))
+    model = fake_model(cfg, model_dtype(model_args), fake)
     copy = _planning_copy(config, batch, length)
     copy.precompute_ref_logps = bool(getattr(config, "precompute_ref_logps", False))
-    trainer, inputs = build_trl(cfg, model_args, copy, _rows(batch, length, cfg.vocab_size, skew), model)
+    trainer, inputs = build_trl(cfg, model_args, copy, _rows(batch, length, cfg.vocab_size, skew), model, fake)
     return trainer, inputs, False, trl_anchor_models(trainer)
 
 
@@ -267,9 +268,16 @@ def _profiled_peak(run) -> int:
     return peak
 
 
-def measure(method_name: str, script, model_args, config, batch: int, length: int) -> dict:
+def measure(method_name: str, script, model_args, config, batch: int, length: int, trainer: str = "alignment") -> dict:
     """The same step on real tensors on this CPU: the trained and anchor models' parameters plus the peak of
     what torch allocates during the step (and during the precompute phase), from the profiler's memory events."""
+    if trainer == "trl":
+        built, inputs, precompute, anchors = _build_trl(method_name, script, model_args, config, batch, length,
+                                                        False, fake=False)  # fmt: skip
+        resident = nbytes(p for m in [built.model, *anchors] for p in m.parameters())
+        step_peak = _profiled_peak(lambda: step(built, inputs))
+        return {"resident_bytes": resident, "step_peak_bytes": step_peak, "precompute_peak_bytes": None,
+                "peak_bytes": resident + step_peak}  # fmt: skip
     trainer, inputs, precompute = build(method_name, script, model_args, config, batch, length, fake=False)
     pre_peak = None
     if precompute and _anchor_models(trainer):
@@ -345,17 +353,30 @@ def search(fits, low: int, high: int, step: int) -> int | None:
 
 
 def plan_recipe(recipe: str, overrides: dict | None = None, devices: int = 1, device_memory: int | None = None,
-                length: str | None = None, batch: str | None = None) -> Plan:  # fmt: skip
+                length: str | None = None, batch: str | None = None, trainer: str = "alignment",
+                skew: bool = False, target: str | None = None) -> Plan:  # fmt: skip
     """The plan of a recipe (``alignment plan``). ``length`` / ``batch``: a number, or "auto" for the longest
-    length (the largest batch) whose peak fits ``device_memory``."""
+    length (the largest batch) whose peak fits ``device_memory``. ``target``: the device the step runs on (by
+    default the recipe's: cpu with ``use_cpu``, else cuda); ``devices`` > 1: each rank's share under ZeRO-3;
+    ``trainer="trl"``: trl's DPOTrainer on the same model and batch; ``skew``: length-skewed pairs."""
     from alignment.recipes import load_recipe
+    from alignment.yaml_io import load_yaml
 
-    if devices != 1:
-        raise NotImplementedError("alignment plan simulates one device for now (ZeRO-3 shares are not modelled)")
-    method, script, model_args, config = load_recipe(recipe, overrides)
+    if devices < 1:
+        raise RecipeError(f"--devices must be a positive number, got {devices}")
+    if target is None:
+        raw = load_yaml(Path(recipe).read_text(encoding="utf-8"), str(recipe)) if Path(recipe).exists() else {}
+        use_cpu = {**(raw if isinstance(raw, dict) else {}), **(overrides or {})}.get("use_cpu", False)
+        target = "cpu" if use_cpu is True else "cuda"
+    method, script, model_args, config = load_recipe(recipe, {**(overrides or {}), "use_cpu": True})
     # a self-play recipe plans one iteration's training step (its trainer is the method's, its rows the pairs)
     b = config.per_device_train_batch_size if batch in (None, "auto") else int(batch)
     n = (config.max_length or 1024) if length in (None, "auto") else int(length)
+    options = {"target": target, "trainer": trainer, "devices": devices, "skew": skew}
+
+    def plan(pairs: int, tokens: int) -> Plan:
+        return simulate(method, script, model_args, config, pairs, tokens, **options)
+
     if "auto" in (length, batch):
         if device_memory is None:
             raise RecipeError("--max_length auto / --batch auto need --device_memory (e.g. 80GB)")
@@ -363,18 +384,17 @@ def plan_recipe(recipe: str, overrides: dict | None = None, devices: int = 1, de
         cache: dict[int, Plan] = {}
 
         def fits(x: int) -> bool:
-            cache[x] = simulate(method, script, model_args, config, b if length == "auto" else x,
-                                x if length == "auto" else n)  # fmt: skip
+            cache[x] = plan(b if length == "auto" else x, x if length == "auto" else n)
             return cache[x].peak_bytes <= device_memory
 
         step = 64 if length == "auto" else 1
         high = _doubling(fits, step, limit)
         best = search(fits, step, high, step) if high else None
-        result = cache[best] if best else simulate(method, script, model_args, config, b, n)
+        result = cache[best] if best else plan(b, n)
         result.search = {"field": "max_length" if length == "auto" else "batch", "best": best,
                          "device_memory": device_memory}  # fmt: skip
         return result
-    return simulate(method, script, model_args, config, b, n)
+    return plan(b, n)
 
 
 def _doubling(fits, step: int, limit: int) -> int | None:
@@ -392,8 +412,11 @@ def describe(plan: Plan) -> list[str]:
     def gib(x):
         return f"{x / 2**30:.2f} GiB" if x >= 2**30 else f"{x / 2**20:.1f} MiB"
 
-    lines = [f"{plan.method}: {plan.batch} pairs of {plan.max_length} tokens per device",
-             f"  resident (model + anchors)   {gib(plan.resident_bytes)}",
+    where = f"{plan.target}" + (f", rank's share of ZeRO-3 on {plan.devices} devices" if plan.devices > 1 else "")
+    who = "" if plan.trainer == "alignment" else f" ({plan.trainer}'s DPOTrainer)"
+    pairs = "length-skewed pairs (halving) up to" if plan.skew else "pairs of"
+    lines = [f"{plan.method}{who}: {plan.batch} {pairs} {plan.max_length} tokens per device ({where})",
+             f"  resident (model + anchors)   {gib(plan.resident_bytes)}" + (" (a share)" if plan.devices > 1 else ""),
              f"  step peak above it           {gib(plan.step_peak_bytes)}",
              f"  peak per device              {gib(plan.peak_bytes)}"]  # fmt: skip
     if plan.precompute_peak_bytes is not None:

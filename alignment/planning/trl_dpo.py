@@ -15,7 +15,7 @@ SHARED = ("beta", "learning_rate", "weight_decay", "optim", "bf16", "fp16", "max
           "adam_beta2", "adam_epsilon", "label_smoothing", "seed")  # fmt: skip
 
 
-def build_trl(cfg, model_args, config, rows: list[dict], model):
+def build_trl(cfg, model_args, config, rows: list[dict], model, fake: bool = True):
     """(trainer, inputs): trl's DPOTrainer training ``model`` on a batch collated from ``rows`` (token ids)."""
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
@@ -24,14 +24,17 @@ def build_trl(cfg, model_args, config, rows: list[dict], model):
 
     precompute = bool(getattr(config, "precompute_ref_logps", False))
     peft = model_args.peft_config()
-    ref = None if peft is not None or precompute else fake_model(cfg, model_dtype(model_args))
+    ref = None if peft is not None or precompute else fake_model(cfg, model_dtype(model_args), fake)
     loss_type = getattr(config, "loss_type", "sigmoid")
     args = DPOConfig(output_dir=tempfile.mkdtemp(prefix="alignment-plan-trl-"), report_to=[], use_cpu=True,
                      per_device_train_batch_size=len(rows), max_length=config.max_length,
                      loss_type=[loss_type] if isinstance(loss_type, str) else loss_type,
                      **{k: getattr(config, k) for k in SHARED if hasattr(config, k)})  # fmt: skip
     data = Dataset.from_list([{"prompt": "a", "chosen": " b", "rejected": " c"}] * 2)  # the batch comes from rows
-    with mock.patch.object(type(args), "place_model_on_device", property(lambda self: False)):
+    from accelerate import Accelerator
+
+    keep = mock.patch.object(Accelerator, "prepare_model", lambda self, model, *a, **k: model)  # not moved
+    with mock.patch.object(type(args), "place_model_on_device", property(lambda self: not fake)), keep:
         trainer = DPOTrainer(model=model, ref_model=ref, args=args, train_dataset=data,
                              processing_class=planning_tokenizer(), peft_config=peft)  # fmt: skip
     if config.activation_checkpointing or config.gradient_checkpointing:

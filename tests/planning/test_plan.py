@@ -69,7 +69,7 @@ def test_search_and_memory_units():
 
 def test_errors_are_one_line(capsys):
     recipe = str(ROOT / "recipes" / "quickstart" / "dpo.yaml")
-    assert main(["plan", recipe, "--devices", "2"]) == 2
-    assert "simulates one device for now" in capsys.readouterr().err
+    assert main(["plan", str(ROOT / "recipes" / "quickstart" / "sparsepo.yaml"), "--trainer", "trl"]) == 2
+    assert "plans trl's DPOTrainer, not sparsepo" in capsys.readouterr().err
     assert main(["plan", recipe, "--max_length", "auto"]) == 2
     assert "need --device_memory" in capsys.readouterr().err

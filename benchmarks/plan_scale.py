@@ -1,0 +1,153 @@
+"""The 8B and 70B tables of BENCHMARKS.md: one DPO step planned with `alignment plan` (fake tensors, the GPU code
+paths), ours against trl 1.16's DPOTrainer on the same model and batch, bf16, gradient checkpointing.
+
+    OMP_NUM_THREADS=1 python benchmarks/plan_scale.py --json benchmarks/plan_scale.json   # about 35 minutes on 2 cores
+
+Setups: LoRA on one GPU (recipes/llama-3-8b/dpo_lora.yaml: r 16 on every linear layer, reference = adapter off,
+precompute) and full fine-tuning under ZeRO-3 on 8 GPUs (recipes/zephyr-7b/dpo.yaml: a frozen reference copy,
+each rank's share); one pair per device, lengths 1k-32k; then the longest length that fits 80 GB and 141 GB, and
+on length-skewed batches (4 pairs of L, L/2, L/4, L/8 tokens) ours with padding_free against trl (trl 1.16
+disables its padding_free; Llama-3-8B). 70B: LoRA under ZeRO-3 on 8 x 80 GB (full fine-tuning's partitioned states alone,
+16 bytes x 70.6B / 8 = 131 GiB per rank, do not fit 80 GB for either trainer). Model shapes:
+benchmarks/model_configs/*.json (the public config.json fields)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+GIB = 2**30
+MODELS = {"llama-3-8b": "Llama-3-8B", "qwen2.5-7b": "Qwen2.5-7B"}
+SETUPS = {"lora_1gpu": ("recipes/llama-3-8b/dpo_lora.yaml", 1), "full_zero3_8gpu": ("recipes/zephyr-7b/dpo.yaml", 8)}
+LENGTHS = (1024, 2048, 4096, 8192, 16384, 32768)
+MEMORIES = {"80GB": 80 * GIB, "141GB": 141 * GIB}
+GRAIN = 2048
+
+
+def peak(model: str, setup: str, trainer: str, length: int, batch: int = 1, skew: bool = False,
+         padding_free: bool = False) -> float:  # fmt: skip
+    """The planned peak per device in GiB (a subprocess-friendly call)."""
+    sys.path.insert(0, str(ROOT))
+    from alignment.planning.plan import simulate
+    from alignment.recipes import load_recipe
+
+    recipe, devices = SETUPS[setup]
+    overrides = {"init_from_config": str(ROOT / "benchmarks" / "model_configs" / f"{model}.json"), "use_cpu": True,
+                 "per_device_train_batch_size": batch, "max_length": length, "padding_free": padding_free}  # fmt: skip
+    method, script, model_args, config = load_recipe(ROOT / recipe, overrides)
+    plan = simulate(method, script, model_args, config, batch, length, target="cuda", trainer=trainer,
+                    devices=devices, skew=skew)  # fmt: skip
+    return plan.peak_bytes / GIB
+
+
+def longest(known: dict[int, float], memory: float, run) -> int | None:
+    """The longest multiple of GRAIN whose peak fits ``memory`` GiB: the table's points bracket it, a linear
+    interpolation guesses it, and the guess is checked (and moved) a grain at a time; doubling past the table."""
+    points = dict(known)
+    fitting = [n for n, p in points.items() if p <= memory]
+    if not fitting:
+        return None
+    while max(fitting) == max(points) and max(points) < 1 << 17:  # the table's longest fits: go further
+        n = max(points) * 2
+        points[n] = run(n)
+        fitting = [m for m, p in points.items() if p <= memory]
+    low = max(fitting)
+    highs = [n for n, p in points.items() if p > memory and n > low]
+    if not highs:
+        return low
+    high = min(highs)
+    guess = low + (memory - points[low]) / (points[high] - points[low]) * (high - low)
+    n = max(low, min(high - GRAIN, int(guess) // GRAIN * GRAIN))
+    while n > low and (points.setdefault(n, run(n)) > memory):
+        n -= GRAIN
+    while n + GRAIN < high and points.setdefault(n + GRAIN, run(n + GRAIN)) <= memory:
+        n += GRAIN
+    return n
+
+
+def table_job(model: str, setup: str, trainer: str) -> dict:
+    started = time.time()
+    points = {n: peak(model, setup, trainer, n) for n in LENGTHS}
+    fits = {name: longest(points, memory / GIB, lambda n: peak(model, setup, trainer, n))
+            for name, memory in MEMORIES.items()}  # fmt: skip
+    return {"model": model, "setup": setup, "trainer": trainer, "peak_gib": points, "longest": fits,
+            "seconds": round(time.time() - started)}  # fmt: skip
+
+
+def skew_job(model: str, trainer: str, padding_free: bool) -> dict:
+    def run(n):
+        return peak(model, "lora_1gpu", trainer, n, batch=4, skew=True, padding_free=padding_free)
+
+    points = {n: run(n) for n in (4096, 8192)}
+    return {"model": model, "trainer": trainer, "padding_free": padding_free, "peak_gib": points,
+            "longest_80GB": longest(points, 80, run)}  # fmt: skip
+
+
+def seventy_job(trainer: str) -> dict:
+    def run(n):
+        sys.path.insert(0, str(ROOT))
+        from alignment.planning.plan import simulate
+        from alignment.recipes import load_recipe
+
+        overrides = {"init_from_config": str(ROOT / "benchmarks" / "model_configs" / "llama-3-70b.json"),
+                     "use_cpu": True, "per_device_train_batch_size": 1, "max_length": n}  # fmt: skip
+        method, script, model_args, config = load_recipe(ROOT / "recipes/llama-3-8b/dpo_lora.yaml", overrides)
+        return simulate(method, script, model_args, config, 1, n, target="cuda", trainer=trainer,
+                        devices=8).peak_bytes / GIB  # fmt: skip
+
+    points = {n: run(n) for n in (4096, 16384)}
+    return {"model": "llama-3-70b", "setup": "lora_zero3_8gpu", "trainer": trainer, "peak_gib": points,
+            "longest_80GB": longest(points, 80, run)}  # fmt: skip
+
+
+def markdown(results: dict) -> str:
+    lines = []
+    for setup, title in (("lora_1gpu", "LoRA, 1 GPU"), ("full_zero3_8gpu", "full fine-tuning, ZeRO-3 on 8 GPUs")):
+        lines += [f"\n{title}: peak per GPU (GiB), one pair per device\n",
+                  "| model | trainer | " + " | ".join(f"{n // 1024}k" for n in LENGTHS)
+                  + " | longest in 80 GB | longest in 141 GB |",
+                  "| --- | --- |" + " ---: |" * (len(LENGTHS) + 2)]  # fmt: skip
+        for row in results["tables"]:
+            if row["setup"] == setup:
+                cells = " | ".join(f"{row['peak_gib'][n]:.1f}" for n in LENGTHS)
+                fit = " | ".join(str(row["longest"][m]) for m in MEMORIES)
+                lines.append(f"| {MODELS[row['model']]} | {row['trainer']} | {cells} | {fit} |")
+    lines += ["\nLength-skewed batches (LoRA, 1 GPU; 4 pairs of L, L/2, L/4, L/8 tokens): longest L in 80 GB\n",
+              "| model | trainer | peak at L = 4k / 8k (GiB) | longest L in 80 GB |", "| --- | --- | --- | ---: |"]
+    for row in results["skew"]:
+        who = f"{row['trainer']}" + (" padding_free" if row["padding_free"] else " padded")
+        cells = " / ".join(f"{v:.1f}" for v in row["peak_gib"].values())
+        lines.append(f"| {MODELS[row['model']]} | {who} | {cells} | {row['longest_80GB']} |")
+    lines += ["\nLlama-3-70B, LoRA under ZeRO-3 on 8 x 80 GB, one pair per device\n",
+              "| trainer | peak at 4k / 16k (GiB) | longest in 80 GB |", "| --- | --- | ---: |"]
+    for row in results["seventy"]:
+        cells = " / ".join(f"{v:.1f}" for v in row["peak_gib"].values())
+        lines.append(f"| {row['trainer']} | {cells} | {row['longest_80GB']} |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", default=None)
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    with ProcessPoolExecutor(args.workers) as pool:
+        tables = [pool.submit(table_job, m, s, t) for m in MODELS for s in SETUPS for t in ("alignment", "trl")]
+        skews = [pool.submit(skew_job, "llama-3-8b", t, pf) for t, pf in
+                 (("alignment", True), ("alignment", False), ("trl", False))]  # fmt: skip
+        seventy = [pool.submit(seventy_job, t) for t in ("alignment", "trl")]
+        results = {"tables": [f.result() for f in tables], "skew": [f.result() for f in skews],
+                   "seventy": [f.result() for f in seventy]}  # fmt: skip
+    print(markdown(results))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
