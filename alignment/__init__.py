@@ -13,7 +13,7 @@ _LAZY = {
     "get_method": "alignment.trainers.registry",
     "token_logps": "alignment.ops",
     "pair_fused_loss": "alignment.ops",
-    "RegretLearner": "alignment.modules.regret_learner",
+    "RegretLearner": "alignment.learners.regret_learner",
 }
 
 

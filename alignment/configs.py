@@ -1,6 +1,6 @@
 """Training configurations: ``AlignmentConfig(transformers.TrainingArguments)``, ``PreferenceConfig`` (what
 every pairwise method shares) and the recipe's script and model arguments. Each method's own config class
-lives in its method module (alignment/trainers/<method>.py) and is registered with it.
+lives in its method module (alignment/trainers/builtin/<method>.py) and is registered with it.
 
 Every field has help text; a wrong value fails at construction (and so at recipe parse time) with a
 message naming the field and the allowed values. Library-wide defaults differ from TrainingArguments':
@@ -394,16 +394,3 @@ class PreferenceConfig(AlignmentConfig):
         if self.precompute_ref_batch_size is not None and self.precompute_ref_batch_size < 1:
             raise ValueError(f"precompute_ref_batch_size must be >= 1, got {self.precompute_ref_batch_size}")
         super().__post_init__()
-
-
-def __getattr__(name):
-    """``alignment.configs.DPOConfig`` and the other method configs, which live with their methods
-    (alignment/trainers/<method>.py), resolved through the method registry."""
-    if name.startswith("__"):  # import machinery probes (__path__, ...): never the registry
-        raise AttributeError(name)
-    from alignment.trainers.registry import exported
-
-    found = exported().get(name)
-    if found is None:
-        raise AttributeError(f"module 'alignment.configs' has no attribute {name!r}")
-    return found

@@ -35,7 +35,7 @@ IGNORED: dict[str, tuple[str, str]] = {
     "model_adapter_name": ("ignored: the default adapter is trained", "TRL 0.29"),
     "ref_adapter_name": ("ignored: the reference is the adapter-disabled model (or anchors=...)", "TRL 0.29"),
     "force_use_ref_model": ("ignored: a given reference model is always used", "TRL 0.29"),
-    "base_model_attribute_name": ("ignored: the backbone is found by alignment.models.backbone", "TRL 0.29"),
+    "base_model_attribute_name": ("ignored: the backbone is found by alignment.heads.backbone", "TRL 0.29"),
     "label_pad_token_id": ("ignored: labels are never padded (completion masks are)", "TRL 0.29"),
     "use_logits_to_keep": ("ignored: the fused kernel never builds the logits", "TRL 0.29"),
     "padding_value": ("ignored: the pad token is pad_token or the tokenizer's", "TRL 0.26"),

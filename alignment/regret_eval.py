@@ -124,7 +124,7 @@ def regret_eval(model: str, families=None, horizon: int | None = None, n: int = 
                 adaptive: bool = True) -> dict:  # fmt: skip
     """Evaluate the learner saved in ``model``; write regret_eval.json and the PNGs into ``out``."""
     from alignment.diagnostics.regret_plots import games_png, regret_png
-    from alignment.modules.regret_learner import RegretLearner
+    from alignment.learners.regret_learner import RegretLearner
 
     folder = Path(model)
     learner = RegretLearner.from_pretrained(folder)

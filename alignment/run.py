@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 from alignment.checkpoints import resume_target, save_final_model
-from alignment.io import atomic_write_text
+from alignment.evaluation import eval_command, evaluate, plain_value, write_record  # noqa: F401 (eval_command, evaluate: run's API)
 from alignment.locks import output_dir_lock
-from alignment.secrets import redact
 
 logger = logging.getLogger("alignment")
 
@@ -88,7 +86,7 @@ def _train(recipe, method, script, model_args, config, command) -> dict:
         "base_model": base_model,
         "datasets": datasets,
         "active": trainer.active_summary(),
-        "hyperparameters": {k: v for k, v in config.to_dict().items() if _plain(v)},
+        "hyperparameters": {k: v for k, v in config.to_dict().items() if plain_value(v)},
         "train_metrics": result.metrics,
         **({"setting_changes": trainer.setting_changes} if trainer.setting_changes else {}),
         "log_history": trainer.state.log_history,
@@ -99,7 +97,7 @@ def _train(recipe, method, script, model_args, config, command) -> dict:
     if trainer.accelerator.is_main_process and hasattr(trainer, "evaluate_after_training"):
         summary["eval"] = trainer.evaluate_after_training(config.output_dir)
     if trainer.accelerator.is_main_process:
-        _write_json(Path(config.output_dir) / "alignment_run.json", summary)
+        write_record(Path(config.output_dir) / "alignment_run.json", summary)
         trainer.create_model_card()
         if script.report:
             from alignment.diagnostics.report import write_report
@@ -134,43 +132,3 @@ def self_play(method_name: str, script, model_args, config, info: dict | None = 
         page, _ = write_report([config.output_dir])
         logger.warning("report: %s", page)
     return {"method": method_name, "loop": "self_play", "iterations": rows}
-
-
-def _plain(value) -> bool:
-    return isinstance(value, (str, int, float, bool, type(None))) or (
-        isinstance(value, list) and all(isinstance(v, (str, int, float)) for v in value)
-    )
-
-
-def _write_json(path: Path, data: dict) -> None:
-    """A run record, its secrets masked (alignment.secrets)."""
-    atomic_write_text(path, json.dumps(redact(data), indent=1, default=str))
-
-
-def evaluate(model, tokenizer, task_name: str, n: int = 500, modes=("greedy", "sampled"), seed: int = 0,
-             max_new_tokens: int | None = None) -> dict:  # fmt: skip
-    """Task metrics on ``n`` held-out prompts, with greedy decoding and with sampling (temperature 1);
-    responses of at most ``max_new_tokens`` tokens (default: the task's)."""
-    from alignment.generation import SamplingConfig, generate_responses
-    from alignment.tasks import get_task
-
-    task = get_task(task_name)
-    prompts = task.prompts("eval", n, seed)
-    results = {}
-    for mode in modes:
-        length = max_new_tokens or task.max_new_tokens
-        config = SamplingConfig(max_new_tokens=length, do_sample=mode == "sampled", seed=seed)
-        responses = generate_responses(model, tokenizer, prompts, config, desc=f"Evaluating {task_name} ({mode})")
-        results[mode] = task.metrics(prompts, [r[0] for r in responses])
-    return results
-
-
-def eval_command(model_path: str, task: str, n: int, modes, output: str | None) -> dict:
-    from alignment.models import load_model, load_tokenizer
-
-    model = load_model(model_path)  # first: a folder that is not a model says so
-    tokenizer = load_tokenizer(model_path)
-    results = {"model": model_path, "task": task, "n": n, **evaluate(model, tokenizer, task, n, modes)}
-    if output:
-        _write_json(Path(output), results)
-    return results

@@ -1,6 +1,7 @@
 """The memory planner's calibration on this CPU: ``alignment plan``'s ``peak_bytes`` against the measured peak
 (the trained and anchor models' parameters plus the most torch allocates during the step, from the torch
-profiler's memory events) for three model shapes x two lengths x {DPO, SparsePO, INPO one iteration}, batch 8.
+profiler's memory events) for three model shapes x two lengths x {DPO, SparsePO, INPO one iteration, and trl
+1.16's DPOTrainer as the planner simulates it for the comparison tables}, batch 8.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_plan.py [--json benchmarks/plan_calibration.json]
 
@@ -20,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-RECIPES = {"dpo": "dpo.yaml", "sparsepo": "sparsepo.yaml", "inpo": "inpo.yaml"}
+RECIPES = {"dpo": "dpo.yaml", "sparsepo": "sparsepo.yaml", "inpo": "inpo.yaml", "trl_dpo": "dpo.yaml"}
 QWEN = {"model_type": "qwen2", "vocab_size": 2048, "hidden_size": 96, "intermediate_size": 256,
         "num_hidden_layers": 3, "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 1024,
         "tie_word_embeddings": False, "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2}  # fmt: skip
@@ -44,10 +45,11 @@ def calibrate(method: str, init_from_config: str | None, lengths=LENGTHS, batch:
 
     overrides = {"use_cpu": True, **({"init_from_config": init_from_config} if init_from_config else {})}
     name, script, model_args, config = load_recipe(ROOT / "recipes" / "quickstart" / RECIPES[method], overrides)
+    trainer = "trl" if method == "trl_dpo" else "alignment"  # trl's DPOTrainer planned against its own step
     rows = []
     for length in lengths:
-        plan = simulate(name, script, model_args, config, batch, length)
-        real = measure(name, script, model_args, config, batch, length)
+        plan = simulate(name, script, model_args, config, batch, length, trainer=trainer)
+        real = measure(name, script, model_args, config, batch, length, trainer=trainer)
         rows.append({"method": method, "length": length, "batch": batch, "planned": plan.peak_bytes,
                      "measured": real["peak_bytes"], "error": plan.peak_bytes / real["peak_bytes"] - 1,
                      "breakdown": plan.breakdown})  # fmt: skip

@@ -7,13 +7,14 @@ Setups: LoRA on one GPU (recipes/llama-3-8b/dpo_lora.yaml: r 16 on every linear 
 precompute) and full fine-tuning under ZeRO-3 on 8 GPUs (recipes/zephyr-7b/dpo.yaml: a frozen reference copy,
 each rank's share); one pair per device, lengths 1k-32k; then the longest length that fits 80 GB and 141 GB, and
 on length-skewed batches (4 pairs of L, L/2, L/4, L/8 tokens) ours with padding_free against trl (trl 1.16
-disables its padding_free; Llama-3-8B). 70B: LoRA under ZeRO-3 on 8 x 80 GB (full fine-tuning's partitioned states alone,
-16 bytes x 70.6B / 8 = 131 GiB per rank, do not fit 80 GB for either trainer). Model shapes:
+disables its padding_free; Llama-3-8B). 70B: LoRA under ZeRO-3 on 8 x 80 GB (full fine-tuning's partitioned
+states alone, 16 bytes x 70.6B / 8 = 131 GiB per rank, do not fit 80 GB for either trainer). Model shapes:
 benchmarks/model_configs/*.json (the public config.json fields)."""
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import sys
 import time
@@ -42,6 +43,7 @@ def peak(model: str, setup: str, trainer: str, length: int, batch: int = 1, skew
     method, script, model_args, config = load_recipe(ROOT / recipe, overrides)
     plan = simulate(method, script, model_args, config, batch, length, target="cuda", trainer=trainer,
                     devices=devices, skew=skew)  # fmt: skip
+    gc.collect()  # one worker plans many steps: let each one's trainer go
     return plan.peak_bytes / GIB
 
 
@@ -117,14 +119,20 @@ def markdown(results: dict) -> str:
                 cells = " | ".join(f"{row['peak_gib'][n]:.1f}" for n in LENGTHS)
                 fit = " | ".join(str(row["longest"][m]) for m in MEMORIES)
                 lines.append(f"| {MODELS[row['model']]} | {row['trainer']} | {cells} | {fit} |")
-    lines += ["\nLength-skewed batches (LoRA, 1 GPU; 4 pairs of L, L/2, L/4, L/8 tokens): longest L in 80 GB\n",
-              "| model | trainer | peak at L = 4k / 8k (GiB) | longest L in 80 GB |", "| --- | --- | --- | ---: |"]
+    lines += [
+        "\nLength-skewed batches (LoRA, 1 GPU; 4 pairs of L, L/2, L/4, L/8 tokens): longest L in 80 GB\n",
+        "| model | trainer | peak at L = 4k / 8k (GiB) | longest L in 80 GB |",
+        "| --- | --- | --- | ---: |",
+    ]
     for row in results["skew"]:
         who = f"{row['trainer']}" + (" padding_free" if row["padding_free"] else " padded")
         cells = " / ".join(f"{v:.1f}" for v in row["peak_gib"].values())
         lines.append(f"| {MODELS[row['model']]} | {who} | {cells} | {row['longest_80GB']} |")
-    lines += ["\nLlama-3-70B, LoRA under ZeRO-3 on 8 x 80 GB, one pair per device\n",
-              "| trainer | peak at 4k / 16k (GiB) | longest in 80 GB |", "| --- | --- | ---: |"]
+    lines += [
+        "\nLlama-3-70B, LoRA under ZeRO-3 on 8 x 80 GB, one pair per device\n",
+        "| trainer | peak at 4k / 16k (GiB) | longest in 80 GB |",
+        "| --- | --- | ---: |",
+    ]
     for row in results["seventy"]:
         cells = " / ".join(f"{v:.1f}" for v in row["peak_gib"].values())
         lines.append(f"| {row['trainer']} | {cells} | {row['longest_80GB']} |")
@@ -136,7 +144,7 @@ def main() -> int:
     parser.add_argument("--json", default=None)
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
-    with ProcessPoolExecutor(args.workers) as pool:
+    with ProcessPoolExecutor(args.workers, max_tasks_per_child=1) as pool:
         tables = [pool.submit(table_job, m, s, t) for m in MODELS for s in SETUPS for t in ("alignment", "trl")]
         skews = [pool.submit(skew_job, "llama-3-8b", t, pf) for t, pf in
                  (("alignment", True), ("alignment", False), ("trl", False))]  # fmt: skip

@@ -64,7 +64,7 @@ def train(recipe: Path, out: Path) -> None:
 def sequence_logps(model, tokenizer, prompts, responses) -> torch.Tensor:
     """log pi(response | prompt) per pair, as training tokenizes them (chat template, EOS included)."""
     from alignment.data import PreferenceCollator, tokenize_row
-    from alignment.models import causal_token_logps
+    from alignment.heads import causal_token_logps
 
     rows = []
     for p, r in zip(prompts, responses):
@@ -101,7 +101,7 @@ def mask_ratio(run: Path, sft, tokenizer, pairs: int) -> dict:
     """Mean learned reward mask on sentiment-word and on neutral-word tokens of held-out pairs."""
     from alignment.data import PreferenceCollator, load_preference_dataset, tokenize_preference_dataset
     from alignment.diagnostics.masks import pair_masks, run_mask_settings
-    from alignment.modules.token_mask import TokenMaskNetwork
+    from alignment.learners.token_mask import TokenMaskNetwork
     from alignment.tasks.sentiment import NEGATIVE, NEUTRAL, POSITIVE
 
     data = ROOT / "data" / "tasks" / "sentiment" / "pref_eval_conversational.jsonl"

@@ -9,9 +9,8 @@ import torch
 from datasets import load_dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from alignment.configs import DPOConfig
-from alignment.models import causal_token_logps
-from alignment.trainers import DPOTrainer, RunInfo
+from alignment.heads import causal_token_logps
+from alignment.trainers import DPOConfig, DPOTrainer, RunInfo
 from tests.helpers import tiny_llama
 
 data = sys.argv[1]

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from alignment.models import backbone, causal_token_logps, lm_head, shifted_targets
+from alignment.heads import backbone, causal_token_logps, lm_head, shifted_targets
 from tests.helpers import rel_err
 
 VOCAB = 211

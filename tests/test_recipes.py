@@ -105,7 +105,7 @@ def test_inpo_gpu_recipe_has_the_paper_settings():
 
 
 def test_regret_gpu_recipe_is_text_mode_with_lora_on_a_hub_model(tmp_path):
-    from alignment.modules.regret_text import LossText, LossTextEncoder
+    from alignment.learners.regret_text import LossText, LossTextEncoder
     from alignment.trainers import RegretLossTrainer
 
     path = ROOT / "recipes" / "llama-3-8b" / "regret_text_lora.yaml"

@@ -33,7 +33,7 @@ def run_mask_settings(run_dir: Path) -> dict:
             base_model=data.get("base_model"),
         )  # fmt: skip
     if settings["mask_type"] is None:
-        from alignment.modules.token_mask import WEIGHTS_NAME
+        from alignment.learners.token_mask import WEIGHTS_NAME
 
         if not (run_dir / WEIGHTS_NAME).exists():
             raise DiagnosticsError(f"{run_dir}: neither alignment_run.json nor {WEIGHTS_NAME}: not a SparsePO run")
@@ -52,8 +52,8 @@ def pair_masks(
     embeddings: bool = False,
 ) -> dict:
     """{"chosen": [{"token", "mask_reward", "mask_kl"}, ...], "rejected": [...]} for a one-pair batch."""
-    from alignment.models import reference_states
-    from alignment.modules.token_mask import compute_masks, mask_layers
+    from alignment.heads import reference_states
+    from alignment.learners.token_mask import compute_masks, mask_layers
 
     reference.eval()
     layers_needed = kind in ("learned", "activation")
@@ -121,8 +121,8 @@ def masks_command(run_dir: str, data: str, row: int, output: str, reference: str
     """``alignment masks``: the masks of row ``row`` of ``data`` under a SparsePO run; JSON and PNG."""
     from alignment.data import PreferenceCollator, load_preference_dataset, tokenize_preference_dataset
     from alignment.data.errors import DataError
+    from alignment.learners.token_mask import TokenMaskNetwork
     from alignment.models import load_model, load_tokenizer
-    from alignment.modules.token_mask import TokenMaskNetwork
 
     folder = Path(run_dir)
     if not folder.is_dir():

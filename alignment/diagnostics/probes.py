@@ -15,7 +15,8 @@ import torch
 from torch import nn
 
 from alignment.diagnostics.entanglement import grad_dot
-from alignment.models import causal_token_logps, unwrap
+from alignment.heads import causal_token_logps
+from alignment.models import unwrap
 
 
 class DiagnosticsError(ValueError):

@@ -110,10 +110,10 @@ def pairwise_accuracy(judge, rows: list[dict]) -> float:
 
 def sample_prompts(policy_path: str, task, config: BTFitConfig, dtype: str = "float32", processes=None) -> list[dict]:
     """{"prompt", "responses"} rows: K samples per training prompt (seeded) from the policy; with
-    ``processes`` (:class:`alignment.loops.processes.Processes`) each process samples its share."""
+    ``processes`` (:class:`alignment.processes.Processes`) each process samples its share."""
     from alignment.generation import SamplingConfig
-    from alignment.loops.processes import Processes
-    from alignment.loops.sampling import sample_rows
+    from alignment.processes import Processes
+    from alignment.sampling import sample_rows
 
     prompts = task.prompts("train", config.prompts, seed=config.seed + 7919)  # not the loop's prompt draws
     sampling = SamplingConfig(
@@ -155,7 +155,7 @@ def fit_bradley_terry(policy_path: str, task, judge, out, config: BTFitConfig | 
     with ``fit.json`` is loaded as it is; saved comparisons are not sampled again. Under ``accelerate launch``
     pass ``processes``: they share the sampling and the training (DDP); the main process writes the files."""
     from alignment.judges.reward_model import RewardModelJudge
-    from alignment.loops.processes import Processes
+    from alignment.processes import Processes
     from alignment.tasks import get_task
 
     config, out, procs = config or BTFitConfig(), Path(out), processes or Processes.single()

@@ -63,8 +63,8 @@ class SelfPlay:
 
     def __init__(self, method_name: str, loop: SelfPlayArguments, model_path: str, config, judge=None,
                  dtype: str = "float32", peft_config=None, info: dict | None = None):  # fmt: skip
-        from alignment.loops.processes import Processes
         from alignment.loops.prompts import PromptSource
+        from alignment.processes import Processes
         from alignment.tasks import get_task
         from alignment.trainers import get_method
 
@@ -128,7 +128,7 @@ class SelfPlay:
         if cached is not None:
             return cached
         from alignment.generation import SamplingConfig
-        from alignment.loops.sampling import sample_rows
+        from alignment.sampling import sample_rows
 
         began = time.perf_counter()
         prompts = self.source.prompts(t, self.loop.prompts_per_iteration, self.config.seed)
@@ -256,8 +256,8 @@ class SelfPlay:
 
     def evaluate(self, t: int, path: str) -> dict:
         """The task's metrics of a policy on held-out prompts, greedy and sampled (``alignment eval``'s)."""
+        from alignment.evaluation import evaluate
         from alignment.models import load_model, load_tokenizer
-        from alignment.run import evaluate
 
         if self.task is None:  # prompts from a dataset and no task: nothing to measure here
             return {}
@@ -325,13 +325,13 @@ class SelfPlay:
         return merged
 
     def write_summary(self, rows: list[dict]) -> None:
-        from alignment.run import _plain
+        from alignment.evaluation import plain_value
 
         last = rows[-1]
         summary = {
             "method": self.method.name, "loop": "self_play", **self.info, "base_model": self.start,
             "self_play": dataclasses.asdict(self.loop),
-            "hyperparameters": {k: v for k, v in self.config.to_dict().items() if _plain(v)},
+            "hyperparameters": {k: v for k, v in self.config.to_dict().items() if plain_value(v)},
             "iterations": rows, "log_history": self.log_history(),
             "eval": {k: last[k] for k in ("greedy", "sampled") if k in last},
         }  # fmt: skip

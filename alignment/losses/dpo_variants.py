@@ -41,7 +41,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from alignment.losses.dpo import LossVariant, Ratios
+from alignment.losses.dpo_types import LossVariant, Ratios
 
 
 def _exo_pair(r: Ratios) -> torch.Tensor:

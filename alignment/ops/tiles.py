@@ -15,12 +15,11 @@ online (running max, rescaled sum) rule, so a whole row never needs to be in mem
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
 from alignment.ops.backend import on_cuda
 from alignment.ops.options import KernelOptions
+from alignment.ops.rows import RowGrads, RowStats, stablemax
 
 
 def stat_dtype(x: torch.Tensor) -> torch.dtype:
@@ -136,12 +135,6 @@ def logits_derivative(z: torch.Tensor, opts: KernelOptions) -> torch.Tensor | fl
 COLUMN_BLOCK = 8192
 
 
-def stablemax(x: torch.Tensor) -> torch.Tensor:
-    """s(x) = x + 1 for x >= 0, 1 / (1 - x) for x < 0 (StableMax, arXiv 2501.04697): positive, increasing,
-    linear growth (no overflow, no max shift needed)."""
-    return torch.where(x >= 0, x + 1, 1 / (1 - x.clamp(max=0)))
-
-
 def stablemax_slope(x: torch.Tensor) -> torch.Tensor:
     """s'(x): 1 for x >= 0, 1 / (1 - x)^2 for x < 0."""
     return torch.where(x >= 0, torch.ones_like(x), (1 - x.clamp(max=0)).pow(-2))
@@ -183,72 +176,6 @@ def row_dot(a: torch.Tensor, b: torch.Tensor, block: int = COLUMN_BLOCK) -> torc
     for v0 in range(block, a.shape[1], block):
         out = out + torch.linalg.vecdot(a[:, v0 : v0 + block], b[:, v0 : v0 + block], dim=1)
     return out
-
-
-@dataclass
-class RowStats:
-    """Per-row running statistics over vocabulary slices (all [n])."""
-
-    m: torch.Tensor  # running max of z
-    s: torch.Tensor  # sum exp(z - m)
-    zy: torch.Tensor  # target logit (0 until the target's slice is seen)
-    sz: torch.Tensor | None = None  # sum exp(z - m) * z            (entropy)
-    mr: torch.Tensor | None = None  # running max of z_ref           (kl_ref)
-    sr: torch.Tensor | None = None  # sum exp(z_ref - mr)
-    szr: torch.Tensor | None = None  # sum exp(z_ref - mr) * z_ref
-    szrz: torch.Tensor | None = None  # sum exp(z_ref - mr) * z
-    stable: bool = False  # StableMax: s = sum s(z) (no shift: m is only the running max), zy = log s(z_y)
-    triton: bool = False  # fold tiles with the Triton kernel (alignment.ops.triton)
-
-    @classmethod
-    def empty(cls, n: int, dtype, device, entropy: bool, kl: bool, stable: bool = False,
-              triton: bool = False) -> RowStats:  # fmt: skip
-        if stable and (entropy or kl):
-            raise NotImplementedError("entropy and kl_ref under the StableMax normalizer are not implemented yet")
-
-        def zeros():
-            return torch.zeros(n, dtype=dtype, device=device)
-
-        def ninf():
-            return torch.full((n,), float("-inf"), dtype=dtype, device=device)
-
-        return cls(
-            m=ninf(),
-            s=zeros(),
-            zy=zeros(),
-            sz=zeros() if entropy else None,
-            mr=ninf() if kl else None,
-            sr=zeros() if kl else None,
-            szr=zeros() if kl else None,
-            szrz=zeros() if kl else None,
-            stable=stable,
-            triton=triton,
-        )
-
-    # ----- derived outputs ----------------------------------------------------------------------------
-    def lse(self) -> torch.Tensor:
-        """log of the normalizer: logsumexp(z) (softmax) or log sum s(z) (StableMax)."""
-        return torch.log(self.s) if self.stable else self.m + torch.log(self.s)
-
-    def mean_z(self) -> torch.Tensor:
-        """E_p[z] (needs sz)."""
-        return self.sz / self.s
-
-    def entropy(self) -> torch.Tensor:
-        return self.lse() - self.mean_z()
-
-    def lse_ref(self) -> torch.Tensor:
-        return self.mr + torch.log(self.sr)
-
-    def kl_ref(self) -> torch.Tensor:
-        """sum q (z_ref - lse_ref) - sum q (z - lse) = E_q[z_ref] - lse_ref - E_q[z] + lse."""
-        return (self.szr - self.szrz) / self.sr - self.lse_ref() + self.lse()
-
-    def collapsed(self) -> torch.Tensor:
-        """The largest probability rounds to 1 in float32 (StableMax: s(max z) / sum s(z) == 1)."""
-        if self.stable:
-            return (stablemax(self.m) / self.s).float() == 1.0
-        return self.s.float() == 1.0
 
 
 def _rescale(running_max: torch.Tensor, tile_max: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -299,19 +226,6 @@ def accumulate(
         stats.szrz = stats.szrz * factor_r + row_dot(er, z)
         stats.mr = new_mr
     return e
-
-
-@dataclass
-class RowGrads:
-    """Upstream gradients per row ([n] or None) of the four differentiable outputs."""
-
-    logp: torch.Tensor | None = None
-    lse: torch.Tensor | None = None
-    entropy: torch.Tensor | None = None
-    kl: torch.Tensor | None = None
-
-    def any(self) -> bool:
-        return any(g is not None for g in (self.logp, self.lse, self.entropy, self.kl))
 
 
 def grad_tile(

@@ -29,19 +29,22 @@ GPU's ``max_memory_allocated`` within a few percent of ``peak_bytes`` and ``nvid
 from __future__ import annotations
 
 import contextlib
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from unittest import mock
 
-import torch
-
 from alignment.errors import RecipeError
+from alignment.planning.fake import (
+    batch_rows,
+    checkpointing,
+    fake_model,
+    model_config,
+    model_dtype,
+    planning_tokenizer,
+)
 from alignment.planning.gpu import gpu_code_paths
 from alignment.planning.tracker import StorageTracker, nbytes, tensors_of
 from alignment.planning.zero3 import share
-
-PROMPT_SHARE = 0.25  # of each synthetic sequence's tokens
 
 
 @dataclass
@@ -64,63 +67,6 @@ class Plan:
         return asdict(self)
 
 
-def model_config(script, trust_remote_code: bool = False):
-    """The model's config without its weights: ``init_from_config`` (JSON) or the model folder's config.json
-    (a Hub name works where the Hub or its cache is reachable)."""
-    from transformers import AutoConfig
-
-    if script.init_from_config:
-        return AutoConfig.for_model(**json.loads(Path(script.init_from_config).read_text()))
-    try:
-        return AutoConfig.from_pretrained(script.model_name_or_path, trust_remote_code=trust_remote_code)
-    except OSError as e:
-        raise RecipeError(
-            f"{script.model_name_or_path}: no model config to plan from ({str(e).splitlines()[0]})"
-        ) from None
-
-
-def lengths(batch: int, length: int, skew: bool) -> list[int]:
-    """Each pair's tokens: all ``length``, or length-skewed (pair i of ``length / 2**i``, at least 64)."""
-    return [max(64, length >> i) if skew else length for i in range(batch)]
-
-
-def _rows(batch: int, length: int, vocab: int, skew: bool = False) -> list[dict]:
-    rows, token = [], min(5, vocab - 1)
-    for n in lengths(batch, length, skew):
-        prompt = max(1, int(n * PROMPT_SHARE))
-        completion = max(1, n - prompt)
-        rows.append({"prompt_ids": [token] * prompt, "chosen_ids": [token] * completion,
-                     "rejected_ids": [token] * completion})  # fmt: skip
-    return rows
-
-
-def fake_model(cfg, dtype: torch.dtype, fake: bool = True):
-    """The model of ``cfg`` in ``dtype``: fake parameters (no memory), or real random ones (seed 0)."""
-    from torch._subclasses.fake_tensor import FakeTensorMode
-    from transformers import AutoModelForCausalLM
-
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)  # fake modules cannot be cast after they are built
-    try:
-        if fake:
-            with FakeTensorMode(allow_non_fake_inputs=True):
-                return AutoModelForCausalLM.from_config(cfg)
-        torch.manual_seed(0)
-        return AutoModelForCausalLM.from_config(cfg)
-    finally:
-        torch.set_default_dtype(previous)
-
-
-def model_dtype(model_args) -> torch.dtype:
-    return {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(model_args.dtype, torch.float32)
-
-
-def planning_tokenizer():
-    from alignment.models import load_tokenizer
-
-    return load_tokenizer(str(Path(__file__).resolve().parents[2] / "data" / "tokenizer"))
-
-
 def build(method_name: str, script, model_args, config, batch: int, length: int, fake: bool = True,
           skew: bool = False):  # fmt: skip
     """(trainer, inputs, precompute): the recipe's trainer around a model built from its config alone (fake
@@ -138,24 +84,17 @@ def build(method_name: str, script, model_args, config, batch: int, length: int,
     model = fake_model(cfg, model_dtype(model_args), fake)
     precompute = bool(getattr(config, "precompute_ref_logps", False))
     config = _planning_copy(config, batch, length)
-    data = Dataset.from_list(_rows(batch, length, cfg.vocab_size, skew))
+    data = Dataset.from_list(batch_rows(batch, length, cfg.vocab_size, skew))
     with mock.patch.object(type(config), "place_model_on_device", property(lambda self: not fake)):
         trainer = method.trainer(model, args=config, train_dataset=data, processing_class=planning_tokenizer(),
                                  peft_config=model_args.peft_config())  # fmt: skip
     if config.activation_checkpointing or config.gradient_checkpointing:
-        _checkpointing(trainer.model)
+        checkpointing(trainer.model)
     trainer.create_optimizer()
     trainer.log_step_metrics = lambda values, mode: None  # host-side means of fake values: not memory
     trainer._packing_checked = fake  # the packing check compares hidden states: real ones only
     inputs = trainer.data_collator([trainer.train_dataset[i] for i in range(batch)])
     return trainer, inputs, precompute
-
-
-def _checkpointing(model) -> None:
-    if hasattr(model, "activation_checkpointing_enable"):  # transformers 5's name
-        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-    else:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
 def _anchor_models(trainer) -> list:
@@ -205,7 +144,7 @@ def simulate(method_name: str, script, model_args, config, batch: int, length: i
             built, inputs, precompute = build(*recipe, skew=skew)
             anchors = _anchor_models(built)
         pre_peak = None
-        if precompute and anchors:
+        if precompute and getattr(built, "anchors", None):  # a frozen copy or the adapter-off pass
             resident = nbytes(p for m in [built.model, *anchors] for p in m.parameters())
             with StorageTracker(built.model, *anchors) as tracker, tracker.phase("precompute"):
                 precompute_phase(built, inputs)
@@ -248,7 +187,7 @@ def _build_trl(method_name, script, model_args, config, batch: int, length: int,
     model = fake_model(cfg, model_dtype(model_args), fake)
     copy = _planning_copy(config, batch, length)
     copy.precompute_ref_logps = bool(getattr(config, "precompute_ref_logps", False))
-    trainer, inputs = build_trl(cfg, model_args, copy, _rows(batch, length, cfg.vocab_size, skew), model, fake)
+    trainer, inputs = build_trl(cfg, model_args, copy, batch_rows(batch, length, cfg.vocab_size, skew), model, fake)
     return trainer, inputs, False, trl_anchor_models(trainer)
 
 
@@ -280,7 +219,7 @@ def measure(method_name: str, script, model_args, config, batch: int, length: in
                 "peak_bytes": resident + step_peak}  # fmt: skip
     trainer, inputs, precompute = build(method_name, script, model_args, config, batch, length, fake=False)
     pre_peak = None
-    if precompute and _anchor_models(trainer):
+    if precompute and getattr(trainer, "anchors", None):
         resident = nbytes(p for m in [trainer.model, *_anchor_models(trainer)] for p in m.parameters())
         pre_peak = resident + _profiled_peak(lambda: precompute_phase(trainer, inputs))
     resident = nbytes(p for m in [trainer.model, *_anchor_models(trainer)] for p in m.parameters())
@@ -291,10 +230,10 @@ def measure(method_name: str, script, model_args, config, batch: int, length: in
 
 def _kernel_phase(tracker: StorageTracker):
     """Record the fused op's peak above its start (its tiles, compacted states, formed gradients) as ``kernel``:
-    the op's entry points, as alignment.models calls them, are wrapped for the block."""
+    the op's entry points, as alignment.heads calls them, are wrapped for the block."""
     import contextlib
 
-    from alignment import models
+    from alignment import heads as models
 
     stack = contextlib.ExitStack()
     for name in ("pair_fused_loss", "token_logps"):

@@ -20,7 +20,8 @@ class StorageTracker:
 
     A boolean mask computed from real token ids that indexes a fake tensor (``hidden[mask]``, as trl's fused
     head does) is replaced by its positions, so the output's size is known without reading fake data; a
-    number read on the host from a fake tensor (a logged metric's ``.item()``) reads 1."""
+    number read on the host from a fake tensor (a logged metric's ``.item()``) reads 1; a large tensor made from a
+    shape alone (a workspace, an accumulator) is made fake, so planning a long sequence costs no memory."""
 
     def __init__(self, *known):
         """``known``: modules and optimizers whose tensors exist already (their storages are not counted when an
@@ -38,8 +39,10 @@ class StorageTracker:
         from torch.utils.weak import WeakIdKeyDictionary
 
         tracker, self._seen = self, WeakIdKeyDictionary()
+        fake_mode = None
         for tensor in tensors_of(self._known):
             self._seen[tensor.untyped_storage()] = 0
+            fake_mode = fake_mode or getattr(tensor, "fake_mode", None)
 
         class Mode(TorchDispatchMode):
             def __torch_dispatch__(self, func, types, args=(), kwargs=None):
@@ -47,7 +50,11 @@ class StorageTracker:
                     return _ONE[args[0].dtype.is_floating_point] if args[0].dtype != torch.bool else True
                 if func is torch.ops.aten.index.Tensor:
                     args = (args[0], _positions(args[1]))
-                out = func(*args, **(kwargs or {}))
+                if fake_mode is not None and _large_factory(func, args):
+                    with fake_mode:  # a workspace made from a shape alone: fake too (no real memory)
+                        out = func(*args, **(kwargs or {}))
+                else:
+                    out = func(*args, **(kwargs or {}))
                 if not (kwargs and "out" in kwargs):  # an out= op writes into tensors that exist already (under
                     torch.utils._pytree.tree_map_only(torch.Tensor, tracker._add, out)  # fake tensors: new wrappers)
                 return out
@@ -103,6 +110,19 @@ class StorageTracker:
 
 
 _ONE = {True: 1.0, False: 1}
+_FACTORIES = {torch.ops.aten.empty.memory_format, torch.ops.aten.zeros.default, torch.ops.aten.ones.default,
+              torch.ops.aten.full.default, torch.ops.aten.empty_strided.default}  # fmt: skip
+LARGE = 1 << 18  # elements: a factory this large is a workspace, never data the step reads back on the host
+
+
+def _large_factory(func, args) -> bool:
+    """A tensor made from a shape alone (torch.zeros(shape), torch.empty(n)) of at least LARGE elements."""
+    if func not in _FACTORIES or not args or not isinstance(args[0], (list, tuple)):
+        return False
+    numel = 1
+    for size in args[0]:
+        numel *= int(size)
+    return numel >= LARGE
 
 
 def _fake(t) -> bool:

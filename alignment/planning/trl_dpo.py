@@ -11,6 +11,8 @@ from unittest import mock
 
 import torch
 
+from alignment.planning.fake import checkpointing, fake_model, model_dtype, planning_tokenizer
+
 SHARED = ("beta", "learning_rate", "weight_decay", "optim", "bf16", "fp16", "max_grad_norm", "adam_beta1",
           "adam_beta2", "adam_epsilon", "label_smoothing", "seed")  # fmt: skip
 
@@ -20,11 +22,10 @@ def build_trl(cfg, model_args, config, rows: list[dict], model, fake: bool = Tru
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
-    from alignment.planning.plan import _checkpointing, fake_model, model_dtype, planning_tokenizer
-
     precompute = bool(getattr(config, "precompute_ref_logps", False))
     peft = model_args.peft_config()
-    ref = None if peft is not None or precompute else fake_model(cfg, model_dtype(model_args), fake)
+    # trl precomputes in its constructor: it is given a reference and no precompute, and both are set after
+    ref = None if peft is not None else fake_model(cfg, model_dtype(model_args), fake)
     loss_type = getattr(config, "loss_type", "sigmoid")
     args = DPOConfig(output_dir=tempfile.mkdtemp(prefix="alignment-plan-trl-"), report_to=[], use_cpu=True,
                      per_device_train_batch_size=len(rows), max_length=config.max_length,
@@ -34,11 +35,12 @@ def build_trl(cfg, model_args, config, rows: list[dict], model, fake: bool = Tru
     from accelerate import Accelerator
 
     keep = mock.patch.object(Accelerator, "prepare_model", lambda self, model, *a, **k: model)  # not moved
-    with mock.patch.object(type(args), "place_model_on_device", property(lambda self: not fake)), keep:
+    unhashed = mock.patch("trl.trainer.dpo_trainer.hash_module", lambda module: "planned")  # reads the weights
+    with mock.patch.object(type(args), "place_model_on_device", property(lambda self: not fake)), keep, unhashed:
         trainer = DPOTrainer(model=model, ref_model=ref, args=args, train_dataset=data,
                              processing_class=planning_tokenizer(), peft_config=peft)  # fmt: skip
     if config.activation_checkpointing or config.gradient_checkpointing:
-        _checkpointing(trainer.model)
+        checkpointing(trainer.model)
     trainer.create_optimizer()
     inputs = trainer.data_collator(rows)
     if precompute:  # trl's step then reads the reference's columns and runs no reference pass

@@ -42,8 +42,9 @@ from torch import nn
 
 from alignment.data.packing import Packing
 from alignment.errors import DiskFullError
+from alignment.heads import ReferenceStates, causal_token_logps, reference_states
 from alignment.io import is_write_failure
-from alignment.models import ReferenceStates, causal_token_logps, load_model, reference_states, unwrap
+from alignment.models import load_model, unwrap
 from alignment.trainers.packing import batch_packing
 
 KINDS = ("model", "copy", "adapter", "adapter state", "columns")
@@ -241,7 +242,7 @@ def anchor_logps(model: nn.Module, batch: dict, kernel_kwargs: dict, tokens: boo
 
 def anchor_states(model: nn.Module, batch: dict, kernel_kwargs: dict, all_layers: bool) -> AnchorLogps:
     """An anchor's per-token log-probabilities with its hidden states (every layer's when ``all_layers``)
-    and LM head, from one no-grad pass (alignment.models.reference_states)."""
+    and LM head, from one no-grad pass (alignment.heads.reference_states)."""
     states = reference_states(
         model, batch["input_ids"], batch["attention_mask"], batch["completion_mask"], all_layers,
         packing=Packing.from_batch(batch), **kernel_kwargs,

@@ -13,7 +13,8 @@ from __future__ import annotations
 import torch
 
 from alignment.data.packing import Packing
-from alignment.models import packing_error, unwrap
+from alignment.heads import packing_error
+from alignment.models import unwrap
 
 #: the largest relative change of a sequence's hidden states that packing may cause (float32 / half types);
 #: a model whose sequences see each other changes them by order 1
@@ -62,7 +63,7 @@ def batch_packing(trainer, inputs: dict) -> Packing | None:
 
 
 def check(model, inputs: dict) -> None:
-    """Raise when packing changes what the model computes (see alignment.models.packing_error)."""
+    """Raise when packing changes what the model computes (see alignment.heads.packing_error)."""
     lengths = inputs["attention_mask"].sum(dim=1).tolist()
     change = packing_error(model, inputs["input_ids"], lengths)
     dtype = next(unwrap(model).parameters()).dtype

@@ -32,8 +32,8 @@ from __future__ import annotations
 import torch
 
 from alignment.data import PREFERENCE, PreferenceCollator
+from alignment.heads import causal_pair_loss, lm_head
 from alignment.losses.z_loss import z_loss
-from alignment.models import causal_pair_loss, lm_head
 from alignment.trainers import anchors as anchor_lib
 from alignment.trainers import packing as packing_lib
 from alignment.trainers import trl_options

@@ -109,7 +109,7 @@ def _discover() -> None:
     if _discovered:
         return
     _discovered = True
-    import alignment.trainers as package
+    import alignment.trainers.builtin as package
 
     for info in pkgutil.iter_modules(package.__path__):
         importlib.import_module(f"{package.__name__}.{info.name}")

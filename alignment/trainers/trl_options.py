@@ -30,7 +30,7 @@ def token_inputs(model, inputs: dict, args, kernel_kwargs: dict) -> dict[str, to
     """The per-token inputs the options need: completion positions 1..n (0 off the completion) for LD-DPO,
     the policy's log-probabilities at temperature 1/2 (no grad) for WPO."""
     from alignment.data.packing import Packing
-    from alignment.models import causal_token_logps
+    from alignment.heads import causal_token_logps
 
     out = {}
     comp = inputs["completion_mask"][:, 1:]

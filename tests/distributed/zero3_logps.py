@@ -15,8 +15,8 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import InitProcessGroupKwargs
 
+from alignment.heads import causal_pair_loss, causal_token_logps
 from alignment.losses import dpo_loss
-from alignment.models import causal_pair_loss, causal_token_logps
 from tests.helpers import full_parameters, tiny_llama
 
 

@@ -80,8 +80,8 @@ def test_bad_settings_are_refused(tmp_path):
 
 
 def test_iterative_dpo_with_a_fitted_bradley_terry_judge(data_dir, tmp_path):
-    from alignment.configs import DPOConfig
     from alignment.judges import RewardModelJudge
+    from alignment.trainers import DPOConfig
 
     loop = SelfPlayArguments(iterations=1, samples_per_prompt=4, prompts_per_iteration=8, prompt_task="rps",
                              loop_eval_prompts=8, generation_batch_size=8, judge="bradley_terry",
@@ -114,9 +114,9 @@ def test_vllm_backend_without_vllm_is_a_clear_error(data_dir, tmp_path, capsys):
 
 
 def test_prompts_from_a_dataset_with_any_judge(data_dir, tmp_path):
-    from alignment.configs import DPOConfig
     from alignment.data.errors import DataFormatError
     from alignment.judges import CallableJudge
+    from alignment.trainers import DPOConfig
 
     prompts = [f"Say something about the number {i}." for i in range(12)]
     rows = [{"prompt": p} for p in prompts[:6]] + [{"prompt": [{"role": "user", "content": p}]} for p in prompts[6:]]
@@ -141,8 +141,8 @@ def test_prompts_from_a_dataset_with_any_judge(data_dir, tmp_path):
 
 
 def test_an_empty_response_is_a_pair_member_it_is_eos_alone(data_dir):
-    from alignment.configs import DPOConfig
     from alignment.models import load_tokenizer
+    from alignment.trainers import DPOConfig
 
     tokenizer = load_tokenizer(str(data_dir / "sft_model"))
     pair = {"prompt": [{"role": "user", "content": "Play rock, paper or scissors."}],

@@ -2,8 +2,8 @@
 
 import torch
 
+from alignment.learners.regret_learner import NumericRegretLearner
 from alignment.losses.regret import regret_loss
-from alignment.modules.regret_learner import NumericRegretLearner
 from alignment.tasks import online_learning as ol
 from tests.helpers import FRESH_SEED
 

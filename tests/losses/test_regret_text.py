@@ -5,7 +5,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from alignment.modules.regret_text import LossText, LossTextEncoder, TextRegretLearner
+from alignment.learners.regret_text import LossText, LossTextEncoder, TextRegretLearner
 from alignment.tasks import online_learning as ol
 from tests.conftest import ROOT
 from tests.helpers import FRESH_SEED, tiny_llama

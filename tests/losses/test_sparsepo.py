@@ -5,9 +5,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from alignment.learners.token_mask import TokenMaskNetwork, activation_mask, fixed_mask, mask_layers
 from alignment.losses import dpo_loss
 from alignment.losses.sparsepo import sparsepo_loss
-from alignment.modules.token_mask import TokenMaskNetwork, activation_mask, fixed_mask, mask_layers
 from alignment.ops import pair_fused_loss
 from tests.helpers import FRESH_SEED, make_pairs, rel_err
 

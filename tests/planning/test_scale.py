@@ -5,7 +5,8 @@ import json
 
 import pytest
 
-from alignment.planning.plan import lengths, measure, simulate
+from alignment.planning.fake import lengths
+from alignment.planning.plan import measure, simulate
 from alignment.planning.zero3 import TRAINED_BYTES
 from alignment.recipes import load_recipe
 from tests.conftest import ROOT

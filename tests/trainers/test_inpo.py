@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from alignment.data import PreferenceCollator
+from alignment.heads import causal_token_logps
 from alignment.losses.inpo import inpo_loss
-from alignment.models import causal_token_logps
 from alignment.trainers import INPOConfig, INPOTrainer
 from tests.helpers import preference_rows, tiny_llama, train_args
 

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from alignment.modules.regret_learner import NumericRegretLearner
+from alignment.learners.regret_learner import NumericRegretLearner
 from alignment.tasks import online_learning as ol
 from alignment.trainers import RegretConfig, RegretLossTrainer
 from tests.conftest import ROOT
@@ -53,7 +53,7 @@ def test_fresh_sequences_every_step_and_clear_errors(tmp_path):
 
 def test_text_mode_trains_saves_and_reloads(tmp_path):
     from alignment import RegretLearner
-    from alignment.modules.regret_text import TextRegretLearner
+    from alignment.learners.regret_text import TextRegretLearner
 
     args = config(tmp_path, mode="text", actions=2, horizon=6, max_steps=3, per_device_train_batch_size=4,
                   logging_steps=1, learning_rate=1e-3)  # fmt: skip

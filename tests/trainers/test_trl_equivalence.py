@@ -7,8 +7,7 @@ import pytest
 import torch
 from datasets import load_dataset
 
-from alignment.configs import DPOConfig, RPOConfig
-from alignment.trainers import DPOTrainer, RPOTrainer
+from alignment.trainers import DPOConfig, DPOTrainer, RPOConfig, RPOTrainer
 from tests.helpers import rel_err, tiny_llama
 
 COMMON = dict(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from alignment.ops.tiles import RowGrads, RowStats
+from alignment.ops.rows import RowGrads, RowStats
 from alignment.ops.triton import kernels
 
 MAX_BLOCK = 1024

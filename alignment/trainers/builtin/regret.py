@@ -5,9 +5,9 @@ Each training step draws fresh loss sequences (``per_device_train_batch_size`` p
 configured families (alignment.tasks.online_learning), plays the learner on them, and minimises the regret-loss
 (alignment.losses.regret) of its regret curves. There are no pairs and no reference.
 
-``mode: numeric``: :class:`alignment.modules.regret_learner.NumericRegretLearner`, a transformers causal LM from a
+``mode: numeric``: :class:`alignment.learners.regret_learner.NumericRegretLearner`, a transformers causal LM from a
 config reading the loss vectors as ``inputs_embeds`` (no ``model`` argument: the trainer builds it).
-``mode: text``: :class:`alignment.modules.regret_text.TextRegretLearner`, the given language model (a path or a
+``mode: text``: :class:`alignment.learners.regret_text.TextRegretLearner`, the given language model (a path or a
 model, PEFT/LoRA allowed) reads the loss history as text and plays its next-token distribution restricted to the
 d action tokens, read through the shared fused kernel.
 
@@ -108,7 +108,7 @@ class RegretLossTrainer(AlignmentTrainer):
     def __init__(self, model=None, args: RegretConfig | None = None, train_dataset=None, **kwargs):
         from datasets import Dataset
 
-        from alignment.modules.regret_learner import NumericRegretLearner, small_llama_config
+        from alignment.learners.regret_learner import NumericRegretLearner, small_llama_config
 
         args = args or RegretConfig()
         self.needs_tokenizer = args.mode == "text"
@@ -124,7 +124,7 @@ class RegretLossTrainer(AlignmentTrainer):
         super().__init__(model, args=args, train_dataset=train_dataset, data_collator=SeedCollator(), **kwargs)
         self.text_learner = None
         if args.mode == "text":
-            from alignment.modules.regret_text import LossText, TextRegretLearner
+            from alignment.learners.regret_text import LossText, TextRegretLearner
 
             text = LossText.default(self.processing_class, args.actions, args.loss_precision, args.action_names)
             self.text_learner = TextRegretLearner(self.model, self.processing_class, text)

@@ -1,6 +1,6 @@
 """SparsePO: token-level sparse masks on the rewards and KL terms of token-level DPO (Christopoulou et al.
 2024, arXiv 2410.05102). The method's config, trainer and registration; the loss is
-alignment.losses.sparsepo, the masks alignment.modules.token_mask.
+alignment.losses.sparsepo, the masks alignment.learners.token_mask.
 
 One step: one no-grad pass of the reference gives its per-token log-probabilities, its final hidden states
 (for the per-token KL(pi_ref || pi_theta), computed inside the fused op) and, for the learned and activation
@@ -23,9 +23,7 @@ from pathlib import Path
 import torch
 
 from alignment.configs import PreferenceConfig, choice
-from alignment.losses.sparsepo import sparsepo_loss
-from alignment.models import unwrap
-from alignment.modules.token_mask import (
+from alignment.learners.token_mask import (
     MASK_INPUTS,
     MASK_TYPES,
     SHARINGS,
@@ -34,6 +32,8 @@ from alignment.modules.token_mask import (
     compute_masks,
     mask_layers,
 )
+from alignment.losses.sparsepo import sparsepo_loss
+from alignment.models import unwrap
 from alignment.trainers import anchors as anchor_lib
 from alignment.trainers.preference import PreferenceTrainer
 from alignment.trainers.registry import register

@@ -111,7 +111,7 @@ class RegretLearner:
             raise FileNotFoundError(f"{folder}: no regret_learner.json (not a folder saved by the regret trainer)")
         mode = json.loads((folder / "regret_learner.json").read_text()).get("mode", "numeric")
         if mode == "text":
-            from alignment.modules.regret_text import TextRegretLearner
+            from alignment.learners.regret_text import TextRegretLearner
 
             return TextRegretLearner.from_pretrained(folder, **kwargs)
         return NumericRegretLearner.from_pretrained(folder)

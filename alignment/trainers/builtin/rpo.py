@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from alignment.configs import choice
 from alignment.losses.rpo import SFT_TERMS, rpo_loss, sft_normalizations_help
-from alignment.trainers.dpo import DPOConfig, dpo_options
+from alignment.trainers.builtin.dpo import DPOConfig, dpo_options
 from alignment.trainers.preference import PreferenceTrainer
 from alignment.trainers.registry import register
 

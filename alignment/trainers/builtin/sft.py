@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 
 from alignment.configs import AlignmentConfig
 from alignment.data import SFT, SFTCollator
+from alignment.heads import causal_token_logps
 from alignment.losses.sft import sft_loss
 from alignment.losses.z_loss import z_loss
-from alignment.models import causal_token_logps
 from alignment.trainers import packing as packing_lib
 from alignment.trainers.base import AlignmentTrainer
 from alignment.trainers.registry import register

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import torch
 
-from alignment.models import hidden_states, lm_head, run_with_head, through_wrapper
+from alignment.heads import hidden_states, lm_head, run_with_head, through_wrapper
 from alignment.ops import token_logps
 
 logger = logging.getLogger("alignment")

@@ -1,5 +1,6 @@
-"""The self-play loop under ``accelerate launch``: every process samples and judges its own share of the
-prompts, the main process gathers them and writes the stage's files, and all processes train together.
+"""Work shared by the processes of ``accelerate launch`` (the self-play loop, the Bradley-Terry fit): every
+process samples and judges its own share of the prompts, the main process gathers them and writes the stage's
+files, and all processes train together.
 
 With one process every helper is the identity (no collective call is made).
 """
