@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 import re
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from transformers import TrainingArguments
@@ -97,6 +97,14 @@ class ScriptArguments:
     overwrite_output_dir: bool = field(
         default=False, metadata={"help": "Train into an output_dir that holds a finished run, replacing it."}
     )
+    init_from_config: str | None = field(
+        default=None,
+        metadata={"help": "A JSON model config: build the model from it with random weights instead of loading "
+                  "model_name_or_path (alignment plan reads it without building weights)."},
+    )  # fmt: skip
+    #: the self-play loop's settings (alignment.loops.settings.SelfPlayArguments) when the recipe says
+    #: ``loop: self_play``; set by alignment.recipes from the loop's own fields, not parsed as one field
+    self_play: Any = field(default=None, init=False, repr=False, metadata={"help": "The self-play loop's settings."})
 
     def __post_init__(self):
         check_finite(self)

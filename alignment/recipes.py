@@ -160,9 +160,8 @@ def load_recipe(path: str | os.PathLike, overrides: dict | None = None, method: 
     if method not in known_methods:
         raise RecipeError(f"{path}: field 'method' must be one of {sorted(known_methods)}, got {method!r}")
     config_class = known_methods[method].config
-    init_config = raw.pop("init_from_config", None)
-    if init_config is not None:
-        _check_model_config(path, init_config)
+    if raw.get("init_from_config") is not None:
+        _check_model_config(path, raw["init_from_config"])
     self_play = _self_play(path, raw)
     env = raw.pop("env", {}) or {}
     known = _fields(ScriptArguments, ModelArguments, config_class)
@@ -181,7 +180,6 @@ def load_recipe(path: str | os.PathLike, overrides: dict | None = None, method: 
         script, model_args, config = parser.parse_dict(raw)
     except (ValueError, TypeError) as e:
         raise RecipeError(f"{path}: {e}") from None
-    script.init_from_config = init_config
     script.self_play = self_play
     return method, script, model_args, config
 

@@ -51,8 +51,8 @@ def _train(recipe, method, script, model_args, config, command) -> dict:
 
     resume = resume_target(config.resume_from_checkpoint, config.output_dir)
     _refuse_finished_run(Path(config.output_dir), script.overwrite_output_dir, resume)
-    if hasattr(method.trainer, "from_recipe"):  # a method that draws its own training data (regret-loss)
-        trainer = method.trainer.from_recipe(script, model_args, config, RunInfo(command=command))
+    if method.build is not None:  # a method that makes its own model or data (regret-loss)
+        trainer = method.build(script, model_args, config, RunInfo(command=command))
         tokenizer, base_model, datasets = trainer.processing_class, trainer.model_id, []
     else:
         from_scratch = bool(getattr(script, "init_from_config", None))
@@ -94,8 +94,8 @@ def _train(recipe, method, script, model_args, config, command) -> dict:
     if script.eval_task and trainer.accelerator.is_main_process:
         summary["eval"] = evaluate(trainer.model, tokenizer, script.eval_task, script.eval_prompts)
         trainer.run_info.eval = summary["eval"]
-    if trainer.accelerator.is_main_process and hasattr(trainer, "evaluate_after_training"):
-        summary["eval"] = trainer.evaluate_after_training(config.output_dir)
+    if trainer.accelerator.is_main_process and method.after_training is not None:
+        summary["eval"] = method.after_training(trainer, config.output_dir)
     if trainer.accelerator.is_main_process:
         write_record(Path(config.output_dir) / "alignment_run.json", summary)
         trainer.create_model_card()

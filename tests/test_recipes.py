@@ -106,14 +106,13 @@ def test_inpo_gpu_recipe_has_the_paper_settings():
 
 def test_regret_gpu_recipe_is_text_mode_with_lora_on_a_hub_model(tmp_path):
     from alignment.learners.regret_text import LossText, LossTextEncoder
-    from alignment.trainers import RegretLossTrainer
 
     path = ROOT / "recipes" / "llama-3-8b" / "regret_text_lora.yaml"
     method, script, model_args, config = load_recipe(path, {"use_cpu": True})
     assert method == "regret" and config.mode == "text" and model_args.use_peft and config.bf16
     assert script.model_name_or_path.startswith("meta-llama/") and model_args.dtype == "bfloat16"
     assert model_args.peft_config().r == 16 and config.gradient_checkpointing
-    assert hasattr(RegretLossTrainer, "from_recipe") and config.actions == 5 and config.loss_precision == 2
+    assert get_method("regret").build is not None and config.actions == 5 and config.loss_precision == 2
     # the same text mode with the shipped tokenizer: 2 decimals are 0..99
     from transformers import AutoTokenizer
 

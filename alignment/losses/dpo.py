@@ -125,16 +125,23 @@ def dpo_loss(
     discopop_tau: float = 0.05,
     token_scale: float | torch.Tensor | None = None,
     batch_pairs: int | None = None,
+    *,
+    validate: bool = True,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Per-pair DPO losses [B] (sum_k loss_weights[k] * variant_k) and metrics (rewards/chosen,
     rewards/rejected, rewards/margins, rewards/accuracies, logps/chosen, logps/rejected), all [B].
     ``chosen_tokens``/``rejected_tokens`` [B] (completion token counts) are needed by the variants that say
-    so (ipo, sigmoid_norm; sft without ``token_scale``)."""
-    names = as_loss_types(loss_type)
-    check_combination(names, loss_weights, f_divergence_type, label_smoothing)
-    for name in names:
-        if LOSS_VARIANTS[name].needs_token_counts and (chosen_tokens is None or rejected_tokens is None):
-            raise ValueError(f"loss_type={name!r} needs chosen_tokens and rejected_tokens (completion token counts)")
+    so (ipo, sigmoid_norm; sft without ``token_scale``). ``validate=False``: the options were checked once
+    already (a trainer's config checks them at construction, not on every chunk)."""
+    names = (loss_type,) if isinstance(loss_type, str) else tuple(loss_type)
+    if validate:
+        names = as_loss_types(loss_type)
+        check_combination(names, loss_weights, f_divergence_type, label_smoothing)
+        for name in names:
+            if LOSS_VARIANTS[name].needs_token_counts and (chosen_tokens is None or rejected_tokens is None):
+                raise ValueError(
+                    f"loss_type={name!r} needs chosen_tokens and rejected_tokens (completion token counts)"
+                )
     ratios = Ratios(
         policy_chosen - ref_chosen,
         policy_rejected - ref_rejected,

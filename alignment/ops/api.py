@@ -105,6 +105,7 @@ def token_logps(
     ignore_index: int = -100,
     normalizer: str = "softmax",
     backend: str | None = None,
+    options: KernelOptions | None = None,
 ) -> TokenLogps:
     """Per-token log-probabilities of ``targets`` under logits z = softcap((h W^T + b) * scale) / T,
     without materializing the [N, V] logits.
@@ -125,6 +126,8 @@ def token_logps(
       frozen-head path).
     - ``path``: "general" (recompute in backward, any downstream use), "frozen" (weight and bias take no
       gradient; dh formed in the forward), or "auto" (frozen when neither weight nor bias requires grad).
+    - ``options``: the logit and chunking options as one :class:`KernelOptions` (temperature, logit_scale,
+      softcap, token_chunk, vocab_chunk, memory_budget, normalizer, backend), in place of those keywords.
 
     Example::
 
@@ -143,8 +146,8 @@ def token_logps(
     if path == "frozen" and not frozen_ok:
         raise ValueError("path='frozen' needs a head without gradient: weight (and bias) must not require grad")
     chosen = "frozen" if (path == "frozen" or (path == "auto" and frozen_ok)) else "general"
-    opts = KernelOptions(temperature, logit_scale, softcap, token_chunk, vocab_chunk, memory_budget, normalizer,
-                         backend)  # fmt: skip
+    opts = _options(options, temperature, logit_scale, softcap, token_chunk, vocab_chunk, memory_budget, normalizer,
+                    backend)  # fmt: skip
     c = _compact(hidden, weight, targets, ref_hidden, ref_weight, ref_bias, ignore_index)
     mask = c.mask
     fn = FrozenHeadFn if chosen == "frozen" else GeneralFn
@@ -218,6 +221,7 @@ def pair_fused_loss(
     normalizer: str = "softmax",
     sequence_ids: torch.Tensor | None = None,
     backend: str | None = None,
+    options: KernelOptions | None = None,
 ) -> PairFusedOutput:
     """Evaluate a pairwise preference loss through the pair-fused path (gradients formed in the forward).
 
@@ -235,6 +239,9 @@ def pair_fused_loss(
     ``sequence_ids`` (shaped like ``targets``): packed rows (padding-free batches) where one row holds several
     sequences; each position names its sequence, 0..B-1 the chosen and B..2B-1 the rejected ones (-1 for
     padding). Row indices are the sequences otherwise. ``seq_logps`` is then [2B] in sequence order.
+
+    ``options``: the logit and chunking options as one :class:`KernelOptions`, in place of those keywords
+    (its ``vocab_chunk`` is unused: this path forms whole vocabulary rows).
     """
     _check(hidden, weight, targets, bias)
     if sequence_ids is None:
@@ -249,7 +256,7 @@ def pair_fused_loss(
     if n_sequences % 2:
         raise ValueError(f"sequence_ids must name 2B sequences (B chosen, then B rejected), got {n_sequences}")
     n_pairs = n_sequences // 2
-    opts = KernelOptions(temperature, logit_scale, softcap, token_chunk, None, memory_budget, normalizer, backend)
+    opts = _options(options, temperature, logit_scale, softcap, token_chunk, None, memory_budget, normalizer, backend)
     c = _compact(hidden, weight, targets, ref_hidden, ref_weight, ref_bias, ignore_index)
     mask = c.mask
     seq = sequence_ids.reshape(-1)[c.flat]
@@ -271,3 +278,18 @@ def pair_fused_loss(
         collapsed=_scatter(col, mask, False),
         mask=mask,
     )
+
+
+_DEFAULTS = (1.0, 1.0, None, None, None, None, "softmax", None)
+
+
+def _options(options: KernelOptions | None, *keywords) -> KernelOptions:
+    """One KernelOptions from ``options=`` or from the keywords (temperature, logit_scale, softcap, token_chunk,
+    vocab_chunk, memory_budget, normalizer, backend), not both."""
+    if options is None:
+        return KernelOptions(*keywords)
+    if not isinstance(options, KernelOptions):
+        raise TypeError(f"options must be an alignment.ops.KernelOptions, got {type(options).__name__}")
+    if tuple(keywords) != _DEFAULTS:
+        raise ValueError("pass the kernel's options either as options=KernelOptions(...) or as keywords, not both")
+    return options

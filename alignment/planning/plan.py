@@ -78,7 +78,7 @@ def build(method_name: str, script, model_args, config, batch: int, length: int,
     from alignment.trainers import get_method
 
     method = get_method(method_name)
-    if not method.trainer.completions or hasattr(method.trainer, "from_recipe"):
+    if not method.trainer.completions or method.build is not None:
         raise NotImplementedError(f"alignment plan simulates trainers of token sequences, not {method_name}")
     cfg = model_config(script, config.trust_remote_code)
     model = fake_model(cfg, model_dtype(model_args), fake)

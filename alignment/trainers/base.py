@@ -28,8 +28,7 @@ from alignment.diagnostics.collapse import collapse_stats
 from alignment.locks import output_dir_lock
 from alignment.models import load_model, load_tokenizer, model_name, unwrap
 from alignment.run_settings import check_same, read_settings, write_settings
-from alignment.trainers import packing, resume
-from alignment.trainers.anchors import is_peft, unwrap_peft
+from alignment.trainers import banner, packing, resume
 from alignment.trainers.finite import NonFiniteGuard, refuse_nonfinite_weights
 from alignment.trainers.registry import Method
 from alignment.trainers.trl_options import disable_dropout
@@ -132,7 +131,7 @@ class AlignmentTrainer(Trainer):
         )
         packing.configure(self)
         self.prepare_anchors()
-        self.probe_status = self._probe_status()
+        self.probe_status = banner.probe_status(self)
         from alignment.checkpoints import SigtermCheckpoint
 
         self.sigterm = SigtermCheckpoint()  # before the diagnostics: its handler is in place when they start
@@ -323,11 +322,46 @@ class AlignmentTrainer(Trainer):
                 self.setting_changes = check_same(read_settings(folder), self.run_settings(), f"checkpoint {folder}",
                                                   self.args.allow_changed_settings)  # fmt: skip
                 if not self.setting_changes and resume.at_the_end(self, folder):
-                    return resume.finish_from(self, folder)
+                    result = resume.finish_from(self, folder)
+                    self.after_train()
+                    return result
             result = super().train(resume_from_checkpoint=resume_from_checkpoint, trial=trial, **kwargs)
         if self.state.global_step == getattr(self, "_initial_global_step", -1):
             resume.drop_empty_train_loss(self, result)
+        self.after_train()
         return result
+
+    # ----- hooks for modules a method trains beside the policy (SparsePO's mask network) --------------------
+    def extra_param_groups(self) -> list[dict]:
+        """Optimizer groups of parameters a method trains beside the policy (each with its own ``lr`` /
+        ``weight_decay``); their parameters leave the default groups. None by default."""
+        return []
+
+    def save_extra_modules(self, output_dir: str, state_dict: dict | None) -> dict | None:
+        """Save what is the method's own beside the policy in ``output_dir`` and return the policy's state dict
+        (``state_dict``: the one being saved, None for the model's own; the default keeps it unchanged)."""
+        return state_dict
+
+    def after_train(self) -> None:
+        """Called on every process when train() returns (e.g. a snapshot for the report); nothing by default."""
+
+    def create_optimizer(self, model=None):
+        """The Trainer's optimizer, with the groups of :meth:`extra_param_groups` added once."""
+        fresh = self.optimizer is None
+        optimizer = super().create_optimizer(model)
+        groups = self.extra_param_groups() if fresh else []
+        if groups:
+            ids = {id(p) for group in groups for p in group["params"]}
+            for group in optimizer.param_groups:
+                group["params"] = [p for p in group["params"] if id(p) not in ids]
+            for group in groups:
+                optimizer.add_param_group(group)
+        return optimizer
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        """Trainer._save of the policy, after :meth:`save_extra_modules` took what is the method's own."""
+        output_dir = output_dir or self.args.output_dir
+        super()._save(output_dir, self.save_extra_modules(output_dir, state_dict))
 
     # ----- the Hub --------------------------------------------------------------------------------------
     def create_model_card(self, model_name: str | None = None, **kwargs) -> None:
@@ -337,70 +371,16 @@ class AlignmentTrainer(Trainer):
         if self.is_world_process_zero():
             write_model_card(self, model_name)
 
-    # ----- what is active ------------------------------------------------------------------------------
+    # ----- what is active (the text: alignment.trainers.banner) --------------------------------------------
     def active_summary(self) -> dict[str, str]:
-        if self.is_deepspeed_enabled:
-            engine = f"DeepSpeed ZeRO-{self._zero_stage()}"
-        elif self.is_fsdp_enabled:
-            engine = "FSDP"
-        else:
-            engine = "DDP" if self.args.world_size > 1 else "single process"
-        peft = "none"
-        if is_peft(self.model):
-            cfg = next(iter(unwrap_peft(self.model).peft_config.values()))
-            peft = f"{type(cfg).__name__} r={getattr(cfg, 'r', '?')}"
-        return {
-            "method": self.method.describe(),
-            "kernel path": self.kernel_path(),
-            **self.anchor_summary(),
-            "distributed": f"{engine}, {self.args.world_size} process(es), {self.args.device}",
-            "peft": peft,
-            "precision": "bf16" if self.args.bf16 else ("fp16" if self.args.fp16 else "float32"),
-            "padding-free": packing.summary(self),
-            "normalizer": self.args.normalizer + (f", z_loss {self.args.z_loss:g}" if self.args.z_loss else ""),
-            "checkpoints": self.checkpoint_summary(),
-            "diagnostics": self.diagnostics_summary(),
-        }
-
-    def checkpoint_summary(self) -> str:
-        strategy = str(getattr(self.args.save_strategy, "value", self.args.save_strategy))
-        if strategy == "no":
-            return "off (TRL saves every 500 steps by default; --save_steps N turns them on)"
-        return f"every {self.args.save_steps:g} steps" if strategy == "steps" else f"every {strategy}"
-
-    def _probe_status(self) -> str:
-        """'on', or why the probe-set diagnostics (entanglement, displacement) cannot run here."""
-        if self.probe_dataset() is None:
-            return f"off: {self.method.name.upper()} rows have no (chosen, rejected) pairs to probe"
-        if self.args.normalizer != "softmax":
-            return f"off: the probes measure softmax log-probabilities (normalizer {self.args.normalizer})"
-        if self.is_deepspeed_enabled and self._zero_stage() == "3":
-            return "off: DeepSpeed ZeRO-3 partitions the parameters (per-pair gradients need them whole)"
-        if self.is_fsdp_enabled:
-            return "off: FSDP shards the parameters (per-pair gradients need them whole)"
-        return "on"
-
-    def diagnostics_summary(self) -> str:
-        if not self.args.diagnostics:
-            return "off"
-        if self.probe_status != "on":
-            return f"softmax collapse every step; probes {self.probe_status}"
-        args = self.args
-        params = f", params ~ /{args.diagnostics_params}/" if args.diagnostics_params else ""
-        first = ", first-order check" if args.diagnostics_first_order else ""
-        return (
-            f"softmax collapse every step; entanglement + displacement on {args.diagnostics_probe_pairs} probe "
-            f"pairs every {args.diagnostics_steps} steps{params}{first}"
-        )
+        """The banner's rows (methods add their own, e.g. SparsePO's token masks)."""
+        return banner.active_summary(self)
 
     def _zero_stage(self) -> str:
-        plugin = self.accelerator.state.deepspeed_plugin
-        return str(plugin.zero_stage) if plugin is not None else "?"
+        return banner.zero_stage(self)
 
     def log_banner(self) -> None:
-        lines = [f"  {k:<22}{v}" for k, v in self.active_summary().items()]
-        if self.accelerator.is_main_process:
-            logger.warning("alignment %s trainer, active configuration:\n%s", self.method.name, "\n".join(lines))
+        banner.log_banner(self)
 
 
 def load_kwargs(args, model_init_kwargs: dict | None, model) -> dict:

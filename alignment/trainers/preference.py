@@ -225,16 +225,17 @@ class PreferenceTrainer(AlignmentTrainer):
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
 
-    def anchor_logps(self, inputs: dict) -> dict[str, AnchorLogps]:
+    def anchor_logps(self, inputs: dict, packing=None) -> dict[str, AnchorLogps]:
         """Every anchor's log-probabilities for this batch: from its columns when the batch carries them,
-        else one no-grad pass of the anchor's policy through the fused op."""
+        else one no-grad pass of the anchor's policy through the fused op (``packing``: the step's)."""
         out = {}
         for name, anchor in self.anchors.items():
             if anchor.columns[0] in inputs:
                 out[name] = anchor_lib.from_batch(anchor, inputs, self.anchor_token_logps)
                 continue
             with anchor.policy(self.model) as policy:
-                out[name] = anchor_lib.anchor_logps(policy, inputs, self.kernel_kwargs(), self.anchor_token_logps)
+                out[name] = anchor_lib.anchor_logps(policy, inputs, self.kernel_kwargs(), self.anchor_token_logps,
+                                                    packing)  # fmt: skip
         return out
 
     def anchor_summary(self) -> dict[str, str]:
@@ -248,13 +249,14 @@ class PreferenceTrainer(AlignmentTrainer):
         """Per-pair losses [k] and metrics for one chunk of pairs (the method's pure loss)."""
         raise NotImplementedError(f"{type(self).__name__} must define pair_losses")
 
-    def token_inputs(self, model, inputs: dict, anchors: dict[str, AnchorLogps]) -> dict[str, torch.Tensor]:
+    def token_inputs(self, model, inputs: dict, anchors: dict[str, AnchorLogps],
+                     packing=None) -> dict[str, torch.Tensor]:  # fmt: skip
         """Extra per-token tensors [2B, T-1] for the loss (``chunk.token_inputs``), aligned with the
         shifted targets; those that require grad receive their gradient through the fused op. Besides the
         anchors' per-token values: the completion positions (LD-DPO) and the half-temperature
         log-probabilities (WPO) when the config asks for them."""
         out = {f"{name}_token_logps": a.tokens for name, a in anchors.items() if a.tokens is not None}
-        out.update(trl_options.token_inputs(model, inputs, self.args, self.kernel_kwargs()))
+        out.update(trl_options.token_inputs(model, inputs, self.args, self.kernel_kwargs(), packing))
         return out
 
     def sequence_logps(self, chunk, ref: AnchorLogps) -> tuple[AnchorLogps, AnchorLogps]:
@@ -280,7 +282,7 @@ class PreferenceTrainer(AlignmentTrainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         packing = packing_lib.batch_packing(self, inputs)  # checked against the model before any packed pass
-        anchors = self.anchor_logps(inputs)
+        anchors = self.anchor_logps(inputs, packing)
         n_pairs = inputs["input_ids"].shape[0] // 2
         scale = self.token_scale(num_items_in_batch)
         if scale is None:  # evaluation: this batch's own chosen tokens
@@ -317,7 +319,7 @@ class PreferenceTrainer(AlignmentTrainer):
             backbone_kwargs={"output_router_logits": True} if self.router_coef else None,
             capture=capture,
             packing=packing,
-            token_inputs=self.token_inputs(model, inputs, anchors),
+            token_inputs=self.token_inputs(model, inputs, anchors, packing),
             **self.pair_op_kwargs(anchors),
             **self.kernel_kwargs(),
         )

@@ -43,6 +43,11 @@ class Method:
     loss function it calls (alignment.losses). paper / arxiv: shown in the banner and the model card.
     anchors: the named frozen policies its loss needs. recipe: its quickstart recipe, relative to the
     repository's ``recipes/`` folder. summary: one line for ``alignment methods``.
+
+    Hooks of ``alignment train`` (None: the default): build(script, model_args, config, run_info) -> trainer,
+    for a method that makes its own model or data (the default loads the recipe's model and datasets);
+    after_training(trainer, output_dir) -> dict, an evaluation of the saved run for its summary (the default
+    is the recipe's ``eval_task``).
     """
 
     name: str
@@ -54,6 +59,8 @@ class Method:
     anchors: tuple[str, ...]
     recipe: str | None
     summary: str
+    build: Callable | None = None
+    after_training: Callable | None = None
 
     @property
     def needs_reference(self) -> bool:
@@ -78,6 +85,8 @@ def register(
     anchors: tuple[str, ...] = (),
     recipe: str | None = None,
     summary: str = "",
+    build: Callable | None = None,
+    after_training: Callable | None = None,
 ):
     """Class decorator: register the decorated trainer as method ``name`` and set ``trainer.method``."""
     from alignment.configs import AlignmentConfig
@@ -91,7 +100,8 @@ def register(
         existing = _REGISTRY.get(name)
         if existing is not None and existing.trainer.__qualname__ != trainer.__qualname__:
             raise ValueError(f"method {name!r} is already registered by {existing.trainer.__qualname__}")
-        method = Method(name, trainer, config, loss, paper, arxiv, tuple(anchors), recipe, summary or paper)
+        method = Method(name, trainer, config, loss, paper, arxiv, tuple(anchors), recipe, summary or paper, build,
+                        after_training)  # fmt: skip
         _REGISTRY[name] = method
         trainer.method = method
         return trainer

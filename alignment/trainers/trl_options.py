@@ -26,7 +26,7 @@ POSITION = "completion_position"
 HALF_TEMPERATURE = "half_temperature_logps"
 
 
-def token_inputs(model, inputs: dict, args, kernel_kwargs: dict) -> dict[str, torch.Tensor]:
+def token_inputs(model, inputs: dict, args, kernel_kwargs: dict, packing=None) -> dict[str, torch.Tensor]:
     """The per-token inputs the options need: completion positions 1..n (0 off the completion) for LD-DPO,
     the policy's log-probabilities at temperature 1/2 (no grad) for WPO."""
     from alignment.data.packing import Packing
@@ -40,7 +40,7 @@ def token_inputs(model, inputs: dict, args, kernel_kwargs: dict) -> dict[str, to
         with torch.no_grad():
             half = causal_token_logps(
                 model, inputs["input_ids"], inputs["attention_mask"], inputs["completion_mask"], temperature=0.5,
-                packing=Packing.from_batch(inputs), **kernel_kwargs,
+                packing=packing if packing is not None else Packing.from_batch(inputs), **kernel_kwargs,
             ).logps  # fmt: skip
         out[HALF_TEMPERATURE] = half.detach().float()
     return out

@@ -197,3 +197,23 @@ def test_row_dot_by_column_blocks_equals_the_float64_dot(block):
     a, b = torch.randn(5, 1000, generator=g), torch.randn(5, 1000, generator=g)
     expected = (a.double() * b.double()).sum(dim=1)
     assert rel_err(row_dot(a, b, block=block).double(), expected) < 1e-5
+
+
+def test_one_kernel_options_argument_equals_the_keywords():
+    import pytest as _pytest
+
+    from alignment.ops import KernelOptions, pair_fused_loss, token_logps
+    from tests.helpers import make, make_pairs
+    from tests.ops.test_pair_fused import dpo_fn
+
+    hidden, weight, bias, targets, _ = make(0, 12, 8, 50)
+    keywords = dict(temperature=0.7, softcap=2.0, token_chunk=5, vocab_chunk=17)
+    a = token_logps(hidden, weight, targets, bias=bias, **keywords)
+    b = token_logps(hidden, weight, targets, bias=bias, options=KernelOptions(**keywords))
+    assert torch.equal(a.logps, b.logps) and torch.equal(a.lse, b.lse)
+    with _pytest.raises(ValueError, match="not both"):
+        token_logps(hidden, weight, targets, temperature=0.5, options=KernelOptions())
+    h, w, bb, t, ref = make_pairs(0, 2, 6, 8, 40)
+    x = pair_fused_loss(h, w, t, dpo_fn(ref), bias=bb, token_chunk=5, temperature=0.8)
+    y = pair_fused_loss(h, w, t, dpo_fn(ref), bias=bb, options=KernelOptions(token_chunk=5, temperature=0.8))
+    assert torch.equal(x.loss, y.loss)

@@ -264,3 +264,23 @@ def test_off_by_default_and_refused_without_sequences(tmp_path, tokenizer):
     cfg = RegretConfig(output_dir=str(tmp_path / "r"), padding_free=True, mode="numeric", max_steps=1, **COMMON)
     with pytest.raises(ValueError, match="padding_free packs token sequences: regret"):
         RegretLossTrainer(None, args=cfg)
+
+
+def test_a_step_reads_its_packing_once_and_checks_its_loss_type_once(tmp_path, tokenizer, monkeypatch):
+    """The packing is read from the batch once per step and passed down (anchors, WPO's half-temperature pass,
+    the pair-fused step); the DPO options are checked when the config is built, not on every chunk."""
+    from alignment.data import packing as packing_module
+    from alignment.losses import dpo as dpo_module
+
+    args = DPOConfig(output_dir=str(tmp_path), padding_free=True, use_weighting=True, **COMMON)
+    trainer = DPOTrainer(tiny("llama", len(tokenizer)), args=args, train_dataset=skewed_rows(),
+                         processing_class=tokenizer)  # fmt: skip
+    batch = next(iter(trainer.get_train_dataloader()))
+    reads, checks = [], []
+    original, check = packing_module.Packing.from_batch.__func__, dpo_module.check_combination
+    monkeypatch.setattr(
+        packing_module.Packing, "from_batch", classmethod(lambda cls, b: reads.append(1) or original(cls, b))
+    )
+    monkeypatch.setattr(dpo_module, "check_combination", lambda *a, **k: checks.append(1) or check(*a, **k))
+    trainer.compute_loss(trainer.model, batch)
+    assert len(reads) == 1 and not checks

@@ -19,7 +19,7 @@ def _trainer(tmp_path, **kw):
 
 
 def test_the_frozen_copy_is_released_after_the_precompute(tmp_path, monkeypatch):
-    import alignment.trainers.anchors as anchors
+    import alignment.trainers.anchors.kinds as anchors
 
     made = []
     original = anchors.frozen_copy

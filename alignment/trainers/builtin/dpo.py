@@ -96,10 +96,11 @@ class DPOTrainer(PreferenceTrainer):
 
 
 def dpo_options(args: DPOConfig) -> dict:
-    """The config's options of alignment.losses.dpo_loss."""
+    """The config's options of alignment.losses.dpo_loss (checked when the config was built: not again per chunk)."""
     return dict(
+        validate=False,
         beta=args.beta,
-        loss_type=args.loss_type,
+        loss_type=args.loss_types,
         label_smoothing=args.label_smoothing,
         loss_weights=args.loss_weights,
         f_divergence_type=args.f_divergence_type,

@@ -92,6 +92,34 @@ class SeedCollator:
         return {"seed": torch.tensor([r["seed"] for r in rows])}
 
 
+def build_from_recipe(script, model_args, config: RegretConfig, run_info) -> RegretLossTrainer:
+    """``alignment train`` with ``method: regret`` (the method's ``build`` hook): numeric mode builds its learner
+    from the config's sizes (the recipe's model is not used); text mode fine-tunes ``model_name_or_path`` (LoRA
+    with ``use_peft``)."""
+    if config.mode == "numeric":
+        return RegretLossTrainer(args=config, run_info=run_info)
+    from alignment.models import load_model, load_tokenizer
+
+    model = load_model(script.model_name_or_path, model_args.dtype, config.trust_remote_code)
+    tokenizer = load_tokenizer(script.tokenizer_name_or_path or script.model_name_or_path, config.trust_remote_code)
+    run_info.base_model = script.model_name_or_path
+    return RegretLossTrainer(model, args=config, processing_class=tokenizer, peft_config=model_args.peft_config(),
+                             run_info=run_info)  # fmt: skip
+
+
+def evaluate_after_training(trainer: RegretLossTrainer, output_dir) -> dict:
+    """``alignment regret-eval`` on the saved learner (regret_eval.json, the PNGs; the method's
+    ``after_training`` hook); for the run summary: regret at T per family of the model and the main baselines."""
+    args = trainer.args
+    if args.eval_sequences <= 0:
+        return {}
+    from alignment.regret_eval import regret_eval
+
+    result = regret_eval(output_dir, args.families, args.horizon, args.eval_sequences, seed=args.seed)
+    keep = ("model", "hedge_best", "ftl", "uniform")
+    return {f["family"]: {k: f["methods"][k]["regret"] for k in keep} for f in result["families"]}
+
+
 @register(
     "regret",
     config=RegretConfig,
@@ -99,6 +127,8 @@ class SeedCollator:
     paper="Do LLM Agents Have Regret? A Case Study in Online Learning and Games (Park et al. 2024)",
     arxiv="2403.16843",
     summary="a transformer trained into a no-regret online learner by the unsupervised regret-loss",
+    build=build_from_recipe,
+    after_training=evaluate_after_training,
 )
 class RegretLossTrainer(AlignmentTrainer):
     supports_stablemax = False  # its loss is over the d actions, not the vocabulary
@@ -129,33 +159,6 @@ class RegretLossTrainer(AlignmentTrainer):
             text = LossText.default(self.processing_class, args.actions, args.loss_precision, args.action_names)
             self.text_learner = TextRegretLearner(self.model, self.processing_class, text)
             self._check_length()
-
-    @classmethod
-    def from_recipe(cls, script, model_args, config: RegretConfig, run_info) -> RegretLossTrainer:
-        """``alignment train`` with ``method: regret``: numeric mode builds its learner from the config's
-        sizes (the recipe's model is not used); text mode fine-tunes ``model_name_or_path`` (LoRA with
-        ``use_peft``)."""
-        if config.mode == "numeric":
-            return cls(args=config, run_info=run_info)
-        from alignment.models import load_model, load_tokenizer
-
-        model = load_model(script.model_name_or_path, model_args.dtype, config.trust_remote_code)
-        tokenizer = load_tokenizer(script.tokenizer_name_or_path or script.model_name_or_path, config.trust_remote_code)
-        run_info.base_model = script.model_name_or_path
-        return cls(model, args=config, processing_class=tokenizer, peft_config=model_args.peft_config(),
-                   run_info=run_info)  # fmt: skip
-
-    def evaluate_after_training(self, output_dir) -> dict:
-        """``alignment regret-eval`` on the saved learner (regret_eval.json, the PNGs); for the run summary:
-        regret at T per family of the model and the main baselines."""
-        if self.args.eval_sequences <= 0:
-            return {}
-        from alignment.regret_eval import regret_eval
-
-        result = regret_eval(output_dir, self.args.families, self.args.horizon, self.args.eval_sequences,
-                             seed=self.args.seed)  # fmt: skip
-        keep = ("model", "hedge_best", "ftl", "uniform")
-        return {f["family"]: {k: f["methods"][k]["regret"] for k in keep} for f in result["families"]}
 
     def _check_length(self) -> None:
         ids, _, _ = self.text_learner.encoder.encode(self.sequences_cpu([0]))

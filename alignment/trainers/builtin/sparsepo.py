@@ -164,22 +164,12 @@ class SparsePOTrainer(PreferenceTrainer):
         model.add_module(MASK_ATTR, net)  # trained, synchronized and partitioned with the policy
         self.mask_network = net
 
-    def create_optimizer(self, model=None):
-        """The Trainer's optimizer, with the mask network in a group of its own (weight decay, learning rate)."""
-        fresh = self.optimizer is None
-        optimizer = super().create_optimizer(model)
-        if fresh and self.mask_network is not None:
-            ids = {id(p) for p in self.mask_network.parameters()}
-            for group in optimizer.param_groups:
-                group["params"] = [p for p in group["params"] if id(p) not in ids]
-            optimizer.add_param_group(
-                {
-                    "params": list(self.mask_network.parameters()),
-                    "weight_decay": self.args.mask_weight_decay,
-                    "lr": self.args.mask_learning_rate or self.args.learning_rate,
-                }
-            )
-        return optimizer
+    def extra_param_groups(self) -> list[dict]:
+        """The mask network in a group of its own (weight decay, learning rate)."""
+        if self.mask_network is None:
+            return []
+        return [{"params": list(self.mask_network.parameters()), "weight_decay": self.args.mask_weight_decay,
+                 "lr": self.args.mask_learning_rate or self.args.learning_rate}]  # fmt: skip
 
     def create_scheduler(self, num_training_steps: int, optimizer=None):
         """The Trainer's schedule; the mask network's group holds at learning rate 0 for the first
@@ -203,24 +193,20 @@ class SparsePOTrainer(PreferenceTrainer):
         """True during the mask warm-up (``mask_warmup_ratio``): the masks' gradient is then 0."""
         return self.model.training and self.state.global_step < getattr(self, "_mask_hold", 0)
 
-    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
-        """The policy as usual, without the mask network's weights; the mask network beside it."""
+    def save_extra_modules(self, output_dir: str, state_dict: dict | None) -> dict | None:
+        """The mask network beside the policy; the policy's state dict without its weights."""
         if self.mask_network is None:
-            return super()._save(output_dir, state_dict)
-        output_dir = output_dir or self.args.output_dir
+            return state_dict
         state_dict = state_dict if state_dict is not None else self.model.state_dict()
         prefix = MASK_ATTR + "."
         masks = {k.split(prefix, 1)[1]: v for k, v in state_dict.items() if prefix in k}
-        super()._save(output_dir, {k: v for k, v in state_dict.items() if prefix not in k})
         if self.args.should_save:
             self.mask_network.save(output_dir, masks or None)
+        return {k: v for k, v in state_dict.items() if prefix not in k}
 
-    def train(self, *args, **kwargs):
-        """Train, then write the masks of the first probe pairs to ``output_dir/token_masks.json`` (the
-        report's mask panel)."""
-        result = super().train(*args, **kwargs)
+    def after_train(self) -> None:
+        """The masks of the first probe pairs to ``output_dir/token_masks.json`` (the report's mask panel)."""
         self.write_mask_snapshot()  # on every process: under ZeRO-3 the reference's forward is collective
-        return result
 
     def write_mask_snapshot(self, pairs: int = 4) -> Path:
         """The reward and KL masks of the first ``pairs`` probe pairs, per token (alignment masks' format)."""
@@ -251,15 +237,15 @@ class SparsePOTrainer(PreferenceTrainer):
         return path
 
     # ----- the step -----------------------------------------------------------------------------------
-    def anchor_logps(self, inputs: dict):
+    def anchor_logps(self, inputs: dict, packing=None):
         """The reference's per-token log-probabilities, with its hidden states when the KL term or the masks
         need them (one no-grad pass)."""
         if not self.args.uses_reference_states:
-            return super().anchor_logps(inputs)
+            return super().anchor_logps(inputs, packing)
         anchor = self.anchors["ref"]
         layers = self.args.mask_type in ("learned", "activation")
         with anchor.policy(self.model) as policy:
-            return {"ref": anchor_lib.anchor_states(policy, inputs, self.kernel_kwargs(), layers)}
+            return {"ref": anchor_lib.anchor_states(policy, inputs, self.kernel_kwargs(), layers, packing)}
 
     def token_masks(self, inputs: dict, ref) -> tuple[torch.Tensor, torch.Tensor]:
         """The reward and KL masks [2B, T-1] of this batch (aligned with the shifted targets)."""
@@ -275,7 +261,7 @@ class SparsePOTrainer(PreferenceTrainer):
             reward, kl = (m.detach() + 0.0 * m for m in (reward, kl))
         return reward, kl
 
-    def token_inputs(self, model, inputs, anchors):
+    def token_inputs(self, model, inputs, anchors, packing=None):
         reward, kl = self.token_masks(inputs, anchors["ref"])
         return {"ref_token_logps": anchors["ref"].tokens, "mask_reward": reward, "mask_kl": kl}
 
