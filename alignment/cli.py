@@ -215,19 +215,16 @@ def _method_commands(commands) -> None:
         sub.set_defaults(func=_train, method_command=name)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="alignment", description="Preference alignment for language models.")
-    parser.add_argument("--version", action="version", version=f"alignment {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True)
-
+def _add_train(commands) -> None:
+    """``alignment train``."""
     train = commands.add_parser("train", help="train from a YAML recipe")
     train.add_argument("recipe", help="a recipe file, e.g. recipes/quickstart/dpo.yaml")
     train.add_argument("overrides", nargs=argparse.REMAINDER, help="--field value pairs overriding the recipe")
     train.set_defaults(func=_train)
 
-    commands.add_parser("methods", help="list the registered methods").set_defaults(func=_methods)
-    _method_commands(commands)
 
+def _add_eval(commands) -> None:
+    """``alignment eval``."""
     evaluate = commands.add_parser("eval", help="evaluate a model on a synthetic task")
     evaluate.add_argument("model", help="a model folder (or Hub name)")
     evaluate.add_argument("--task", required=True, choices=TASK_NAMES)
@@ -236,6 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--output", default=None, help="also write the metrics to this JSON file")
     evaluate.set_defaults(func=_eval)
 
+
+def _add_data(commands) -> None:
+    """``alignment data``."""
     data = commands.add_parser("data", help="shipped data and dataset checks").add_subparsers(
         dest="data_command", required=True
     )
@@ -263,6 +263,9 @@ def build_parser() -> argparse.ArgumentParser:
     pairs.add_argument("--out", required=True, help="output .jsonl (conversational format)")
     pairs.set_defaults(func=_data_pairs)
 
+
+def _add_judges(commands) -> None:
+    """``alignment judges``."""
     judges = commands.add_parser("judges", help="judges for self-play").add_subparsers(
         dest="judges_command", required=True
     )
@@ -282,11 +285,17 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--use-cpu", action="store_true", help="train on the CPU even when a GPU is there")
     fit.set_defaults(func=_fit_bt)
 
+
+def _add_report(commands) -> None:
+    """``alignment report``."""
     report = commands.add_parser("report", help="render runs into one HTML page (+ Markdown summary)")
     report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="output_dir of a training run")
     report.add_argument("-o", "--output", default=None, help="HTML file (default RUN_DIR/report.html)")
     report.set_defaults(func=_report)
 
+
+def _add_plan(commands) -> None:
+    """``alignment plan``."""
     plan = commands.add_parser("plan", help="simulate one training step on fake tensors: the memory per device")
     plan.add_argument("recipe", help="a recipe file")
     plan.add_argument("--devices", type=positive_int, default=1, help="devices: > 1 plans each rank's ZeRO-3 share")
@@ -310,6 +319,9 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("overrides", nargs=argparse.REMAINDER, help="--field value pairs overriding the recipe")
     plan.set_defaults(func=_plan)
 
+
+def _add_regret_eval(commands) -> None:
+    """``alignment regret-eval``."""
     from alignment.tasks.online_learning import FAMILIES
 
     regret = commands.add_parser("regret-eval", help="a regret-loss learner against Hedge, FTL, ... on held-out losses")
@@ -324,6 +336,9 @@ def build_parser() -> argparse.ArgumentParser:
     regret.add_argument("--out", default=None, help="folder for regret_eval.json and the PNGs (default MODEL)")
     regret.set_defaults(func=_regret_eval)
 
+
+def _add_token_entanglement(commands) -> None:
+    """``alignment token-entanglement``."""
     tokens = commands.add_parser("token-entanglement", help="heatmap of per-token gradient cosines of one pair")
     tokens.add_argument("model", help="a model folder")
     tokens.add_argument("data", help="a preference dataset (file, folder or Hub name)")
@@ -333,6 +348,9 @@ def build_parser() -> argparse.ArgumentParser:
     tokens.add_argument("-o", "--output", default="token_entanglement.png", help="PNG file (a .json twin is written)")
     tokens.set_defaults(func=_tokens)
 
+
+def _add_masks(commands) -> None:
+    """``alignment masks``."""
     masks = commands.add_parser("masks", help="SparsePO's per-token masks of one pair (JSON and a PNG strip)")
     masks.add_argument("run_dir", help="the output_dir of a SparsePO run")
     masks.add_argument("data", help="a preference dataset (file, folder or Hub name)")
@@ -341,6 +359,23 @@ def build_parser() -> argparse.ArgumentParser:
     masks.add_argument("--max-length", type=positive_int, default=1024)
     masks.add_argument("-o", "--output", default="masks.json", help="JSON file (a .png twin is written)")
     masks.set_defaults(func=_masks)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="alignment", description="Preference alignment for language models.")
+    parser.add_argument("--version", action="version", version=f"alignment {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    _add_train(commands)
+    commands.add_parser("methods", help="list the registered methods").set_defaults(func=_methods)
+    _method_commands(commands)
+    _add_eval(commands)
+    _add_data(commands)
+    _add_judges(commands)
+    _add_report(commands)
+    _add_plan(commands)
+    _add_regret_eval(commands)
+    _add_token_entanglement(commands)
+    _add_masks(commands)
     return parser
 
 

@@ -71,7 +71,7 @@ def imports(module: str) -> list[tuple[str, int]]:
         for name in names:
             if name == "alignment" or name.startswith("alignment."):
                 target = _target(name)
-                if target and target != module:
+                if target and target != module and (target, node.lineno) not in found:
                     found.append((target, node.lineno))
     return found
 

@@ -1,4 +1,4 @@
-"""The regret-loss: a soft maximum of squared positive regrets (specs/regret_loss.md)."""
+"""The regret-loss: a soft maximum of squared positive regrets (docs/regret.md)."""
 
 import pytest
 import torch

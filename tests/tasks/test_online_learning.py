@@ -1,4 +1,4 @@
-"""Online-learning environments and baselines on hand-computed sequences (specs/regret_loss.md)."""
+"""Online-learning environments and baselines on hand-computed sequences (docs/regret.md)."""
 
 import math
 
