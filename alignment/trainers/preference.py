@@ -49,6 +49,17 @@ def on_device(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     return model.to(device)
 
 
+def reference_free(method, args, sources: dict) -> None:
+    """A method without anchors (CPO, SimPO, ORPO) refuses the options that only act on a reference."""
+    if method.anchors:
+        return
+    if sources:
+        raise ValueError(f"{method.name} is reference-free: it takes no ref_model or anchors (got {sorted(sources)})")
+    for option in ("precompute_ref_logps", "sync_ref_model"):
+        if getattr(args, option, False):
+            raise ValueError(f"{method.name} is reference-free: {option} has no reference to act on; leave it off")
+
+
 class PreferenceTrainer(AlignmentTrainer):
     """Pairs, named anchors and the pair-fused step (see the module docstring)."""
 
@@ -90,6 +101,7 @@ class PreferenceTrainer(AlignmentTrainer):
         self._anchor_sources = sources
         self.anchors: dict[str, Anchor] = {}
         self._batch_pairs = 0
+        reference_free(self._registered(), args, sources)
         for option in ("ld_alpha", "use_weighting"):
             if getattr(args, option, None) not in (None, False) and not self.supports_sequence_options:
                 raise ValueError(f"{option} is supported by the dpo and rpo methods, not {self._registered().name}")
@@ -275,6 +287,11 @@ class PreferenceTrainer(AlignmentTrainer):
         ``chunk.token_kl`` the per-token KL(pi_ref || pi_theta)); none by default."""
         return {}
 
+    def scored_mask(self, inputs: dict) -> torch.Tensor:
+        """[2B, T] the tokens the fused op scores (a chunk's sums and token tensors cover them): the
+        completions by default; ORPO also scores the chosen rows' prompts (its NLL covers them, as TRL's)."""
+        return inputs["completion_mask"]
+
     def counted_tokens(self, batch) -> torch.Tensor:
         """The tokens a token mean divides by: the chosen completion tokens."""
         comp = batch["completion_mask"]
@@ -286,10 +303,11 @@ class PreferenceTrainer(AlignmentTrainer):
         n_pairs = inputs["input_ids"].shape[0] // 2
         scale = self.token_scale(num_items_in_batch)
         if scale is None:  # evaluation: this batch's own chosen tokens
-            scale = float(inputs["completion_mask"][:n_pairs, 1:].sum())
+            scale = float(self.counted_tokens(inputs))
         self._batch_pairs = n_pairs
         z_coef = self.args.z_loss
-        scored = inputs["completion_mask"][:, 1:].sum() if z_coef else None  # no host sync when z-loss is off
+        scored_mask = self.scored_mask(inputs)
+        scored = scored_mask[:, 1:].sum() if z_coef else None  # no host sync when z-loss is off
 
         def loss_fn(chunk):
             dtype = chunk.chosen_logps.dtype
@@ -314,7 +332,7 @@ class PreferenceTrainer(AlignmentTrainer):
             model,
             inputs["input_ids"],
             inputs["attention_mask"],
-            inputs["completion_mask"],
+            scored_mask,
             loss_fn,
             backbone_kwargs={"output_router_logits": True} if self.router_coef else None,
             capture=capture,
@@ -323,7 +341,7 @@ class PreferenceTrainer(AlignmentTrainer):
             **self.pair_op_kwargs(anchors),
             **self.kernel_kwargs(),
         )
-        self._record(out, inputs)
+        self._record(out, scored_mask)
         loss = out.loss
         if self.router_coef:  # a mixture of experts: the router's load-balancing loss, as TRL adds it
             mask = inputs["attention_mask"] if packing is None else packing.token_mask  # router logits' tokens
@@ -332,9 +350,9 @@ class PreferenceTrainer(AlignmentTrainer):
             self.log_step_metrics({"aux_loss": aux.detach()}, "train" if self.model.training else "eval")
         return (loss, out) if return_outputs else loss
 
-    def _record(self, out, inputs) -> None:
+    def _record(self, out, scored_mask) -> None:
         mode = "train" if self.model.training else "eval"
-        comp = inputs["completion_mask"][:, 1:]
+        comp = scored_mask[:, 1:]
         half = comp.shape[0] // 2
         tokens = comp.sum(dim=1).clamp(min=1).float()
         per_token = out.seq_logps.detach() / tokens
