@@ -388,6 +388,11 @@ class PreferenceConfig(AlignmentConfig):
     )
     #: fields the model card leaves out (paths that mean nothing on another machine, aliases)
     card_exclude: ClassVar[tuple[str, ...]] = ("ref_cache_dir", "precompute_ref_log_probs", "precompute_ref_batch_size")
+    #: the fields that act on a reference (a reference-free method's card leaves them out too)
+    reference_fields: ClassVar[tuple[str, ...]] = (
+        "precompute_ref_logps", "ld_alpha", "use_weighting", "sync_ref_model", "ref_model_sync_steps",
+        "ref_model_mixup_alpha",
+    )  # fmt: skip
 
     def __post_init__(self):
         if self.precompute_ref_log_probs is not None:  # TRL's spelling: one setting, two names

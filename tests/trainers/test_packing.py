@@ -10,10 +10,14 @@ from transformers import AutoTokenizer
 
 from alignment.data.packing import Packing, pack_batch, plan_rows
 from alignment.trainers import (
+    CPOConfig,
+    CPOTrainer,
     DPOConfig,
     DPOTrainer,
     INPOConfig,
     INPOTrainer,
+    ORPOConfig,
+    ORPOTrainer,
     RegretConfig,
     RegretLossTrainer,
     RPOConfig,
@@ -168,13 +172,20 @@ def method_trainer(method, tmp_path, tokenizer):
     if method == "dpo_wpo_ld":  # the TRL options that read the batch's tokens (WPO's extra pass, LD-DPO)
         args = DPOConfig(output_dir=str(tmp_path), padding_free=True, use_weighting=True, ld_alpha=0.5, **COMMON)
         return DPOTrainer(model, ref_model=ref, args=args, train_dataset=rows, processing_class=tokenizer)
+    if method in ("cpo", "simpo"):  # reference-free: no anchor pass
+        options = {"loss_type": "simpo", "cpo_alpha": 0.0} if method == "simpo" else {}
+        args = CPOConfig(output_dir=str(tmp_path), padding_free=True, **options, **COMMON)
+        return CPOTrainer(model, args=args, train_dataset=rows, processing_class=tokenizer)
+    if method == "orpo":  # the NLL scores the chosen prompts too
+        args = ORPOConfig(output_dir=str(tmp_path), padding_free=True, **COMMON)
+        return ORPOTrainer(model, args=args, train_dataset=rows, processing_class=tokenizer)
     if method == "sft":
         args = SFTConfig(output_dir=str(tmp_path), padding_free=True, **COMMON)
         return SFTTrainer(model, args=args, train_dataset=skewed_rows(sft=True), processing_class=tokenizer)
     raise ValueError(method)
 
 
-@pytest.mark.parametrize("method", ["rpo", "sparsepo", "inpo", "dpo_wpo_ld", "sft"])
+@pytest.mark.parametrize("method", ["rpo", "sparsepo", "inpo", "dpo_wpo_ld", "cpo", "simpo", "orpo", "sft"])
 def test_every_method_packed_equals_padded(tmp_path, tokenizer, method):
     assert_packed_equals_padded(method_trainer(method, tmp_path, tokenizer))
 

@@ -21,7 +21,11 @@ def tiny(tokenizer):
 #: extra settings per method for the matrix below; every registered method that trains a language model on
 #: text rows is trained, with its defaults when it has no entry here, plus the extra variants listed (the
 #: regret-loss trainer, whose model reads loss vectors, has its own tests: tests/trainers/test_regret.py)
-VARIANTS = {"dpo": [{}, {"loss_type": "ipo"}], "rpo": [{"eta": 0.5}]}
+VARIANTS = {
+    "dpo": [{}, {"loss_type": "ipo"}],
+    "rpo": [{"eta": 0.5}],
+    "cpo": [{}, {"loss_type": "simpo", "cpo_alpha": 0.0}],
+}
 MATRIX = [
     pytest.param(method, extra, id=method + "".join(f"-{v}" for v in extra.values()))
     for method, registered in methods().items()

@@ -171,3 +171,58 @@ def test_moe_router_aux_loss_equals_trl(tokenizer, data_dir, tmp_path, coef):
     ours = _run_ours(moe, tokenizer, rows, tmp_path, DPOTrainer, DPOConfig, **options)
     assert ours[0]["aux_loss"] > 0
     _compare(theirs, ours, [*KEYS, "aux_loss"])
+
+
+# ----- reference-free methods: trl 1.16's experimental CPOTrainer and ORPOTrainer ---------------------------
+REFERENCE_FREE_KEYS = [*KEYS, "rewards/accuracies", "nll_loss"]  # not logits/*: TRL's mean over [B, T, V] logits
+
+
+def _run_reference_free(base, tokenizer, rows, tmp_path, trainer_cls, config_cls, name, **extra):
+    policy = copy.deepcopy(base)
+    args = config_cls(output_dir=str(tmp_path / name), beta=0.2, **COMMON, **extra)
+    trainer = trainer_cls(model=policy, args=args, train_dataset=rows, processing_class=tokenizer)
+    trainer.train()
+    return trainer.state.log_history[0], dict(policy.named_parameters()), None
+
+
+CPO_CASES = {
+    "sigmoid": dict(loss_type="sigmoid"),
+    "sigmoid_smoothed": dict(loss_type="sigmoid", label_smoothing=0.1),
+    "hinge": dict(loss_type="hinge"),
+    "ipo": dict(loss_type="ipo"),
+    "simpo": dict(loss_type="simpo", cpo_alpha=0.0),  # SimPO as TRL spells it
+    "simpo_with_nll": dict(loss_type="simpo", simpo_gamma=1.0),
+    "alphapo": dict(loss_type="alphapo", alpha=0.5),
+    "alpha_sigmoid": dict(loss_type="sigmoid", alpha=-0.3),
+}
+
+
+@pytest.mark.parametrize("case", list(CPO_CASES))
+def test_cpo_equals_trl(tokenizer, base_model, data_dir, tmp_path, case):
+    from trl.experimental.cpo import CPOConfig as TrlCPOConfig
+    from trl.experimental.cpo import CPOTrainer as TrlCPOTrainer
+
+    from alignment.trainers import CPOConfig, CPOTrainer
+
+    rows = _rows(data_dir, "conversational")
+    options = CPO_CASES[case]
+    theirs = _run_reference_free(base_model, tokenizer, rows, tmp_path, TrlCPOTrainer, TrlCPOConfig, "trl",
+                                 max_length=1024, **options)  # fmt: skip
+    ours = _run_reference_free(base_model, tokenizer, rows, tmp_path, CPOTrainer, CPOConfig, "ours",
+                               max_length=None, **options)  # fmt: skip
+    assert theirs[0]["rewards/margins"] != 0
+    _compare(theirs, ours, REFERENCE_FREE_KEYS)
+
+
+@pytest.mark.parametrize("fmt", ["standard", "conversational"])
+def test_orpo_equals_trl(tokenizer, base_model, data_dir, tmp_path, fmt):
+    from trl.experimental.orpo import ORPOConfig as TrlORPOConfig
+    from trl.experimental.orpo import ORPOTrainer as TrlORPOTrainer
+
+    from alignment.trainers import ORPOConfig, ORPOTrainer
+
+    rows = _rows(data_dir, fmt)
+    theirs = _run_reference_free(base_model, tokenizer, rows, tmp_path, TrlORPOTrainer, TrlORPOConfig, "trl",
+                                 max_length=1024)  # fmt: skip
+    ours = _run_reference_free(base_model, tokenizer, rows, tmp_path, ORPOTrainer, ORPOConfig, "ours", max_length=None)
+    _compare(theirs, ours, [*REFERENCE_FREE_KEYS, "log_odds_ratio", "log_odds_chosen"])

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from alignment.configs import PreferenceConfig, choice
 from alignment.losses.cpo import CPO_ALIASES, CPO_LOSS_TYPES, cpo_loss, cpo_loss_types_help
@@ -19,6 +20,8 @@ logger = logging.getLogger(__name__)
 @dataclass
 class CPOConfig(PreferenceConfig):
     """CPO / SimPO / AlphaPO (README, "CPO, SimPO, AlphaPO and ORPO"): trl 1.16's CPOConfig fields and defaults."""
+
+    card_exclude: ClassVar[tuple[str, ...]] = PreferenceConfig.card_exclude + PreferenceConfig.reference_fields
 
     beta: float = field(default=0.1, metadata={"help": "The temperature beta of the preference term."})
     label_smoothing: float = field(

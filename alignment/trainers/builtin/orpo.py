@@ -6,6 +6,7 @@ alignment.losses.orpo."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 
@@ -20,6 +21,8 @@ COMPLETION = "orpo_completion"  # token input: 1 on completion tokens, 0 on the 
 @dataclass
 class ORPOConfig(PreferenceConfig):
     """ORPO (README, "CPO, SimPO, AlphaPO and ORPO"): trl 1.16's ORPOConfig fields and defaults."""
+
+    card_exclude: ClassVar[tuple[str, ...]] = PreferenceConfig.card_exclude + PreferenceConfig.reference_fields
 
     beta: float = field(default=0.1, metadata={"help": "Weight of the odds-ratio term (the paper's lambda)."})
 
