@@ -1,7 +1,7 @@
 """The 8B and 70B tables of BENCHMARKS.md: one DPO step planned with `alignment plan` (fake tensors, the GPU code
 paths), ours against trl 1.16's DPOTrainer on the same model and batch, bf16, gradient checkpointing.
 
-    OMP_NUM_THREADS=1 python benchmarks/plan_scale.py --json benchmarks/plan_scale.json   # about 35 minutes on 2 cores
+    OMP_NUM_THREADS=1 python benchmarks/plan_scale.py --json benchmarks/plan_scale.json   # about 40 minutes on 2 cores
 
 Setups: LoRA on one GPU (recipes/llama-3-8b/dpo_lora.yaml: r 16 on every linear layer, reference = adapter off,
 precompute) and full fine-tuning under ZeRO-3 on 8 GPUs (recipes/zephyr-7b/dpo.yaml: a frozen reference copy,

@@ -77,3 +77,19 @@ def test_packed_batches_under_ddp_and_zero3_equal_padded(tmp_path, method):
     for packed in (ddp, zero3):
         assert packed["summary"]["padding-free"].startswith("on: one packed row per batch")
         same(single, packed)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["cpo", "orpo"])
+def test_reference_free_under_ddp_and_zero3_equal_one_process(tmp_path, method):
+    """CPO and ORPO (their NLL is a token mean over the global batch): 2 processes x 2 pairs x 2 accumulation
+    steps under DDP, and 2 x 4 under DeepSpeed ZeRO-3, give the step of one process of 8 pairs."""
+    import deepspeed  # noqa: F401
+
+    single = run(tmp_path / "single.pt", method, 8, 1)
+    ddp_accum = run(tmp_path / "ddp_accum.pt", method, 2, 2, "cpu_ddp.yaml")
+    zero3 = run(tmp_path / "zero3.pt", method, 4, 1, "deepspeed_zero3.yaml")
+    assert single["summary"]["reference"] == "none"
+    assert "DeepSpeed ZeRO-3, 2 process(es)" in zero3["summary"]["distributed"]
+    same(single, ddp_accum)
+    same(single, zero3)

@@ -1,5 +1,5 @@
-"""One optimizer step of a method (DPO, RPO, SparsePO, INPO, two-anchor, regret-loss) on 8 fixed rows; writes the
-logged loss and the parameters.
+"""One optimizer step of a method (DPO, RPO, CPO, ORPO, SparsePO, INPO, two-anchor, regret-loss) on 8 fixed rows;
+writes the logged loss and the parameters.
 
 python tests/distributed/train_script.py OUT.pt METHOD BATCH ACCUM
 accelerate launch --config_file accelerate_configs/cpu_ddp.yaml tests/distributed/train_script.py ...
@@ -14,10 +14,14 @@ from datasets import load_dataset
 from transformers import AutoTokenizer
 
 from alignment.trainers import (
+    CPOConfig,
+    CPOTrainer,
     DPOConfig,
     DPOTrainer,
     INPOConfig,
     INPOTrainer,
+    ORPOConfig,
+    ORPOTrainer,
     RegretConfig,
     RegretLossTrainer,
     RPOConfig,
@@ -73,6 +77,11 @@ elif method == "inpo":  # ref a frozen copy of the policy, prev the other model,
 elif method == "sparsepo":  # learned masks (no dropout, so that the processes agree), KL term on
     cfg = SparsePOConfig(mask_dropout=0.0, beta=0.2, **common)
     trainer = SparsePOTrainer(model, ref_model=ref, args=cfg, train_dataset=rows, processing_class=tokenizer)
+elif method == "cpo":  # reference-free, with the NLL term's token mean over the global batch
+    cfg = CPOConfig(beta=0.2, cpo_alpha=1.0, **common)
+    trainer = CPOTrainer(model, args=cfg, train_dataset=rows, processing_class=tokenizer)
+elif method == "orpo":  # the NLL covers the chosen prompts
+    trainer = ORPOTrainer(model, args=ORPOConfig(beta=0.2, **common), train_dataset=rows, processing_class=tokenizer)
 elif method == "rpo":
     trainer = RPOTrainer(
         model,
