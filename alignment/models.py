@@ -42,6 +42,9 @@ def _from_pretrained(loader: Callable, name: str, what: str, **kwargs):
         if isinstance(e, SafetensorError):
             raise ModelNotFoundError(f"{name}: the {what}'s weights cannot be read (a truncated or corrupt "
                                      f".safetensors file: {str(e).splitlines()[0]})") from None  # fmt: skip
+        if "custom code" in str(e) and not kwargs.get("trust_remote_code"):
+            raise ModelNotFoundError(f"{name}: the {what} ships its own Python code; set trust_remote_code: true "
+                                     "(trust_remote_code=True) to run it, if you trust it") from None  # fmt: skip
         if Path(name).exists():
             raise ModelNotFoundError(f"{name}: not a {what} folder ({str(e).splitlines()[0]})") from None
         raise ModelNotFoundError(

@@ -67,7 +67,7 @@ def test_tags_pad_token_and_dropout(tmp_path, tokenizer):
 
 
 def test_missing_or_streaming_train_dataset_is_refused(tmp_path):
-    with pytest.raises(ValueError, match="needs a train_dataset"):
+    with pytest.raises(ValueError, match="`train_dataset` is required"):  # TRL's words
         DPOTrainer(MODEL, args=config(tmp_path), train_dataset=None)
     stream = IterableDataset.from_generator(lambda: iter(rows().to_list()))
     with pytest.raises(ValueError, match=r"IterableDataset \(streaming\)"):
@@ -156,3 +156,35 @@ def test_pad_to_multiple_of_takes_trls_auto(value, expected):
     assert DPOConfig(output_dir="x", use_cpu=True, pad_to_multiple_of=value).pad_to_multiple_of == expected
     with pytest.raises(ValueError, match="pad_to_multiple_of must be"):
         DPOConfig(output_dir="x", use_cpu=True, pad_to_multiple_of="every")
+
+
+def test_a_local_folder_with_custom_code_loads_with_trust_remote_code(tmp_path):
+    """A model folder whose config maps AutoModelForCausalLM to its own modeling file (auto_map) trains with
+    trust_remote_code=True, as with TRL; without it, one line says what to set."""
+    import json
+
+    from transformers import AutoTokenizer
+
+    from tests.helpers import tiny_llama
+
+    tokenizer = AutoTokenizer.from_pretrained(MODEL)
+    folder = tmp_path / "custom"
+    tiny_llama(len(tokenizer)).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    (folder / "configuration_toy.py").write_text(
+        "from transformers import LlamaConfig\n\n\nclass ToyConfig(LlamaConfig):\n    model_type = 'toy_llama'\n"
+    )
+    (folder / "modeling_toy.py").write_text(
+        "from transformers import LlamaForCausalLM\n\nfrom .configuration_toy import ToyConfig\n\n\n"
+        "class ToyForCausalLM(LlamaForCausalLM):\n    config_class = ToyConfig\n"
+    )
+    model_config = json.loads((folder / "config.json").read_text())
+    model_config.update(model_type="toy_llama", architectures=["ToyForCausalLM"],
+                        auto_map={"AutoConfig": "configuration_toy.ToyConfig",
+                                  "AutoModelForCausalLM": "modeling_toy.ToyForCausalLM"})  # fmt: skip
+    (folder / "config.json").write_text(json.dumps(model_config))
+    trainer = DPOTrainer(str(folder), args=config(tmp_path, trust_remote_code=True), train_dataset=rows())
+    assert type(trainer.model).__name__ == "ToyForCausalLM" and trainer.aux_loss_enabled is False
+    trainer.train()
+    with pytest.raises(Exception, match="ships its own Python code; set trust_remote_code: true"):
+        DPOTrainer(str(folder), args=config(tmp_path), train_dataset=rows())

@@ -97,9 +97,11 @@ def _check_messages(value: Any, field: str) -> list[dict[str, str]]:
         where = f"{field}[{i}]"
         if not isinstance(message, dict):
             raise DataFormatError(f"a message must be a dict, got {type(message).__name__}", field=where)
-        for key in ("role", "content"):
-            if key not in message:
-                raise DataFormatError(f"message has no '{key}'", field=where)
+        if "role" not in message:
+            raise DataFormatError("message has no 'role'", field=where)
+        if "content" not in message and not message.get("tool_calls"):  # an assistant's tool call may stand alone
+            raise DataFormatError("message has no 'content' (nor 'tool_calls')", field=where)
+        message = {"content": None, **message}
         role = message["role"]
         if role not in ROLES:
             raise DataFormatError(f"unknown role {role!r}; expected one of {ROLES}", field=f"{where}.role")

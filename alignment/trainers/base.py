@@ -89,7 +89,8 @@ class AlignmentTrainer(Trainer):
         if args.z_loss and not self.supports_z_loss:
             raise ValueError(f"z_loss is supported by the trainers with a vocabulary softmax, not {method.name}")
         if self.completions and train_dataset is None:
-            raise ValueError(f"{type(self).__name__} needs a train_dataset (rows with prompt and {self.completions})")
+            raise ValueError(f"`train_dataset` is required: {type(self).__name__} trains on rows with prompt and "
+                             f"{self.completions}")  # fmt: skip
         self.load_kwargs = load_kwargs(args, model_init_kwargs, model)
         self.model_id = model_name(model)
         model = load_model(model, **self.load_kwargs)

@@ -122,6 +122,8 @@ class PreferenceTrainer(AlignmentTrainer):
             compute_metrics=compute_metrics,
         )
         self.router_coef = trl_options.router_aux_coef(self.model, self.args)
+        #: TRL's attribute: a mixture of experts' router loss is added (``router_aux_loss_coef`` times aux_loss)
+        self.aux_loss_enabled = bool(self.router_coef)
         if getattr(self.args, "sync_ref_model", False):
             self.add_callback(trl_options.SyncRefModelCallback(self))
 

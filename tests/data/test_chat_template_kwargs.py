@@ -44,6 +44,18 @@ def test_tools_kwargs_and_tool_calls_reach_the_template(tokenizer):
     assert set(out.column_names) == {"prompt_ids", "chosen_ids", "rejected_ids"}
 
 
+def test_a_tool_call_without_content_is_valid(tokenizer):
+    """An assistant message with tool_calls and no "content" key (as TRL's tests write them) is valid; a message
+    with neither is named."""
+    data = rows()
+    del data[1]["chosen"][0]["content"]
+    out = tokenized(tokenizer, data)
+    assert "CALL:weather" in tokenizer.decode(out[1]["chosen_ids"])
+    del data[1]["chosen"][0]["tool_calls"]
+    with pytest.raises(DataFormatError, match=r"message has no 'content' \(nor 'tool_calls'\)"):
+        tokenized(tokenizer, data)
+
+
 def test_json_text_columns_are_accepted(tokenizer):
     import json
 
