@@ -247,14 +247,23 @@ def _prompt_repeated(row: dict[str, Any], fmt: str, completions: tuple[str, ...]
     )
 
 
+def _check_label(value: Any) -> bool:
+    """An unpaired row's ``label`` (KTO): True / False (1 / 0 too) - whether the completion is desirable."""
+    if isinstance(value, bool) or (isinstance(value, int) and value in (0, 1)):
+        return bool(value)
+    raise DataFormatError(f"label must be true or false, got {value!r}", field="label")
+
+
 def validate_row(
-    row: dict[str, Any], expected_format: str | None = None, completions: tuple[str, ...] = PREFERENCE
-) -> tuple[dict[str, Any], str]:
+    row: dict[str, Any], expected_format: str | None = None, completions: tuple[str, ...] = PREFERENCE,
+    labeled: bool = False,
+) -> tuple[dict[str, Any], str]:  # fmt: skip
     """Check one row; return it normalized to ``{prompt, *completions}`` and its format.
 
     ``completions`` names the completion columns: ``("chosen", "rejected")`` for preference rows (the
     default; the prompt may be implicit), ``("completion",)`` for supervised rows (the prompt is required).
     ``expected_format`` (set from the first row of a dataset) makes a row in the other format an error.
+    ``labeled``: the row also has a boolean ``label`` (KTO's unpaired rows), kept in the result.
     Raises :class:`DataFormatError` with ``field`` set (the caller adds the source and row number).
     """
     if not isinstance(row, dict):
@@ -279,6 +288,10 @@ def validate_row(
     else:
         prompt = _check_messages(row["prompt"], "prompt")
     clean = {"prompt": prompt, **dict(zip(completions, values)), **carried_values(row)}
+    if labeled:
+        if row.get("label") is None:
+            raise DataFormatError("missing column", field="label")
+        clean["label"] = _check_label(row["label"])
     if fmt == CONVERSATIONAL:
         for key, value in zip(completions, values):
             check_role_order(prompt, value, key)

@@ -160,6 +160,7 @@ def validate_rows(
     source: str,
     drop_invalid: bool = False,
     completions: tuple[str, ...] = PREFERENCE,
+    labeled: bool = False,
 ) -> tuple[list[dict[str, Any]], ValidationReport]:
     """Validate numbered rows; return the normalized rows and a report. Raises on the first bad row unless
     ``drop_invalid``, in which case bad rows are dropped and counted by reason. ``completions``: the
@@ -179,7 +180,7 @@ def validate_rows(
             report.dropped[e.reason.split(":")[0]] += 1
             continue
         try:
-            clean, fmt = validate_row(row, report.format, completions)
+            clean, fmt = validate_row(row, report.format, completions, labeled)
         except DataFormatError as e:
             if not drop_invalid:
                 raise e.located(source, row_no) from None
@@ -262,11 +263,13 @@ def load_preference_dataset(
 
 
 def validate_dataset(
-    dataset, name: str = "<dataset>", drop_invalid: bool = False, completions: tuple[str, ...] = PREFERENCE
-):
-    """Validate an in-memory ``datasets.Dataset`` (or a list of dicts) the same way: (Dataset, report)."""
+    dataset, name: str = "<dataset>", drop_invalid: bool = False, completions: tuple[str, ...] = PREFERENCE,
+    labeled: bool = False,
+):  # fmt: skip
+    """Validate an in-memory ``datasets.Dataset`` (or a list of dicts) the same way: (Dataset, report).
+    ``labeled``: rows carry a boolean ``label`` (KTO)."""
     rows = dataset.to_list() if hasattr(dataset, "to_list") else list(dataset)
-    clean, report = validate_rows(_iter_arrow(rows), name, drop_invalid, completions)
+    clean, report = validate_rows(_iter_arrow(rows), name, drop_invalid, completions, labeled)
     return _rows_to_dataset(clean, name), report
 
 

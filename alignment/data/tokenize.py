@@ -134,13 +134,14 @@ def tokenize_preference_dataset(
     name: str = "train",
     max_prompt_length: int | None = None,
     max_completion_length: int | None = None,
+    keep_columns: tuple[str, ...] = (),
 ):
     """Tokenize and truncate a validated preference ``datasets.Dataset``; return (dataset, TokenizeReport).
 
     The result keeps the row order and has the columns ``prompt_ids``, ``chosen_ids``, ``rejected_ids``
     (supervised rows, validated with ``completions=formats.SFT``: ``prompt_ids``, ``completion_ids``) and
-    any precomputed anchor columns (names ending in ``_logps``); other columns are removed. Conversational
-    data needs a chat template: the tokenizer's or ``chat_template``. ``max_prompt_length`` and
+    any precomputed anchor columns (names ending in ``_logps``) and ``keep_columns``; other columns are removed.
+    Conversational data needs a chat template: the tokenizer's or ``chat_template``. ``max_prompt_length`` and
     ``max_completion_length`` (TRL before 0.29) cut the parts first (:func:`cut_parts`).
     """
     if truncation_mode not in TRUNCATION_MODES:
@@ -166,7 +167,7 @@ def tokenize_preference_dataset(
 
     out = dataset.map(
         process,
-        remove_columns=[c for c in dataset.column_names if not c.endswith(CARRIED_SUFFIX)],
+        remove_columns=[c for c in dataset.column_names if not c.endswith(CARRIED_SUFFIX) and c not in keep_columns],
         num_proc=num_proc,
         desc=f"Tokenizing {name} dataset",
     )
