@@ -26,6 +26,9 @@ STANDARD, CONVERSATIONAL = "standard", "conversational"
 ROLES = ("system", "user", "assistant", "tool")
 PREFERENCE = ("chosen", "rejected")  # the completion columns of a preference row
 SFT = ("completion",)  # the completion column of a supervised row
+#: KTO's rows: unpaired (prompt, completion, label) or preference rows (then unpaired by the trainer); each
+#: source is one or the other, decided by its first row
+UNPAIRED = ("completion", "label")
 COLUMNS = ("prompt", *PREFERENCE)
 #: columns ending in this are precomputed anchor log-probabilities (``ref_chosen_logps``, ...): validation and
 #: tokenization carry them with their rows

@@ -31,7 +31,15 @@ from pathlib import Path
 from typing import Any
 
 from alignment.data.errors import DataFormatError, DataLoadError
-from alignment.data.formats import CARRIED_SUFFIX, PREFERENCE, TEMPLATE_KWARGS, carried_values, validate_row
+from alignment.data.formats import (
+    CARRIED_SUFFIX,
+    PREFERENCE,
+    SFT,
+    TEMPLATE_KWARGS,
+    UNPAIRED,
+    carried_values,
+    validate_row,
+)
 
 logger = logging.getLogger(__name__)
 FILE_TYPES = (".jsonl", ".json", ".parquet", ".csv")
@@ -45,9 +53,10 @@ class ValidationReport:
     kept: int = 0
     dropped: Counter = field(default_factory=Counter)
     format: str | None = None
+    kind: str = "rows"  # "unpaired rows" for KTO's (prompt, completion, label) rows
 
     def __str__(self) -> str:
-        text = f"{self.source}: {self.kept} rows kept ({self.format} format)"
+        text = f"{self.source}: {self.kept} {self.kind} kept ({self.format} format)"
         if self.dropped:
             reasons = "; ".join(f"{n} x {reason}" for reason, n in self.dropped.most_common())
             text += f", {sum(self.dropped.values())} dropped: {reasons}"
@@ -166,6 +175,13 @@ def validate_rows(
     ``drop_invalid``, in which case bad rows are dropped and counted by reason. ``completions``: the
     completion columns (``formats.PREFERENCE`` or ``formats.SFT``)."""
     report = ValidationReport(source)
+    if completions == UNPAIRED:  # preference rows or unpaired ones: the first row decides
+        rows = iter(rows)
+        first = next(rows, None)
+        paired = first is not None and isinstance(first[1], dict) and {"chosen", "rejected"} <= set(first[1])
+        completions, labeled = (PREFERENCE, False) if paired else (SFT, True)
+        report.kind = "rows" if paired else "unpaired rows"
+        rows = iter([first, *rows]) if first is not None else iter(())
     out: list[dict[str, Any]] = []
     numbers: list[int] = []  # each kept row's number in the source
     iterator = iter(rows)
@@ -333,7 +349,7 @@ def load_preference_data(
     from datasets import concatenate_datasets
 
     rng = random.Random(seed)
-    parts, formats = [], {}
+    parts, formats, kinds = [], {}, {}
     for spec in _normalize_sources(sources):
         unknown = set(spec) - {"path", "weight", "split", "config", "columns"}
         if unknown:
@@ -344,9 +360,12 @@ def load_preference_data(
             spec.get("columns"),
         )  # fmt: skip
         formats[spec["path"]] = report.format
+        kinds[spec["path"]] = report.kind
         parts.append(ds.select(_take(len(ds), weight, rng)))
     if len(set(formats.values())) > 1:
         raise DataLoadError(f"cannot mix datasets of different formats: {formats}")
+    if len(set(kinds.values())) > 1:
+        raise DataLoadError(f"cannot mix paired and unpaired datasets: {kinds}")
     mixed = concatenate_datasets(parts).shuffle(seed=seed) if len(parts) > 1 else parts[0]
     if test_split_size:
         return mixed.train_test_split(test_size=test_split_size, seed=seed)

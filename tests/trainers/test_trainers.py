@@ -6,7 +6,7 @@ import logging
 import pytest
 import torch
 
-from alignment.data import PREFERENCE
+from alignment.data import SFT
 from alignment.trainers import DPOConfig, DPOTrainer, RPOConfig, RPOTrainer, SFTConfig, get_method, methods
 from tests.helpers import changed, rel_err, tiny_llama
 from tests.helpers import preference_rows as rows
@@ -37,7 +37,7 @@ MATRIX = [
 @pytest.mark.parametrize(("method_name", "extra"), MATRIX)
 def test_every_parameter_changes(tiny, tokenizer, data_dir, tmp_path, method_name, extra):
     method = get_method(method_name)
-    kind = "pref" if method.trainer.completions == PREFERENCE else "sft"
+    kind = "sft" if method.trainer.completions == SFT else "pref"  # KTO unpairs preference rows
     model = copy.deepcopy(tiny)
     config = args(method.config, tmp_path, **extra)
     trainer = method.trainer(model, args=config, train_dataset=rows(data_dir, kind), processing_class=tokenizer)

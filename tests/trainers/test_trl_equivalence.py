@@ -226,3 +226,48 @@ def test_orpo_equals_trl(tokenizer, base_model, data_dir, tmp_path, fmt):
                                  max_length=1024)  # fmt: skip
     ours = _run_reference_free(base_model, tokenizer, rows, tmp_path, ORPOTrainer, ORPOConfig, "ours", max_length=None)
     _compare(theirs, ours, [*REFERENCE_FREE_KEYS, "log_odds_ratio", "log_odds_chosen"])
+
+
+# ----- KTO: trl 1.16's KTOTrainer (unpaired rows; paired rows unpaired) ---------------------------------------
+def _unpaired(data_dir, fmt, n=16):
+    rows = _rows(data_dir, fmt).to_list() + _rows(data_dir, fmt).to_list()  # 16 rows from the 8 pairs
+    from datasets import Dataset
+
+    return Dataset.from_list([{"prompt": r["prompt"], "completion": r["chosen"] if i % 3 else r["rejected"],
+                               "label": bool(i % 3)} for i, r in enumerate(rows[:n])])  # fmt: skip
+
+
+KTO_CASES = {
+    "kto": dict(),
+    "kto_standard": dict(fmt="standard"),
+    "kto_paired_rows": dict(paired=True),
+    "kto_weights": dict(desirable_weight=1.5, undesirable_weight=0.7),
+    "apo_zero_unpaired": dict(loss_type="apo_zero_unpaired"),
+    "kto_precompute": dict(precompute_ref_log_probs=True),
+}
+
+
+@pytest.mark.parametrize("case", list(KTO_CASES))
+def test_kto_equals_trl(tokenizer, base_model, data_dir, tmp_path, case):
+    from trl import KTOConfig as TrlKTOConfig
+    from trl import KTOTrainer as TrlKTOTrainer
+
+    from alignment.trainers import KTOConfig, KTOTrainer
+
+    options = dict(KTO_CASES[case])
+    fmt, paired = options.pop("fmt", "conversational"), options.pop("paired", False)
+    rows = _rows(data_dir, fmt) if paired else _unpaired(data_dir, fmt)
+    results = []
+    for name, trainer_cls, config_cls in (("trl", TrlKTOTrainer, TrlKTOConfig), ("ours", KTOTrainer, KTOConfig)):
+        policy, ref = copy.deepcopy(base_model), copy.deepcopy(base_model)
+        with torch.no_grad():  # a sharper reference: the KL reference point is > 0, so kto differs from apo_zero
+            ref.lm_head.weight.mul_(2.0)
+        args = config_cls(output_dir=str(tmp_path / name), beta=0.2, **COMMON, **options)
+        trainer = trainer_cls(model=policy, ref_model=ref, args=args, train_dataset=rows, processing_class=tokenizer)
+        trainer.train()
+        results.append((trainer.state.log_history[0], dict(policy.named_parameters()), None))
+    theirs = results[0][0]
+    assert theirs["kl"] > 0 or options.get("loss_type") == "apo_zero_unpaired"
+    keys = ["loss", "kl", *[k for k in KEYS if k != "loss" and k in theirs]]
+    assert "rewards/chosen" in keys and ("rewards/margins" in keys or paired)
+    _compare(results[0], results[1], keys)

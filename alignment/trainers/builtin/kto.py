@@ -19,7 +19,7 @@ import torch
 
 from alignment.configs import PreferenceConfig, choice
 from alignment.data import PreferenceCollator
-from alignment.data.formats import SFT
+from alignment.data.formats import UNPAIRED
 from alignment.data.loading import validate_dataset
 from alignment.data.tokenize import tokenize_preference_dataset, truncate_row
 from alignment.losses.kto import KTO_LOSS_TYPES, kto_loss, kto_loss_types_help, reference_point
@@ -93,25 +93,26 @@ class UnpairedCollator(PreferenceCollator):
     summary="KTO on unpaired (prompt, completion, label) rows, paired rows unpaired as TRL does; APO-zero",
 )
 class KTOTrainer(PreferenceTrainer):
+    completions = UNPAIRED  # recipes' sources: unpaired rows, or preference rows that the trainer unpairs
+
     # ----- data ------------------------------------------------------------------------------------------
     def make_dataset(self, dataset, tokenizer, args, name: str):
-        """Unpaired (or paired, then unpaired) rows -> prompt_ids, chosen_ids (the completion), rejected_ids
-        (the KL completion), label; validated with errors naming the row and field."""
+        """Unpaired (or paired, then unpaired) rows - a ``datasets.Dataset`` or a list of dicts - -> prompt_ids,
+        chosen_ids (the completion), rejected_ids (the KL completion), label; validated with errors naming the
+        row and field."""
         if dataset is None:
             return None
         refuse_iterable(dataset, name)
-        if set(dataset.column_names) >= TOKENIZED:
+        columns = set(dataset.column_names if hasattr(dataset, "column_names") else (dataset[0] if dataset else ()))
+        if columns >= TOKENIZED:
             return dataset
-        columns = set(dataset.column_names)
+        dataset, report = validate_dataset(dataset, f"{name} dataset", completions=UNPAIRED)
+        logger.info("%s", report)
         if {"chosen", "rejected"} <= columns:  # paired rows, unpaired as TRL does
             from trl.data_utils import unpair_preference_dataset
 
-            dataset, report = validate_dataset(dataset, f"{name} dataset")
             dataset = dataset.remove_columns([c for c in dataset.column_names if c.endswith("_logps")])
             dataset = unpair_preference_dataset(dataset)
-        else:
-            dataset, report = validate_dataset(dataset, f"{name} dataset", completions=SFT, labeled=True)
-        logger.info("%s", report)
         dataset, _ = tokenize_preference_dataset(dataset, tokenizer, None, "keep_start", args.chat_template,
                                                  args.dataset_num_proc, name, keep_columns=("label",))  # fmt: skip
         return self._unpaired_rows(dataset, args, name)
