@@ -370,3 +370,10 @@ def load_preference_data(
     if test_split_size:
         return mixed.train_test_split(test_size=test_split_size, seed=seed)
     return mixed
+
+
+def first_rows(dataset, n: int) -> list[dict[str, Any]]:
+    """The first ``n`` rows of a map-style or streaming (IterableDataset) dataset, as dicts."""
+    if hasattr(dataset, "select") and hasattr(dataset, "__len__"):
+        return dataset.select(range(min(n, len(dataset)))).to_list()
+    return list(dataset.take(n))

@@ -26,7 +26,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from alignment.data.errors import DataError
+from alignment.data.errors import DataError, DataFormatError
 from alignment.data.formats import CARRIED_SUFFIX, TEMPLATE_KWARGS, common_prefix_length
 
 logger = logging.getLogger(__name__)
@@ -187,3 +187,60 @@ def tokenize_preference_dataset(
     if report.rows == 0:
         raise DataError(f"{name} dataset: every row was dropped by truncation ({report})")
     return out, report
+
+
+# ----- streaming (IterableDataset) ------------------------------------------------------------------------------
+def validated_stream(dataset, name: str, completions: tuple[str, ...], labeled: bool = False):
+    """A streaming ``datasets.IterableDataset`` validated row by row as it streams (the format is the first
+    row's; a bad row raises DataFormatError naming the dataset, row and field when it is reached)."""
+    from alignment.data.formats import validate_row
+
+    first = next(iter(dataset), None)
+    if first is None:
+        raise DataError(f"{name} dataset: the stream has no rows")
+    source = f"{name} dataset"
+    try:
+        probe, fmt = validate_row(first, None, completions, labeled)
+    except DataFormatError as e:
+        raise e.located(source, 1) from None
+    columns = sorted(probe)
+
+    def check(row, index):
+        try:
+            clean, _ = validate_row(row, fmt, completions, labeled)
+        except DataFormatError as e:
+            raise e.located(source, index + 1) from None
+        return {k: clean.get(k) for k in columns}
+
+    return dataset.map(check, with_indices=True, remove_columns=list(first)), columns
+
+
+def tokenize_stream(
+    dataset,
+    tokenizer,
+    name: str,
+    completions: tuple[str, ...],
+    max_length: int | None,
+    truncation_mode: str = "keep_start",
+    chat_template: str | None = None,
+    max_prompt_length: int | None = None,
+    max_completion_length: int | None = None,
+    labeled: bool = False,
+):
+    """:func:`tokenize_preference_dataset` for a streaming dataset: each row validated, tokenized and truncated
+    as it streams, in the same order, to the same ids as the map-style path (rows whose prompt fills
+    ``max_length`` dropped); precomputed columns (``*_logps``) and, with ``labeled``, ``label`` kept."""
+    if truncation_mode not in TRUNCATION_MODES:
+        raise DataError(f"truncation_mode must be one of {TRUNCATION_MODES}, got {truncation_mode!r}")
+    rows, columns = validated_stream(dataset, name, completions, labeled)
+    keys = tuple(k for k in ("chosen", "rejected", "completion") if k in columns)
+
+    def process(row):
+        ids = tokenize_row(row, tokenizer, chat_template)
+        cut_parts(ids, max_prompt_length, max_completion_length)
+        ids, _ = truncate_row(ids, max_length, truncation_mode)
+        kept = {k: row[k] for k in row if k.endswith(CARRIED_SUFFIX) or (labeled and k == "label")}
+        return {**(ids or {f"{k}_ids": [] for k in ("prompt", *keys)}), **kept, "_keep": ids is not None}
+
+    out = rows.map(process, remove_columns=columns)
+    return out.filter(lambda row: row["_keep"]).remove_columns(["_keep"])

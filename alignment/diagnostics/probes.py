@@ -89,6 +89,6 @@ def to_device(batch: dict, device) -> dict:
 
 def probe_batches(dataset, collator, n: int, device) -> list[dict]:
     """The first ``n`` rows of a tokenized preference dataset, each collated as its own one-pair batch."""
-    n = min(n, len(dataset))
-    rows = dataset.select(range(n))
-    return [to_device(collator([rows[i]]), device) for i in range(n)]
+    from alignment.data.loading import first_rows
+
+    return [to_device(collator([row]), device) for row in first_rows(dataset, n)]

@@ -24,6 +24,7 @@ from alignment.checkpoints import latest_valid_checkpoint
 from alignment.configs import AlignmentConfig
 from alignment.data import tokenize_preference_dataset, validate_dataset
 from alignment.data.loading import check_tokenized_columns
+from alignment.data.tokenize import tokenize_stream
 from alignment.diagnostics.collapse import collapse_stats
 from alignment.locks import output_dir_lock
 from alignment.models import load_model, load_tokenizer, model_name, unwrap
@@ -159,7 +160,10 @@ class AlignmentTrainer(Trainer):
         datasets as they are). Precomputed anchor columns (``*_logps``) travel with their rows."""
         if dataset is None or not self.completions:
             return dataset
-        refuse_iterable(dataset, name)
+        if is_stream(dataset):
+            check_stream(args, name)
+            return tokenize_stream(dataset, tokenizer, name, self.completions, args.max_length, args.truncation_mode,
+                                   args.chat_template, args.max_prompt_length, args.max_completion_length)  # fmt: skip
         if {"prompt_ids", *(f"{c}_ids" for c in self.completions)} <= set(dataset.column_names):
             check_tokenized_columns(dataset, f"{name} dataset")
             return dataset
@@ -407,15 +411,23 @@ def set_pad_token(tokenizer, pad_token: str | None) -> None:
         tokenizer.pad_token = tokenizer.eos_token
 
 
-def refuse_iterable(dataset, name: str) -> None:
-    """A streaming (iterable) dataset is refused with what to do instead, never silently loaded whole."""
+def is_stream(dataset) -> bool:
+    """A streaming ``datasets.IterableDataset`` (tokenized on the fly, never loaded whole)."""
     from datasets import IterableDataset
 
-    if isinstance(dataset, IterableDataset):
+    return isinstance(dataset, IterableDataset)
+
+
+def check_stream(args, name: str) -> None:
+    """What a streamed dataset needs: ``max_steps`` for training (its length is unknown, as in transformers),
+    and no precompute (the values are computed once over a dataset with a length; TRL refuses it too)."""
+    if getattr(args, "precompute_ref_logps", False):
         raise ValueError(
-            f"the {name} dataset is an IterableDataset (streaming), which these trainers do not stream yet: load "
-            "it without streaming=True, or take a part of it with Dataset.from_list(list(ds.take(n)))"
+            f"the {name} dataset streams (IterableDataset), so its reference log-probabilities cannot be "
+            "precomputed: set precompute_ref_logps: false, or load the dataset without streaming=True"
         )
+    if name == "train" and args.max_steps <= 0:
+        raise ValueError("a streaming train dataset (IterableDataset) has no length: set max_steps (> 0)")
 
 
 def deepspeed_inference(model: nn.Module, accelerator) -> nn.Module:

@@ -21,9 +21,9 @@ from alignment.configs import PreferenceConfig, choice
 from alignment.data import PreferenceCollator
 from alignment.data.formats import UNPAIRED
 from alignment.data.loading import validate_dataset
-from alignment.data.tokenize import tokenize_preference_dataset, truncate_row
+from alignment.data.tokenize import tokenize_preference_dataset, tokenize_stream, truncate_row
 from alignment.losses.kto import KTO_LOSS_TYPES, kto_loss, kto_loss_types_help, reference_point
-from alignment.trainers.base import refuse_iterable
+from alignment.trainers.base import check_stream, is_stream
 from alignment.trainers.preference import PreferenceTrainer
 from alignment.trainers.registry import register
 
@@ -102,7 +102,9 @@ class KTOTrainer(PreferenceTrainer):
         row and field."""
         if dataset is None:
             return None
-        refuse_iterable(dataset, name)
+        if is_stream(dataset):
+            check_stream(args, name)
+            return self._unpaired_rows(self._stream(dataset, tokenizer, args, name), args, name)
         columns = set(dataset.column_names if hasattr(dataset, "column_names") else (dataset[0] if dataset else ()))
         if columns >= TOKENIZED:
             return dataset
@@ -117,11 +119,24 @@ class KTOTrainer(PreferenceTrainer):
                                                  args.dataset_num_proc, name, keep_columns=("label",))  # fmt: skip
         return self._unpaired_rows(dataset, args, name)
 
+    def _stream(self, dataset, tokenizer, args, name: str):
+        """A streamed dataset, validated and tokenized as it streams (paired rows unpaired first)."""
+        from alignment.data.formats import PREFERENCE, SFT
+        from alignment.data.tokenize import validated_stream
+
+        first = next(iter(dataset), None) or {}
+        if {"chosen", "rejected"} <= set(first):
+            from trl.data_utils import unpair_preference_dataset
+
+            dataset, _ = validated_stream(dataset, name, PREFERENCE)
+            dataset = unpair_preference_dataset(dataset.remove_columns([k for k in first if k.endswith("_logps")]))
+        return tokenize_stream(dataset, tokenizer, name, SFT, None, "keep_start", args.chat_template, labeled=True)
+
     def _unpaired_rows(self, dataset, args, name: str):
         max_length = args.max_length
         if max_length is not None:  # a prompt alone filling max_length leaves no completion (TRL drops it too)
             dataset = dataset.filter(lambda row: len(row["prompt_ids"]) < max_length)
-            if len(dataset) == 0:
+            if not is_stream(dataset) and len(dataset) == 0:
                 raise ValueError(f"{name} dataset: every prompt has max_length ({max_length}) tokens or more")
 
         def rotate(rows):  # (x_1, y_n), (x_2, y_1), ... within each block of the batch size, as TRL
@@ -137,7 +152,8 @@ class KTOTrainer(PreferenceTrainer):
             return ids
 
         dataset = dataset.map(truncate, remove_columns=["completion_ids", "kl_ids"])
-        self.data_reports[name] = f"{name}: {len(dataset)} unpaired rows ({sum(dataset['label'])} desirable)"
+        if not is_stream(dataset):
+            self.data_reports[name] = f"{name}: {len(dataset)} unpaired rows ({sum(dataset['label'])} desirable)"
         return dataset
 
     def make_collator(self, tokenizer, args):

@@ -210,11 +210,12 @@ class SparsePOTrainer(PreferenceTrainer):
 
     def write_mask_snapshot(self, pairs: int = 4) -> Path:
         """The reward and KL masks of the first ``pairs`` probe pairs, per token (alignment masks' format)."""
+        from alignment.data.loading import first_rows
         from alignment.diagnostics.masks import pair_masks
         from alignment.io import atomic_write_text
 
         dataset = self.probe_dataset()
-        rows = dataset.select(range(min(pairs, len(dataset))))
+        rows = first_rows(dataset, pairs)
         model = unwrap(self.model)
         was_training = model.training
         snapshot = []
