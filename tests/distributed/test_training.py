@@ -54,7 +54,7 @@ def test_ddp_two_processes_equal_one(tmp_path, method):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["dpo", "sparsepo", "inpo"])
+@pytest.mark.parametrize("method", ["dpo", "sparsepo", "inpo", "kto"])
 def test_deepspeed_zero3_matches_ddp(tmp_path, method):
     import deepspeed  # noqa: F401  (a clear ImportError when the deepspeed extra is missing)
 
@@ -80,16 +80,17 @@ def test_packed_batches_under_ddp_and_zero3_equal_padded(tmp_path, method):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["cpo", "orpo"])
-def test_reference_free_under_ddp_and_zero3_equal_one_process(tmp_path, method):
-    """CPO and ORPO (their NLL is a token mean over the global batch): 2 processes x 2 pairs x 2 accumulation
-    steps under DDP, and 2 x 4 under DeepSpeed ZeRO-3, give the step of one process of 8 pairs."""
+@pytest.mark.parametrize("method", ["cpo", "orpo", "kto_apo"])
+def test_cpo_orpo_kto_under_ddp_and_zero3_equal_one_process(tmp_path, method):
+    """CPO and ORPO (their NLL is a token mean over the global batch) and KTO's apo_zero_unpaired (a row mean, no
+    KL term): 2 processes x 2 rows x 2 accumulation steps under DDP, and 2 x 4 under DeepSpeed ZeRO-3, give the
+    step of one process of 8 rows."""
     import deepspeed  # noqa: F401
 
     single = run(tmp_path / "single.pt", method, 8, 1)
     ddp_accum = run(tmp_path / "ddp_accum.pt", method, 2, 2, "cpu_ddp.yaml")
     zero3 = run(tmp_path / "zero3.pt", method, 4, 1, "deepspeed_zero3.yaml")
-    assert single["summary"]["reference"] == "none"
+    assert single["summary"]["reference"] == ("none" if method != "kto_apo" else "model")
     assert "DeepSpeed ZeRO-3, 2 process(es)" in zero3["summary"]["distributed"]
     same(single, ddp_accum)
     same(single, zero3)

@@ -1,4 +1,4 @@
-"""One optimizer step of a method (DPO, RPO, CPO, ORPO, SparsePO, INPO, two-anchor, regret-loss) on 8 fixed rows;
+"""One optimizer step of a method (DPO, RPO, CPO, ORPO, KTO, SparsePO, INPO, two-anchor, regret-loss) on 8 fixed rows;
 writes the logged loss and the parameters.
 
 python tests/distributed/train_script.py OUT.pt METHOD BATCH ACCUM
@@ -20,6 +20,8 @@ from alignment.trainers import (
     DPOTrainer,
     INPOConfig,
     INPOTrainer,
+    KTOConfig,
+    KTOTrainer,
     ORPOConfig,
     ORPOTrainer,
     RegretConfig,
@@ -82,6 +84,10 @@ elif method == "cpo":  # reference-free, with the NLL term's token mean over the
     trainer = CPOTrainer(model, args=cfg, train_dataset=rows, processing_class=tokenizer)
 elif method == "orpo":  # the NLL covers the chosen prompts
     trainer = ORPOTrainer(model, args=ORPOConfig(beta=0.2, **common), train_dataset=rows, processing_class=tokenizer)
+elif method in ("kto", "kto_apo"):  # the arithmetic pairs unpaired; kto's KL point averaged over processes
+    options = {"loss_type": "apo_zero_unpaired"} if method == "kto_apo" else {}
+    cfg = KTOConfig(beta=0.2, train_sampling_strategy="sequential", **options, **common)
+    trainer = KTOTrainer(model, ref_model=ref, args=cfg, train_dataset=rows, processing_class=tokenizer)
 elif method == "rpo":
     trainer = RPOTrainer(
         model,
