@@ -4,12 +4,15 @@
 - keys must be text (``1: 2`` is no field name);
 - a document whose aliases expand to more than :data:`MAX_VALUES` values is refused before it is built (an
   "alias bomb" of nested ``*anchor`` lists expands to billions of values: 3.9 GB and a MemoryError before);
-- a syntax error is one line with its position.
+- a syntax error is one line with its position;
+- only true/false are booleans (YAML 1.2): ``no``, ``yes``, ``on``, ``off`` stay text.
 
 Safe loading only (no Python objects). Imports nothing of ours but the error type.
 """
 
 from __future__ import annotations
+
+import re
 
 import yaml
 
@@ -37,6 +40,21 @@ class RecipeLoader(yaml.SafeLoader):
 
 
 RecipeLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, RecipeLoader.construct_mapping)
+
+
+def _yaml_12_booleans(loader: type) -> None:
+    """Only true/false are booleans (YAML 1.2), so that ``save_strategy: no`` or ``--eval_strategy no`` keep the
+    text a transformers user types (YAML 1.1 reads yes/no/on/off as booleans: "False is not a valid
+    IntervalStrategy"). A boolean field given yes/no is then one clear error naming the field."""
+    bool_tag = "tag:yaml.org,2002:bool"
+    loader.yaml_implicit_resolvers = {
+        first: [(tag, regexp) for tag, regexp in resolvers if tag != bool_tag]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+    loader.add_implicit_resolver(bool_tag, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+
+
+_yaml_12_booleans(RecipeLoader)
 
 
 def expanded_size(node, sizes: dict | None = None) -> int:

@@ -38,8 +38,14 @@ def batch_rows(batch: int, length: int, vocab: int, skew: bool = False) -> list[
     for i, n in enumerate(lengths(batch, length, skew)):
         prompt = max(1, int(n * PROMPT_SHARE))
         completion = max(1, n - prompt)
-        rows.append({"prompt_ids": [token] * prompt, "chosen_ids": [token] * completion,
-                     "rejected_ids": [token] * completion, "label": i % 2 == 0})  # fmt: skip (label: KTO's rows)
+        rows.append(
+            {
+                "prompt_ids": [token] * prompt,
+                "chosen_ids": [token] * completion,
+                "rejected_ids": [token] * completion,
+                "label": i % 2 == 0,
+            }
+        )  # fmt: skip (label: KTO's rows)
     return rows
 
 
