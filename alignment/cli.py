@@ -104,11 +104,17 @@ def _data_validate(args) -> int:
 
 
 def _train(args) -> int:
+    method = getattr(args, "method_command", None)
+    if "-h" in args.overrides or "--help" in args.overrides:  # after the recipe: argparse left it to the overrides
+        from alignment.method_index import method_help
+
+        named = method or _method_of([args.recipe or "", *args.overrides])
+        print(method_help(named) if named else "the recipe names no method: add --method NAME")
+        return 0
     from alignment.recipes import RecipeError, parse_overrides
     from alignment.run import train
     from alignment.secrets import redact_argv
 
-    method = getattr(args, "method_command", None)
     if method is not None and args.recipe is None:
         raise RecipeError(f"alignment {method}: give the recipe with --config RECIPE.yaml")
     words = " ".join(redact_argv([args.recipe, *args.overrides]))  # the command that reproduces the run, no secret
@@ -121,16 +127,17 @@ def _train(args) -> int:
 
 
 def _methods(args) -> int:
-    from alignment.trainers.registry import methods
+    from alignment.method_index import builtin_methods, method_help, methods_table, plugin_methods
 
-    rows = [
-        (m.name, m.summary, f"arXiv {m.arxiv}" if m.arxiv else "-", ", ".join(m.anchors) or "none", m.recipe or "-")
-        for m in methods().values()
-    ]
-    header = ("method", "what it is", "paper", "anchors", "recipe (under recipes/)")
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    for row in [header, *rows]:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    if args.name is None:
+        print(methods_table())
+        return 0
+    if args.name not in builtin_methods() and args.name not in plugin_methods():
+        from alignment.errors import RecipeError
+
+        known = sorted({*builtin_methods(), *plugin_methods()})
+        raise RecipeError(f"no method {args.name!r}: the methods are {', '.join(known)}")
+    print(method_help(args.name))
     return 0
 
 
@@ -203,13 +210,55 @@ def _masks(args) -> int:
     return 0
 
 
-def _method_commands(commands) -> None:
-    """``alignment <method> --config RECIPE.yaml [--field value ...]`` for every registered method (TRL's CLI
-    shape); the recipe's ``method:`` may then be left out."""
-    from alignment.trainers.registry import methods
+class _MethodHelp(argparse.Action):
+    """-h/--help of a training command: its usage, then the method's fields (type, default, the first sentence
+    of their help) and the recipe's script and model arguments, read without importing the trainers
+    (alignment.method_index). The method: the command's (``alignment dpo``), else ``--method NAME`` or the
+    recipe's ``method:`` when the command line has them."""
 
-    for name, method in methods().items():
-        sub = commands.add_parser(name, help=f"{method.summary} (train from a recipe: --config RECIPE.yaml)")
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None, method=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+        self.method = method
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.print_help()
+        method = self.method or _method_of(sys.argv[1:])
+        if method is not None:
+            from alignment.method_index import method_help
+
+            print("\n" + method_help(method))
+        else:
+            print("\nthe fields of a method: alignment train RECIPE.yaml --help, alignment train --method NAME --help, "
+                  "or alignment NAME --help")  # fmt: skip
+        parser.exit()
+
+
+def _method_of(argv: list[str]) -> str | None:
+    """The method a command line names: ``--method NAME`` or a recipe file's ``method:``."""
+    from alignment.method_index import recipe_method
+
+    for i, word in enumerate(argv):
+        if word == "--method" and i + 1 < len(argv):
+            return argv[i + 1]
+        if word.startswith("--method="):
+            return word.split("=", 1)[1]
+    for word in argv:
+        if word.endswith((".yaml", ".yml")) and recipe_method(word):
+            return recipe_method(word)
+    return None
+
+
+def _method_commands(commands) -> None:
+    """``alignment <method> --config RECIPE.yaml [--field value ...]`` for every method (TRL's CLI shape); the
+    recipe's ``method:`` may then be left out. Listed from alignment.method_index (no trainer is imported)."""
+    from alignment.method_index import builtin_methods, plugin_methods
+
+    entries = {name: m.summary for name, m in builtin_methods().items()}
+    entries.update({name: f"registered by {module}" for name, module in plugin_methods().items()})
+    for name, summary in entries.items():
+        sub = commands.add_parser(name, help=f"{summary} (train from a recipe: --config RECIPE.yaml)",
+                                  add_help=False)  # fmt: skip
+        sub.add_argument("-h", "--help", action=_MethodHelp, method=name, help="this help and the method's fields")
         sub.add_argument("--config", dest="recipe", help="the recipe file (YAML)")
         sub.add_argument("overrides", nargs=argparse.REMAINDER, help="--field value pairs overriding the recipe")
         sub.set_defaults(func=_train, method_command=name)
@@ -217,7 +266,8 @@ def _method_commands(commands) -> None:
 
 def _add_train(commands) -> None:
     """``alignment train``."""
-    train = commands.add_parser("train", help="train from a YAML recipe")
+    train = commands.add_parser("train", help="train from a YAML recipe", add_help=False)
+    train.add_argument("-h", "--help", action=_MethodHelp, help="this help and the recipe's method's fields")
     train.add_argument("recipe", help="a recipe file, e.g. recipes/quickstart/dpo.yaml")
     train.add_argument("overrides", nargs=argparse.REMAINDER, help="--field value pairs overriding the recipe")
     train.set_defaults(func=_train)
@@ -227,9 +277,15 @@ def _add_eval(commands) -> None:
     """``alignment eval``."""
     evaluate = commands.add_parser("eval", help="evaluate a model on a synthetic task")
     evaluate.add_argument("model", help="a model folder (or Hub name)")
-    evaluate.add_argument("--task", required=True, choices=TASK_NAMES)
+    evaluate.add_argument("--task", required=True, choices=TASK_NAMES,
+                          help="the synthetic task whose held-out prompts and oracle score the model: arithmetic "
+                          "(exact-match accuracy, mean absolute error), sentiment (the oracle's sentiment score, "
+                          "valid rate, words), rps (the move distribution, its TV distance to uniform and "
+                          "exploitability); README, 'Synthetic tasks'")  # fmt: skip
     evaluate.add_argument("--n", type=positive_int, default=500, help="held-out prompts (default 500)")
-    evaluate.add_argument("--mode", choices=("greedy", "sampled", "both"), default="both")
+    evaluate.add_argument("--mode", choices=("greedy", "sampled", "both"), default="both",
+                          help="greedy decoding, sampling at temperature 1, or both (default); each reports the "
+                          "task's metrics")  # fmt: skip
     evaluate.add_argument("--output", default=None, help="also write the metrics to this JSON file")
     evaluate.set_defaults(func=_eval)
 
@@ -322,7 +378,7 @@ def _add_plan(commands) -> None:
 
 def _add_regret_eval(commands) -> None:
     """``alignment regret-eval``."""
-    from alignment.tasks.online_learning import FAMILIES
+    from alignment.tasks.families import FAMILIES
 
     regret = commands.add_parser("regret-eval", help="a regret-loss learner against Hedge, FTL, ... on held-out losses")
     regret.add_argument("model", metavar="MODEL", help="output_dir of a regret-loss run (regret_learner.json)")
@@ -366,7 +422,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"alignment {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     _add_train(commands)
-    commands.add_parser("methods", help="list the registered methods").set_defaults(func=_methods)
+    listing = commands.add_parser("methods", help="list the methods, or show one (its paper, fields and recipes)")
+    listing.add_argument("name", nargs="?", default=None, metavar="NAME", help="a method: its paper, fields, recipes")
+    listing.set_defaults(func=_methods)
     _method_commands(commands)
     _add_eval(commands)
     _add_data(commands)
@@ -387,11 +445,17 @@ def _close_progress_bars() -> None:
         bar.close()
 
 
-def main(argv: list[str] | None = None) -> int:
+def _user_errors() -> tuple[type, ...]:
+    """The errors that are a user's mistake (one line, status 2); imported only once one is raised, so that
+    ``--help`` and ``methods`` never import torch."""
     from alignment.data import DataError
     from alignment.diagnostics.probes import DiagnosticsError
     from alignment.errors import RecipeError, RunError
 
+    return (DataError, RecipeError, DiagnosticsError, RunError, FileNotFoundError, NotImplementedError)
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra and getattr(args, "method_command", None) is None:
@@ -400,7 +464,7 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides = [*extra, *args.overrides]
     try:
         return args.func(args)
-    except (DataError, RecipeError, DiagnosticsError, RunError, FileNotFoundError, NotImplementedError) as e:
+    except _user_errors() as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # a second Ctrl-C during training, or one outside it

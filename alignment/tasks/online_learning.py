@@ -36,7 +36,7 @@ import math
 
 import torch
 
-FAMILIES = ("uniform", "gaussian", "drift", "adversarial")
+from alignment.tasks.families import FAMILIES  # torch-free: the command line lists them
 
 
 def _generator(seed: int) -> torch.Generator:
