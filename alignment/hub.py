@@ -16,6 +16,7 @@ from pathlib import Path
 
 from alignment.io import atomic_write_text
 from alignment.secrets import redact
+from alignment.text import first_sentence
 
 #: the training settings every card shows (TrainingArguments / AlignmentConfig fields); each method's own
 #: fields (those its config adds to AlignmentConfig) come first, derived from the config class itself
@@ -120,8 +121,7 @@ def _plain(value):
 
 
 def _first_sentence(text: str) -> str:
-    head, sep, _ = text.partition(". ")
-    return head + "." if sep else text
+    return first_sentence(text)
 
 
 def card_info(trainer, model_name: str | None = None) -> dict:

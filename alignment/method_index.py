@@ -17,6 +17,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from alignment.text import first_sentence
+
 PACKAGE = Path(__file__).resolve().parent
 BUILTIN = PACKAGE / "trainers" / "builtin"
 RECIPES = PACKAGE.parent / "recipes"  # present in a source checkout
@@ -167,19 +169,6 @@ def script_fields() -> list[FieldInfo]:
     """The recipe's script and model arguments (alignment.configs.ScriptArguments, ModelArguments)."""
     path = PACKAGE / "configs.py"
     return class_fields(path, "ScriptArguments") + class_fields(path, "ModelArguments")
-
-
-_ABBREVIATIONS = ("et al", "e.g", "i.e", "vs", "cf", "approx", "eq", "Eq", "resp", "incl")
-
-
-def first_sentence(text: str) -> str:
-    """The help's first sentence: up to the first '. ' that does not end an abbreviation (et al., e.g., i.e.)."""
-    for match in re.finditer(r"\.\s", text):
-        before = text[: match.start()]
-        if before.endswith(_ABBREVIATIONS) or re.search(r"\b[A-Z]$", before):
-            continue
-        return before + "."
-    return text.strip()
 
 
 # ----- recipes ---------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from tests.conftest import ROOT
 #: lowest first; a module belongs to the first entry that is its name or a package above it
 LAYERS = [
     ("ground", ["alignment.errors", "alignment.checks", "alignment.secrets", "alignment.io", "alignment.yaml_io",
-                "alignment.locks", "alignment.run_settings"]),
+                "alignment.locks", "alignment.run_settings", "alignment.text"]),
     ("ops", ["alignment.ops"]),
     ("losses", ["alignment.losses"]),
     ("tasks", ["alignment.tasks"]),
@@ -24,7 +24,7 @@ LAYERS = [
     ("loops", ["alignment.loops"]),
     ("recipes", ["alignment.legacy", "alignment.recipes"]),
     ("planning", ["alignment.planning"]),
-    ("commands", ["alignment.run", "alignment.cli", "alignment"]),
+    ("commands", ["alignment.run", "alignment.method_index", "alignment.cli", "alignment"]),
 ]  # fmt: skip
 
 
