@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ast
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -73,10 +74,16 @@ def builtin_methods() -> dict[str, MethodInfo]:
 
 
 def plugin_methods() -> dict[str, str]:
-    """name -> the module that registers it, for methods of other packages (entry points)."""
+    """name -> the module that registers it, for methods of other packages (entry points) and methods
+    registered in this process (when the registry is already imported: nothing is imported for them)."""
     from importlib.metadata import entry_points
 
-    return {e.name: e.value for e in entry_points(group="alignment.methods")}
+    out = {e.name: e.value for e in entry_points(group="alignment.methods")}
+    registry = sys.modules.get("alignment.trainers.registry")
+    if registry is not None:
+        out.update({name: m.trainer.__module__ for name, m in registry._REGISTRY.items() if name not in out})
+    builtin = builtin_methods()
+    return {name: module for name, module in out.items() if name not in builtin}
 
 
 # ----- config fields ----------------------------------------------------------------------------------------
@@ -226,7 +233,11 @@ def method_help(method: str) -> str:
 def methods_table() -> str:
     rows = [(m.name, m.summary, f"arXiv {m.arxiv}" if m.arxiv else "-", ", ".join(m.anchors) or "none",
              ", ".join(recipes_using(m.name)) or (m.recipe or "-")) for m in builtin_methods().values()]  # fmt: skip
-    rows += [(name, f"from {module}", "-", "-", "-") for name, module in plugin_methods().items()]
+    registry = getattr(sys.modules.get("alignment.trainers.registry"), "_REGISTRY", {})
+    for name, module in plugin_methods().items():
+        m = registry.get(name)  # registered in this process: its own words, else the entry point's module
+        rows.append((name, m.summary, f"arXiv {m.arxiv}" if m.arxiv else "-", ", ".join(m.anchors) or "none",
+                     m.recipe or "-") if m else (name, f"from {module}", "-", "-", "-"))  # fmt: skip
     header = ("method", "what it is", "paper", "anchors", "recipes (under recipes/)")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header) - 1)]
     return "\n".join(
