@@ -115,6 +115,8 @@ def _train(args) -> int:
     from alignment.run import train
     from alignment.secrets import redact_argv
 
+    if getattr(args, "method", None):  # alignment train --method dpo RECIPE: as the override --method dpo
+        args.overrides = ["--method", args.method, *args.overrides]
     if method is not None and args.recipe is None:
         raise RecipeError(f"alignment {method}: give the recipe with --config RECIPE.yaml")
     words = " ".join(redact_argv([args.recipe, *args.overrides]))  # the command that reproduces the run, no secret
@@ -222,7 +224,7 @@ class _MethodHelp(argparse.Action):
 
     def __call__(self, parser, namespace, values, option_string=None):
         parser.print_help()
-        method = self.method or _method_of(sys.argv[1:])
+        method = self.method or getattr(namespace, "method", None) or _method_of(sys.argv[1:])
         if method is not None:
             from alignment.method_index import method_help
 
@@ -268,6 +270,7 @@ def _add_train(commands) -> None:
     """``alignment train``."""
     train = commands.add_parser("train", help="train from a YAML recipe", add_help=False)
     train.add_argument("-h", "--help", action=_MethodHelp, help="this help and the recipe's method's fields")
+    train.add_argument("--method", default=None, help="the method, for a recipe that names none (e.g. dpo)")
     train.add_argument("recipe", help="a recipe file, e.g. recipes/quickstart/dpo.yaml")
     train.add_argument("overrides", nargs=argparse.REMAINDER, help="--field value pairs overriding the recipe")
     train.set_defaults(func=_train)

@@ -64,7 +64,8 @@ def test_first_sentence_keeps_abbreviations():
 @pytest.mark.parametrize(
     "argv",
     [["--help"], ["methods"], ["methods", "kto"], ["dpo", "--help"], ["eval", "--help"], ["train", "--help"],
-     ["train", "recipes/quickstart/dpo.yaml", "--help"], ["plan", "--help"], ["regret-eval", "--help"]],
+     ["train", "recipes/quickstart/dpo.yaml", "--help"], ["train", "--method", "kto", "--help"], ["plan", "--help"],
+     ["regret-eval", "--help"]],
 )  # fmt: skip
 def test_help_and_methods_do_not_import_torch(argv):
     code = (
@@ -74,6 +75,16 @@ def test_help_and_methods_do_not_import_torch(argv):
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.stdout.strip().splitlines()[-1] in ("NO-TORCH 0", "NO-TORCH None"), done.stdout[-500:] + done.stderr
     assert len(done.stdout) > 200  # something was explained
+
+
+def test_train_help_shows_the_method_of_the_recipe_or_of_method(capsys):
+    from alignment.cli import main
+
+    assert main(["train", "recipes/quickstart/kto.yaml", "--help"]) == 0
+    assert capsys.readouterr().out.startswith("kto: KTO on unpaired")
+    with pytest.raises(SystemExit):
+        main(["train", "--method", "orpo", "--help"])
+    assert "orpo: ORPO" in capsys.readouterr().out
 
 
 def test_an_unknown_method_is_one_line(capsys):
