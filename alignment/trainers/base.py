@@ -30,6 +30,7 @@ from alignment.locks import output_dir_lock
 from alignment.models import load_model, load_tokenizer, model_name, unwrap
 from alignment.run_settings import check_same, read_settings, write_settings
 from alignment.trainers import banner, packing, resume
+from alignment.trainers.console import use_compact_console
 from alignment.trainers.finite import NonFiniteGuard, refuse_nonfinite_weights
 from alignment.trainers.registry import Method
 from alignment.trainers.trl_options import disable_dropout
@@ -60,6 +61,8 @@ class AlignmentTrainer(Trainer):
     supports_z_loss = True  # False for a method whose loss does not come through the kernel's softmax
     supports_stablemax = True  # False where the loss needs the kernel's entropy or KL (not built for StableMax)
     supports_packing = False  # True for the trainers whose batches are token sequences (padding_free)
+    #: the metrics of the console's one line per log, beside step and loss (the full record: train_log.jsonl)
+    console_metrics: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -140,6 +143,7 @@ class AlignmentTrainer(Trainer):
         self.add_callback(self.sigterm)
         self.nonfinite = NonFiniteGuard(self)
         self.add_callback(self.nonfinite)
+        use_compact_console(self, self.console_metrics)
         if args.diagnostics and self.probe_status == "on":
             from alignment.diagnostics import DiagnosticsCallback
 

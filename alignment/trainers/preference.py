@@ -63,6 +63,8 @@ def reference_free(method, args, sources: dict) -> None:
 class PreferenceTrainer(AlignmentTrainer):
     """Pairs, named anchors and the pair-fused step (see the module docstring)."""
 
+    console_metrics = ("rewards/margins", "rewards/accuracies")
+
     completions = PREFERENCE
     #: the loss needs each anchor's per-token log-probabilities too (chunk.token_inputs["<name>_token_logps"])
     anchor_token_logps = False

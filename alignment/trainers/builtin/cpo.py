@@ -63,6 +63,8 @@ class CPOConfig(PreferenceConfig):
     summary="CPO, SimPO (loss_type simpo, cpo_alpha 0) and AlphaPO (alpha): reference-free, plus an NLL term",
 )
 class CPOTrainer(PreferenceTrainer):
+    console_metrics = ("rewards/margins", "rewards/accuracies", "nll_loss")
+
     def pair_losses(self, chunk, anchors, token_scale):
         args = self.args
         return cpo_loss(

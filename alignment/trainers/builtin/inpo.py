@@ -58,6 +58,8 @@ class INPOConfig(PreferenceConfig):
     summary="one iteration of no-regret self-play against a general preference judge (anchors pi_ref, pi_t)",
 )
 class INPOTrainer(PreferenceTrainer):
+    console_metrics = ("rewards/accuracies", "inpo/margin_vs_ref", "inpo/margin_vs_prev")
+
     def pair_losses(self, chunk, anchors, token_scale):
         ref, prev = anchors["ref"], anchors["prev"]
         return inpo_loss(

@@ -42,6 +42,8 @@ class ORPOConfig(PreferenceConfig):
     summary="ORPO: the chosen responses' NLL plus an odds-ratio term, reference-free",
 )
 class ORPOTrainer(PreferenceTrainer):
+    console_metrics = ("log_odds_ratio", "rewards/accuracies", "nll_loss")
+
     def pair_losses(self, chunk, anchors, token_scale):
         flag = chunk.token_inputs[COMPLETION]
         chosen, rejected = chunk.token_sums(chunk.token_logps * flag)

@@ -131,6 +131,7 @@ def evaluate_after_training(trainer: RegretLossTrainer, output_dir) -> dict:
     after_training=evaluate_after_training,
 )
 class RegretLossTrainer(AlignmentTrainer):
+    console_metrics = ("regret/mean", "regret/max")
     supports_stablemax = False  # its loss is over the d actions, not the vocabulary
     needs_tokenizer = False
     supports_z_loss = False  # its loss is over the d actions, not a vocabulary softmax through the kernel

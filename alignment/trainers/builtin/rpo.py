@@ -43,6 +43,7 @@ class RPOConfig(DPOConfig):
     summary="DPO plus an SFT term on the chosen responses",
 )
 class RPOTrainer(PreferenceTrainer):
+    console_metrics = ("rewards/margins", "rewards/accuracies", "rpo/sft_term")
     supports_sequence_options = True
 
     def pair_losses(self, chunk, anchors, token_scale):

@@ -33,6 +33,7 @@ class SFTConfig(AlignmentConfig):
     summary="supervised fine-tuning on (prompt, completion) rows",
 )
 class SFTTrainer(AlignmentTrainer):
+    console_metrics = ("nll_per_token",)
     completions = SFT
     supports_packing = True
 

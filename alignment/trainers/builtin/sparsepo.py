@@ -141,6 +141,7 @@ class _HeldThenRamped:
     summary="token-level sparse masks on the rewards and KL terms of token-level DPO",
 )
 class SparsePOTrainer(PreferenceTrainer):
+    console_metrics = ("rewards/margins", "sparsepo/mask_sparsity_reward", "sparsepo/mask_sparsity_kl")
     supports_stablemax = False  # its loss reads the kernel's per-token KL
     anchor_token_logps = True
     frees_precomputed_anchors = False  # the mask snapshot after training runs the reference
