@@ -4,6 +4,7 @@ distribution, PEFT, precision, packing, normalizer, checkpoints, diagnostics) an
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 
 from alignment.trainers import packing
 from alignment.trainers.anchors import is_peft, unwrap_peft
@@ -76,7 +77,22 @@ def zero_stage(trainer) -> str:
     return str(plugin.zero_stage) if plugin is not None else "?"
 
 
+_SILENCED = [0]
+
+
+@contextmanager
+def silenced():
+    """No banner from the trainers built inside (the self-play loop shows its first iteration's only)."""
+    _SILENCED[0] += 1
+    try:
+        yield
+    finally:
+        _SILENCED[0] -= 1
+
+
 def log_banner(trainer) -> None:
+    if _SILENCED[0]:
+        return
     lines = [f"  {k:<22}{v}" for k, v in trainer.active_summary().items()]
     if trainer.accelerator.is_main_process:
         logger.warning("alignment %s trainer, active configuration:\n%s", trainer.method.name, "\n".join(lines))
