@@ -26,6 +26,8 @@ RENAMED: dict[str, tuple[str, str]] = {
     "preprocessing_num_workers": ("dataset_num_proc", "alignment-handbook"),
     "no_cuda": ("use_cpu", "transformers 5"),
     "push_to_hub_token": ("hub_token", "transformers 5"),
+    "gradient_checkpointing": ("activation_checkpointing", "transformers 5.2"),
+    "gradient_checkpointing_kwargs": ("activation_checkpointing_kwargs", "transformers 5.2"),
 }
 
 #: fields that mean nothing here any more: old name -> (what happens instead, where it comes from)

@@ -133,7 +133,15 @@ def train_reward_model(base_path: str, train_rows: list[dict], out: Path, config
     from alignment.models import load_tokenizer
 
     tokenizer = load_tokenizer(base_path)
-    model = AutoModelForSequenceClassification.from_pretrained(base_path, num_labels=1, dtype="float32")
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # its load report lists score.weight as MISSING: the head the fit trains
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(base_path, num_labels=1, dtype="float32")
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    logger.info("reward model: %s's weights with a new one-output head (score), trained by this fit", base_path)
     model.config.pad_token_id = tokenizer.pad_token_id
     args = RewardConfig(
         output_dir=str(out / "trainer"), num_train_epochs=config.epochs, learning_rate=config.learning_rate,

@@ -106,9 +106,13 @@ class AlignmentTrainer(Trainer):
         if hasattr(model, "add_model_tags"):  # shown on the Hub when the model is pushed
             model.add_model_tags(["alignment", method.name])
         if peft_config is not None:
+            import warnings
+
             from peft import get_peft_model
 
-            model = get_peft_model(model, peft_config)
+            with warnings.catch_warnings():  # peft asks the model under transformers' old name; nothing to act on
+                warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+                model = get_peft_model(model, peft_config)
         if args.disable_dropout:  # after PEFT, as TRL does: the adapters' dropout (lora_dropout) is disabled too
             disable_dropout(model)
         self.run_info = run_info or RunInfo()
