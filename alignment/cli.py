@@ -349,7 +349,9 @@ def _add_report(commands) -> None:
     """``alignment report``."""
     report = commands.add_parser("report", help="render runs into one HTML page (+ Markdown summary)")
     report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="output_dir of a training run")
-    report.add_argument("-o", "--output", default=None, help="HTML file (default RUN_DIR/report.html)")
+    report.add_argument(
+        "-o", "--output", default=None, help="HTML file or folder (default: RUN_DIR/report.html, the first)"
+    )
     report.set_defaults(func=_report)
 
 

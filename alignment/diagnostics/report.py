@@ -216,12 +216,12 @@ def render_html(runs: list[Run]) -> str:
 
 
 def write_report(run_dirs: list[str], output: str | Path | None = None) -> tuple[Path, Path]:
-    """Render the runs into ``output`` (default: RUN_DIR/report.html for one run, ./report.html for several; a
-    folder: report.html inside it)
-    and the Markdown twin next to it; written atomically. Returns (html path, markdown path)."""
+    """Render the runs into ``output`` (default: the first RUN_DIR's report.html, also for several runs; a
+    folder: report.html inside it) and the Markdown twin next to it; written atomically. Returns (html path,
+    markdown path)."""
     runs = load_runs(run_dirs)
     if output is None:
-        output = Path(run_dirs[0]) / "report.html" if len(run_dirs) == 1 else Path("report.html")
+        output = Path(run_dirs[0]) / "report.html"
     output = Path(output)
     if output.is_dir():  # -o FOLDER: the page goes inside it
         output = output / "report.html"

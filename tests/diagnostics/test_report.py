@@ -108,3 +108,22 @@ def test_report_errors_name_the_file_and_line(runs, tmp_path, capsys):
     assert "diagnostics.jsonl: line 2 is not valid JSON" in capsys.readouterr().err
     summary = json.loads((runs[0] / "alignment_run.json").read_text())
     assert summary["log_history"]
+
+
+def test_several_runs_are_written_into_the_first_run_dir(tmp_path, monkeypatch):
+    """As the command's help says: the first RUN_DIR/report.html, never the current folder."""
+    import json as _json
+
+    from alignment.diagnostics.report import write_report
+
+    runs = []
+    for name in ("a", "b"):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "alignment_run.json").write_text(
+            _json.dumps({"method": "dpo", "log_history": [{"step": 1, "loss": 0.5}]})
+        )
+        runs.append(str(folder))
+    monkeypatch.chdir(tmp_path)
+    page, markdown = write_report(runs)
+    assert page == tmp_path / "a" / "report.html" and markdown.exists() and not (tmp_path / "report.html").exists()
