@@ -113,15 +113,11 @@ def card_hyperparameters(config) -> tuple[dict, dict]:
     own = method_fields(config)
     values = {f.name: _plain(getattr(config, f.name)) for f in own}
     values.update({k: _plain(getattr(config, k)) for k in TRAINING_HYPERPARAMETERS if hasattr(config, k)})
-    return values, {f.name: _first_sentence(f.metadata.get("help", "")) for f in own}
+    return values, {f.name: first_sentence(f.metadata.get("help", "")) for f in own}
 
 
 def _plain(value):
     return value.value if isinstance(value, Enum) else value
-
-
-def _first_sentence(text: str) -> str:
-    return first_sentence(text)
 
 
 def card_info(trainer, model_name: str | None = None) -> dict:

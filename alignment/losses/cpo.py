@@ -102,8 +102,14 @@ def cpo_loss(
         losses = losses + cpo_alpha * nll
     else:
         nll = torch.zeros_like(policy_chosen)
-    chosen_rewards, rejected_rewards = (beta * reward_chosen).detach(), (beta * reward_rejected).detach()
-    metrics = {
+    return losses, reference_free_metrics(beta * reward_chosen, beta * reward_rejected, chosen, rejected, nll)
+
+
+def reference_free_metrics(chosen_rewards, rejected_rewards, chosen, rejected, nll) -> dict[str, torch.Tensor]:
+    """CPO's and ORPO's [B] metrics under TRL's names: rewards/*, logps/* (the log-probabilities the loss read)
+    and nll_loss, all detached."""
+    chosen_rewards, rejected_rewards = chosen_rewards.detach(), rejected_rewards.detach()
+    return {
         "rewards/chosen": chosen_rewards,
         "rewards/rejected": rejected_rewards,
         "rewards/accuracies": (chosen_rewards > rejected_rewards).float(),
@@ -112,4 +118,3 @@ def cpo_loss(
         "logps/rejected": rejected.detach(),
         "nll_loss": nll.detach(),
     }
-    return losses, metrics

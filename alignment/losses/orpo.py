@@ -32,7 +32,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from alignment.losses.cpo import nll_terms
+from alignment.losses.cpo import nll_terms, reference_free_metrics
 
 _CAP = -1e-6
 
@@ -66,16 +66,6 @@ def orpo_loss(
         nll_logps, nll_tokens = policy_chosen, chosen_tokens
     nll = nll_terms(nll_logps, nll_tokens, token_scale, batch_pairs)
     losses = nll - beta * ratio.to(nll.dtype)
-    chosen_rewards, rejected_rewards = (beta * chosen).detach(), (beta * rejected).detach()
-    metrics = {
-        "rewards/chosen": chosen_rewards,
-        "rewards/rejected": rejected_rewards,
-        "rewards/accuracies": (chosen_rewards > rejected_rewards).float(),
-        "rewards/margins": chosen_rewards - rejected_rewards,
-        "logps/chosen": chosen.detach(),
-        "logps/rejected": rejected.detach(),
-        "nll_loss": nll.detach(),
-        "log_odds_ratio": ratio.detach(),
-        "log_odds_chosen": log_odds.detach(),
-    }
+    metrics = reference_free_metrics(beta * chosen, beta * rejected, chosen, rejected, nll)
+    metrics.update({"log_odds_ratio": ratio.detach(), "log_odds_chosen": log_odds.detach()})
     return losses, metrics
