@@ -93,6 +93,10 @@ class ScriptArguments:
         default=None, metadata={"help": "After training, run `alignment eval` on this task (arithmetic/sentiment/rps)."}
     )
     eval_prompts: int = field(default=500, metadata={"help": "Held-out prompts for the task evaluation."})
+    eval_start: bool = field(
+        default=True,
+        metadata={"help": "With eval_task, also evaluate the start model before training (the report shows both)."},
+    )
     report: bool = field(default=True, metadata={"help": "After training, write output_dir/report.html and report.md."})
     overwrite_output_dir: bool = field(
         default=False, metadata={"help": "Train into an output_dir that holds a finished run, replacing it."}

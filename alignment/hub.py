@@ -10,13 +10,14 @@ reproduces the run. ``HF_ENDPOINT`` points the client at another Hub (the tests 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import fields
 from enum import Enum
 from pathlib import Path
 
 from alignment.io import atomic_write_text
 from alignment.secrets import redact
-from alignment.text import first_sentence
+from alignment.text import first_sentence, md_code, md_fence, md_text
 
 #: the training settings every card shows (TrainingArguments / AlignmentConfig fields); each method's own
 #: fields (those its config adds to AlignmentConfig) come first, derived from the config class itself
@@ -52,49 +53,90 @@ def final_metrics(log_history: list[dict]) -> dict[str, float]:
     return out
 
 
+def project_url() -> str | None:
+    """The project's home page from the installed package's metadata (pyproject's ``[project.urls]``: Homepage,
+    Repository, Source, then any), or None when it declares none (the card then names the library without a
+    link rather than linking a made-up address)."""
+    from importlib import metadata
+
+    try:
+        entries = metadata.metadata("alignment").get_all("Project-URL") or []
+    except metadata.PackageNotFoundError:
+        return None
+    urls = dict(e.split(", ", 1) for e in entries if ", " in e)
+    for label in ("Homepage", "homepage", "Repository", "repository", "Source", "source"):
+        if urls.get(label):
+            return urls[label]
+    return next(iter(urls.values()), None)
+
+
+def _yaml_scalar(value) -> str:
+    text = str(value)
+    return text if re.fullmatch(r"[\w.@/:+-]+", text) else json.dumps(text)
+
+
+def _eval_rows(evaluation: dict, start: dict | None) -> list[str]:
+    """Markdown table rows: each evaluation number, beside the start model's when the run measured it."""
+    head = ["| evaluation | metric |" + (" start model |" if start else "") + " this model |"]
+    head.append("| --- | --- |" + (" --- |" if start else "") + " --- |")
+    rows = []
+    for group, metrics in evaluation.items():
+        for metric, value in metrics.items() if isinstance(metrics, dict) else [("", metrics)]:
+            before = ((start or {}).get(group) or {}).get(metric) if start else None
+            cells = [md_text(group), md_text(metric)] + ([_number(before)] if start else []) + [_number(value)]
+            rows.append("| " + " | ".join(cells) + " |")
+    return head + rows
+
+
+def _number(value) -> str:
+    return "-" if value is None else f"{value:.4g}" if isinstance(value, float) else md_text(value)
+
+
 def model_card(info: dict) -> str:
     """Markdown with YAML front matter, from a dict: method, paper, arxiv, base_model, datasets,
-    hyperparameters (name -> value), hyperparameter_help (name -> text, optional), metrics, eval (optional),
-    command (optional), model_name. Secrets are masked (alignment.secrets)."""
+    hyperparameters (name -> value), hyperparameter_help (name -> text, optional), metrics, eval and
+    eval_start (optional: the start model's), command (optional), model_name, url (optional: the project's;
+    default ``project_url()``). Secrets are masked (alignment.secrets); text from data and configs is escaped
+    (raw HTML shows as text)."""
     info = redact(info)
     datasets = info.get("datasets") or []
-    helps = {k: v.replace("|", "/") for k, v in (info.get("hyperparameter_help") or {}).items()}
-    front = ["---", "library_name: transformers", "tags:", "- alignment", f"- {info['method']}"]
+    helps = info.get("hyperparameter_help") or {}
+    front = ["---", "library_name: transformers", "tags:", "- alignment", f"- {_yaml_scalar(info['method'])}"]
     if info.get("base_model"):
-        front.append(f"base_model: {info['base_model']}")
+        front.append(f"base_model: {_yaml_scalar(info['base_model'])}")
     if datasets:
-        front += ["datasets:"] + [f"- {d}" for d in datasets]
+        front += ["datasets:"] + [f"- {_yaml_scalar(d)}" for d in datasets]
     front.append("---")
+    url = info["url"] if "url" in info else project_url()
+    library = f"[alignment]({url})" if url else "alignment"
+    arxiv = info.get("arxiv")
     lines = [
         *front,
         "",
-        f"# {info.get('model_name') or 'Model'}",
+        f"# {md_text(info.get('model_name') or 'Model')}",
         "",
-        f"Trained with [alignment](https://github.com/) using **{info['method'].upper()}**: {info['paper']}"
-        + (
-            f" ([arXiv {info['arxiv']}](https://arxiv.org/abs/{info['arxiv']}))."
-            if info.get("arxiv") not in (None, "n/a")
-            else "."
-        ),
+        f"Trained with {library} using **{md_text(info['method'].upper())}**: {md_text(info['paper'])}"
+        + (f" ([arXiv {arxiv}](https://arxiv.org/abs/{arxiv}))." if arxiv not in (None, "n/a") else "."),
         "",
-        f"- Base model: `{info.get('base_model') or 'trained from scratch'}`",
-        f"- Datasets: {', '.join(f'`{d}`' for d in datasets) or 'in-memory datasets'}",
+        f"- Base model: {md_code(info['base_model']) if info.get('base_model') else 'trained from scratch'}",
+        f"- Datasets: {', '.join(md_code(d) for d in datasets) or 'in-memory datasets'}",
         "",
         "## Hyperparameters",
         "",
         "| name | value | meaning |",
         "| --- | --- | --- |",
-        *[f"| {k} | {v} | {helps.get(k, '')} |" for k, v in info.get("hyperparameters", {}).items()],
+        *[f"| {md_text(k)} | {md_text(v)} | {md_text(helps.get(k, ''))} |"
+          for k, v in info.get("hyperparameters", {}).items()],
         "",
         "## Final training metrics",
         "",
         "| metric | value |",
         "| --- | --- |",
-        *[f"| {k} | {v:.4g} |" for k, v in info.get("metrics", {}).items()],
-    ]
+        *[f"| {md_text(k)} | {v:.4g} |" for k, v in info.get("metrics", {}).items()],
+    ]  # fmt: skip
     if info.get("eval"):
-        lines += ["", "## Evaluation", "", "```json", json.dumps(info["eval"], indent=1), "```"]
-    lines += ["", "## Reproduce", "", "```bash", info.get("command") or "# trained from Python", "```", ""]
+        lines += ["", "## Evaluation", "", *_eval_rows(info["eval"], info.get("eval_start"))]
+    lines += ["", "## Reproduce", "", *md_fence(info.get("command") or "# trained from Python", "bash"), ""]
     return "\n".join(lines)
 
 
@@ -135,6 +177,7 @@ def card_info(trainer, model_name: str | None = None) -> dict:
         "hyperparameter_help": helps,
         "metrics": final_metrics(trainer.state.log_history),
         "eval": run.eval,
+        "eval_start": run.eval_start,
         "command": run.command,
         "model_name": model_name or Path(args.output_dir).name,
     }

@@ -51,6 +51,7 @@ def _train(recipe, method, script, model_args, config, command) -> dict:
 
     resume = resume_target(config.resume_from_checkpoint, config.output_dir)
     _refuse_finished_run(Path(config.output_dir), script.overwrite_output_dir, resume)
+    start_eval = None
     if method.build is not None:  # a method that makes its own model or data (regret-loss)
         trainer = method.build(script, model_args, config, RunInfo(command=command))
         tokenizer, base_model, datasets = trainer.processing_class, trainer.model_id, []
@@ -61,6 +62,7 @@ def _train(recipe, method, script, model_args, config, command) -> dict:
         train_ds, eval_ds = load_datasets(method.trainer.completions, script, config.seed)  # data errors first
         model = load_model(script.model_name_or_path, init_from_config=script.init_from_config, **load_kwargs)
         tokenizer = load_tokenizer(script.tokenizer_name_or_path or script.model_name_or_path, config.trust_remote_code)
+        start_eval = None if from_scratch else _evaluate_start(model, tokenizer, script, config, resume)
         base_model = None if from_scratch else script.model_name_or_path
         datasets = [d if isinstance(d, str) else str(d.get("path")) for d in script.dataset_mixture]
         trainer = method.trainer(
@@ -91,6 +93,8 @@ def _train(recipe, method, script, model_args, config, command) -> dict:
         **({"setting_changes": trainer.setting_changes} if trainer.setting_changes else {}),
         "log_history": trainer.state.log_history,
     }
+    if start_eval:
+        summary["eval_start"] = trainer.run_info.eval_start = start_eval
     if script.eval_task and trainer.accelerator.is_main_process:
         summary["eval"] = evaluate(trainer.model, tokenizer, script.eval_task, script.eval_prompts)
         trainer.run_info.eval = summary["eval"]
@@ -107,6 +111,23 @@ def _train(recipe, method, script, model_args, config, command) -> dict:
     if config.push_to_hub:
         trainer.push_to_hub()
     return summary
+
+
+def _evaluate_start(model, tokenizer, script, config, resume) -> dict | None:
+    """The start model's task metrics (the report puts them beside the aligned model's): on the main process, not
+    when resuming nor under DeepSpeed (ZeRO-3 partitions the weights at load). The torch RNG is restored after,
+    so training draws what it would have drawn without it."""
+    import torch
+
+    if not (script.eval_task and script.eval_start) or resume is not None or config.process_index != 0:
+        return None
+    if config.deepspeed:
+        logger.info("eval_start skipped under DeepSpeed: the start model is evaluated with `alignment eval`")
+        return None
+    if getattr(model, "hf_device_map", None) is None:
+        model.to(config.device)
+    with torch.random.fork_rng(devices=[]):
+        return evaluate(model, tokenizer, script.eval_task, script.eval_prompts)
 
 
 def _refuse_finished_run(output_dir: Path, overwrite: bool, resume) -> None:

@@ -74,3 +74,60 @@ def test_card_hyperparameters_are_the_configs_own_fields(tmp_path):
     assert "eta" not in dpo_values and "sft_normalization" not in dpo_values
     sft_values, sft_help = card_hyperparameters(get_method("sft").config(**common))
     assert "beta" not in sft_values and set(sft_help) == {"completion_only_loss"}
+
+
+def _info(**extra):
+    return {"method": "dpo", "paper": "Direct Preference Optimization (Rafailov et al. 2023)", "arxiv": "2305.18290",
+            "base_model": "org/base", "datasets": ["org/prefs"], "hyperparameters": {"beta": 0.1},
+            "metrics": {"loss": 0.5}, "command": "alignment train r.yaml", **extra}  # fmt: skip
+
+
+def test_card_escapes_raw_html_from_data_and_configs():
+    card = model_card(_info(
+        datasets=["<img src=x onerror=alert(1)>"], model_name="<script>alert(1)</script>",
+        hyperparameters={"system_prompt": "<iframe src=//evil>|x"}, hyperparameter_help={"system_prompt": "<b>hi</b>"},
+        command="echo ```; <script>x</script>", eval={"greedy": {"<i>m</i>": 0.5}},
+    ))  # fmt: skip
+    body = card.split("## Reproduce")[0]
+    assert "<script" not in body and "<iframe" not in body and "<b>" not in body and "<i>" not in body
+    assert "&lt;script>alert(1)&lt;/script>" in body and "&lt;iframe src=//evil>\\|x" in body
+    assert "`<img src=x onerror=alert(1)>`" in body  # a code span shows it literally
+    assert 'datasets:\n- "<img src=x onerror=alert(1)>"' in card  # quoted YAML in the front matter
+    reproduce = card.split("## Reproduce")[1]
+    assert "\n````bash\necho ```; <script>x</script>\n````\n" in reproduce  # the fence outlasts the command's
+
+
+def test_card_links_the_projects_url_or_none():
+    assert "Trained with [alignment](https://example.org/alignment) using **DPO**" in model_card(
+        _info(url="https://example.org/alignment")
+    )
+    card = model_card(_info(url=None))
+    assert "Trained with alignment using **DPO**" in card and "https://github.com/)" not in card
+
+
+def test_project_url_reads_the_package_metadata(monkeypatch):
+    from importlib import metadata
+
+    from alignment import hub
+
+    class Meta:
+        def __init__(self, urls):
+            self.urls = urls
+
+        def get_all(self, key):
+            return self.urls if key == "Project-URL" else None
+
+    monkeypatch.setattr(
+        metadata, "metadata", lambda name: Meta(["Documentation, https://d.org", "Homepage, https://h.org"])
+    )
+    assert hub.project_url() == "https://h.org"
+    monkeypatch.setattr(metadata, "metadata", lambda name: Meta([]))
+    assert hub.project_url() is None
+    assert "https://github.com/)" not in model_card(_info())  # the installed package declares no URL today
+
+
+def test_card_puts_the_start_model_beside_the_trained_one():
+    card = model_card(_info(eval={"greedy": {"accuracy": 0.806}}, eval_start={"greedy": {"accuracy": 0.598}}))
+    assert (
+        "| evaluation | metric | start model | this model |" in card and "| greedy | accuracy | 0.598 | 0.806 |" in card
+    )

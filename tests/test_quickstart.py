@@ -24,9 +24,21 @@ def test_train_recipe_writes_model_card_and_run_summary(tmp_path, capsys):
     summary = json.loads((out / "alignment_run.json").read_text())
     assert summary["method"] == "dpo" and summary["eval"]["greedy"]["n"] == 20
     assert summary["active"]["reference"] == "precomputed (copy)"
+    assert summary["eval_start"]["greedy"]["n"] == 20  # the start model, evaluated before training
     card = (out / "README.md").read_text()
-    assert "base_model: data/sft_model" in card and "alignment train" in card
+    assert "base_model: data/sft_model" in card and "alignment train" in card and "| start model |" in card
     assert (out / "model.safetensors").exists()
+    again = tmp_path / "no-start-eval"
+    args = ["train", str(ROOT / "recipes/quickstart/dpo.yaml"), "--max_steps", "2", "--logging_steps", "1"]
+    assert main([*args, "--output_dir", str(again), "--eval_task", "null"]) == 0
+    assert main([*args, "--output_dir", str(tmp_path / "start"), "--eval_prompts", "20"]) == 0
+    without = json.loads((again / "alignment_run.json").read_text())
+    with_start = json.loads((tmp_path / "start" / "alignment_run.json").read_text())
+    assert "eval_start" not in without and "eval_start" in with_start
+    losses = [[e["loss"] for e in r["log_history"] if "loss" in e] for r in (without, with_start)]
+    assert (
+        losses[0] == losses[1] and len(losses[0]) == 2
+    )  # evaluating the start model draws nothing from training's RNG
 
 
 def test_eval_and_onpolicy_pairs(tmp_path, capsys):

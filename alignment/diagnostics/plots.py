@@ -7,9 +7,13 @@ rejected one.
 from __future__ import annotations
 
 import io
+import textwrap
 
 from alignment.diagnostics.runs import Run
+from alignment.diagnostics.summary import HEADLINE_METRICS as FIRST_METRICS
 
+#: characters of a 12 pt figure title that fit the width of one 4.6-inch panel
+TITLE_CHARS_PER_PANEL = 48
 COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
 
 
@@ -35,7 +39,7 @@ def _grid(n: int, title: str):
     cols = min(n, 3)
     rows = (n + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.3 * rows), squeeze=False)
-    fig.suptitle(title, fontsize=12)
+    fig.suptitle(textwrap.fill(title, TITLE_CHARS_PER_PANEL * cols), fontsize=12)  # wrapped: never clipped
     flat = [ax for row in axes for ax in row]
     for ax in flat[n:]:
         ax.set_visible(False)
@@ -44,20 +48,39 @@ def _grid(n: int, title: str):
 
 def _panel(ax, runs: list[Run], lines: list[tuple[str, str, str]], title: str, source: str = "log") -> bool:
     """Plot (key, label, style) series of every run on ``ax``; False when nothing was there."""
-    drawn = False
+    drawn, seen = False, []
     for i, run in enumerate(runs):
         for key, label, style in lines:
             steps, values = run.series(key) if source == "log" else run.probe_series(key)
             if steps:
                 name = f"{run.name}: {label}" if label else run.name
                 ax.plot(steps, values, style, color=COLORS[i % len(COLORS)], label=name, lw=1.6, ms=4)
-                drawn = True
+                drawn, seen = True, seen + values
     ax.set_title(title, fontsize=10)
     ax.set_xlabel("step")
     ax.grid(alpha=0.3)
     if drawn:
         ax.legend(fontsize=7)
+    if seen and all(v == 0 for v in seen):
+        say_all_zero(ax)
     return drawn
+
+
+def say_all_zero(ax) -> None:
+    """A panel whose every value is exactly 0 says so, on an axis that does not magnify nothing into a line."""
+    ax.set_ylim(-1, 1)
+    ax.set_yticks([0])
+    ax.text(
+        0.5,
+        0.62,
+        "0 at every logged step",
+        transform=ax.transAxes,
+        ha="center",
+        va="center",
+        fontsize=10,
+        color="#555",
+        bbox={"facecolor": "white", "edgecolor": "#ccc", "boxstyle": "round"},
+    )
 
 
 def _figure(runs: list[Run], title: str, panels: list[tuple[str, list, str]], source: str = "log") -> bytes | None:
@@ -184,9 +207,6 @@ def token_masks(runs: list[Run]) -> bytes | None:
         ax.set_ylabel("mask", fontsize=8)
         ax.grid(alpha=0.3, axis="y")
     return _png(fig)
-
-
-FIRST_METRICS = ("tv_to_uniform", "exploitability", "accuracy", "score", "reward")
 
 
 def iteration_metrics(runs: list[Run]) -> list[str]:

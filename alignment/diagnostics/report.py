@@ -19,9 +19,11 @@ import jinja2
 from alignment.diagnostics.plots import FIGURES
 from alignment.diagnostics.regret_plots import REGRET_FIGURES
 from alignment.diagnostics.runs import Run, load_runs
+from alignment.diagnostics.summary import _fmt, start_and_end, summary_table
 from alignment.io import atomic_write_text
 from alignment.regret_eval import table as regret_table
 from alignment.secrets import redact_text
+from alignment.text import md_text
 
 TEMPLATE = Path(__file__).with_name("report.html.j2")
 
@@ -66,6 +68,38 @@ def self_play_findings(run: Run) -> list[str]:
     return [f"{run.name} ({run.method}, self-play, {last['iteration']} iterations): " + "; ".join(moves) + "."]
 
 
+def task_findings(run: Run) -> list[str]:
+    """A training run's task metrics from the start model to the trained one (alignment train's eval_start)."""
+    from alignment.diagnostics.summary import headline_keys
+
+    start, end = start_and_end(run)
+    if run.iterations or not start:
+        return []
+    moves = [f"{key} ({mode}) {start[mode][key]:.3f} -> {end[mode][key]:.3f}"
+             for mode in ("greedy", "sampled") if mode in start and mode in end
+             for key in headline_keys(end[mode]) if key in start[mode]]  # fmt: skip
+    n = int(end.get("greedy", end.get("sampled", {})).get("n", 0))
+    where = f" on {n} held-out prompts" if n else ""
+    return [f"{run.name} ({run.method}): from the start model to the trained one{where}: " + "; ".join(moves) + "."]
+
+
+def inpo_findings(run: Run) -> list[str]:
+    """INPO's training loss is a squared distance to a target, not a quantity that falls to 0: say so with the
+    run's own numbers, so a rising curve is not read as a failing run."""
+    eta = run.config.get("eta")
+    _, losses = run.series("loss")
+    _, hs = run.series("inpo/h")
+    if run.method != "inpo" or not isinstance(eta, (int, float)) or eta <= 0 or not losses or not hs:
+        return []
+    target = 1 / (2 * eta)
+    return [f"{run.name} (inpo): the training loss is (h - 1/(2 eta))^2, the squared distance of each pair's "
+            f"log-ratio h to the target 1/(2 eta) = {target:.3g}; it starts near {target:.3g}^2 = {target**2:.3g} "
+            f"and does not fall to 0 as DPO's does. Here it went {losses[0]:.3g} -> {losses[-1]:.3g} while the "
+            f"logged mean h went {hs[0]:.3g} -> {hs[-1]:.3g}: each iteration draws new pairs from the new policy "
+            "and anchors on it, so a loss that rises across iterations is not a failing run; the task metrics "
+            "above are the measure."]  # fmt: skip
+
+
 def regret_findings(run: Run) -> list[str]:
     """Regret-loss: per family, the model's regret at T against the best baseline and its growth exponent."""
     lines = []
@@ -89,12 +123,21 @@ def iteration_table(run: Run) -> list[str]:
 
     keys = iteration_metrics([run])[:4]
     header = ["iteration"] + [f"{k} ({m})" for k in keys for m in ("sampled", "greedy")] + ["pairs", "seconds"]
-    out = [f"### {run.name}: self-play iterations", "", "| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    out = [
+        f"### {md_text(run.name)}: self-play iterations",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + " --- |" * len(header),
+    ]
     for r in run.iterations:
         cells = [str(r["iteration"])] + [_fmt(r.get(m, {}).get(k)) for k in keys for m in ("sampled", "greedy")]
         seconds = ", ".join(f"{k} {v:.0f}" for k, v in r.get("seconds", {}).items())
         out.append("| " + " | ".join([*cells, _fmt(r.get("pairs")), seconds or "-"]) + " |")
     return [*out, ""]
+
+
+#: the per-run findings, in the order the report lists them
+RUN_FINDINGS = [task_findings, self_play_findings, inpo_findings, regret_findings]
 
 
 def diverged(run: Run) -> tuple[float, int] | None:
@@ -110,7 +153,7 @@ def diverged(run: Run) -> tuple[float, int] | None:
 def findings(runs: list[Run]) -> list[str]:
     """Plain-language findings: self-play progress, displacement, entanglement, collapse per run, then a
     comparison."""
-    lines = [line for run in runs for line in self_play_findings(run) + regret_findings(run)]
+    lines = [line for run in runs for per_run in RUN_FINDINGS for line in per_run(run)]
     facts = [run_facts(r) for r in runs]
     for f in facts:
         if f.get("diverged"):
@@ -154,43 +197,25 @@ def findings(runs: list[Run]) -> list[str]:
     return lines
 
 
-def _fmt(value) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
-
-
-SUMMARY_COLUMNS = [
-    ("run", "name"), ("method", "method"), ("steps", "steps"), ("final loss", "loss"),
-    ("reward acc.", "rewards/accuracies"), ("margin", "rewards/margins"), ("chosen dlogp", "chosen_delta"),
-    ("rejected dlogp", "rejected_delta"), ("chosen fell", "chosen_fell_share"), ("entangled", "entangled_share"),
-    ("max collapse", "max_collapse"), ("greedy acc.", "greedy"), ("sampled acc.", "sampled"),
-]  # fmt: skip
-
-
-def summary_table(runs: list[Run]) -> tuple[list[str], list[list[str]]]:
-    facts = [run_facts(r) for r in runs]
-    return [c for c, _ in SUMMARY_COLUMNS], [[_fmt(f[k]) for _, k in SUMMARY_COLUMNS] for f in facts]
-
-
 def render_markdown(runs: list[Run], html_name: str) -> str:
+    """The findings and tables as Markdown; text from the runs (names, data) is escaped, so raw HTML in it
+    shows as text (as in report.html)."""
     header, rows = summary_table(runs)
-    out = [f"# Training report: {', '.join(r.name for r in runs)}", ""]
-    out += [f"- {line}" for line in findings(runs)] + [""]
-    out += ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
-    out += ["| " + " | ".join(row) + " |" for row in rows] + [""]
+    out = [f"# Training report: {md_text(', '.join(r.name for r in runs))}", ""]
+    out += [f"- {md_text(line)}" for line in findings(runs)] + [""]
+    out += ["| " + " | ".join(md_text(h) for h in header) + " |", "|" + " --- |" * len(header)]
+    out += ["| " + " | ".join(md_text(cell) for cell in row) + " |" for row in rows] + [""]
     out += [line for run in runs if run.iterations for line in iteration_table(run)]
     for run in (r for r in runs if r.regret_eval):
-        out += [f"### {run.name}: regret on held-out sequences", "", *regret_table(run.regret_eval), ""]
-    out += [f"Figures and each run's configuration: {html_name}", ""]
+        out += [f"### {md_text(run.name)}: regret on held-out sequences", "", *regret_table(run.regret_eval), ""]
+    out += [f"Figures and each run's configuration: {md_text(html_name)}", ""]
     return "\n".join(out)
 
 
 def _run_view(run: Run) -> dict:
     keys = ("name", "active", "config", "evaluation", "finished")
-    return {"path": str(run.path), **{k: getattr(run, k) for k in keys}}
+    start = start_and_end(run)[0] if run.evaluation else {}
+    return {"path": str(run.path), "start": start, **{k: getattr(run, k) for k in keys}}
 
 
 def render_html(runs: list[Run]) -> str:

@@ -1,7 +1,8 @@
 """Read a run directory for ``alignment report``: the training log, the diagnostics probes and the config.
 
 A run directory is an ``output_dir`` of ``alignment train`` (or of a trainer): ``alignment_run.json`` (written
-at the end: config, log history, task evaluation), else the newest ``trainer_state.json`` (a run still going
+at the end: config, log history, task evaluation of the
+start model and of the trained one), else the newest ``trainer_state.json`` (a run still going
 or stopped: the output_dir's own or its newest checkpoint's), and ``diagnostics.jsonl`` (one line per probe).
 A self-play loop's output_dir has ``iterations.jsonl`` (one line per iteration: the policy's task metrics).
 A truncated last line of diagnostics.jsonl or iterations.jsonl (a run killed mid-write) is skipped with a
@@ -35,6 +36,7 @@ class Run:
     config: dict = field(default_factory=dict)
     active: dict = field(default_factory=dict)
     evaluation: dict = field(default_factory=dict)
+    eval_start: dict = field(default_factory=dict)  # the start model's task evaluation (alignment train eval_start)
     finished: bool = False
     token_masks: dict = field(default_factory=dict)  # SparsePO: the masks of the first probe pairs at the end
     iterations: list[dict] = field(default_factory=list)  # self-play: one row per iteration (0 = the start)
@@ -123,6 +125,7 @@ def load_run(path: str | Path, name: str | None = None) -> Run:
         run.config = summary.get("hyperparameters", {})
         run.active = summary.get("active", {})
         run.evaluation = summary.get("eval", {})
+        run.eval_start = summary.get("eval_start", {})
         run.finished = True
         for key in ("recipe", "command", "base_model", "datasets"):
             if summary.get(key):

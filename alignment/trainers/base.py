@@ -42,12 +42,14 @@ logger = logging.getLogger("alignment")
 class RunInfo:
     """What the model card says about how a model was made, beyond the trainer's own state: the command
     that reproduces it, the dataset sources, the base model (when it differs from the loaded path) and the
-    task evaluation. ``alignment train`` fills it; from Python pass ``run_info=RunInfo(...)``."""
+    task evaluation (of the start model too). ``alignment train`` fills it; from Python pass
+    ``run_info=RunInfo(...)``."""
 
     command: str | None = None
     datasets: list[str] = field(default_factory=list)
     base_model: str | None = None
     eval: dict | None = None
+    eval_start: dict | None = None  # the start model's task evaluation (``alignment train`` with eval_start)
 
 
 class AlignmentTrainer(Trainer):

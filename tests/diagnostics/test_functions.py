@@ -104,8 +104,7 @@ def test_the_collapse_finding_names_z_loss(monkeypatch):
     from alignment.diagnostics import report
 
     facts = {"name": "run", "method": "dpo", "chosen_delta": None, "max_collapse": 0.02, "lse_squared": None}
-    monkeypatch.setattr(report, "self_play_findings", lambda run: [])
-    monkeypatch.setattr(report, "regret_findings", lambda run: [])
+    monkeypatch.setattr(report, "RUN_FINDINGS", [])
     monkeypatch.setattr(report, "run_facts", lambda run: dict(facts))
     line = report.findings([object()])[0]
     assert "2.00% of the scored tokens had a collapsed softmax" in line and "z_loss: 1e-4" in line
