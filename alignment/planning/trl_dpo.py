@@ -30,6 +30,7 @@ def build_trl(cfg, model_args, config, rows: list[dict], model, fake: bool = Tru
     args = DPOConfig(output_dir=tempfile.mkdtemp(prefix="alignment-plan-trl-"), report_to=[], use_cpu=True,
                      per_device_train_batch_size=len(rows), max_length=config.max_length,
                      loss_type=[loss_type] if isinstance(loss_type, str) else loss_type,
+                     activation_checkpointing=True,  # trl's default (gradient_checkpointing=True) by its new name
                      **{k: getattr(config, k) for k in SHARED if hasattr(config, k)})  # fmt: skip
     data = Dataset.from_list([{"prompt": "a", "chosen": " b", "rejected": " c"}] * 2)  # the batch comes from rows
     from accelerate import Accelerator
