@@ -252,8 +252,11 @@ def main() -> None:
         if args.records_only or not args.only or "sft_model" in names:
             results["sft_model"] = start_model_record()
         _write(results_path, results)
-    for path, count in refresh_docs(ROOT).items():
+    missing: list[str] = []
+    for path, count in refresh_docs(ROOT, missing).items():
         print(f"{path}: {count} quoted number(s) rewritten")
+    for line in missing:
+        print(f"not in the results (run it): {line}")
 
 
 if __name__ == "__main__":

@@ -130,13 +130,19 @@ def untagged(path: Path) -> list[str]:
     return out
 
 
-def refresh_docs(root: Path) -> dict[str, int]:
-    """Rewrite every quoted number from its file; returns path -> numbers changed."""
+def refresh_docs(root: Path, missing: list | None = None) -> dict[str, int]:
+    """Rewrite every quoted number from its file; returns path -> numbers changed. A quote whose key is not
+    in its file is left as it is and named in ``missing`` (check() then fails on it)."""
     changed, cache = {}, {}
     for path in doc_files(root):
         text, count = path.read_text(), 0
         for q in reversed(quotes(path)):
-            new = formatted(lookup(root, q.key, cache), q)
+            try:
+                new = formatted(lookup(root, q.key, cache), q)
+            except (KeyError, IndexError, ValueError, FileNotFoundError) as err:
+                if missing is not None:
+                    missing.append(f"{q.where()}: {err}")
+                continue
             if new != q.text:
                 text, count = text[: q.start] + new + text[q.end :], count + 1
         if count:

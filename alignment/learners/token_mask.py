@@ -74,6 +74,9 @@ class TokenMaskNetwork(nn.Module):
         self.kl = _MaskHead(n_layers, hidden, dropout) if sharing == "independent" else None
         for head in filter(None, (self.reward, self.kl)):  # start with most tokens on (bias up): masks near 1
             nn.init.constant_(head.layer_bias, 1.0)
+        # log of the multiplier on the L1 terms that holds a sparsity target (SparsePOConfig.mask_sparsity_target;
+        # 0: the configured lambdas as they are); saved with the masks, so a resumed run continues from it
+        self.register_buffer("l1_log_scale", torch.zeros(()))
 
     def forward(self, layers) -> tuple[torch.Tensor, torch.Tensor]:
         """(reward mask, KL mask), each [N, T]; the same tensor twice when the network is common."""
@@ -102,7 +105,9 @@ class TokenMaskNetwork(nn.Module):
         if not (folder / WEIGHTS_NAME).exists():
             raise FileNotFoundError(f"{folder}: no {WEIGHTS_NAME} (a learned SparsePO mask) in this folder")
         net = cls(**json.loads((folder / CONFIG_NAME).read_text()))
-        net.load_state_dict(load_file(str(folder / WEIGHTS_NAME)))
+        state = load_file(str(folder / WEIGHTS_NAME))
+        state.setdefault("l1_log_scale", torch.zeros(()))  # saved before the sparsity target existed
+        net.load_state_dict(state)
         return net
 
 

@@ -142,3 +142,38 @@ def test_config_errors(tmp_path):
     with pytest.raises(ValueError, match="lambda_kl"):
         SparsePOConfig(lambda_kl=-1, **common)
     assert SparsePOConfig(**common).beta == 0.8
+
+
+def test_sparsity_target_moves_the_l1_multiplier_and_is_saved(tiny, tokenizer, data_dir, tmp_path):
+    """mask_sparsity_target: after every training batch, log multiplier += rate * (target - the batch's share of
+    zero reward masks); the L1 weights the loss gets are lambda * multiplier; saved with the masks."""
+    trainer = make(tiny, tokenizer, data_dir, tmp_path, mask_sparsity_target=0.9, mask_sparsity_rate=0.25,
+                   lambda_reward=1e-3, lambda_kl=1e-3)  # fmt: skip
+    seen = []
+    original = trainer.pair_losses
+
+    def spy(chunk, anchors, token_scale):
+        seen.append(trainer.l1_scale())
+        return original(chunk, anchors, token_scale)
+
+    trainer.pair_losses = spy
+    trainer.train()
+    logged = [e for e in trainer.state.log_history if "sparsepo/l1_scale" in e]
+    sparsity = [e["sparsepo/mask_sparsity_reward"] for e in logged]
+    assert seen[0] == 1.0 and all(s < 0.9 for s in sparsity)  # masks near 1 at the start: far below the target
+    expected = sum(0.25 * (0.9 - s) for s in sparsity)  # logging_steps 1: one logged value per batch
+    assert float(trainer.mask_network.l1_log_scale) == pytest.approx(expected, rel=1e-4)
+    assert seen[-1] > seen[0]  # raised while the masks are less sparse than the target
+    trainer.save_model(str(tmp_path / "saved"))
+    saved = load_file(str(tmp_path / "saved" / "token_mask.safetensors"))
+    assert float(saved["l1_log_scale"]) == pytest.approx(expected, rel=1e-4)
+    plain = make(tiny, tokenizer, data_dir, tmp_path / "plain")
+    assert plain.l1_scale() == 1.0  # no target: the configured lambdas (the authors' behaviour)
+
+
+def test_sparsity_target_errors(tmp_path):
+    common = dict(output_dir=str(tmp_path), use_cpu=True)
+    with pytest.raises(ValueError, match="mask_sparsity_target must be in"):
+        SparsePOConfig(mask_sparsity_target=1.0, **common)
+    with pytest.raises(ValueError, match="needs mask_type: learned"):
+        SparsePOConfig(mask_sparsity_target=0.5, mask_type="activation", **common)

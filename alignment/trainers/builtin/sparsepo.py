@@ -84,6 +84,18 @@ class SparsePOConfig(PreferenceConfig):
             "trained) while the policy trains; 0: joint from the first step, as the authors."
         },
     )
+    mask_sparsity_target: float | None = field(
+        default=None,
+        metadata={
+            "help": "Hold the share of completion tokens whose reward mask is exactly 0 at this value, with a "
+            "multiplier on lambda_reward and lambda_kl raised while the masks are less sparse and lowered while "
+            "they are sparser (a departure from the authors' code, docs/sparsepo.md; None: their fixed lambdas)."
+        },
+    )
+    mask_sparsity_rate: float = field(
+        default=0.5,
+        metadata={"help": "Step of the sparsity multiplier: log multiplier += rate * (target - sparsity) per step."},
+    )
     mask_init: str | None = field(
         default=None,
         metadata={"help": "A folder with token_mask.safetensors to continue from (default: the model's, if any)."},
@@ -102,6 +114,13 @@ class SparsePOConfig(PreferenceConfig):
             raise ValueError(f"mask_warmup_ratio must be in [0, 1), got {self.mask_warmup_ratio}")
         if self.mask_learning_rate is not None and self.mask_learning_rate < 0:
             raise ValueError(f"mask_learning_rate must be >= 0, got {self.mask_learning_rate}")
+        if self.mask_sparsity_target is not None:
+            if not 0.0 < self.mask_sparsity_target < 1.0:
+                raise ValueError(f"mask_sparsity_target must be in (0, 1) or null, got {self.mask_sparsity_target}")
+            if self.mask_type != "learned":
+                raise ValueError("mask_sparsity_target needs mask_type: learned (only learned masks are trained)")
+        if not self.mask_sparsity_rate > 0:
+            raise ValueError(f"mask_sparsity_rate must be > 0, got {self.mask_sparsity_rate}")
         if not 0.0 <= self.mask_dropout < 1.0:
             raise ValueError(f"mask_dropout must be in [0, 1), got {self.mask_dropout}")
         if self.precompute_ref_logps and (self.kl_coef > 0 or self.mask_type in ("learned", "activation")):
@@ -290,14 +309,42 @@ class SparsePOTrainer(PreferenceTrainer):
             beta=args.beta,
             mask_on_reward=args.mask_on_reward,
             mask_on_kl=args.mask_on_kl,
-            lambda_reward=args.lambda_reward if learned else 0.0,
-            lambda_kl=args.lambda_kl if learned else 0.0,
+            lambda_reward=args.lambda_reward * self.l1_scale() if learned else 0.0,
+            lambda_kl=args.lambda_kl * self.l1_scale() if learned else 0.0,
             kl_coef=args.kl_coef,
             common_mask=common,
         )
+        if self.mask_network is not None and args.mask_sparsity_target is not None:
+            self._batch_sparsity = metrics["sparsepo/mask_sparsity_reward"].detach().float().mean()
+            metrics["sparsepo/l1_scale"] = torch.full_like(losses.detach(), self.l1_scale())
         metrics["logps/chosen"] = chunk.chosen_logps.detach()
         metrics["logps/rejected"] = chunk.rejected_logps.detach()
         return losses, metrics
+
+    # ----- the sparsity target (mask_sparsity_target) ------------------------------------------------------
+    def l1_scale(self) -> float:
+        """The multiplier on the L1 weights: 1 without a sparsity target."""
+        if self.mask_network is None or self.args.mask_sparsity_target is None:
+            return 1.0
+        return float(self.mask_network.l1_log_scale.exp())
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        if getattr(self, "_batch_sparsity", None) is not None:
+            self.hold_sparsity(self._batch_sparsity)
+            self._batch_sparsity = None
+        return loss
+
+    def hold_sparsity(self, sparsity: torch.Tensor) -> None:
+        """Dual ascent on the sparsity target, once per training batch after its backward: log multiplier +=
+        rate * (target - the batch's share of reward-mask zeros); not while the masks are held. Each process
+        measures its own batch (no collective; under DDP the buffer of process 0 is broadcast at every forward).
+        Kept in [-10, 10]: the L1 weights between e^-10 and e^10 times the configured lambdas."""
+        if self.masks_held():
+            return
+        step = self.args.mask_sparsity_rate * (self.args.mask_sparsity_target - float(sparsity))
+        buffer = self.mask_network.l1_log_scale
+        buffer.copy_((buffer + step).clamp(-10.0, 10.0))
 
     def anchor_summary(self) -> dict[str, str]:
         summary = super().anchor_summary()
