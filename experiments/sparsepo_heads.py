@@ -8,7 +8,7 @@ prints, as JSON and as a Markdown table:
   their ratio; the share of word tokens and of all completion tokens whose mask is exactly 0;
 - per head of the mask network (one per layer input: the embeddings when ``mask_embeddings``, then each layer):
   its mix weight, the share of tokens where its ReLU is open (score > 0), the mean of its post-ReLU score on
-  sentiment and on neutral words; "uniform" marks a head open on at least 95% of the tokens whose sentiment /
+  sentiment and on neutral words; "uniform" marks a head open on at least 90% of the tokens whose sentiment /
   neutral ratio is below 1.5 (it adds about the same to every token's mask: a scale, not a selection);
 - the uniform part of the mask, min over tokens of the mixed score: no token can reach 0 while it is > 0.
 
@@ -89,7 +89,7 @@ def summarize(rows: list, network) -> dict:
         open_share = mean([r[2][h] > 0 for r in rows])
         ratio = s_mean / n_mean if n_mean > 0 else float("inf")
         heads.append({"head": h, "mix": weight, "open_share": open_share, "sentiment": s_mean, "neutral": n_mean,
-                      "uniform": open_share >= 0.95 and ratio < 1.5 and weight > 0})  # fmt: skip
+                      "uniform": open_share >= 0.9 and ratio < 1.5 and weight > 0})  # fmt: skip
     return {
         "mask_sentiment": m_s,
         "mask_neutral": m_n,
@@ -119,8 +119,9 @@ def main() -> None:
     for run, r in results.items():
         print(f"\n{run} heads:")
         for h in r["heads"]:
+            flag = "  <- uniform" if h["uniform"] else ""
             print(f"  head {h['head']}: mix {h['mix']:+.3f}, open on {h['open_share']:.0%} of tokens, mean score "
-                  f"sentiment {h['sentiment']:.3f} / neutral {h['neutral']:.3f}" + ("  <- uniform" if h["uniform"] else ""))
+                  f"sentiment {h['sentiment']:.3f} / neutral {h['neutral']:.3f}{flag}")  # fmt: skip
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
 
