@@ -8,8 +8,8 @@ A quoted number carries a tag right after it (invisible once the Markdown is ren
 The key is a dotted path into a JSON file (list items by index), in ``docs/results/quickstarts.json`` unless
 the tag names a file (``FILE:KEY``, relative to the repository root). The number keeps the form it is written in:
 its decimals, a trailing ``x``, a trailing ``%`` (the file holds a share: 0.38 -> 38%). A region between
-``<!-- results -->`` and ``<!-- /results -->`` must tag every decimal number in it (a results table cannot hold
-an untagged one).
+``<!-- results -->`` and ``<!-- /results -->`` must tag every decimal number in it but a table row's label (a
+results table cannot hold an untagged one).
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from pathlib import Path
 
 DEFAULT_RESULTS = Path("docs/results/quickstarts.json")
 DOCS = ("README.md", "BENCHMARKS.md", "docs/*.md")
-TAG = re.compile(r"(?P<number>[-+]?\d+(?:\.\d+)?)(?P<suffix>[x%]?)<!--@ (?P<key>\S+) -->")
+# a sign counts unless it follows a letter, a digit or a tag ("6<!--@ a -->-14<!--@ b -->" is the range 6 to 14)
+TAG = re.compile(r"(?<![\w>.])(?P<number>(?:(?<![\w>])[-+])?\d+(?:\.\d+)?)(?P<suffix>[x%]?)<!--@ (?P<key>\S+) -->")
 REGION = re.compile(r"<!-- results -->(?P<body>.*?)<!-- /results -->", re.S)
 BARE_DECIMAL = re.compile(r"(?<![\w.])[-+]?\d+\.\d+(?![\w.])")
 
@@ -120,13 +121,17 @@ def check(root: Path) -> list[str]:
 
 
 def untagged(path: Path) -> list[str]:
+    """Decimal numbers without a tag inside results regions; a table row's first cell (its label, which may
+    name a setting such as "beta 0.1") is not a result."""
     text = path.read_text()
     out = []
     for region in REGION.finditer(text):
-        body = TAG.sub("", region.group("body"))  # tagged numbers removed: what is left must have no decimal
-        for m in BARE_DECIMAL.finditer(body):
-            line = text.count("\n", 0, region.start("body")) + body.count("\n", 0, m.start()) + 1
-            out.append(f"{path}:{line}: {m.group()} in a results region has no tag")
+        first_line = text.count("\n", 0, region.start("body")) + 1
+        for offset, line in enumerate(TAG.sub("", region.group("body")).split("\n")):
+            if line.startswith("|"):
+                line = line[line.find("|", 1) :] if line.find("|", 1) > 0 else ""  # drop the label cell
+            for m in BARE_DECIMAL.finditer(line):
+                out.append(f"{path}:{first_line + offset}: {m.group()} in a results region has no tag")
     return out
 
 

@@ -56,3 +56,16 @@ def test_a_missing_key_is_named(tmp_path):
     root = _tree(tmp_path, "x 0.5<!--@ dpo.nothing -->\n", {"dpo": {}})
     (problem,) = check(root)
     assert "dpo.nothing" in problem and "missing at 'nothing'" in problem
+
+
+def test_ranges_signs_and_table_labels(tmp_path):
+    doc = ("<!-- results -->\n| beta 0.1 | 6<!--@ r.lo -->-14<!--@ r.hi --> | "
+           "-0.25<!--@ r.neg --> -> +0.5<!--@ r.pos --> |\n<!-- /results -->\n")  # fmt: skip
+    root = _tree(tmp_path, doc, {"r": {"lo": 6.2, "hi": 14.4, "neg": -0.25, "pos": 0.5}})
+    assert check(root) == []  # "-14" after a tag is a range, a label's "0.1" is a setting, "+0.5" keeps its sign
+    (root / "README.md").write_text(doc.replace("+0.5", "0.5"))
+    assert check(root) == [] and refresh_docs(root) == {}
+    results = {"r": {"lo": 5.0, "hi": 15.0, "neg": -0.3, "pos": 0.5}}
+    (root / "docs/results/quickstarts.json").write_text(json.dumps(results))
+    assert refresh_docs(root) == {"README.md": 3}
+    assert "5<!--@ r.lo -->-15<!--@ r.hi -->" in (root / "README.md").read_text() and check(root) == []
