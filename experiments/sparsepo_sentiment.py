@@ -31,6 +31,7 @@ RECIPE = ROOT / "recipes" / "quickstart" / "sparsepo.yaml"
 SPARSE_ONLY = (
     "mask_type", "mask_sharing", "mask_inputs", "mask_embeddings", "mask_on_reward", "mask_on_kl", "lambda_reward",
     "lambda_kl", "kl_coef", "mask_dropout", "mask_weight_decay", "mask_learning_rate", "mask_warmup_ratio", "mask_init",
+    "mask_sparsity_target", "mask_sparsity_rate",
 )  # fmt: skip
 METHODS = {
     "SparsePO": {"method": "sparsepo", "mask_type": "learned"},

@@ -93,7 +93,7 @@ class SparsePOConfig(PreferenceConfig):
         },
     )
     mask_sparsity_rate: float = field(
-        default=0.5,
+        default=0.05,
         metadata={"help": "Step of the sparsity multiplier: log multiplier += rate * (target - sparsity) per step."},
     )
     mask_init: str | None = field(
