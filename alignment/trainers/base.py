@@ -30,7 +30,7 @@ from alignment.locks import output_dir_lock
 from alignment.models import load_model, load_tokenizer, model_name, unwrap
 from alignment.run_settings import check_same, read_settings, write_settings
 from alignment.trainers import banner, packing, resume
-from alignment.trainers.console import use_compact_console
+from alignment.trainers.console import quiet_deepspeed_cpu_notice, use_compact_console
 from alignment.trainers.finite import NonFiniteGuard, refuse_nonfinite_weights
 from alignment.trainers.registry import Method
 from alignment.trainers.trl_options import disable_dropout
@@ -129,6 +129,7 @@ class AlignmentTrainer(Trainer):
             eval_dataset = {k: self.make_dataset(v, processing_class, args, k) for k, v in eval_dataset.items()}
         else:
             eval_dataset = self.make_dataset(eval_dataset, processing_class, args, "eval")
+        quiet_deepspeed_cpu_notice(args.use_cpu)
         super().__init__(
             model=model,
             args=args,

@@ -117,3 +117,28 @@ def use_compact_console(trainer, keys: tuple[str, ...]) -> None:
         trainer.add_callback(CompactProgress(keys, trainer.args.output_dir))
     elif trainer.pop_callback(PrinterCallback) is not None:
         trainer.add_callback(CompactPrinter(keys, trainer.args.output_dir))
+
+
+CPU_NOTICE = "Setting accelerator to CPU"
+
+
+class _DropCpuNotice:
+    """A logging filter: DeepSpeed's start-up notice that it found no GPU, on a run that uses the CPU anyway."""
+
+    def filter(self, record) -> bool:
+        return not record.getMessage().startswith(CPU_NOTICE)
+
+
+def quiet_deepspeed_cpu_notice(use_cpu: bool) -> None:
+    """DeepSpeed, when installed, is imported by accelerate as the Trainer starts and warns on a machine without a
+    GPU "Setting accelerator to CPU. If you have GPU ... we were unable to detect it."; the banner already says the
+    run is on the CPU, so on such a run (``use_cpu`` or no CUDA device) the notice is dropped. Idempotent."""
+    import logging
+
+    import torch
+
+    if not (use_cpu or not torch.cuda.is_available()):
+        return
+    ds_logger = logging.getLogger("DeepSpeed")  # the logger deepspeed.utils.logging creates; filters survive that
+    if not any(isinstance(f, _DropCpuNotice) for f in ds_logger.filters):
+        ds_logger.addFilter(_DropCpuNotice())

@@ -72,3 +72,24 @@ def test_report_to_tensorboard_writes_readable_events(tiny, tokenizer, data_dir,
     assert len(losses) == 2
     assert losses[0] == pytest.approx(trainer.state.log_history[0]["loss"], rel=1e-6)
     assert "train/rewards/margins" in accumulator.Tags()["scalars"]
+
+
+def test_deepspeed_cpu_notice_is_dropped_on_a_cpu_run():
+    import logging
+
+    from alignment.trainers.console import CPU_NOTICE, _DropCpuNotice, quiet_deepspeed_cpu_notice
+
+    ds_logger = logging.getLogger("DeepSpeed")
+    before = list(ds_logger.filters)
+    try:
+        quiet_deepspeed_cpu_notice(use_cpu=True)
+        quiet_deepspeed_cpu_notice(use_cpu=True)
+        assert sum(isinstance(f, _DropCpuNotice) for f in ds_logger.filters) == 1  # idempotent
+
+        def record(msg):
+            return logging.LogRecord("DeepSpeed", logging.WARNING, __file__, 1, msg, None, None)
+
+        assert not ds_logger.filter(record(CPU_NOTICE + ". If you have GPU, make sure it is visible"))
+        assert ds_logger.filter(record("Setting ZeRO stage 2"))  # every other message still passes
+    finally:
+        ds_logger.filters[:] = before
