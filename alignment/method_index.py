@@ -113,21 +113,93 @@ def _field_call(value):
     return None
 
 
-def _help_text(metadata) -> str:
-    """The ``help`` of a field's metadata dict: its text, with ``...`` where an f-string computes a part."""
+_MISSING = object()
+_FACTORIES = {"list": "[]", "dict": "{}", "tuple": "()", "set": "set()"}
+
+
+def _assigned(path: Path, name: str):
+    """The module-level literal ``name = ...`` of ``path``, following ``from alignment... import name``."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    for node in tree.body:
+        targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
+        if any(isinstance(t, ast.Name) and t.id == name for t in targets) and getattr(node, "value", None) is not None:
+            return _resolve(node.value, path)
+        if isinstance(node, ast.ImportFrom) and node.module:
+            for alias in node.names:
+                if (alias.asname or alias.name) == name:
+                    target = _module_path(node.module)
+                    return _assigned(target, alias.name) if target and target.exists() else _MISSING
+    return _MISSING
+
+
+def _imported_module(path: Path, alias: str) -> Path | None:
+    """The file of the package module that ``path`` imports as ``alias`` (``from alignment.tasks import
+    online_learning as ol``, ``import alignment.x as y``)."""
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            for name in node.names:
+                if (name.asname or name.name) == alias:
+                    module = f"{node.module}.{name.name}" if isinstance(node, ast.ImportFrom) else name.name
+                    return _module_path(module)
+    return None
+
+
+def _resolve(node, path: Path):
+    """The value of a constant expression of the package's source, read without importing: literals, names
+    bound to literals (here or imported from the package), ``module.NAME`` of an imported package module, and
+    ``list``/``tuple``/``sorted`` of those; ``_MISSING`` for anything else (a call that computes at run time)."""
+    value = _constant(node)
+    if value is not None or isinstance(node, ast.Constant):
+        return value
+    if isinstance(node, ast.Name):
+        return _assigned(path, node.id)
+    if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+        module = _imported_module(path, node.value.id)
+        return _assigned(module, node.attr) if module and module.exists() else _MISSING
+    if isinstance(node, ast.Call) and getattr(node.func, "id", None) in ("list", "tuple", "sorted") and node.args:
+        inner = _resolve(node.args[0], path)
+        if inner is _MISSING:
+            return _MISSING
+        return {"list": list, "tuple": tuple, "sorted": sorted}[node.func.id](inner)
+    return _MISSING
+
+
+def _help_text(metadata, path: Path) -> str:
+    """The ``help`` of a field's metadata dict: its text, an f-string's parts filled in where they are constants
+    of the source (``...`` where a part is computed at run time)."""
     if not isinstance(metadata, ast.Dict):
         return ""
     for key, value in zip(metadata.keys, metadata.values):
         if _constant(key) != "help":
             continue
         if isinstance(value, ast.JoinedStr):
-            return "".join(str(v.value) if isinstance(v, ast.Constant) else "..." for v in value.values)
+            return "".join(_part(v, path) for v in value.values)
         text = _constant(value)
         return text if isinstance(text, str) else ""
     return ""
 
 
-def _fields_of(node: ast.ClassDef, source: str) -> list[FieldInfo]:
+def _part(node, path: Path) -> str:
+    if isinstance(node, ast.Constant):
+        return str(node.value)
+    value = _resolve(node.value, path)
+    if value is _MISSING:
+        return "..."
+    return repr(value) if node.conversion == ord("r") else str(value)
+
+
+def _factory_default(node, source: str, path: Path) -> str:
+    """A ``default_factory`` shown as the value it makes: ``list`` as ``[]``, a lambda of constants as their
+    value, a function that decides at start-up (``_bf16_default``) as ``auto``."""
+    if isinstance(node, ast.Name) and node.id in _FACTORIES:
+        return _FACTORIES[node.id]
+    if isinstance(node, ast.Lambda):
+        value = _resolve(node.body, path)
+        return repr(value) if value is not _MISSING else ast.get_source_segment(source, node.body) or ""
+    return "auto"
+
+
+def _fields_of(node: ast.ClassDef, source: str, path: Path) -> list[FieldInfo]:
     out = []
     for stmt in node.body:
         if not (isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name)):
@@ -140,8 +212,8 @@ def _fields_of(node: ast.ClassDef, source: str) -> list[FieldInfo]:
             if "default" in call:
                 default = ast.get_source_segment(source, call["default"]) or ""
             elif "default_factory" in call:
-                default = (ast.get_source_segment(source, call["default_factory"]) or "") + "()"
-            help_ = _help_text(call.get("metadata"))
+                default = _factory_default(call["default_factory"], source, path)
+            help_ = _help_text(call.get("metadata"), path)
         elif stmt.value is not None:
             default = ast.get_source_segment(source, stmt.value) or ""
         out.append(FieldInfo(node.name, stmt.target.id, annotation, default, help_))
@@ -157,7 +229,7 @@ def class_fields(path: Path, name: str) -> list[FieldInfo]:
         module = imported.get(name)
         target = _module_path(module) if module else None
         return class_fields(target, name) if target and target.exists() else []
-    own = _fields_of(node, path.read_text(encoding="utf-8"))
+    own = _fields_of(node, path.read_text(encoding="utf-8"), path)
     inherited = []
     for base in node.bases:
         base_name = getattr(base, "id", None)

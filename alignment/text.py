@@ -9,10 +9,10 @@ _ABBREVIATIONS = ("et al", "e.g", "i.e", "vs", "cf", "approx", "eq", "Eq", "resp
 
 def first_sentence(text: str) -> str:
     """The first sentence: up to the first '. ' that does not end an abbreviation (et al., e.g., i.e., a
-    single capital as in "J. Smith")."""
+    single capital as in "J. Smith") or an ellipsis ("' A', ' B', ... else")."""
     for match in re.finditer(r"\.\s", text):
         before = text[: match.start()]
-        if before.endswith(_ABBREVIATIONS) or re.search(r"\b[A-Z]$", before):
+        if before.endswith((*_ABBREVIATIONS, "..")) or re.search(r"\b[A-Z]$", before):
             continue
         return before + "."
     return text.strip()

@@ -37,8 +37,12 @@ def test_the_fields_are_the_configs_own(name):
     fields = config_fields(name)
     assert {f.name for f in fields} == set(declared)
     defaults = {f.name: f.default for f in dataclasses.fields(config)}
+    factories = {f.name: f.default_factory for f in dataclasses.fields(config)}
     for f in fields:
-        if defaults[f.name] is dataclasses.MISSING:  # a default_factory
+        assert "lambda" not in f.default and not f.default.endswith("()"), (f.name, f.default)  # a value, not code
+        if defaults[f.name] is dataclasses.MISSING:  # a default_factory: the value it makes, or "auto"
+            if f.default != "auto":
+                assert eval(f.default, {}) == factories[f.name](), f.name
             continue
         try:
             literal = eval(f.default, {}) if f.default else dataclasses.MISSING
@@ -59,6 +63,16 @@ def test_method_help_and_recipes():
 def test_first_sentence_keeps_abbreviations():
     text = "LD-DPO (Liu et al. 2024, arXiv 2409.06411): weight of the tokens, e.g. the tail. Second sentence."
     assert first_sentence(text) == "LD-DPO (Liu et al. 2024, arXiv 2409.06411): weight of the tokens, e.g. the tail."
+    ellipsis = "names (default ' A', ' B', ... else ' a')."
+    assert first_sentence(ellipsis + " More.") == ellipsis
+
+
+def test_help_fills_in_the_constants_an_f_string_names():
+    by_name = {f.name: f for f in config_fields("dpo")}
+    assert "['reverse_kl', 'forward_kl', 'js_divergence', 'alpha_divergence']" in by_name["f_divergence_type"].help
+    regret = {f.name: f for f in config_fields("regret")}
+    assert regret["families"].default == "['uniform', 'gaussian', 'drift', 'adversarial']"
+    assert by_name["bf16"].default == "auto"  # decided at start-up from the device
 
 
 @pytest.mark.parametrize(
