@@ -106,3 +106,12 @@ def test_an_unknown_method_is_one_line(capsys):
 
     assert main(["methods", "dpoo"]) == 2
     assert "no method 'dpoo': the methods are cpo, dpo" in capsys.readouterr().err
+
+
+def test_help_into_a_closed_pipe_stops_quietly():
+    """`alignment dpo --help | head -2`: the reader closes the pipe early; no traceback, the shell's 141."""
+    code = "import sys\nfrom alignment.cli import main\nsys.exit(main(['dpo', '--help']))"
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # before the help is printed: every write meets a closed pipe
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 141 and b"Traceback" not in err, err.decode()[-800:]
