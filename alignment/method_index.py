@@ -13,6 +13,7 @@ the registry that training uses.
 from __future__ import annotations
 
 import ast
+import functools
 import re
 import sys
 from dataclasses import dataclass, field
@@ -58,8 +59,7 @@ def builtin_methods() -> dict[str, MethodInfo]:
     """name -> MethodInfo of every built-in method, in the registry's order (module names, sorted)."""
     out = {}
     for path in sorted(BUILTIN.glob("*.py")):
-        tree = ast.parse(path.read_text(encoding="utf-8"))
-        for node in tree.body:
+        for node in _tree(path).body:
             if not isinstance(node, ast.ClassDef):
                 continue
             for deco in node.decorator_list:
@@ -87,15 +87,33 @@ def plugin_methods() -> dict[str, str]:
 
 
 # ----- config fields ----------------------------------------------------------------------------------------
-def _classes(path: Path) -> tuple[dict[str, ast.ClassDef], dict[str, str]]:
-    """The module's classes and where each imported name comes from (name -> module)."""
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    classes = {n.name: n for n in tree.body if isinstance(n, ast.ClassDef)}
-    imported = {}
-    for node in tree.body:
+@functools.cache
+def _source(path: Path) -> str:
+    return path.read_text(encoding="utf-8")
+
+
+@functools.cache
+def _tree(path: Path) -> ast.Module:
+    """The parsed module (each file of the package parsed once per process)."""
+    return ast.parse(_source(path))
+
+
+def _imports(path: Path) -> dict[str, tuple[str, str | None]]:
+    """Each name the module imports: alias -> (module, name) for ``from module import name as alias``,
+    (module, None) for ``import module as alias``."""
+    out = {}
+    for node in _tree(path).body:
         if isinstance(node, ast.ImportFrom) and node.module:
-            for alias in node.names:
-                imported[alias.asname or alias.name] = node.module
+            out.update({a.asname or a.name: (node.module, a.name) for a in node.names})
+        elif isinstance(node, ast.Import):
+            out.update({a.asname or a.name: (a.name, None) for a in node.names})
+    return out
+
+
+def _classes(path: Path) -> tuple[dict[str, ast.ClassDef], dict[str, str]]:
+    """The module's classes and where each name imported with ``from`` comes from (name -> module)."""
+    classes = {n.name: n for n in _tree(path).body if isinstance(n, ast.ClassDef)}
+    imported = {alias: module for alias, (module, name) in _imports(path).items() if name is not None}
     return classes, imported
 
 
@@ -119,29 +137,20 @@ _FACTORIES = {"list": "[]", "dict": "{}", "tuple": "()", "set": "set()"}
 
 def _assigned(path: Path, name: str):
     """The module-level literal ``name = ...`` of ``path``, following ``from alignment... import name``."""
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    for node in tree.body:
+    for node in _tree(path).body:
         targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
         if any(isinstance(t, ast.Name) and t.id == name for t in targets) and getattr(node, "value", None) is not None:
             return _resolve(node.value, path)
-        if isinstance(node, ast.ImportFrom) and node.module:
-            for alias in node.names:
-                if (alias.asname or alias.name) == name:
-                    target = _module_path(node.module)
-                    return _assigned(target, alias.name) if target and target.exists() else _MISSING
-    return _MISSING
+    module, original = _imports(path).get(name, ("", None))
+    target = _module_path(module) if original is not None else None
+    return _assigned(target, original) if target and target.exists() else _MISSING
 
 
 def _imported_module(path: Path, alias: str) -> Path | None:
     """The file of the package module that ``path`` imports as ``alias`` (``from alignment.tasks import
     online_learning as ol``, ``import alignment.x as y``)."""
-    for node in ast.parse(path.read_text(encoding="utf-8")).body:
-        if isinstance(node, (ast.Import, ast.ImportFrom)):
-            for name in node.names:
-                if (name.asname or name.name) == alias:
-                    module = f"{node.module}.{name.name}" if isinstance(node, ast.ImportFrom) else name.name
-                    return _module_path(module)
-    return None
+    module, name = _imports(path).get(alias, ("", None))
+    return _module_path(f"{module}.{name}" if name is not None else module)
 
 
 def _resolve(node, path: Path):
@@ -229,7 +238,7 @@ def class_fields(path: Path, name: str) -> list[FieldInfo]:
         module = imported.get(name)
         target = _module_path(module) if module else None
         return class_fields(target, name) if target and target.exists() else []
-    own = _fields_of(node, path.read_text(encoding="utf-8"), path)
+    own = _fields_of(node, _source(path), path)
     inherited = []
     for base in node.bases:
         base_name = getattr(base, "id", None)

@@ -137,7 +137,7 @@ def quiet_deepspeed_cpu_notice(use_cpu: bool) -> None:
 
     import torch
 
-    if not (use_cpu or not torch.cuda.is_available()):
+    if not use_cpu and torch.cuda.is_available():
         return
     ds_logger = logging.getLogger("DeepSpeed")  # the logger deepspeed.utils.logging creates; filters survive that
     if not any(isinstance(f, _DropCpuNotice) for f in ds_logger.filters):
