@@ -191,7 +191,22 @@ class AlignmentConfig(TrainingArguments):
     )
     activation_offloading: bool = field(
         default=False,
-        metadata={"help": "Keep the activations saved for backward in CPU memory (torch's save_on_cpu)."},
+        metadata={
+            "help": "Move the tensors saved for the backward pass (with activation_checkpointing: the hidden states "
+            "between layers) to CPU memory as they are made and back when the backward needs them (trl's "
+            "OffloadActivations: pinned memory, a side stream). Exact; docs/long-context.md."
+        },
+    )
+    tiled_mlp: bool = field(
+        default=False,
+        metadata={
+            "help": "Compute every decoder layer's MLP in sequence tiles, forward and backward (DeepSpeed's "
+            "TiledMLP, ALST): its [T, intermediate] tensors become [tile, intermediate]. Exact; docs/long-context.md."
+        },
+    )
+    tiled_mlp_shards: int | None = field(
+        default=None,
+        metadata={"help": "Tiles per sequence for tiled_mlp (default: ceil(tokens / hidden_size), ALST's rule)."},
     )
     chat_template: str | None = field(
         default=None, metadata={"help": "A Jinja chat template overriding the tokenizer's."}

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from alignment.data.packing import Packing
+from alignment.long_context.offload import keep_on_device
 from alignment.models import unwrap
 from alignment.ops import TokenLogps, pair_fused_loss, token_logps
 
@@ -283,7 +284,8 @@ def _apply_head(
         kwargs = {"softcap": head.softcap, "logit_scale": head.logit_scale, **op_kwargs}
 
         def fn(weight, bias, h, y):
-            return op(h, weight, y, bias=bias, **kwargs)
+            with keep_on_device():  # what the op saves is read first thing in the backward: no host round trip
+                return op(h, weight, y, bias=bias, **kwargs)
 
         return run_with_head(head, fn, hidden, targets)
 

@@ -15,6 +15,7 @@ LAYERS = [
     ("losses", ["alignment.losses"]),
     ("tasks", ["alignment.tasks"]),
     ("data", ["alignment.data"]),
+    ("long_context", ["alignment.long_context"]),
     ("models", ["alignment.models", "alignment.heads", "alignment.learners", "alignment.generation",
                 "alignment.vllm_backend", "alignment.sampling", "alignment.processes"]),
     ("configs", ["alignment.configs", "alignment.hub", "alignment.checkpoints"]),

@@ -11,6 +11,7 @@ A subclass is registered as a method with :func:`alignment.trainers.registry.reg
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from alignment.data.loading import check_tokenized_columns
 from alignment.data.tokenize import tokenize_stream
 from alignment.diagnostics.collapse import collapse_stats
 from alignment.locks import output_dir_lock
+from alignment.long_context import offload_context, tile_mlps
 from alignment.models import load_model, load_tokenizer, model_name, unwrap
 from alignment.run_settings import check_same, read_settings, write_settings
 from alignment.trainers import banner, packing, resume
@@ -143,6 +145,7 @@ class AlignmentTrainer(Trainer):
         )
         packing.configure(self)
         self.prepare_anchors()
+        self.tile_mlps()
         self.probe_status = banner.probe_status(self)
         from alignment.checkpoints import SigtermCheckpoint
 
@@ -156,6 +159,14 @@ class AlignmentTrainer(Trainer):
 
             self.add_callback(DiagnosticsCallback(self))
         self.log_banner()
+
+    def tile_mlps(self) -> None:
+        """With ``tiled_mlp``: the MLPs of the trained model and of every anchor's frozen copy in sequence tiles."""
+        if not self.args.tiled_mlp:
+            return
+        models = [self.model, *(a.model for a in getattr(self, "anchors", {}).values() if a.model is not None)]
+        if not sum(tile_mlps(m, self.args.tiled_mlp_shards) for m in {id(m): m for m in models}.values()):
+            raise ValueError(f"tiled_mlp: {type(unwrap(self.model)).__name__} has no module named *MLP to tile")
 
     @classmethod
     def _registered(cls) -> Method:
@@ -277,13 +288,19 @@ class AlignmentTrainer(Trainer):
         self._queued_logs.update(values)
 
     def training_step(self, *args, **kwargs):
-        if not self.args.activation_offloading:
+        with self.activation_offload():
             loss = super().training_step(*args, **kwargs)
-        else:
-            with torch.autograd.graph.save_on_cpu(pin_memory=torch.cuda.is_available()):
-                loss = super().training_step(*args, **kwargs)
         self.nonfinite.record_loss(loss)  # checked with the gradients before the optimizer step
         return loss
+
+    def activation_offload(self):
+        """The context a training step's forward and backward run in: trl's activation offloading with
+        ``activation_offloading`` (one manager per trainer, made at the first step), else nothing."""
+        if not self.args.activation_offloading:
+            return contextlib.nullcontext()
+        if getattr(self, "_offload", None) is None:
+            self._offload = offload_context(self.model, self.args.device)
+        return self._offload
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False):
         """Trainer.save_model (and so every checkpoint and push), refused for a model with non-finite weights."""
