@@ -204,6 +204,13 @@ class AlignmentConfig(TrainingArguments):
             "TiledMLP, ALST): its [T, intermediate] tensors become [tile, intermediate]. Exact; docs/long-context.md."
         },
     )
+    tiled_norms: bool = field(
+        default=False,
+        metadata={
+            "help": "Compute the RMSNorms / LayerNorms in sequence tiles too (DeepSpeed's TiledMLP on them): their "
+            "float32 [T, hidden] temporaries become [tile, hidden]. Exact; docs/long-context.md."
+        },
+    )
     tiled_mlp_shards: int | None = field(
         default=None,
         metadata={"help": "Tiles per sequence for tiled_mlp (default: ceil(tokens / hidden_size), ALST's rule)."},

@@ -22,22 +22,28 @@ import types
 
 import torch
 
+MLP = ("MLP",)
+NORMS = ("RMSNorm", "LayerNorm")
 
-def mlp_modules(model: torch.nn.Module) -> list[torch.nn.Module]:
-    """The modules ``tile_mlps`` tiles: those whose class name ends in MLP (not nested inside another one)."""
+
+def mlp_modules(model: torch.nn.Module, kinds: tuple[str, ...] = MLP) -> list[torch.nn.Module]:
+    """The modules ``tile_mlps`` tiles: those whose class name ends in one of ``kinds`` (MLP; with NORMS the
+    per-token normalizations, RMSNorm and LayerNorm), not nested inside another one."""
     found, inside = [], set()
     for module in model.modules():
         if id(module) in inside:
             continue
-        if type(module).__name__.endswith("MLP"):
+        if type(module).__name__.endswith(kinds):
             found.append(module)
             inside.update(id(m) for m in module.modules())
     return found
 
 
-def tile_mlps(model: torch.nn.Module, shards: int | None = None) -> int:
-    """Replace the forward of every MLP of ``model`` by DeepSpeed's TiledMLP over ``shards`` sequence tiles (None:
-    ceil(T / hidden_size), ALST's rule); returns how many were tiled. Idempotent; ``untile_mlps`` undoes it."""
+def tile_mlps(model: torch.nn.Module, shards: int | None = None, kinds: tuple[str, ...] = MLP) -> int:
+    """Replace the forward of every MLP of ``model`` (every module of ``kinds``: ``MLP + NORMS`` tiles the
+    RMSNorms' float32 temporaries too) by DeepSpeed's TiledMLP over ``shards`` sequence tiles (None: ceil(T /
+    hidden_size), ALST's rule); returns how many were tiled. Idempotent; ``untile_mlps`` undoes it. TiledMLP needs
+    only a per-token ``forward(x)``, which a normalization over the hidden dimension is as much as an MLP."""
     try:
         from deepspeed.runtime.sequence_parallel.ulysses_sp import TiledMLP
     except ImportError as e:
@@ -46,7 +52,7 @@ def tile_mlps(model: torch.nn.Module, shards: int | None = None) -> int:
         ) from e
     if shards is not None and shards < 1:
         raise ValueError(f"tiled_mlp_shards must be a positive number of tiles, got {shards}")
-    modules = mlp_modules(model)
+    modules = mlp_modules(model, kinds)
     for module in modules:
         if "_alignment_untiled_forward" not in module.__dict__:
             module._alignment_untiled_forward = module.__dict__.get("forward")  # None: the class's own
@@ -55,7 +61,7 @@ def tile_mlps(model: torch.nn.Module, shards: int | None = None) -> int:
 
 
 def untile_mlps(model: torch.nn.Module) -> None:
-    for module in mlp_modules(model):
+    for module in mlp_modules(model, MLP + NORMS):
         if "_alignment_untiled_forward" not in module.__dict__:
             continue
         original = module.__dict__.pop("_alignment_untiled_forward")
@@ -72,14 +78,18 @@ def tile_count(tokens: int, hidden: int, shards: int | None) -> int:
 
 def _tiled_forward(original, shards: int | None, tiled_mlp):
     def forward(self, x, *args, **kwargs):
-        if args or kwargs or x.dim() < 2:
-            return original(x, *args, **kwargs)
+        if args or kwargs or x.dim() < 2 or (_trained(self) and not x.requires_grad and torch.is_grad_enabled()):
+            return original(x, *args, **kwargs)  # TiledMLP's weights reach the graph only through its input
         n = _agreed(tile_count(x.shape[-2], x.shape[-1], shards), x.device)
         if n <= 1:
             return original(x)
         return tiled_mlp.apply(lambda _module, tile: original(tile), self, x, n, list(self.parameters()))
 
     return forward
+
+
+def _trained(module: torch.nn.Module) -> bool:
+    return any(p.requires_grad for p in module.parameters())
 
 
 def _agreed(n: int, device: torch.device) -> int:

@@ -126,7 +126,9 @@ class _Work:
         self.opts, self.entropy, self.extras_grad = opts, entropy, extras_grad
         self.dtype = stat_dtype(hidden)
         dev = hidden.device
-        self.dh = torch.zeros(hidden.shape, dtype=self.dtype, device=dev) if needs[0] else None
+        # each token's dh row is written once, so it is kept in the hidden states' dtype: the cast the backward
+        # made before scaling it (PairFusedFn.backward) is made as it is written, and a bf16 dh is half the size
+        self.dh = torch.zeros(hidden.shape, dtype=hidden.dtype, device=dev) if needs[0] else None
         self.dw = torch.zeros(weight.shape, dtype=self.dtype, device=dev) if needs[1] else None
         self.db = torch.zeros(bias.shape, dtype=self.dtype, device=dev) if needs[2] else None
         self.dinputs = torch.zeros_like(inputs) if inputs is not None and needs[3] else None
@@ -152,7 +154,7 @@ class _Work:
     def backprop(self, idx, h, da):
         da = gemm_operand(da, self.weight)
         if self.dh is not None:
-            self.dh[idx] = matmul(da, self.weight, self.dtype)
+            self.dh[idx] = matmul(da, self.weight, self.dtype).to(self.dh.dtype)
         if self.dw is not None:
             addmm_(self.dw, da.t(), h)
         if self.db is not None:

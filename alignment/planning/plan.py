@@ -43,6 +43,7 @@ from alignment.planning.fake import (
     planning_tokenizer,
 )
 from alignment.planning.gpu import gpu_code_paths
+from alignment.planning.offload import PlannedOffload
 from alignment.planning.tracker import StorageTracker, nbytes, tensors_of
 from alignment.planning.zero3 import share
 
@@ -62,6 +63,8 @@ class Plan:
     target: str = "cpu"
     devices: int = 1
     skew: bool = False
+    #: the most host (CPU) memory the offloaded activations take at once, per device (activation_offloading)
+    host_offload_bytes: int | None = None
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -110,17 +113,20 @@ def precompute_phase(trainer, inputs: dict) -> None:
     trainer.free_precomputed_anchors()
 
 
-def step(trainer, inputs: dict, tracker=None) -> None:
-    """One optimizer step: compute_loss, backward, the optimizer (phases recorded when a tracker is given)."""
+def step(trainer, inputs: dict, tracker=None, offload=None) -> None:
+    """One optimizer step: compute_loss, backward, the optimizer (phases recorded when a tracker is given), in the
+    trainer's activation-offloading context or ``offload`` (the planner's count of it on fake tensors)."""
     import contextlib
 
     def phase(name):
         return tracker.phase(name) if tracker is not None else contextlib.nullcontext()
 
-    with phase("forward"), _kernel_phase(tracker) if tracker is not None else contextlib.nullcontext():
-        loss = trainer.compute_loss(trainer.model, inputs)
-    with phase("backward"):
-        loss.backward()
+    context = offload or getattr(trainer, "activation_offload", contextlib.nullcontext)()
+    with context:  # as training_step runs both
+        with phase("forward"), _kernel_phase(tracker) if tracker is not None else contextlib.nullcontext():
+            loss = trainer.compute_loss(trainer.model, inputs)
+        with phase("backward"):
+            loss.backward()
     del loss
     with phase("optimizer"):
         trainer.optimizer.step()
@@ -152,9 +158,12 @@ def simulate(method_name: str, script, model_args, config, batch: int, length: i
             anchors = _anchor_models(built)
         params = nbytes(built.model.parameters())
         anchor_bytes = nbytes(p for m in anchors for p in m.parameters())
+        offload = None
+        if getattr(built.args, "activation_offloading", False):
+            offload = PlannedOffload(built.model.parameters(), streams=target == "cuda")
         with StorageTracker(built.model, built.optimizer, *anchors) as tracker:
             tracker.track_gradients(built.model.parameters())
-            step(built, inputs, tracker)
+            step(built, inputs, tracker, offload)
     resident = params + anchor_bytes
     breakdown = {
         "parameters": params,
@@ -166,7 +175,7 @@ def simulate(method_name: str, script, model_args, config, batch: int, length: i
     }  # fmt: skip
     peak = max(resident + tracker.overall, pre_peak or 0)
     plan = Plan(method_name, batch, length, resident, tracker.overall, peak, pre_peak, breakdown, None, trainer,
-                target, devices, skew)  # fmt: skip
+                target, devices, skew, offload.host_peak if offload is not None else None)  # fmt: skip
     if devices > 1:
         rank = share(built.model, anchors, tracker.transient_marks["backward"], devices, _hidden(built.model))
         plan.resident_bytes, plan.step_peak_bytes = rank.partitioned_bytes, rank.peak_bytes - rank.partitioned_bytes
@@ -360,6 +369,8 @@ def describe(plan: Plan) -> list[str]:
              f"  peak per device              {gib(plan.peak_bytes)}"]  # fmt: skip
     if plan.precompute_peak_bytes is not None:
         lines.append(f"  precompute phase peak        {gib(plan.precompute_peak_bytes)}")
+    if plan.host_offload_bytes is not None:
+        lines.append(f"  CPU memory, offloaded        {gib(plan.host_offload_bytes)} per device (activation offload)")
     lines.append("  at the peak: " + ", ".join(f"{k} {gib(v)}" for k, v in plan.breakdown.items() if v))
     if plan.search:
         best = plan.search["best"]

@@ -29,6 +29,7 @@ from alignment.data.tokenize import tokenize_stream
 from alignment.diagnostics.collapse import collapse_stats
 from alignment.locks import output_dir_lock
 from alignment.long_context import offload_context, tile_mlps
+from alignment.long_context.tiling import MLP, NORMS
 from alignment.models import load_model, load_tokenizer, model_name, unwrap
 from alignment.run_settings import check_same, read_settings, write_settings
 from alignment.trainers import banner, packing, resume
@@ -161,12 +162,15 @@ class AlignmentTrainer(Trainer):
         self.log_banner()
 
     def tile_mlps(self) -> None:
-        """With ``tiled_mlp``: the MLPs of the trained model and of every anchor's frozen copy in sequence tiles."""
-        if not self.args.tiled_mlp:
+        """With ``tiled_mlp`` (``tiled_norms``): the MLPs (normalizations) of the trained model and of every anchor's
+        frozen copy in sequence tiles."""
+        kinds = (MLP if self.args.tiled_mlp else ()) + (NORMS if self.args.tiled_norms else ())
+        if not kinds:
             return
         models = [self.model, *(a.model for a in getattr(self, "anchors", {}).values() if a.model is not None)]
-        if not sum(tile_mlps(m, self.args.tiled_mlp_shards) for m in {id(m): m for m in models}.values()):
-            raise ValueError(f"tiled_mlp: {type(unwrap(self.model)).__name__} has no module named *MLP to tile")
+        if not sum(tile_mlps(m, self.args.tiled_mlp_shards, kinds) for m in {id(m): m for m in models}.values()):
+            names = " or ".join(f"*{k}" for k in kinds)
+            raise ValueError(f"tiled_mlp / tiled_norms: {type(unwrap(self.model)).__name__} has no {names} to tile")
 
     @classmethod
     def _registered(cls) -> Method:

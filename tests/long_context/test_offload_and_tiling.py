@@ -10,7 +10,7 @@ import torch
 
 from alignment.data import SFT
 from alignment.long_context import offload_context, tile_mlps, untile_mlps
-from alignment.long_context.tiling import mlp_modules, tile_count
+from alignment.long_context.tiling import MLP, NORMS, mlp_modules, tile_count
 from alignment.planning.fake import checkpointing
 from alignment.trainers import get_method, methods
 from tests.helpers import preference_rows, tiny_llama, train_args
@@ -130,8 +130,9 @@ def test_offloading_gives_the_same_gradients(tiny):
     assert all(torch.equal(grads[0][n], grads[1][n]) for n in grads[0])
 
 
+@pytest.mark.parametrize("kinds", [MLP, MLP + NORMS], ids=["mlp", "mlp+norms"])
 @pytest.mark.parametrize("shards", [None, 3, 7])
-def test_tiled_mlp_equals_the_untiled_mlp(tiny, shards):
+def test_tiled_mlp_equals_the_untiled_mlp(tiny, shards, kinds):
     """Outputs and every parameter's and the input's gradient of the backbone, tiled against untiled: within 1e-6
     (float32), with DeepSpeed's TiledMLP really running (its forward and backward counted)."""
     from deepspeed.runtime.sequence_parallel.ulysses_sp import TiledMLP
@@ -142,11 +143,13 @@ def test_tiled_mlp_equals_the_untiled_mlp(tiny, shards):
         model = copy.deepcopy(tiny)
         with mock.patch.object(TiledMLP, "apply", wraps=TiledMLP.apply) as spy:
             if tiled:
-                assert tile_mlps(model, shards) == model.config.num_hidden_layers
+                per_layer = 1 if kinds == MLP else 3  # the MLP, input and post-attention norms (+ the final norm)
+                assert tile_mlps(model, shards, kinds) == model.config.num_hidden_layers * per_layer + (kinds != MLP)
             embeds = model.model.embed_tokens(ids).detach().requires_grad_()
             out = model.model(inputs_embeds=embeds).last_hidden_state
             out.pow(2).sum().backward()
-        assert spy.call_count == (model.config.num_hidden_layers if tiled else 0)
+        layers = model.config.num_hidden_layers
+        assert spy.call_count == ((layers if kinds == MLP else 3 * layers + 1) if tiled else 0)
         results.append(
             (out.detach(), embeds.grad, {n: p.grad for n, p in model.named_parameters() if p.grad is not None})
         )
@@ -199,7 +202,8 @@ def assert_same_step(a, b, tol=1e-6):
 @pytest.mark.parametrize("method_name", ["dpo", "sft", "kto", "sparsepo"])
 def test_tiled_mlp_gives_the_same_step(method_name, tiny, tokenizer, data_dir, tmp_path):
     plain = one_step(method_name, tiny, tokenizer, data_dir, tmp_path / "plain")
-    tiled = one_step(method_name, tiny, tokenizer, data_dir, tmp_path / "tiled", tiled_mlp=True, tiled_mlp_shards=3)
+    tiled = one_step(method_name, tiny, tokenizer, data_dir, tmp_path / "tiled", tiled_mlp=True, tiled_norms=True,
+                     tiled_mlp_shards=3)  # fmt: skip
     assert any("_alignment_untiled_forward" in m.__dict__ for m in tiled[2].model.modules())
     assert_same_step(plain, tiled)
 
@@ -210,7 +214,7 @@ def test_tiled_mlp_and_offloading_with_lora(tiny, tokenizer, data_dir, tmp_path)
     lora = LoraConfig(r=4, target_modules="all-linear")
     plain = one_step("dpo", tiny, tokenizer, data_dir, tmp_path / "a", peft_config=lora)
     both = one_step("dpo", tiny, tokenizer, data_dir, tmp_path / "b", peft_config=lora, tiled_mlp=True,
-                    activation_offloading=True)  # fmt: skip
+                    tiled_norms=True, activation_offloading=True)  # fmt: skip
     assert all("lora" in name for name in plain[1])
     assert_same_step(plain, both)
 
@@ -224,6 +228,6 @@ def test_tiled_mlp_on_a_model_without_mlps_is_an_error(tokenizer, data_dir, tmp_
     for module in model.modules():  # rename its MLP class: nothing left to tile
         if type(module).__name__.endswith("MLP"):
             module.__class__ = type("FeedForward", (type(module),), {})
-    with pytest.raises(ValueError, match="no module named \\*MLP"):
+    with pytest.raises(ValueError, match="has no \\*MLP to tile"):
         DPOTrainer(model, args=train_args(DPOConfig, tmp_path, tiled_mlp=True), train_dataset=preference_rows(data_dir),
                    processing_class=tokenizer)  # fmt: skip
