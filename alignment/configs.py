@@ -211,6 +211,14 @@ class AlignmentConfig(TrainingArguments):
             "float32 [T, hidden] temporaries become [tile, hidden]. Exact; docs/long-context.md."
         },
     )
+    sequence_parallel_size: int = field(
+        default=1,
+        metadata={
+            "help": "Split each batch's sequences across this many ranks by position (DeepSpeed Ulysses through "
+            "accelerate's ParallelismConfig; launch under DeepSpeed with a multiple of it as the process count). "
+            "Methods: dpo. docs/long-context.md."
+        },
+    )
     tiled_mlp_shards: int | None = field(
         default=None,
         metadata={"help": "Tiles per sequence for tiled_mlp (default: ceil(tokens / hidden_size), ALST's rule)."},
@@ -311,6 +319,14 @@ class AlignmentConfig(TrainingArguments):
     def __post_init__(self):
         check_finite(self)  # every number of every method's config: --beta inf, --learning_rate nan
         check_bounds(self, TRAINING_BOUNDS)
+        if self.sequence_parallel_size < 1:
+            raise ValueError(
+                f"sequence_parallel_size must be a positive number of ranks, got {self.sequence_parallel_size}"
+            )
+        if self.sequence_parallel_size > 1 and getattr(self, "parallelism_config", None) is None:
+            from alignment.long_context.sequence_parallel import parallelism_config
+
+            self.parallelism_config = parallelism_config(self.sequence_parallel_size)
         if isinstance(self.model_init_kwargs, str):  # from the command line
             import json
 

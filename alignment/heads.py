@@ -271,15 +271,22 @@ def _apply_head(
     backbone_kwargs=None,
     capture=None,
     packing: Packing | None = None,
+    shard: dict | None = None,
 ):
     """Backbone on ``input_ids`` (or on the packed rows of ``packing``; with ``backbone_kwargs``; its output
     into ``capture``), then ``op(hidden, weight, targets, bias=..., **kwargs)`` with the LM head (softcap and
-    logit scale from the config), through the DDP / ZeRO-3 wrappers."""
+    logit scale from the config), through the DDP / ZeRO-3 wrappers. ``shard``: a sequence-parallel batch's
+    ``position_ids`` and ``shift_targets`` (alignment.long_context.sequence_parallel): every position is scored
+    against its pre-shifted target."""
 
     def run(input_ids, attention_mask, completion_mask):
         extra = backbone_kwargs or {}
-        hidden = hidden_states(model, input_ids, attention_mask, capture, packing, **extra)[:, :-1]
-        targets = shifted_targets(input_ids, completion_mask)
+        if shard is None:
+            hidden = hidden_states(model, input_ids, attention_mask, capture, packing, **extra)[:, :-1]
+            targets = shifted_targets(input_ids, completion_mask)
+        else:  # a sequence-parallel shard: its positions predict the targets shifted before the cut
+            out = backbone(model)(input_ids=input_ids, position_ids=shard["position_ids"], use_cache=False, **extra)
+            hidden, targets = _last(out), shard["shift_targets"]
         head = lm_head(model)
         kwargs = {"softcap": head.softcap, "logit_scale": head.logit_scale, **op_kwargs}
 
@@ -298,13 +305,15 @@ def causal_token_logps(
     attention_mask: torch.Tensor | None = None,
     completion_mask: torch.Tensor | None = None,
     packing: Packing | None = None,
+    shard: dict | None = None,
     **op_kwargs,
 ) -> TokenLogps:
     """Per-token log-probabilities [B, T-1] of the completion tokens (``completion_mask``; every token when
     None), through the fused op; ``op_kwargs`` go to :func:`alignment.ops.token_logps` (entropy, ...).
-    ``packing``: run the backbone on the batch's packed rows (alignment.data.packing); same outputs."""
+    ``packing``: run the backbone on the batch's packed rows (alignment.data.packing); same outputs.
+    ``shard``: a sequence-parallel shard ([B, T/N] values, its positions against the pre-shifted targets)."""
     scored = completion_mask if completion_mask is not None else attention_mask
-    return _apply_head(model, token_logps, input_ids, attention_mask, scored, op_kwargs, packing=packing)
+    return _apply_head(model, token_logps, input_ids, attention_mask, scored, op_kwargs, packing=packing, shard=shard)
 
 
 def causal_pair_loss(
@@ -316,15 +325,17 @@ def causal_pair_loss(
     backbone_kwargs: dict | None = None,
     capture: dict | None = None,
     packing: Packing | None = None,
+    shard: dict | None = None,
     **op_kwargs,
 ):
     """The pair-fused path on a [chosen; rejected] batch (the collator's layout): see
     :func:`alignment.ops.pair_fused_loss`. ``backbone_kwargs`` go to the backbone, whose output lands in
-    ``capture["outputs"]`` when a dict is given; ``packing``: the backbone runs on the packed rows."""
+    ``capture["outputs"]`` when a dict is given; ``packing``: the backbone runs on the packed rows; ``shard``:
+    a sequence-parallel shard (the loss function then carries ``sequence_sum``)."""
 
     def op(h, weight, y, **kwargs):
         return pair_fused_loss(h, weight, y, loss_fn, **kwargs)
 
     return _apply_head(
-        model, op, input_ids, attention_mask, completion_mask, op_kwargs, backbone_kwargs, capture, packing
+        model, op, input_ids, attention_mask, completion_mask, op_kwargs, backbone_kwargs, capture, packing, shard
     )

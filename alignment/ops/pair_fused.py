@@ -67,22 +67,30 @@ class PairChunk:
     token_inputs: dict[str, torch.Tensor] = field(default_factory=dict)
     token_lse: torch.Tensor | None = None
 
+    #: sequence parallelism: the sum of a per-sequence tensor over the ranks holding the other positions (None:
+    #: this rank holds whole sequences); applied to every per-sequence sum and count
+    sequence_sum: Callable | None = None
+
     @classmethod
     def build(
-        cls, pair_index, token_pair, token_chosen, logp, entropy=None, kl=None, token_inputs=None, lse=None
-    ) -> PairChunk:
+        cls, pair_index, token_pair, token_chosen, logp, entropy=None, kl=None, token_inputs=None, lse=None,
+        sequence_sum=None,
+    ) -> PairChunk:  # fmt: skip
         k = pair_index.numel()
-        sums = side_sums(logp, token_pair, token_chosen, k)
-        counts = torch.bincount(_slots(token_pair, token_chosen, k), minlength=2 * k)
+        reduce = sequence_sum or (lambda t: t)
+        sums = reduce(side_sums(logp, token_pair, token_chosen, k))
+        counts = reduce(torch.bincount(_slots(token_pair, token_chosen, k), minlength=2 * k))
         return cls(
             pair_index, sums[:k], sums[k:], counts[:k], counts[k:], logp, token_pair, token_chosen, entropy, kl,
-            dict(token_inputs or {}), lse,
+            dict(token_inputs or {}), lse, sequence_sum,
         )  # fmt: skip
 
     def token_sums(self, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-pair sums of a per-token tensor [n] over the chosen and the rejected tokens: ([k], [k])."""
         k = self.pair_index.numel()
         sums = side_sums(values, self.token_pair, self.token_chosen, k)
+        if self.sequence_sum is not None:
+            sums = self.sequence_sum(sums)
         return sums[:k], sums[k:]
 
 
@@ -99,7 +107,9 @@ def side_sums(values, token_pair, token_chosen, k: int) -> torch.Tensor:
 
 LossFn = Callable[[PairChunk], tuple[torch.Tensor, dict[str, torch.Tensor]]]
 """A loss function may carry ``whole_batch = True``: it couples the pairs (e.g. AOT sorts them), so it is
-called once on every pair of the batch; the logits are still formed tile by tile (two passes, 4 GEMMs)."""
+called once on every pair of the batch; the logits are still formed tile by tile (two passes, 4 GEMMs). It may
+carry ``sequence_sum`` (sequence parallelism: alignment.long_context.sequence_parallel.group_sum): the chunk's
+per-sequence sums and counts are summed over the ranks holding the sequences' other positions, in one chunk."""
 
 
 def plan_chunks(tokens_per_pair: list[int], token_chunk: int) -> list[tuple[int, int]]:
@@ -184,7 +194,8 @@ def _loss_grads(work: _Work, idx, pair_index, token_pair, token_chosen, logp, en
         if work.inputs is not None:
             inputs = work.inputs[idx].detach().requires_grad_(work.dinputs is not None)
             named = {name: inputs[:, j] for j, name in enumerate(work.input_names)}
-        chunk = PairChunk.build(pair_index, token_pair, token_chosen, leaves[0], ent_in, kl_in, named, lse_in)
+        chunk = PairChunk.build(pair_index, token_pair, token_chosen, leaves[0], ent_in, kl_in, named, lse_in,
+                                getattr(loss_fn, "sequence_sum", None))  # fmt: skip
         contribution, metrics = loss_fn(chunk)
         if not isinstance(contribution, torch.Tensor) or contribution.dim() != 0:
             raise ValueError("a pair-fused loss function must return a scalar tensor as its contribution")
@@ -295,7 +306,9 @@ class PairFusedFn(torch.autograd.Function):
         token_out = [torch.zeros(n, dtype=work.dtype, device=hidden.device) for _ in range(3)]
         token_out.append(torch.zeros(n, dtype=torch.bool, device=hidden.device))
         metric_parts: dict[str, list] = {}
-        plan = [(0, n_pairs)] if getattr(loss_fn, "whole_batch", False) else plan_chunks(counts, token_chunk)
+        # a loss coupling the pairs, or sums over ranks (one collective per call whatever a rank holds): one chunk
+        whole = getattr(loss_fn, "whole_batch", False) or getattr(loss_fn, "sequence_sum", None) is not None
+        plan = [(0, n_pairs)] if whole else plan_chunks(counts, token_chunk)
         for p0, p1 in plan:
             idx = order[bounds[p0] : bounds[p1]]
             pair_index = torch.arange(p0, p1, device=hidden.device)

@@ -159,7 +159,7 @@ def simulate(method_name: str, script, model_args, config, batch: int, length: i
         params = nbytes(built.model.parameters())
         anchor_bytes = nbytes(p for m in anchors for p in m.parameters())
         offload = None
-        if getattr(built.args, "activation_offloading", False):
+        if getattr(config, "activation_offloading", False):  # the recipe's (trl's own manager is modelled too)
             offload = PlannedOffload(built.model.parameters(), streams=target == "cuda")
         with StorageTracker(built.model, built.optimizer, *anchors) as tracker:
             tracker.track_gradients(built.model.parameters())

@@ -32,10 +32,20 @@ def active_summary(trainer) -> dict[str, str]:
         "peft": peft,
         "precision": "bf16" if args.bf16 else ("fp16" if args.fp16 else "float32"),
         "padding-free": packing.summary(trainer),
+        "long context": long_context_summary(args),
         "normalizer": args.normalizer + (f", z_loss {args.z_loss:g}" if args.z_loss else ""),
         "checkpoints": checkpoint_summary(args),
         "diagnostics": diagnostics_summary(trainer),
     }
+
+
+def long_context_summary(args) -> str:
+    """What of docs/long-context.md is on: activation offloading, tiling, sequence parallelism."""
+    parts = [name for name, on in (("activation offload to CPU", args.activation_offloading),
+                                   ("tiled MLP", args.tiled_mlp), ("tiled norms", args.tiled_norms)) if on]  # fmt: skip
+    if args.sequence_parallel_size > 1:
+        parts.append(f"sequence parallel over {args.sequence_parallel_size} ranks (DeepSpeed Ulysses)")
+    return ", ".join(parts) or "off"
 
 
 def checkpoint_summary(args) -> str:
@@ -55,6 +65,8 @@ def probe_status(trainer) -> str:
         return "off: DeepSpeed ZeRO-3 partitions the parameters (per-pair gradients need them whole)"
     if trainer.is_fsdp_enabled:
         return "off: FSDP shards the parameters (per-pair gradients need them whole)"
+    if trainer.args.sequence_parallel_size > 1:
+        return "off: sequence parallelism splits each pair across ranks (the probes run whole pairs)"
     return "on"
 
 

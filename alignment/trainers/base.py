@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +24,7 @@ from transformers import Trainer
 
 from alignment.checkpoints import latest_valid_checkpoint
 from alignment.configs import AlignmentConfig
-from alignment.data import tokenize_preference_dataset, validate_dataset
+from alignment.data import PREFERENCE, tokenize_preference_dataset, validate_dataset
 from alignment.data.loading import check_tokenized_columns
 from alignment.data.tokenize import tokenize_stream
 from alignment.diagnostics.collapse import collapse_stats
@@ -68,6 +69,8 @@ class AlignmentTrainer(Trainer):
     supports_packing = False  # True for the trainers whose batches are token sequences (padding_free)
     #: the metrics of the console's one line per log, beside step and loss (the full record: train_log.jsonl)
     console_metrics: tuple[str, ...] = ()
+    #: the loss runs on sequence-parallel shards (a preference loss of each sequence's summed log-probabilities)
+    supports_sequence_parallel = False
 
     def __init__(
         self,
@@ -133,6 +136,16 @@ class AlignmentTrainer(Trainer):
         else:
             eval_dataset = self.make_dataset(eval_dataset, processing_class, args, "eval")
         quiet_deepspeed_cpu_notice(args.use_cpu)
+        deepspeed_launch = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false") == "true" or args.deepspeed
+        if args.sequence_parallel_size > 1 and not self.supports_sequence_parallel:
+            raise NotImplementedError(
+                f"sequence_parallel_size > 1 is implemented for dpo, not {method.name} yet (docs/long-context.md)"
+            )
+        if args.sequence_parallel_size > 1 and not deepspeed_launch:  # accelerate's own error names no fix
+            raise ValueError(
+                "sequence_parallel_size > 1 runs under DeepSpeed: accelerate launch --config_file "
+                "accelerate_configs/deepspeed_ulysses.yaml -m alignment.cli train RECIPE"
+            )
         super().__init__(
             model=model,
             args=args,
@@ -147,6 +160,8 @@ class AlignmentTrainer(Trainer):
         packing.configure(self)
         self.prepare_anchors()
         self.tile_mlps()
+        if args.sequence_parallel_size > 1:
+            self.check_sequence_parallel()
         self.probe_status = banner.probe_status(self)
         from alignment.checkpoints import SigtermCheckpoint
 
@@ -297,6 +312,35 @@ class AlignmentTrainer(Trainer):
         self.nonfinite.record_loss(loss)  # checked with the gradients before the optimizer step
         return loss
 
+    @contextlib.contextmanager
+    def sequence_parallel(self):
+        """With ``sequence_parallel_size`` > 1, while training: accelerate registers DeepSpeed's Ulysses attention
+        for 2B rows per B pairs ([chosen; rejected]) and the Trainer's data loader adapter is ours, which keeps
+        per-pair columns whole (alignment.long_context.sequence_parallel)."""
+        if self.args.sequence_parallel_size == 1:
+            yield
+            return
+        from unittest import mock
+
+        from deepspeed.runtime.sequence_parallel import parallel_state_sp as mpu
+        from deepspeed.runtime.sequence_parallel.ulysses_sp import UlyssesSPAttentionHF
+
+        from alignment.long_context import sequence_parallel as sp
+
+        def adapter(loader, model):
+            group = mpu.get_sequence_parallel_group()
+            return sp.ShardedBatches(loader, mpu.get_sequence_parallel_rank(), mpu.get_sequence_parallel_world_size(),
+                                     group, self.accelerator.device)  # fmt: skip
+
+        register = UlyssesSPAttentionHF.register_with_transformers
+        rows = sp.preference_rows(register) if self.completions == PREFERENCE else register
+        with mock.patch.object(UlyssesSPAttentionHF, "register_with_transformers", rows), \
+                mock.patch.object(self.accelerator, "deepspeed_ulysses_dl_adapter", adapter):  # fmt: skip
+            yield
+
+    def check_sequence_parallel(self) -> None:
+        """The options a method cannot run on sequence-parallel shards, refused (PreferenceTrainer's)."""
+
     def activation_offload(self):
         """The context a training step's forward and backward run in: trl's activation offloading with
         ``activation_offloading`` (one manager per trainer, made at the first step), else nothing."""
@@ -362,7 +406,8 @@ class AlignmentTrainer(Trainer):
                     result = resume.finish_from(self, folder)
                     self.after_train()
                     return result
-            result = super().train(resume_from_checkpoint=resume_from_checkpoint, trial=trial, **kwargs)
+            with self.sequence_parallel():
+                result = super().train(resume_from_checkpoint=resume_from_checkpoint, trial=trial, **kwargs)
         if self.state.global_step == getattr(self, "_initial_global_step", -1):
             resume.drop_empty_train_loss(self, result)
         self.after_train()

@@ -33,6 +33,7 @@ import torch
 
 from alignment.data import PREFERENCE, PreferenceCollator
 from alignment.heads import causal_pair_loss, lm_head
+from alignment.long_context import sequence_parallel as sp
 from alignment.losses.z_loss import z_loss
 from alignment.trainers import anchors as anchor_lib
 from alignment.trainers import packing as packing_lib
@@ -254,6 +255,18 @@ class PreferenceTrainer(AlignmentTrainer):
                                                     packing)  # fmt: skip
         return out
 
+    def check_sequence_parallel(self) -> None:
+        """Under sequence parallelism (``supports_sequence_parallel``: the loss reads each sequence's summed
+        log-probabilities only) the options that read single tokens, and ZeRO-3, are refused."""
+        if self.is_deepspeed_enabled and self._zero_stage() == "3":  # tests/distributed: ZeRO-2 only so far
+            raise NotImplementedError(
+                "sequence_parallel_size > 1 under DeepSpeed ZeRO-3 does not give one process's gradients yet; use "
+                "ZeRO-2 (accelerate_configs/deepspeed_ulysses.yaml)"
+            )
+        for option in ("ld_alpha", "use_weighting", "padding_free", "z_loss", "whole_batch_loss"):
+            if getattr(self.args, option, None) not in (None, False, 0, 0.0):
+                raise NotImplementedError(f"{option} is not implemented with sequence_parallel_size > 1 yet")
+
     def anchor_summary(self) -> dict[str, str]:
         summary = {"reference": self.ref_mode}
         summary.update({f"anchor {n}": a.describe() for n, a in self.anchors.items() if n != "ref"})
@@ -302,6 +315,8 @@ class PreferenceTrainer(AlignmentTrainer):
         return comp[: comp.shape[0] // 2, 1:].sum()
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        shard = inputs if "shift_targets" in inputs else None  # a sequence-parallel shard (alignment.long_context)
+        reduce = sp.group_sum(sp.sequence_group()) if shard is not None else None
         packing = packing_lib.batch_packing(self, inputs)  # checked against the model before any packed pass
         anchors = self.anchor_logps(inputs, packing)
         n_pairs = inputs["input_ids"].shape[0] // 2
@@ -330,6 +345,7 @@ class PreferenceTrainer(AlignmentTrainer):
             return contribution, metrics
 
         loss_fn.whole_batch = bool(getattr(self.args, "whole_batch_loss", False))  # e.g. aot sorts the batch
+        loss_fn.sequence_sum = reduce
 
         capture = {} if self.router_coef else None
         out = causal_pair_loss(
@@ -341,11 +357,16 @@ class PreferenceTrainer(AlignmentTrainer):
             backbone_kwargs={"output_router_logits": True} if self.router_coef else None,
             capture=capture,
             packing=packing,
+            shard=shard,
             token_inputs=self.token_inputs(model, inputs, anchors, packing),
             **self.pair_op_kwargs(anchors),
             **self.kernel_kwargs(),
         )
-        self._record(out, scored_mask)
+        if shard is None:
+            self._record(out, scored_mask[:, 1:], out.seq_logps)
+        else:  # each sequence's tokens and sums over the ranks holding its positions
+            scored_tokens = shard["shift_targets"] != sp.IGNORE
+            self._record(out, scored_tokens, reduce(out.seq_logps.detach()), reduce(scored_tokens.sum(dim=1)))
         loss = out.loss
         if self.router_coef:  # a mixture of experts: the router's load-balancing loss, as TRL adds it
             mask = inputs["attention_mask"] if packing is None else packing.token_mask  # router logits' tokens
@@ -354,12 +375,13 @@ class PreferenceTrainer(AlignmentTrainer):
             self.log_step_metrics({"aux_loss": aux.detach()}, "train" if self.model.training else "eval")
         return (loss, out) if return_outputs else loss
 
-    def _record(self, out, scored_mask) -> None:
+    def _record(self, out, comp, seq_logps, tokens=None) -> None:
+        """Log the step's metrics: ``comp`` [2B, T'] the scored tokens of ``out.token_logps``; ``seq_logps`` and
+        ``tokens`` [2B] each sequence's sum and scored tokens (over the group under sequence parallelism)."""
         mode = "train" if self.model.training else "eval"
-        comp = scored_mask[:, 1:]
         half = comp.shape[0] // 2
-        tokens = comp.sum(dim=1).clamp(min=1).float()
-        per_token = out.seq_logps.detach() / tokens
+        tokens = (comp.sum(dim=1) if tokens is None else tokens).clamp(min=1).float()
+        per_token = seq_logps.detach() / tokens
         values = dict(out.metrics)
         values["logps/chosen_per_token"] = per_token[:half]
         values["logps/rejected_per_token"] = per_token[half:]

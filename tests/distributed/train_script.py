@@ -62,6 +62,8 @@ common = dict(
 )
 if variant == "packed":
     common["padding_free"] = True
+if variant == "sp":  # each pair split across the 2 processes by position (DeepSpeed Ulysses)
+    common.update(sequence_parallel_size=2, dataloader_drop_last=True)
 # DeepSpeed on CPU: not use_cpu (that selects plain multi-CPU), and the gloo backend named explicitly
 common.update(use_cpu=False, ddp_backend="gloo") if deepspeed else common.update(use_cpu=True)
 if method.startswith("regret"):  # k = 0: the regret-loss is a batch mean, so 2 processes x 4 = 1 x 8
@@ -101,11 +103,23 @@ else:
     trainer = DPOTrainer(model, ref_model=ref, args=args, train_dataset=rows, processing_class=tokenizer)
 if variant == "packed":
     trainer.data_collator.single_row = True  # the arithmetic rows are of similar lengths: make them share a row
+seen = []  # (positions, total length) of each batch the step computes on: a shard's under sequence parallelism
+compute_loss = trainer.compute_loss
+
+
+def recording(model, inputs, *args, **kwargs):
+    positions = inputs.get("position_ids", inputs["attention_mask"])
+    seen.append((int(positions.shape[1]), int(positions.max()) + 1 if "position_ids" in inputs else None))
+    return compute_loss(model, inputs, *args, **kwargs)
+
+
+trainer.compute_loss = recording
 trainer.train()
 inner = trainer.accelerator.unwrap_model(trainer.model_wrapped)
 params = full_parameters(inner)
 if trainer.accelerator.is_main_process:
-    torch.save({"log": trainer.state.log_history[0], "params": params, "summary": trainer.active_summary()}, out_path)
+    torch.save({"log": trainer.state.log_history[0], "params": params, "summary": trainer.active_summary(),
+                "seen": seen}, out_path)  # fmt: skip
 # the results are written: leave without the interpreter's teardown, where gloo's / DeepSpeed's threads sometimes
 # abort a rank ("terminate called without an active exception") after the work is done
 trainer.accelerator.wait_for_everyone()

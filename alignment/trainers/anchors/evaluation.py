@@ -8,6 +8,7 @@ from torch import nn
 
 from alignment.data.packing import Packing
 from alignment.heads import causal_token_logps, reference_states
+from alignment.long_context import sequence_parallel as sp
 from alignment.trainers.anchors.kinds import Anchor, AnchorLogps
 
 
@@ -15,12 +16,15 @@ def anchor_logps(model: nn.Module, batch: dict, kernel_kwargs: dict, tokens: boo
                  packing: Packing | None = None) -> AnchorLogps:  # fmt: skip
     """An anchor's summed completion log-probabilities (and per-token ones) on a collated batch, no grad;
     ``packing``: the batch's (the step holds it), else read from the batch."""
+    shard = batch if "shift_targets" in batch else None  # a sequence-parallel shard: sums over the group
     with torch.no_grad():
         out = causal_token_logps(
             model, batch["input_ids"], batch["attention_mask"], batch["completion_mask"],
-            packing=packing if packing is not None else Packing.from_batch(batch), **kernel_kwargs,
+            packing=packing if packing is not None else Packing.from_batch(batch), shard=shard, **kernel_kwargs,
         )  # fmt: skip
-    seq = out.logps.sum(dim=-1)
+        seq = out.logps.sum(dim=-1)
+        if shard is not None:
+            seq = sp.group_sum(sp.sequence_group())(seq)
     half = seq.shape[0] // 2
     return AnchorLogps(seq[:half], seq[half:], out.logps if tokens else None)
 

@@ -78,6 +78,7 @@ class DPOConfig(PreferenceConfig):
 )
 class DPOTrainer(PreferenceTrainer):
     supports_sequence_options = True
+    supports_sequence_parallel = True
 
     def pair_losses(self, chunk, anchors, token_scale):
         policy, ref = self.sequence_logps(chunk, anchors["ref"])

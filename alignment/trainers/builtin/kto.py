@@ -189,10 +189,10 @@ class KTOTrainer(PreferenceTrainer):
             counts=self._counts,
         )
 
-    def _record(self, out, scored_mask) -> None:
+    def _record(self, out, comp, seq_logps, tokens=None) -> None:
         """The loss's metrics (TRL's names) and the collapse fractions; no per-pair log-probabilities (the
         second half of the batch is the KL sequences, not rejected responses)."""
         mode = "train" if self.model.training else "eval"
         values = dict(out.metrics)
-        values.update(self.collapse_metrics(out.collapsed, out.token_logps, scored_mask[:, 1:]))
+        values.update(self.collapse_metrics(out.collapsed, out.token_logps, comp))
         self.log_step_metrics(values, mode)
