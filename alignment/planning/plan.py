@@ -44,6 +44,7 @@ from alignment.planning.fake import (
 )
 from alignment.planning.gpu import gpu_code_paths
 from alignment.planning.offload import PlannedOffload
+from alignment.planning.sequence_parallel import share_zero2, ulysses_attention
 from alignment.planning.tracker import StorageTracker, nbytes, tensors_of
 from alignment.planning.zero3 import share
 
@@ -65,6 +66,8 @@ class Plan:
     skew: bool = False
     #: the most host (CPU) memory the offloaded activations take at once, per device (activation_offloading)
     host_offload_bytes: int | None = None
+    #: ranks each pair is split across (sequence_parallel_size; the step planned is one rank's shard)
+    sequence_parallel: int = 1
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -136,7 +139,24 @@ def simulate(method_name: str, script, model_args, config, batch: int, length: i
              trainer: str = "alignment", devices: int = 1, skew: bool = False) -> Plan:  # fmt: skip
     """One optimizer step of ``batch`` pairs of ``length``-token sequences, on fake tensors: on this CPU's code
     paths or a GPU's (``target="cuda"``), of our trainer or trl's DPOTrainer (``trainer="trl"``), one device or
-    each rank's share under ZeRO-3 (``devices``), full-length or length-skewed pairs (``skew``)."""
+    each rank's share under ZeRO-3 (``devices``), full-length or length-skewed pairs (``skew``). With the recipe's
+    ``sequence_parallel_size`` N: one rank's shard of T/N positions under ZeRO-2 (planning.sequence_parallel)."""
+    parallel = getattr(config, "sequence_parallel_size", 1)
+    if parallel > 1:
+        if trainer != "alignment" or devices % parallel:
+            raise RecipeError(f"sequence_parallel_size {parallel}: plan our trainer on a multiple of it as --devices "
+                              f"(got --devices {devices}, trainer {trainer})")  # fmt: skip
+        with ulysses_attention(parallel):
+            plan = _simulate(method_name, script, model_args, config, batch, -(-length // parallel), target=target,
+                             trainer=trainer, devices=devices, skew=skew, zero=2)  # fmt: skip
+        plan.max_length, plan.sequence_parallel = length, parallel
+        return plan
+    return _simulate(method_name, script, model_args, config, batch, length, target=target, trainer=trainer,
+                     devices=devices, skew=skew)  # fmt: skip
+
+
+def _simulate(method_name: str, script, model_args, config, batch: int, length: int, *, target: str, trainer: str,
+              devices: int, skew: bool, zero: int = 3) -> Plan:  # fmt: skip
     if trainer not in ("alignment", "trl"):
         raise ValueError(f"trainer must be 'alignment' or 'trl', got {trainer!r}")
     if target not in ("cpu", "cuda"):
@@ -177,7 +197,8 @@ def simulate(method_name: str, script, model_args, config, batch: int, length: i
     plan = Plan(method_name, batch, length, resident, tracker.overall, peak, pre_peak, breakdown, None, trainer,
                 target, devices, skew, offload.host_peak if offload is not None else None)  # fmt: skip
     if devices > 1:
-        rank = share(built.model, anchors, tracker.transient_marks["backward"], devices, _hidden(built.model))
+        model_of = share if zero == 3 else share_zero2
+        rank = model_of(built.model, anchors, tracker.transient_marks["backward"], devices, _hidden(built.model))
         plan.resident_bytes, plan.step_peak_bytes = rank.partitioned_bytes, rank.peak_bytes - rank.partitioned_bytes
         plan.peak_bytes, plan.breakdown, plan.precompute_peak_bytes = rank.peak_bytes, rank.breakdown(), None
     return plan
@@ -273,6 +294,8 @@ def _planning_copy(config, batch: int, length: int):
     if hasattr(config, "precompute_ref_logps"):
         config.precompute_ref_logps = False
     config.diagnostics, config.report_to = False, []
+    if hasattr(config, "sequence_parallel_size"):  # simulated as one rank's shard, no process group
+        config.sequence_parallel_size, config.parallelism_config = 1, None
     return config
 
 
@@ -360,7 +383,10 @@ def describe(plan: Plan) -> list[str]:
     def gib(x):
         return f"{x / 2**30:.2f} GiB" if x >= 2**30 else f"{x / 2**20:.1f} MiB"
 
-    where = f"{plan.target}" + (f", rank's share of ZeRO-3 on {plan.devices} devices" if plan.devices > 1 else "")
+    zero = "ZeRO-2" if plan.sequence_parallel > 1 else "ZeRO-3"
+    where = f"{plan.target}" + (f", rank's share of {zero} on {plan.devices} devices" if plan.devices > 1 else "")
+    if plan.sequence_parallel > 1:
+        where += f", each pair split over {plan.sequence_parallel} ranks (DeepSpeed Ulysses)"
     who = "" if plan.trainer == "alignment" else f" ({plan.trainer}'s DPOTrainer)"
     pairs = "length-skewed pairs (halving) up to" if plan.skew else "pairs of"
     lines = [f"{plan.method}{who}: {plan.batch} {pairs} {plan.max_length} tokens per device ({where})",
