@@ -319,14 +319,6 @@ class AlignmentConfig(TrainingArguments):
     def __post_init__(self):
         check_finite(self)  # every number of every method's config: --beta inf, --learning_rate nan
         check_bounds(self, TRAINING_BOUNDS)
-        if self.sequence_parallel_size < 1:
-            raise ValueError(
-                f"sequence_parallel_size must be a positive number of ranks, got {self.sequence_parallel_size}"
-            )
-        if self.sequence_parallel_size > 1 and getattr(self, "parallelism_config", None) is None:
-            from alignment.long_context.sequence_parallel import parallelism_config
-
-            self.parallelism_config = parallelism_config(self.sequence_parallel_size)
         if isinstance(self.model_init_kwargs, str):  # from the command line
             import json
 
@@ -336,6 +328,15 @@ class AlignmentConfig(TrainingArguments):
                 raise ValueError(f"model_init_kwargs is not valid JSON: {err}") from None
         if self.model_init_kwargs is not None and not isinstance(self.model_init_kwargs, dict):
             raise ValueError(f"model_init_kwargs must be a mapping, got {self.model_init_kwargs!r}")
+        if self.sequence_parallel_size < 1:
+            raise ValueError(
+                f"sequence_parallel_size must be a positive number of ranks, got {self.sequence_parallel_size}"
+            )
+        if self.sequence_parallel_size > 1 and getattr(self, "parallelism_config", None) is None:
+            from alignment.long_context.sequence_parallel import parallelism_config
+
+            attention = (self.model_init_kwargs or {}).get("attn_implementation", "sdpa")  # Ulysses wraps this one
+            self.parallelism_config = parallelism_config(self.sequence_parallel_size, attention)
         if isinstance(self.pad_to_multiple_of, str):  # TRL's "auto" (128 on Neuron devices only), or from text
             text = self.pad_to_multiple_of.lower()
             if text in ("auto", "none", "null"):
