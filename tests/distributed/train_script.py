@@ -108,8 +108,9 @@ compute_loss = trainer.compute_loss
 
 
 def recording(model, inputs, *args, **kwargs):
-    positions = inputs.get("position_ids", inputs["attention_mask"])
-    seen.append((int(positions.shape[1]), int(positions.max()) + 1 if "position_ids" in inputs else None))
+    positions = inputs.get("position_ids", inputs.get("attention_mask"))
+    if positions is not None:  # the regret trainer's batches carry neither
+        seen.append((int(positions.shape[1]), int(positions.max()) + 1 if "position_ids" in inputs else None))
     return compute_loss(model, inputs, *args, **kwargs)
 
 
