@@ -2,7 +2,9 @@
 activation offloading and the tiled MLP and norms against trl 1.16 (without and with its own activation
 offloading), planned with `alignment plan` on fake tensors along the GPU code paths (docs/planning.md).
 
-    OMP_NUM_THREADS=1 python benchmarks/plan_long.py --json benchmarks/plan_long.json   # about an hour on 2 cores
+    OMP_NUM_THREADS=1 python benchmarks/plan_long.py --json benchmarks/plan_long.json   # hours on 2 cores; --fresh
+
+Rows already in the --json file are kept (--fresh replans them).
 
 How "longest" is found: the step's peak is its resident part (weights, LoRA states) plus a part linear in the
 tokens, so two plans (32k and 64k tokens per sequence) give the line; its crossing of 80 GB is rounded down to the
@@ -25,15 +27,17 @@ GIB = 2**30
 GRAIN = 4096
 MEMORY = 80
 LONG = {"activation_offloading": True, "tiled_mlp": True, "tiled_norms": True}
-ROWS = [  # (model, trainer, overrides)
-    ("llama-3-8b", "alignment", LONG),
-    ("qwen2.5-7b", "alignment", LONG),
-    ("llama-3-8b", "trl", {"activation_offloading": True}),
-    ("qwen2.5-7b", "trl", {"activation_offloading": True}),
+ROWS = [  # (model, trainer, overrides, devices): one GPU, then one pair split by position over the GPUs
+    ("llama-3-8b", "alignment", LONG, 1),
+    ("qwen2.5-7b", "alignment", LONG, 1),
+    ("llama-3-8b", "trl", {"activation_offloading": True}, 1),
+    ("qwen2.5-7b", "trl", {"activation_offloading": True}, 1),
+    ("llama-3-8b", "alignment", {**LONG, "sequence_parallel_size": 8}, 8),  # 32 heads, 8 key/value heads
+    ("qwen2.5-7b", "alignment", {**LONG, "sequence_parallel_size": 4}, 4),  # 28 heads: 4 ranks at most
 ]
 
 
-def plan(model: str, trainer: str, overrides: dict, length: int) -> dict:
+def plan(model: str, trainer: str, overrides: dict, devices: int, length: int) -> dict:
     sys.path.insert(0, str(ROOT))
     from alignment.planning.plan import simulate
     from alignment.recipes import load_recipe
@@ -41,38 +45,56 @@ def plan(model: str, trainer: str, overrides: dict, length: int) -> dict:
     extra = {"init_from_config": str(ROOT / "benchmarks" / "model_configs" / f"{model}.json"), "use_cpu": True,
              "per_device_train_batch_size": 1, "max_length": length, **overrides}  # fmt: skip
     method, script, model_args, config = load_recipe(ROOT / "recipes/llama-3-8b/dpo_lora.yaml", extra)
-    result = simulate(method, script, model_args, config, 1, length, target="cuda", trainer=trainer)
+    result = simulate(method, script, model_args, config, 1, length, target="cuda", trainer=trainer,
+                      devices=devices)  # fmt: skip
     gc.collect()
     return {"peak_gib": round(result.peak_bytes / GIB, 2), "host_gib": round((result.host_offload_bytes or 0) / GIB, 2),
             "precompute_gib": round((result.precompute_peak_bytes or 0) / GIB, 2)}  # fmt: skip
 
 
-def row_job(model: str, trainer: str, overrides: dict) -> dict:
+def row_job(model: str, trainer: str, overrides: dict, devices: int) -> dict:
     started = time.time()
-    points = {n: plan(model, trainer, overrides, n) for n in (32768, 65536)}
-    (a, pa), (b, pb) = ((n, points[n]["peak_gib"]) for n in (32768, 65536))
-    guess = int(a + (MEMORY - pa) / (pb - pa) * (b - a)) // GRAIN * GRAIN
+    split = overrides.get("sequence_parallel_size", 1)  # a rank plans T / split positions: lengths scale by it
+    grain = GRAIN * split
+    points = {n: plan(model, trainer, overrides, devices, n) for n in (32768 * split, 65536 * split)}
+    (a, pa), (b, pb) = ((n, points[n]["peak_gib"]) for n in points)
+    guess = int(a + (MEMORY - pa) / (pb - pa) * (b - a)) // grain * grain
 
     def fits(n):
-        points.setdefault(n, plan(model, trainer, overrides, n))
+        if n not in points:
+            points[n] = plan(model, trainer, overrides, devices, n)
         return points[n]["peak_gib"] <= MEMORY
 
     n = guess
     while not fits(n):
-        n -= GRAIN
-    while fits(n + GRAIN):
-        n += GRAIN
-    return {"model": model, "trainer": trainer, "overrides": overrides, "points": points, "longest_80GB": n,
+        n -= grain
+    while fits(n + grain):
+        n += grain
+    return {"model": model, "trainer": trainer, "overrides": overrides, "devices": devices, "points": points,
+            "longest_80GB": n,
             "seconds": round(time.time() - started)}  # fmt: skip
+
+
+def key(row) -> tuple:
+    return row[0], row[1], json.dumps(row[2], sort_keys=True), row[3]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", default=None)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--fresh", action="store_true", help="replan every row (default: keep the --json file's rows)")
     args = parser.parse_args()
-    with ProcessPoolExecutor(args.workers) as pool:
-        rows = list(pool.map(row_job, *zip(*ROWS)))
+    done = {}
+    if args.json and Path(args.json).exists() and not args.fresh:
+        for row in json.loads(Path(args.json).read_text())["rows"]:
+            row.setdefault("devices", 1)
+            done[key((row["model"], row["trainer"], row["overrides"], row["devices"]))] = row
+    todo = [row for row in ROWS if key(row) not in done]
+    with ProcessPoolExecutor(args.workers, max_tasks_per_child=1) as pool:
+        for row, result in zip(todo, pool.map(row_job, *zip(*todo)) if todo else []):
+            done[key(row)] = result
+    rows = [done[key(row)] for row in ROWS]
     for row in rows:
         print(json.dumps(row))
     if args.json:

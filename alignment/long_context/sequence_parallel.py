@@ -41,6 +41,22 @@ def parallelism_config(size: int, attn_implementation: str = "sdpa"):
     return ParallelismConfig(sp_backend="deepspeed", sp_size=size, sp_handler=handler)
 
 
+def check_heads(model_config, size: int) -> None:
+    """DeepSpeed Ulysses' rule, before any process group exists: the attention heads split evenly over the ``size``
+    ranks, and the key/value heads either split evenly or are repeated over ``size / kv`` ranks each."""
+    heads = getattr(model_config, "num_attention_heads", None)
+    kv = getattr(model_config, "num_key_value_heads", None) or heads
+    if heads is None:
+        return
+    if heads % size or (kv % size and size % kv):
+        fits = max(d for d in range(1, size + 1) if heads % d == 0 and (kv % d == 0 or d % kv == 0))
+        raise ValueError(
+            f"sequence_parallel_size {size}: the model's {heads} attention heads must be divisible by it and its {kv} "
+            f"key/value heads divisible by it or dividing it (DeepSpeed Ulysses splits heads across the ranks); "
+            f"the largest size up to {size} that works is {fits}"
+        )
+
+
 def sequence_group():
     """DeepSpeed's sequence-parallel process group (made when accelerate prepares the model)."""
     from deepspeed.utils import groups

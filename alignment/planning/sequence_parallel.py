@@ -49,16 +49,18 @@ def ulysses_attention(size: int):
 
     core = ALL_ATTENTION_FUNCTIONS["sdpa"]
 
-    def swap(t: torch.Tensor, heads_from: int, heads_to: int) -> torch.Tensor:
+    def gathered(t: torch.Tensor) -> torch.Tensor:
+        """[b, h, T/N, d] -> [b, h/N, T, d]; fewer heads than ranks: DeepSpeed repeats each head over N/h ranks,
+        one head per rank."""
         b, h, s, d = t.shape
-        return t.new_empty(b, h * heads_to // heads_from, s * heads_from // heads_to, d)
+        return t.new_empty(b, max(h // size, 1), s * size, d)
 
     def attention(module, query, key, value, attention_mask, *args, **kwargs):
         heads, kv = query.shape[1], key.shape[1]
-        if heads % size or kv % size:
-            raise ValueError(f"sequence parallelism over {size} ranks needs heads ({heads}) and key/value heads ({kv}) "
-                             "divisible by it")  # fmt: skip
-        q, k, v = (swap(t, size, 1) for t in (query, key, value))  # [b, H/N, T, d]
+        if heads % size or (kv % size and size % kv):
+            raise ValueError(f"sequence parallelism over {size} ranks needs heads ({heads}) divisible by it and "
+                             f"key/value heads ({kv}) divisible by it or dividing it")  # fmt: skip
+        q, k, v = (gathered(t) for t in (query, key, value))  # [b, H/N, T, d]
         if "position_ids" in kwargs and kwargs["position_ids"] is not None:
             kwargs["position_ids"] = kwargs["position_ids"].repeat(1, size)
         out, weights = core(module, q, k, v, None, *args, **kwargs)  # [b, T, H/N, d] (transformers' layout)

@@ -146,6 +146,10 @@ class AlignmentTrainer(Trainer):
                 "sequence_parallel_size > 1 runs under DeepSpeed: accelerate launch --config_file "
                 "accelerate_configs/deepspeed_ulysses.yaml -m alignment.cli train RECIPE"
             )
+        if args.sequence_parallel_size > 1:
+            from alignment.long_context.sequence_parallel import check_heads
+
+            check_heads(getattr(model, "config", None), args.sequence_parallel_size)
         super().__init__(
             model=model,
             args=args,
