@@ -18,6 +18,14 @@ Stages (each in its own process, so that memory peaks are its own):
 4. ``planner``: ``alignment plan``'s peak for our DPO step of stage 3 (the same model shape, batch and length,
    as a recipe) against the measured peak of that step: ``max_memory_allocated`` on a GPU; in the dry run, the
    planner's own CPU measurement (the profiler's memory events of the same step on real tensors).
+5. ``long_context``: one LoRA DPO step of a random Llama-3-8B with activation offloading, the tiled MLP and norms
+   (recipes/llama-3-8b/dpo_lora_long.yaml, sdpa attention) at the longest pair this machine holds: the GPU's
+   memory and the host's (the offloaded checkpoints, at most 60% of its available memory) against the lines of
+   benchmarks/plan_long.json, or ``--long-tokens N``. Planned (``alignment plan``) and measured
+   (``max_memory_allocated`` over the precompute pass and the step), with the step's seconds. Dry run: the same
+   options on a tiny Qwen2 shape, 256 tokens, against the planner's CPU measurement. At 212,992 tokens on an
+   80 GB GPU the plan alone takes minutes on one core and the step several minutes: run it alone with
+   ``--stages long_context``.
 
 Targets (BENCHMARKS.md): Triton pair-fused path at >= 60% of the bf16 GEMM rate; DPO step >= 1.2x TRL's
 tokens/s at <= its memory.
@@ -42,6 +50,7 @@ KERNEL_METHODS = ("gemm", "naive", "trl", "general_torch", "general_triton", "pa
                   "pair_fused_triton")  # fmt: skip
 QWEN_1_5B = {"vocab_size": 151936, "hidden_size": 1536, "intermediate_size": 8960, "num_hidden_layers": 28,
              "num_attention_heads": 12, "num_key_value_heads": 2, "max_position_embeddings": 4096}  # fmt: skip
+STAGES = ("tests", "kernel", "dpo_step", "planner", "long_context")
 QWEN_TINY = {"vocab_size": 1000, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
              "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 256}  # fmt: skip
 
@@ -226,6 +235,110 @@ def planner_worker(dry: bool) -> dict:
             "error": plan.peak_bytes / measured - 1}  # fmt: skip
 
 
+# ----- stage 5: long context ----------------------------------------------------------------------------------
+LONG = {"activation_checkpointing": True, "activation_offloading": True, "tiled_mlp": True, "tiled_norms": True}
+HOST_SHARE = 0.6  # of the host's available memory the offloaded checkpoints may take (pinned pages)
+
+
+def long_length(device_bytes: int, host_bytes: int) -> dict:
+    """The longest Llama-3-8B LoRA DPO pair this machine can run with offloading and tiling: the device line of
+    benchmarks/plan_long.json (peak = a + b * tokens, planned at 32k and 64k) at 95% of the GPU's memory, and the
+    host line (offloaded bytes per token) at HOST_SHARE of the available host memory; the shorter, in 4096-token
+    steps."""
+    rows = json.loads((ROOT / "benchmarks" / "plan_long.json").read_text())["rows"]
+    row = next(r for r in rows if (r["model"], r["trainer"], r.get("devices", 1)) == ("llama-3-8b", "alignment", 1))
+    (a, pa), (b, pb) = sorted((int(n), p) for n, p in row["points"].items())[:2]
+    slope = (pb["peak_gib"] - pa["peak_gib"]) / (b - a)
+    by_device = a + (0.95 * device_bytes / 2**30 - pa["peak_gib"]) / slope
+    by_host = HOST_SHARE * host_bytes / 2**30 / (pb["host_gib"] / b)
+    tokens = int(min(by_device, by_host)) // 4096 * 4096
+    return {"tokens": tokens, "limited_by": "device" if by_device <= by_host else "host",
+            "by_device": int(by_device), "by_host": int(by_host)}  # fmt: skip
+
+
+def _available_host_bytes() -> int:
+    import re
+
+    return int(re.search(r"MemAvailable:\s+(\d+)", Path("/proc/meminfo").read_text()).group(1)) * 1024
+
+
+def long_recipe(dry: bool, tokens: int):
+    """(method, script, model_args, config) of the long-context stage: recipes/llama-3-8b/dpo_lora_long.yaml on a
+    random Llama-3-8B (sdpa attention, one pair of ``tokens`` per sequence); dry: the same options on a tiny Qwen2
+    shape on the CPU in float32."""
+    import tempfile
+
+    import yaml
+
+    from alignment.recipes import load_recipe
+
+    overrides = {"max_length": tokens, "per_device_train_batch_size": 1, "diagnostics": False,
+                 "model_init_kwargs": {"attn_implementation": "sdpa"}, **LONG}  # fmt: skip
+    if not dry:
+        overrides["init_from_config"] = str(ROOT / "benchmarks" / "model_configs" / "llama-3-8b.json")
+        return load_recipe(ROOT / "recipes" / "llama-3-8b" / "dpo_lora_long.yaml", overrides)
+    folder = Path(tempfile.mkdtemp(prefix="gpu-acceptance-long-"))
+    shape = {"model_type": "qwen2", **QWEN_TINY, "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2}
+    (folder / "model.json").write_text(json.dumps(shape))
+    recipe = {"method": "dpo", "init_from_config": str(folder / "model.json"), "beta": 0.1, "learning_rate": 1e-6,
+              "dtype": "float32", "bf16": False, "use_cpu": True, "use_peft": True, "lora_r": 8, "lora_alpha": 16,
+              "precompute_ref_logps": True, "output_dir": str(folder / "out"), **overrides}  # fmt: skip
+    (folder / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    return load_recipe(folder / "recipe.yaml")
+
+
+def long_context_worker(dry: bool, tokens: int | None) -> dict:
+    """Plan, then run, one step of the longest pair (stage 5): on a GPU, the precompute pass and the training step
+    on real random weights, ``torch.cuda.max_memory_allocated`` against the plan's peak; dry: the planner's CPU
+    measurement (the profiler's memory events of the same step on real tensors) against its CPU plan."""
+    from unittest import mock
+
+    import torch
+
+    from alignment.planning import plan as planning
+
+    cuda = torch.cuda.is_available()
+    chosen = {"tokens": tokens or 256, "limited_by": "given" if tokens or dry else None}
+    if cuda and not tokens:
+        chosen = long_length(torch.cuda.get_device_properties(0).total_memory, _available_host_bytes())
+    n = chosen["tokens"]
+    recipe = long_recipe(dry, n)
+    began = time.perf_counter()
+    planned = planning.simulate(*recipe, 1, n, target="cuda" if cuda else "cpu")
+    result = {**chosen, "planned_mb": planned.peak_bytes / 2**20, "plan_s": round(time.perf_counter() - began),
+              "planned_host_mb": (planned.host_offload_bytes or 0) / 2**20}  # fmt: skip
+    if not cuda:
+        measured = planning.measure(*recipe, 1, n)["peak_bytes"]
+        return {**result, "measured_mb": measured / 2**20, "error": planned.peak_bytes / measured - 1}
+
+    def on_gpu(cfg, dtype, fake=True):  # real random weights, made on the GPU (seconds, not minutes on the CPU)
+        with torch.device("cuda"):
+            return real_model(cfg, dtype, False)
+
+    real_model = planning.fake_model
+    with mock.patch.object(planning, "fake_model", on_gpu):
+        trainer, inputs, precompute = planning.build(*recipe, 1, n, fake=False)
+    inputs = trainer._prepare_inputs(inputs)
+    _reset_peak()
+    began = time.perf_counter()
+    if precompute:
+        planning.precompute_phase(trainer, inputs)
+    _sync()
+    middle = time.perf_counter()
+    planning.step(trainer, inputs)
+    _sync()
+    measured = torch.cuda.max_memory_allocated()
+    return {**result, "measured_mb": measured / 2**20, "error": planned.peak_bytes / measured - 1,
+            "precompute_s": round(middle - began, 1), "step_s": round(time.perf_counter() - middle, 1),
+            "host_peak_mb": _peak_host_mb()}  # fmt: skip
+
+
+def _peak_host_mb() -> float:
+    import re
+
+    return int(re.search(r"VmHWM:\s+(\d+)", Path("/proc/self/status").read_text()).group(1)) / 1024
+
+
 # ----- the stages as subprocesses -----------------------------------------------------------------------------
 def _sub(args: list[str], env: dict, timeout: int) -> dict:
     done = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, env=env,
@@ -250,6 +363,10 @@ def main() -> int:
     parser.add_argument("--kernel-worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--dpo-worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--planner-worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--long-context-worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--long-tokens", type=int, default=None, help="stage 5's tokens per sequence (default: "
+                        "the longest this machine holds)")  # fmt: skip
+    parser.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {','.join(STAGES)}")
     args = parser.parse_args()
     shape = TINY if args.dry_run else FULL
     if args.kernel_worker:
@@ -261,6 +378,13 @@ def main() -> int:
     if args.planner_worker:
         print(json.dumps(planner_worker(args.dry_run)))
         return 0
+    if args.long_context_worker:
+        print(json.dumps(long_context_worker(args.dry_run, args.long_tokens)))
+        return 0
+    stages = [x.strip() for x in args.stages.split(",") if x.strip()]
+    unknown = sorted(set(stages) - set(STAGES))
+    if unknown:
+        parser.error(f"unknown stage(s) {', '.join(unknown)}; the stages are {', '.join(STAGES)}")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     if args.dry_run:
         env.update({"TRITON_INTERPRET": "1", "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"})
@@ -270,13 +394,21 @@ def main() -> int:
         "dry_run": args.dry_run,
         "machine": platform.node(),
         "shape": shape,
-        "tests": run_tests(args.dry_run, env),
+        "stages": stages,
     }
-    summary["kernel"] = [{"method": m, **_sub(["--kernel-worker", m, *dry], env, 600)} for m in KERNEL_METHODS]
-    summary["dpo_step"] = [{"trainer": w, **_sub(["--dpo-worker", w, *dry], env, 900)} for w in ("trl", "ours")]
-    summary["planner"] = _sub(["--planner-worker", *dry], env, 900)
-    ours = next((r for r in summary["dpo_step"] if r["trainer"] == "ours" and "max_memory_mb" in r), None)
-    if ours and "measured_mb" not in summary["planner"] and "planned_mb" in summary["planner"]:
+    if "tests" in stages:
+        summary["tests"] = run_tests(args.dry_run, env)
+    if "kernel" in stages:
+        summary["kernel"] = [{"method": m, **_sub(["--kernel-worker", m, *dry], env, 600)} for m in KERNEL_METHODS]
+    if "dpo_step" in stages:
+        summary["dpo_step"] = [{"trainer": w, **_sub(["--dpo-worker", w, *dry], env, 900)} for w in ("trl", "ours")]
+    if "planner" in stages:
+        summary["planner"] = _sub(["--planner-worker", *dry], env, 900)
+    if "long_context" in stages:
+        tokens = ["--long-tokens", str(args.long_tokens)] if args.long_tokens else []
+        summary["long_context"] = _sub(["--long-context-worker", *dry, *tokens], env, 3600)
+    ours = next((r for r in summary.get("dpo_step", []) if r["trainer"] == "ours" and "max_memory_mb" in r), None)
+    if ours and "planned_mb" in summary.get("planner", {}) and "measured_mb" not in summary["planner"]:
         summary["planner"]["measured_mb"] = ours["max_memory_mb"]  # on a GPU: stage 3's max_memory_allocated
         summary["planner"]["error"] = summary["planner"]["planned_mb"] / ours["max_memory_mb"] - 1
     summary["seconds"] = round(time.perf_counter() - began, 1)
@@ -289,11 +421,39 @@ def main() -> int:
 
 
 def markdown(summary: dict) -> str:
+    title = f"# GPU acceptance{' (dry run: tiny shapes on the CPU)' if summary['dry_run'] else ''}"
+    lines = [title, "", f"- stages: {', '.join(summary['stages'])}"]
+    if "tests" in summary:
+        lines.append(f"- tests: `{summary['tests']['command']}` -> {summary['tests']['summary']}")
+    if "kernel" in summary:
+        lines += _kernel_lines(summary)
+    if "dpo_step" in summary:
+        lines += ["", "| DPO step | tokens/s | max memory (MiB) |", "| --- | ---: | ---: |"]
+        for r in summary["dpo_step"]:
+            if "error" in r:
+                lines.append(f"| {r['trainer']} | error: {r['error']} | |")
+            else:
+                lines.append(f"| {r['trainer']} | {r['tokens_per_s']:.0f} | {r['max_memory_mb']:.0f} |")
+    if "planner" in summary:
+        lines += ["", _compared("planner", summary["planner"])]
+    if "long_context" in summary:
+        long = summary["long_context"]
+        lines.append(_compared(f"long context ({long.get('tokens', '?')} tokens per sequence, limited by "
+                               f"{long.get('limited_by')}; step {long.get('step_s', '-')} s)", long))  # fmt: skip
+    lines += [f"- {summary['seconds']} s in all", ""]
+    return "\n".join(lines)
+
+
+def _compared(name: str, r: dict) -> str:
+    if isinstance(r.get("error"), float):
+        return f"- {name}: {r['planned_mb']:.0f} MiB planned, {r['measured_mb']:.0f} MiB measured ({r['error']:+.1%})"
+    return f"- {name}: {r}"
+
+
+def _kernel_lines(summary: dict) -> list[str]:
     kernel = {r["method"]: r for r in summary["kernel"]}
     gemm = kernel.get("gemm", {}).get("tflops")
-    lines = [f"# GPU acceptance{' (dry run: tiny shapes on the CPU)' if summary['dry_run'] else ''}", "",
-             f"- tests: `{summary['tests']['command']}` -> {summary['tests']['summary']}",
-             f"- shape: N {summary['shape']['n']}, V {summary['shape']['v']}, H {summary['shape']['h']}", "",
+    lines = [f"- shape: N {summary['shape']['n']}, V {summary['shape']['v']}, H {summary['shape']['h']}", "",
              "| kernel | ms | TFLOP/s | share of the GEMMs' rate | max memory (MiB) |",
              "| --- | ---: | ---: | ---: | ---: |"]  # fmt: skip
     for method, r in kernel.items():
@@ -302,20 +462,7 @@ def markdown(summary: dict) -> str:
             continue
         share = f"{r['tflops'] / gemm:.0%}" if gemm else "-"
         lines.append(f"| {method} | {r['ms']:.2f} | {r['tflops']:.3g} | {share} | {r['max_memory_mb']:.0f} |")
-    lines += ["", "| DPO step | tokens/s | max memory (MiB) |", "| --- | ---: | ---: |"]
-    for r in summary["dpo_step"]:
-        if "error" in r:
-            lines.append(f"| {r['trainer']} | error: {r['error']} | |")
-        else:
-            lines.append(f"| {r['trainer']} | {r['tokens_per_s']:.0f} | {r['max_memory_mb']:.0f} |")
-    plan = summary["planner"]
-    if "error" in plan and isinstance(plan["error"], float):
-        lines += ["", f"- planner: {plan['planned_mb']:.0f} MiB planned, {plan['measured_mb']:.0f} MiB measured "
-                  f"({plan['error']:+.1%})"]  # fmt: skip
-    else:
-        lines += ["", f"- planner: {plan}"]
-    lines += [f"- {summary['seconds']} s in all", ""]
-    return "\n".join(lines)
+    return lines
 
 
 if __name__ == "__main__":

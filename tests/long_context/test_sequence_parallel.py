@@ -4,7 +4,7 @@ every pair by position give the loss and the weights of one process on the whole
 import pytest
 import torch
 
-from alignment.long_context.sequence_parallel import IGNORE, shard, shifted
+from alignment.long_context.sequence_parallel import IGNORE, check_heads, shard, shifted
 from tests.distributed.test_training import run, same
 
 
@@ -65,6 +65,20 @@ def test_other_methods_say_it_is_not_implemented(tmp_path, tokenizer, data_dir):
     with pytest.raises(NotImplementedError, match="implemented for dpo, not cpo"):
         CPOTrainer(tiny_llama(len(tokenizer)), args=train_args(CPOConfig, tmp_path, sequence_parallel_size=2),
                    train_dataset=preference_rows(data_dir), processing_class=tokenizer)  # fmt: skip
+
+
+@pytest.mark.parametrize(("heads", "kv", "size", "ok"), [(32, 8, 8, True), (32, 4, 8, True), (28, 4, 4, True),
+                                                         (28, 4, 8, False), (32, 6, 8, False)])  # fmt: skip
+def test_heads_follow_deepspeed_ulysses_rule(heads, kv, size, ok):
+    """Heads divisible by the ranks; key/value heads divisible by them or dividing them (then repeated)."""
+    from types import SimpleNamespace
+
+    config = SimpleNamespace(num_attention_heads=heads, num_key_value_heads=kv)
+    if ok:
+        check_heads(config, size)
+    else:
+        with pytest.raises(ValueError, match=f"{heads} attention heads"):
+            check_heads(config, size)
 
 
 @pytest.mark.slow
