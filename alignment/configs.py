@@ -178,6 +178,15 @@ class AlignmentConfig(TrainingArguments):
     )
     max_length: int | None = field(default=1024, metadata={"help": "Truncate prompt + completion to this many tokens."})
     truncation_mode: str = field(default="keep_start", metadata={"help": "keep_start or keep_end."})
+    tokenization: str = field(
+        default="auto",
+        metadata={
+            "help": "shared: one prompt per pair (trl 1.16's DPOTrainer / KTOTrainer rule; keep_end cuts the "
+            "shared prompt); trl: exactly what trl 1.16's trainer for this method does (CPO / ORPO: each "
+            "completion its own prompt tokens, rows whose prompt fills max_length kept; DPO: keep_end cuts each "
+            "sequence separately); auto: trl for cpo and orpo, shared otherwise. README, Tokenization."
+        },
+    )
     max_prompt_length: int | None = field(
         default=None,
         metadata={"help": "Keep the prompt's last N tokens, before max_length applies (TRL before 0.29)."},
@@ -353,6 +362,7 @@ class AlignmentConfig(TrainingArguments):
         elif self.save_steps is None and strategy != "no":
             self.save_steps = 500  # TrainingArguments' default
         choice("truncation_mode", self.truncation_mode, ("keep_start", "keep_end"))
+        choice("tokenization", self.tokenization, ("auto", "shared", "trl"))
         choice("normalizer", self.normalizer, ("softmax", "stablemax"))
         choice("kernel_backend", self.kernel_backend, ("auto", "torch", "triton"))
         if not self.z_loss >= 0:

@@ -27,13 +27,14 @@ GIB = 2**30
 GRAIN = 4096
 MEMORY = 80
 LONG = {"activation_offloading": True, "tiled_mlp": True, "tiled_norms": True}
+SPLIT = {**LONG, "precompute_ref_logps": False}  # sequence parallelism: the reference runs on each step's shards
 ROWS = [  # (model, trainer, overrides, devices): one GPU, then one pair split by position over the GPUs
     ("llama-3-8b", "alignment", LONG, 1),
     ("qwen2.5-7b", "alignment", LONG, 1),
     ("llama-3-8b", "trl", {"activation_offloading": True}, 1),
     ("qwen2.5-7b", "trl", {"activation_offloading": True}, 1),
-    ("llama-3-8b", "alignment", {**LONG, "sequence_parallel_size": 8}, 8),  # 32 heads, 8 key/value heads
-    ("qwen2.5-7b", "alignment", {**LONG, "sequence_parallel_size": 4}, 4),  # 28 heads: 4 ranks at most
+    ("llama-3-8b", "alignment", {**SPLIT, "sequence_parallel_size": 8}, 8),  # 32 heads, 8 key/value heads
+    ("qwen2.5-7b", "alignment", {**SPLIT, "sequence_parallel_size": 4}, 4),  # 28 heads: 4 ranks at most
 ]
 
 

@@ -18,6 +18,8 @@ def test_train_recipe_writes_model_card_and_run_summary(tmp_path, capsys):
             str(out),
             "--eval_prompts",
             "20",
+            "--ref_cache_dir",
+            str(tmp_path / "ref-cache"),  # the three runs share one precompute of the reference
         ]
     )
     assert code == 0
@@ -29,7 +31,8 @@ def test_train_recipe_writes_model_card_and_run_summary(tmp_path, capsys):
     assert "base_model: data/sft_model" in card and "alignment train" in card and "| start model |" in card
     assert (out / "model.safetensors").exists()
     again = tmp_path / "no-start-eval"
-    args = ["train", str(ROOT / "recipes/quickstart/dpo.yaml"), "--max_steps", "2", "--logging_steps", "1"]
+    args = ["train", str(ROOT / "recipes/quickstart/dpo.yaml"), "--max_steps", "2", "--logging_steps", "1",
+            "--ref_cache_dir", str(tmp_path / "ref-cache")]  # fmt: skip
     assert main([*args, "--output_dir", str(again), "--eval_task", "null"]) == 0
     assert main([*args, "--output_dir", str(tmp_path / "start"), "--eval_prompts", "20"]) == 0
     without = json.loads((again / "alignment_run.json").read_text())

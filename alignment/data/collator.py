@@ -7,7 +7,9 @@ the 2B sequences, rounded up to ``pad_to_multiple_of`` when set:
 
 - ``input_ids``: token ids, right-padded with ``pad_token_id``;
 - ``attention_mask``: 1 on real tokens, 0 on padding;
-- ``completion_mask``: 1 on completion tokens only (0 on the prompt and padding);
+- ``completion_mask``: 1 on completion tokens only (0 on the prompt and padding); a row with
+  ``chosen_prompt_ids`` / ``rejected_prompt_ids`` (trl's tokenization rules, alignment.data.trl_rules) builds each
+  sequence from its own prompt;
 - ``<anchor>_chosen_logps`` / ``<anchor>_rejected_logps`` [B] (e.g. ``ref_chosen_logps``), when the rows
   carry precomputed anchor values (see alignment.trainers.anchors);
 - ``<anchor>_token_logps`` [2B, T], when the rows carry per-token anchor values
@@ -86,7 +88,9 @@ class PreferenceCollator:
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         if not rows:
             raise ValueError("PreferenceCollator got an empty batch")
-        prompts = [row["prompt_ids"] for row in rows] * 2
+        prompts = [row.get("chosen_prompt_ids", row["prompt_ids"]) for row in rows] + [
+            row.get("rejected_prompt_ids", row["prompt_ids"]) for row in rows
+        ]  # each completion's own prompt where trl's rules give one (alignment.data.trl_rules)
         completions = [row["chosen_ids"] for row in rows] + [row["rejected_ids"] for row in rows]
         batch = pad_sequences(prompts, completions, self.pad_token_id, self.pad_to_multiple_of)
         sequence, tokens = anchor_columns(rows[0])

@@ -124,6 +124,52 @@ def cut_parts(ids: dict[str, list[int]], max_prompt_length: int | None, max_comp
     return cut
 
 
+TOKENIZE_RULES = ("shared", "trl_cpo", "trl_dpo")
+
+
+def tokenize_pair(row, tokenizer, keys, max_length, truncation_mode, chat_template, max_prompt_length,
+                  max_completion_length, rule: str = "shared") -> tuple[dict | None, bool]:  # fmt: skip
+    """One validated row's ids under ``rule`` (alignment.data.trl_rules): ``shared`` (ours, one prompt per
+    pair), ``trl_cpo`` (trl 1.16's CPOTrainer / ORPOTrainer) or ``trl_dpo`` (its DPOTrainer: ``keep_end`` cuts
+    each sequence separately); (ids or None when dropped, whether it was cut)."""
+    from alignment.data import trl_rules
+
+    if rule == "trl_cpo":
+        if max_prompt_length is not None or max_completion_length is not None:
+            raise DataError("max_prompt_length / max_completion_length have no counterpart in trl 1.16's CPO and "
+                            "ORPO trainers: with tokenization: trl leave them unset")  # fmt: skip
+        ids, cut, _ = trl_rules.cpo_row(row, keys, tokenizer, chat_template, max_length)
+        return ids, cut
+    ids = tokenize_row(row, tokenizer, chat_template)
+    parts_cut = cut_parts(ids, max_prompt_length, max_completion_length)
+    if rule == "trl_dpo" and truncation_mode == "keep_end":
+        ids, cut = trl_rules.keep_end_row(ids, keys, max_length)
+        return ids, cut or parts_cut
+    ids, cut = truncate_row(ids, max_length, truncation_mode)
+    return ids, cut or parts_cut
+
+
+def _empty(keys, rule: str, truncation_mode: str) -> dict:
+    """The columns of a dropped row (every row of a dataset has the same columns)."""
+    from alignment.data.trl_rules import OWN_PROMPT
+
+    names = ["prompt", *keys]
+    if rule == "trl_cpo" or (rule == "trl_dpo" and truncation_mode == "keep_end"):
+        names += [OWN_PROMPT.format(k)[: -len("_ids")] for k in keys]
+    return {f"{k}_ids": [] for k in names}
+
+
+def _check_rule(rule: str) -> None:
+    if rule not in TOKENIZE_RULES:
+        raise DataError(f"tokenization rule must be one of {TOKENIZE_RULES}, got {rule!r}")
+
+
+def _longest(ids: dict, keys) -> int:
+    from alignment.data.trl_rules import OWN_PROMPT
+
+    return max(len(ids.get(OWN_PROMPT.format(k), ids["prompt_ids"])) + len(ids[f"{k}_ids"]) for k in keys)
+
+
 def tokenize_preference_dataset(
     dataset,
     tokenizer,
@@ -135,6 +181,7 @@ def tokenize_preference_dataset(
     max_prompt_length: int | None = None,
     max_completion_length: int | None = None,
     keep_columns: tuple[str, ...] = (),
+    rule: str = "shared",
 ):
     """Tokenize and truncate a validated preference ``datasets.Dataset``; return (dataset, TokenizeReport).
 
@@ -142,8 +189,10 @@ def tokenize_preference_dataset(
     (supervised rows, validated with ``completions=formats.SFT``: ``prompt_ids``, ``completion_ids``) and
     any precomputed anchor columns (names ending in ``_logps``) and ``keep_columns``; other columns are removed.
     Conversational data needs a chat template: the tokenizer's or ``chat_template``. ``max_prompt_length`` and
-    ``max_completion_length`` (TRL before 0.29) cut the parts first (:func:`cut_parts`).
+    ``max_completion_length`` (TRL before 0.29) cut the parts first (:func:`cut_parts`). ``rule``: see
+    :func:`tokenize_pair` (trl's rules add ``chosen_prompt_ids`` / ``rejected_prompt_ids``).
     """
+    _check_rule(rule)
     if truncation_mode not in TRUNCATION_MODES:
         raise DataError(f"truncation_mode must be one of {TRUNCATION_MODES}, got {truncation_mode!r}")
     if max_length is not None and max_length < 1:
@@ -156,14 +205,11 @@ def tokenize_preference_dataset(
         )
 
     def process(row):
-        ids = tokenize_row(row, tokenizer, chat_template)
-        parts_cut = cut_parts(ids, max_prompt_length, max_completion_length)
-        ids, cut = truncate_row(ids, max_length, truncation_mode)
-        cut = cut or parts_cut
+        ids, cut = tokenize_pair(row, tokenizer, keys, max_length, truncation_mode, chat_template, max_prompt_length,
+                                 max_completion_length, rule)  # fmt: skip
         keep = ids is not None
-        ids = ids or {f"{k}_ids": [] for k in ("prompt", *keys)}
-        longest = len(ids["prompt_ids"]) + max(len(ids[f"{k}_ids"]) for k in keys)
-        return {**ids, "_keep": keep, "_cut": cut and keep, "_len": longest}
+        ids = ids or _empty(keys, rule, truncation_mode)
+        return {**ids, "_keep": keep, "_cut": cut and keep, "_len": _longest(ids, keys)}
 
     out = dataset.map(
         process,
@@ -226,21 +272,22 @@ def tokenize_stream(
     max_prompt_length: int | None = None,
     max_completion_length: int | None = None,
     labeled: bool = False,
+    rule: str = "shared",
 ):
     """:func:`tokenize_preference_dataset` for a streaming dataset: each row validated, tokenized and truncated
     as it streams, in the same order, to the same ids as the map-style path (rows whose prompt fills
     ``max_length`` dropped); precomputed columns (``*_logps``) and, with ``labeled``, ``label`` kept."""
     if truncation_mode not in TRUNCATION_MODES:
         raise DataError(f"truncation_mode must be one of {TRUNCATION_MODES}, got {truncation_mode!r}")
+    _check_rule(rule)
     rows, columns = validated_stream(dataset, name, completions, labeled)
     keys = tuple(k for k in ("chosen", "rejected", "completion") if k in columns)
 
     def process(row):
-        ids = tokenize_row(row, tokenizer, chat_template)
-        cut_parts(ids, max_prompt_length, max_completion_length)
-        ids, _ = truncate_row(ids, max_length, truncation_mode)
+        ids, _ = tokenize_pair(row, tokenizer, keys, max_length, truncation_mode, chat_template, max_prompt_length,
+                               max_completion_length, rule)  # fmt: skip
         kept = {k: row[k] for k in row if k.endswith(CARRIED_SUFFIX) or (labeled and k == "label")}
-        return {**(ids or {f"{k}_ids": [] for k in ("prompt", *keys)}), **kept, "_keep": ids is not None}
+        return {**(ids or _empty(keys, rule, truncation_mode)), **kept, "_keep": ids is not None}
 
     out = rows.map(process, remove_columns=columns)
     return out.filter(lambda row: row["_keep"]).remove_columns(["_keep"])

@@ -146,6 +146,10 @@ def simulate(method_name: str, script, model_args, config, batch: int, length: i
         if trainer != "alignment" or devices % parallel:
             raise RecipeError(f"sequence_parallel_size {parallel}: plan our trainer on a multiple of it as --devices "
                               f"(got --devices {devices}, trainer {trainer})")  # fmt: skip
+        if getattr(config, "precompute_ref_logps", False):
+            raise RecipeError("precompute_ref_logps with sequence_parallel_size > 1 is not implemented (its pass "
+                              "runs whole sequences on one process): set it false, the reference then runs on the "
+                              "shards")  # fmt: skip
         with ulysses_attention(parallel):
             plan = _simulate(method_name, script, model_args, config, batch, -(-length // parallel), target=target,
                              trainer=trainer, devices=devices, skew=skew, zero=2)  # fmt: skip

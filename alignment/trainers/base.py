@@ -71,6 +71,10 @@ class AlignmentTrainer(Trainer):
     console_metrics: tuple[str, ...] = ()
     #: the loss runs on sequence-parallel shards (a preference loss of each sequence's summed log-probabilities)
     supports_sequence_parallel = False
+    #: the tokenization rule of trl 1.16's trainer for this method (``tokenization: trl``) and whether it is the
+    #: method's default (``tokenization: auto``); alignment.data.trl_rules
+    trl_tokenization = "shared"
+    trl_tokenization_by_default = False
 
     def __init__(
         self,
@@ -150,6 +154,11 @@ class AlignmentTrainer(Trainer):
             from alignment.long_context.sequence_parallel import check_heads
 
             check_heads(getattr(model, "config", None), args.sequence_parallel_size)
+            if getattr(args, "precompute_ref_logps", False):  # its pass would run whole sequences on one process
+                raise NotImplementedError(
+                    "precompute_ref_logps with sequence_parallel_size > 1: the precompute pass runs whole sequences "
+                    "on one process; leave it off and the reference runs on each step's shards (docs/long-context.md)"
+                )
         super().__init__(
             model=model,
             args=args,
@@ -199,6 +208,13 @@ class AlignmentTrainer(Trainer):
         return method
 
     # ----- hooks ---------------------------------------------------------------------------------------
+    def tokenize_rule(self, args) -> str:
+        """alignment.data.tokenize's rule for ``args.tokenization`` (auto / shared / trl) on this method."""
+        choice = getattr(args, "tokenization", "auto")
+        if choice == "trl" or (choice == "auto" and self.trl_tokenization_by_default):
+            return self.trl_tokenization
+        return "shared"
+
     def make_dataset(self, dataset, tokenizer, args, name: str):
         """Validate and tokenize one dataset whose rows have a prompt and the ``completions`` columns
         (already tokenized datasets and None pass through; a trainer without ``completions`` takes its
@@ -208,7 +224,8 @@ class AlignmentTrainer(Trainer):
         if is_stream(dataset):
             check_stream(args, name)
             return tokenize_stream(dataset, tokenizer, name, self.completions, args.max_length, args.truncation_mode,
-                                   args.chat_template, args.max_prompt_length, args.max_completion_length)  # fmt: skip
+                                   args.chat_template, args.max_prompt_length, args.max_completion_length,
+                                   rule=self.tokenize_rule(args))  # fmt: skip
         if {"prompt_ids", *(f"{c}_ids" for c in self.completions)} <= set(dataset.column_names):
             check_tokenized_columns(dataset, f"{name} dataset")
             return dataset
@@ -216,7 +233,7 @@ class AlignmentTrainer(Trainer):
         logger.info("%s", report)
         dataset, tok_report = tokenize_preference_dataset(
             dataset, tokenizer, args.max_length, args.truncation_mode, args.chat_template, args.dataset_num_proc, name,
-            args.max_prompt_length, args.max_completion_length,
+            args.max_prompt_length, args.max_completion_length, rule=self.tokenize_rule(args),
         )  # fmt: skip
         self.data_reports[name] = str(tok_report)
         return dataset

@@ -67,6 +67,7 @@ class PreferenceTrainer(AlignmentTrainer):
     console_metrics = ("rewards/margins", "rewards/accuracies")
 
     completions = PREFERENCE
+    trl_tokenization = "trl_dpo"  # trl 1.16's DPOTrainer: keep_end cuts each sequence separately
     #: the loss needs each anchor's per-token log-probabilities too (chunk.token_inputs["<name>_token_logps"])
     anchor_token_logps = False
     #: pair_losses goes through sequence_logps and weighted (LD-DPO's ld_alpha, WPO's use_weighting)

@@ -192,11 +192,15 @@ def one_step(method_name, tiny, tokenizer, data_dir, tmp_path, peft_config=None,
 
 
 def assert_same_step(a, b, tol=1e-6):
+    """The same loss and gradients within ``tol`` relative error (each gradient's as a whole, in norm: a tiled
+    weight gradient sums its tokens' outer products tile by tile, a different float32 order than one GEMM)."""
     (loss_a, grads_a, _), (loss_b, grads_b, _) = a, b
     assert loss_a == pytest.approx(loss_b, rel=tol)
     assert grads_a.keys() == grads_b.keys() and grads_a
     for name, g in grads_a.items():
-        assert ((g - grads_b[name]).abs().max() / g.abs().max().clamp(min=1e-12)).item() <= tol, name
+        g, h = g.double(), grads_b[name].double()
+        assert ((g - h).norm() / g.norm().clamp(min=1e-30)).item() <= tol, name
+        assert ((g - h).abs().max() / g.abs().max().clamp(min=1e-30)).item() <= 10 * tol, name
 
 
 @pytest.mark.parametrize("method_name", ["dpo", "sft", "kto", "sparsepo"])

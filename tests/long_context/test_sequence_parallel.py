@@ -58,6 +58,26 @@ def test_sequence_parallel_outside_deepspeed_is_refused(tmp_path, tokenizer, dat
         train_args(DPOConfig, tmp_path, sequence_parallel_size=0)
 
 
+def test_precomputing_the_reference_is_refused(tmp_path, tokenizer, data_dir, monkeypatch):
+    """The precompute pass runs whole sequences on one process: under sequence parallelism it is refused, by the
+    trainer (as launched under DeepSpeed) and by the planner."""
+    from alignment.errors import RecipeError
+    from alignment.planning.plan import simulate
+    from alignment.recipes import load_recipe
+    from alignment.trainers import DPOConfig, DPOTrainer
+    from tests.conftest import ROOT
+    from tests.helpers import preference_rows, tiny_llama, train_args
+
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    config = train_args(DPOConfig, tmp_path, sequence_parallel_size=2, precompute_ref_logps=True)
+    with pytest.raises(NotImplementedError, match="precompute_ref_logps with sequence_parallel_size"):
+        DPOTrainer(tiny_llama(len(tokenizer)), args=config, train_dataset=preference_rows(data_dir),
+                   processing_class=tokenizer)  # fmt: skip
+    recipe = load_recipe(ROOT / "recipes" / "quickstart" / "dpo.yaml", {"sequence_parallel_size": 2, "use_cpu": True})
+    with pytest.raises(RecipeError, match="precompute_ref_logps with sequence_parallel_size"):
+        simulate(*recipe, 1, 64, devices=2)
+
+
 def test_other_methods_say_it_is_not_implemented(tmp_path, tokenizer, data_dir):
     from alignment.trainers import CPOConfig, CPOTrainer
     from tests.helpers import preference_rows, tiny_llama, train_args

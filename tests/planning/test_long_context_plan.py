@@ -66,9 +66,10 @@ def test_tiling_lowers_the_step_peak():
 def test_a_sequence_parallel_rank_holds_its_shard():
     """Two ranks, each pair split in two: a rank's activations are about those of a step on half the length (plus
     the attention's swapped copies), and far below a whole-length step's."""
-    whole = plan(length=512, devices=2)  # ZeRO-3 share of the whole pair
-    half = plan(length=256, devices=2)
-    split = plan(length=512, devices=2, sequence_parallel_size=2)
+    common = {"devices": 2, "precompute_ref_logps": False}  # the reference pass in the step, as under SP
+    whole = plan(length=512, **common)  # ZeRO-3 share of the whole pair
+    half = plan(length=256, **common)
+    split = plan(length=512, sequence_parallel_size=2, **common)
     assert split.sequence_parallel == 2 and split.max_length == 512
     transient = split.breakdown["activations_and_workspace"]
     assert transient == pytest.approx(half.breakdown["activations_and_workspace"], rel=0.2)

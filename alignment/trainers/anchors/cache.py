@@ -26,7 +26,8 @@ logger = logging.getLogger("alignment")
 #: and packed rows, the op's options and the precision. tests/reliability/test_cache_key.py fails when the anchors'
 #: pass reads a field that is neither here nor in NEUTRAL_FIELDS.
 VALUE_FIELDS = (
-    "max_length", "truncation_mode", "max_prompt_length", "max_completion_length", "chat_template", "pad_token",
+    "max_length", "truncation_mode", "tokenization", "max_prompt_length", "max_completion_length", "chat_template",
+    "pad_token",
     "pad_to_multiple_of", "padding_free", "normalizer", "kernel_memory_mb", "kernel_backend", "bf16", "fp16",
     "precompute_ref_batch_size", "per_device_eval_batch_size",
 )  # fmt: skip

@@ -63,6 +63,8 @@ class CPOConfig(PreferenceConfig):
     summary="CPO, SimPO (loss_type simpo, cpo_alpha 0) and AlphaPO (alpha): reference-free, plus an NLL term",
 )
 class CPOTrainer(PreferenceTrainer):
+    trl_tokenization = "trl_cpo"  # trl 1.16's experimental CPOTrainer (alignment.data.trl_rules)
+    trl_tokenization_by_default = True
     console_metrics = ("rewards/margins", "rewards/accuracies", "nll_loss")
 
     def pair_losses(self, chunk, anchors, token_scale):

@@ -93,6 +93,7 @@ class UnpairedCollator(PreferenceCollator):
     summary="KTO on unpaired (prompt, completion, label) rows, paired rows unpaired as TRL does; APO-zero",
 )
 class KTOTrainer(PreferenceTrainer):
+    trl_tokenization = "shared"  # trl 1.16's KTOTrainer: the shared prompt, keep_start
     console_metrics = ("kl", "rewards/chosen", "rewards/rejected")
     completions = UNPAIRED  # recipes' sources: unpaired rows, or preference rows that the trainer unpairs
 

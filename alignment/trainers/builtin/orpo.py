@@ -42,6 +42,8 @@ class ORPOConfig(PreferenceConfig):
     summary="ORPO: the chosen responses' NLL plus an odds-ratio term, reference-free",
 )
 class ORPOTrainer(PreferenceTrainer):
+    trl_tokenization = "trl_cpo"  # trl 1.16's experimental ORPOTrainer (alignment.data.trl_rules)
+    trl_tokenization_by_default = True
     console_metrics = ("log_odds_ratio", "rewards/accuracies", "nll_loss")
 
     def pair_losses(self, chunk, anchors, token_scale):
