@@ -53,13 +53,13 @@ def plan(model: str, trainer: str, overrides: dict, devices: int, length: int) -
             "precompute_gib": round((result.precompute_peak_bytes or 0) / GIB, 2)}  # fmt: skip
 
 
-def row_job(model: str, trainer: str, overrides: dict, devices: int) -> dict:
+def row_job(model: str, trainer: str, overrides: dict, devices: int, start: int | None = None) -> dict:
     started = time.time()
     split = overrides.get("sequence_parallel_size", 1)  # a rank plans T / split positions: lengths scale by it
     grain = GRAIN * split
     points = {n: plan(model, trainer, overrides, devices, n) for n in (32768 * split, 65536 * split)}
     (a, pa), (b, pb) = ((n, points[n]["peak_gib"]) for n in points)
-    guess = int(a + (MEMORY - pa) / (pb - pa) * (b - a)) // grain * grain
+    guess = start or int(a + (MEMORY - pa) / (pb - pa) * (b - a)) // grain * grain  # start: a previous answer
 
     def fits(n):
         if n not in points:
@@ -85,15 +85,18 @@ def main() -> None:
     parser.add_argument("--json", default=None)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--fresh", action="store_true", help="replan every row (default: keep the --json file's rows)")
+    parser.add_argument("--start", default=None, help="a JSON of earlier rows whose lengths start the search")
     args = parser.parse_args()
-    done = {}
-    if args.json and Path(args.json).exists() and not args.fresh:
-        for row in json.loads(Path(args.json).read_text())["rows"]:
-            row.setdefault("devices", 1)
-            done[key((row["model"], row["trainer"], row["overrides"], row["devices"]))] = row
+    done, starts = {}, {}
+    for path, into in ((args.start, starts), (None if args.fresh else args.json, done)):
+        if path and Path(path).exists():
+            for row in json.loads(Path(path).read_text())["rows"]:
+                row.setdefault("devices", 1)
+                into[key((row["model"], row["trainer"], row["overrides"], row["devices"]))] = row
     todo = [row for row in ROWS if key(row) not in done]
+    begin = [starts[key(row)]["longest_80GB"] if key(row) in starts else None for row in todo]
     with ProcessPoolExecutor(args.workers, max_tasks_per_child=1) as pool:
-        for row, result in zip(todo, pool.map(row_job, *zip(*todo)) if todo else []):
+        for row, result in zip(todo, pool.map(row_job, *zip(*todo), begin) if todo else []):
             done[key(row)] = result
     rows = [done[key(row)] for row in ROWS]
     for row in rows:

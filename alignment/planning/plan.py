@@ -10,7 +10,11 @@ torch's MemTracker follows every fake allocation. With ``precompute_ref_logps`` 
 as its own phase (the frozen copy is alive then), and the step runs from precomputed columns after the copy is
 released, as training does.
 
-Reported (bytes): ``resident_bytes`` (parameters of the trained model and the anchors before the step),
+The step simulated is training's steady-state step: the optimizer's state (AdamW's moments) already exists, as
+from the second step on (:func:`steady_state`); the precompute phase runs before it, as at the start of training.
+
+Reported (bytes): ``resident_bytes`` (parameters of the trained model and the anchors, and the optimizer's state,
+before the step),
 ``step_peak_bytes`` (the most the step allocates above them), ``peak_bytes`` (their sum, the larger of the
 precompute phase and the step), and ``breakdown`` (MemTracker's categories at the peak: parameters,
 gradients, optimizer states, activations and temporaries - the kernel's tiles are activations there).
@@ -68,13 +72,15 @@ class Plan:
     host_offload_bytes: int | None = None
     #: ranks each pair is split across (sequence_parallel_size; the step planned is one rank's shard)
     sequence_parallel: int = 1
+    #: why the plan has this length: the training rows' longest sequence, max_length, or the one asked for
+    length_source: str | None = None
 
     def to_json(self) -> dict:
         return asdict(self)
 
 
 def build(method_name: str, script, model_args, config, batch: int, length: int, fake: bool = True,
-          skew: bool = False):  # fmt: skip
+          skew: bool = False, rows: list[dict] | None = None):  # fmt: skip
     """(trainer, inputs, precompute): the recipe's trainer around a model built from its config alone (fake
     parameters, or real random ones for a measurement) and a batch of ``batch`` synthetic pairs of ``length``
     tokens (length-skewed with ``skew``); ``precompute``: the recipe precomputes its anchors (simulated as their
@@ -90,7 +96,7 @@ def build(method_name: str, script, model_args, config, batch: int, length: int,
     model = fake_model(cfg, model_dtype(model_args), fake)
     precompute = bool(getattr(config, "precompute_ref_logps", False))
     config = _planning_copy(config, batch, length)
-    data = Dataset.from_list(batch_rows(batch, length, cfg.vocab_size, skew))
+    data = Dataset.from_list(rows or batch_rows(batch, length, cfg.vocab_size, skew))  # rows: the data's own
     with mock.patch.object(type(config), "place_model_on_device", property(lambda self: not fake)):
         trainer = method.trainer(model, args=config, train_dataset=data, processing_class=planning_tokenizer(),
                                  peft_config=model_args.peft_config())  # fmt: skip
@@ -106,6 +112,26 @@ def build(method_name: str, script, model_args, config, batch: int, length: int,
 def _anchor_models(trainer) -> list:
     models = [a.model for a in getattr(trainer, "anchors", {}).values() if a.model is not None]
     return list({id(m): m for m in models if m is not trainer.model}.values())
+
+
+def steady_state(trainer) -> None:
+    """The optimizer's state as from training's second step on (AdamW's two moments per trained parameter),
+    made before the simulated step: one optimizer step on zero gradients at learning rate 0, the gradients then
+    dropped. Training repeats that step (its backward runs with the state resident), not the first one, whose
+    state appears only at its end."""
+    import torch
+
+    optimizer = trainer.optimizer
+    trained = [p for group in optimizer.param_groups for p in group["params"] if p.requires_grad]
+    rates = [group["lr"] for group in optimizer.param_groups]
+    for group in optimizer.param_groups:
+        group["lr"] = 0.0
+    for p in trained:
+        p.grad = torch.zeros_like(p)
+    optimizer.step()
+    for group, rate in zip(optimizer.param_groups, rates):
+        group["lr"] = rate
+    optimizer.zero_grad(set_to_none=True)
 
 
 def precompute_phase(trainer, inputs: dict) -> None:
@@ -136,11 +162,13 @@ def step(trainer, inputs: dict, tracker=None, offload=None) -> None:
 
 
 def simulate(method_name: str, script, model_args, config, batch: int, length: int, *, target: str = "cpu",
-             trainer: str = "alignment", devices: int = 1, skew: bool = False) -> Plan:  # fmt: skip
+             trainer: str = "alignment", devices: int = 1, skew: bool = False,
+             rows: list[dict] | None = None) -> Plan:  # fmt: skip
     """One optimizer step of ``batch`` pairs of ``length``-token sequences, on fake tensors: on this CPU's code
     paths or a GPU's (``target="cuda"``), of our trainer or trl's DPOTrainer (``trainer="trl"``), one device or
     each rank's share under ZeRO-3 (``devices``), full-length or length-skewed pairs (``skew``). With the recipe's
-    ``sequence_parallel_size`` N: one rank's shard of T/N positions under ZeRO-2 (planning.sequence_parallel)."""
+    ``sequence_parallel_size`` N: one rank's shard of T/N positions under ZeRO-2 (planning.sequence_parallel).
+    ``rows``: the batch's tokenized rows (planning.data_length), instead of ``batch`` rows of ``length`` tokens."""
     parallel = getattr(config, "sequence_parallel_size", 1)
     if parallel > 1:
         if trainer != "alignment" or devices % parallel:
@@ -156,11 +184,11 @@ def simulate(method_name: str, script, model_args, config, batch: int, length: i
         plan.max_length, plan.sequence_parallel = length, parallel
         return plan
     return _simulate(method_name, script, model_args, config, batch, length, target=target, trainer=trainer,
-                     devices=devices, skew=skew)  # fmt: skip
+                     devices=devices, skew=skew, rows=rows)  # fmt: skip
 
 
 def _simulate(method_name: str, script, model_args, config, batch: int, length: int, *, target: str, trainer: str,
-              devices: int, skew: bool, zero: int = 3) -> Plan:  # fmt: skip
+              devices: int, skew: bool, zero: int = 3, rows: list[dict] | None = None) -> Plan:  # fmt: skip
     if trainer not in ("alignment", "trl"):
         raise ValueError(f"trainer must be 'alignment' or 'trl', got {trainer!r}")
     if target not in ("cpu", "cuda"):
@@ -171,7 +199,7 @@ def _simulate(method_name: str, script, model_args, config, batch: int, length: 
         if trainer == "trl":
             built, inputs, precompute, anchors = _build_trl(*recipe, skew)
         else:
-            built, inputs, precompute = build(*recipe, skew=skew)
+            built, inputs, precompute = build(*recipe, skew=skew, rows=rows if trainer == "alignment" else None)
             anchors = _anchor_models(built)
         pre_peak = None
         if precompute and getattr(built, "anchors", None):  # a frozen copy or the adapter-off pass
@@ -180,6 +208,8 @@ def _simulate(method_name: str, script, model_args, config, batch: int, length: 
                 precompute_phase(built, inputs)
             pre_peak = resident + tracker.marks["precompute"]
             anchors = _anchor_models(built)
+        steady_state(built)
+        states = nbytes(tensors_of([built.optimizer]))
         params = nbytes(built.model.parameters())
         anchor_bytes = nbytes(p for m in anchors for p in m.parameters())
         offload = None
@@ -188,12 +218,12 @@ def _simulate(method_name: str, script, model_args, config, batch: int, length: 
         with StorageTracker(built.model, built.optimizer, *anchors) as tracker:
             tracker.track_gradients(built.model.parameters())
             step(built, inputs, tracker, offload)
-    resident = params + anchor_bytes
+    resident = params + anchor_bytes + states
     breakdown = {
         "parameters": params,
         "anchors": anchor_bytes,
         "gradients": nbytes(p.grad for p in built.model.parameters()),
-        "optimizer_states": nbytes(tensors_of([built.optimizer])),
+        "optimizer_states": states,
         "activations": tracker.marks["forward"] - tracker.marks.get("kernel", 0),
         "kernel_workspace": tracker.marks.get("kernel", 0),
     }  # fmt: skip
@@ -227,9 +257,13 @@ def _build_trl(method_name, script, model_args, config, batch: int, length: int,
 
 def _profiled_peak(run) -> int:
     """The most torch allocates during ``run()`` above what was allocated before (torch profiler's memory
-    events, summed in time order)."""
+    events, summed in time order). Earlier garbage is collected first: a free inside the window of a tensor made
+    before it would count against the window's allocations."""
+    import gc
+
     from torch.profiler import ProfilerActivity, profile
 
+    gc.collect()
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         run()
     events = sorted((e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"),
@@ -247,7 +281,9 @@ def measure(method_name: str, script, model_args, config, batch: int, length: in
     if trainer == "trl":
         built, inputs, precompute, anchors = _build_trl(method_name, script, model_args, config, batch, length,
                                                         False, fake=False)  # fmt: skip
+        steady_state(built)
         resident = nbytes(p for m in [built.model, *anchors] for p in m.parameters())
+        resident += nbytes(tensors_of([built.optimizer]))
         step_peak = _profiled_peak(lambda: step(built, inputs))
         return {"resident_bytes": resident, "step_peak_bytes": step_peak, "precompute_peak_bytes": None,
                 "peak_bytes": resident + step_peak}  # fmt: skip
@@ -256,7 +292,9 @@ def measure(method_name: str, script, model_args, config, batch: int, length: in
     if precompute and getattr(trainer, "anchors", None):
         resident = nbytes(p for m in [trainer.model, *_anchor_models(trainer)] for p in m.parameters())
         pre_peak = resident + _profiled_peak(lambda: precompute_phase(trainer, inputs))
+    steady_state(trainer)
     resident = nbytes(p for m in [trainer.model, *_anchor_models(trainer)] for p in m.parameters())
+    resident += nbytes(tensors_of([trainer.optimizer]))
     step_peak = _profiled_peak(lambda: step(trainer, inputs))
     return {"resident_bytes": resident, "step_peak_bytes": step_peak, "precompute_peak_bytes": pre_peak,
             "peak_bytes": max(resident + step_peak, pre_peak or 0)}  # fmt: skip
@@ -347,10 +385,18 @@ def plan_recipe(recipe: str, overrides: dict | None = None, devices: int = 1, de
     # a self-play recipe plans one iteration's training step (its trainer is the method's, its rows the pairs)
     b = config.per_device_train_batch_size if batch in (None, "auto") else int(batch)
     n = (config.max_length or 1024) if length in (None, "auto") else int(length)
+    source = "given (--max_length)" if length not in (None, "auto") else f"max_length {n}"
+    rows = None
+    plain = length is None and batch != "auto" and not skew and trainer == "alignment"
+    if plain and getattr(config, "sequence_parallel_size", 1) == 1:  # the heaviest batch of the rows themselves
+        from alignment.planning.data_length import heaviest_batch
+
+        rows, longest, source = heaviest_batch(method, script, config, b)
+        n = longest or n
     options = {"target": target, "trainer": trainer, "devices": devices, "skew": skew}
 
-    def plan(pairs: int, tokens: int) -> Plan:
-        return simulate(method, script, model_args, config, pairs, tokens, **options)
+    def plan(pairs: int, tokens: int, data: list[dict] | None = None) -> Plan:
+        return simulate(method, script, model_args, config, pairs, tokens, rows=data, **options)
 
     if "auto" in (length, batch):
         if device_memory is None:
@@ -368,8 +414,11 @@ def plan_recipe(recipe: str, overrides: dict | None = None, devices: int = 1, de
         result = cache[best] if best else plan(b, n)
         result.search = {"field": "max_length" if length == "auto" else "batch", "best": best,
                          "device_memory": device_memory}  # fmt: skip
+        result.length_source = "the longest that fits" if length == "auto" else source
         return result
-    return plan(b, n)
+    result = plan(b, n, rows)
+    result.length_source = source
+    return result
 
 
 def _doubling(fits, step: int, limit: int) -> int | None:
@@ -394,9 +443,12 @@ def describe(plan: Plan) -> list[str]:
     who = "" if plan.trainer == "alignment" else f" ({plan.trainer}'s DPOTrainer)"
     pairs = "length-skewed pairs (halving) up to" if plan.skew else "pairs of"
     lines = [f"{plan.method}{who}: {plan.batch} {pairs} {plan.max_length} tokens per device ({where})",
-             f"  resident (model + anchors)   {gib(plan.resident_bytes)}" + (" (a share)" if plan.devices > 1 else ""),
+             f"  length                       {plan.length_source}" if plan.length_source else None,
+             f"  resident                     {gib(plan.resident_bytes)} (model, anchors, optimizer state"
+             + ("; a share)" if plan.devices > 1 else ")"),
              f"  step peak above it           {gib(plan.step_peak_bytes)}",
              f"  peak per device              {gib(plan.peak_bytes)}"]  # fmt: skip
+    lines = [line for line in lines if line is not None]
     if plan.precompute_peak_bytes is not None:
         lines.append(f"  precompute phase peak        {gib(plan.precompute_peak_bytes)}")
     if plan.host_offload_bytes is not None:
