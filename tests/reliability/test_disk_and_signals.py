@@ -76,7 +76,7 @@ def _start(out, *extra):
 
 def test_ctrl_c_saves_a_checkpoint_and_a_second_one_stops_at_once(tmp_path):
     out = tmp_path / "once"
-    proc = _start(out)
+    proc = _start(out, "--precompute_ref_logps", "false")  # straight to training: the handler is what is tested
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 0 and "Traceback" not in err, err[-3000:]

@@ -31,6 +31,7 @@ def test_names_and_shapes():
 def test_a_pushed_run_leaks_no_secret_anywhere(tmp_path):
     recipe = yaml.safe_load((ROOT / "recipes" / "quickstart" / "dpo.yaml").read_text())
     recipe["env"] = {"WANDB_API_KEY": ENV_KEY}
+    recipe["dataset_mixture"] = [{"path": str(ROOT / p), "weight": 0.05} for p in recipe["dataset_mixture"]]
     recipe_path = tmp_path / "recipe.yaml"
     recipe_path.write_text(yaml.safe_dump(recipe))
     out = tmp_path / "run"

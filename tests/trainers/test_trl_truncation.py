@@ -156,9 +156,10 @@ def one_step(trainer_cls, config_cls, model, rows, tokenizer, out, reference: bo
     return trainer.state.log_history[0], dict(policy.named_parameters())
 
 
-@pytest.mark.parametrize("seed", [0, FRESH_SEED])
+@pytest.mark.parametrize("seed", [FRESH_SEED, pytest.param(0, marks=pytest.mark.slow)])
 @pytest.mark.parametrize("case", CASES)
 def test_equal_to_trl_on_random_limits_and_rows(case, seed, model, pool, tokenizer, tmp_path):
+    """A fresh draw per case and run in the default suite, a fixed one (seed 0) in the slow suite."""
     rows, max_length, fmt = draw(seed, case, pool, tokenizer)
     extra = {"max_length": max_length, **options(case, random.Random(f"{case}-{seed}-options"))}
     if case == "kto":
