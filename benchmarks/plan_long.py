@@ -1,6 +1,7 @@
-"""The long-context table of BENCHMARKS.md: the longest DPO pair that fits one 80 GB GPU with LoRA, ours with
-activation offloading and the tiled MLP and norms against trl 1.16 (without and with its own activation
-offloading), planned with `alignment plan` on fake tensors along the GPU code paths (docs/planning.md).
+"""The long-context table of BENCHMARKS.md: the longest DPO pair that fits 80 GB GPUs, ours with activation
+offloading and the tiled MLP and norms (and on several GPUs each pair split across them: sequence parallelism)
+against trl 1.16 (without and with its own activation offloading), LoRA on one GPU and full fine-tuning on 8,
+planned with `alignment plan` on fake tensors along the GPU code paths (docs/planning.md).
 
     OMP_NUM_THREADS=1 python benchmarks/plan_long.py --json benchmarks/plan_long.json   # hours on 2 cores; --fresh
 
@@ -28,24 +29,31 @@ GRAIN = 4096
 MEMORY = 80
 LONG = {"activation_offloading": True, "tiled_mlp": True, "tiled_norms": True}
 SPLIT = {**LONG, "precompute_ref_logps": False}  # sequence parallelism: the reference runs on each step's shards
-ROWS = [  # (model, trainer, overrides, devices): one GPU, then one pair split by position over the GPUs
+LORA, FULL = "recipes/llama-3-8b/dpo_lora.yaml", "recipes/zephyr-7b/dpo.yaml"
+ROWS = [  # (model, trainer, overrides, devices[, recipe]): LoRA on one GPU, then 8 GPUs
     ("llama-3-8b", "alignment", LONG, 1),
     ("qwen2.5-7b", "alignment", LONG, 1),
     ("llama-3-8b", "trl", {"activation_offloading": True}, 1),
     ("qwen2.5-7b", "trl", {"activation_offloading": True}, 1),
     ("llama-3-8b", "alignment", {**SPLIT, "sequence_parallel_size": 8}, 8),  # 32 heads, 8 key/value heads
     ("qwen2.5-7b", "alignment", {**SPLIT, "sequence_parallel_size": 4}, 4),  # 28 heads: 4 ranks at most
+    # full fine-tuning on 8 GPUs (a frozen reference copy): ZeRO-3 with offloading and tiling (no split), each
+    # pair split over the GPUs under ZeRO-2, and trl 1.16 under ZeRO-3 with its own activation offloading
+    ("llama-3-8b", "alignment", LONG, 8, FULL),
+    ("llama-3-8b", "alignment", {**SPLIT, "sequence_parallel_size": 8}, 8, FULL),
+    ("qwen2.5-7b", "alignment", {**SPLIT, "sequence_parallel_size": 4}, 8, FULL),  # 4-way split x 2 replicas
+    ("llama-3-8b", "trl", {"activation_offloading": True}, 8, FULL),
 ]
 
 
-def plan(model: str, trainer: str, overrides: dict, devices: int, length: int) -> dict:
+def plan(model: str, trainer: str, overrides: dict, devices: int, length: int, recipe: str = LORA) -> dict:
     sys.path.insert(0, str(ROOT))
     from alignment.planning.plan import simulate
     from alignment.recipes import load_recipe
 
     extra = {"init_from_config": str(ROOT / "benchmarks" / "model_configs" / f"{model}.json"), "use_cpu": True,
              "per_device_train_batch_size": 1, "max_length": length, **overrides}  # fmt: skip
-    method, script, model_args, config = load_recipe(ROOT / "recipes/llama-3-8b/dpo_lora.yaml", extra)
+    method, script, model_args, config = load_recipe(ROOT / recipe, extra)
     result = simulate(method, script, model_args, config, 1, length, target="cuda", trainer=trainer,
                       devices=devices)  # fmt: skip
     gc.collect()
@@ -53,17 +61,19 @@ def plan(model: str, trainer: str, overrides: dict, devices: int, length: int) -
             "precompute_gib": round((result.precompute_peak_bytes or 0) / GIB, 2)}  # fmt: skip
 
 
-def row_job(model: str, trainer: str, overrides: dict, devices: int, start: int | None = None) -> dict:
+def row_job(
+    model: str, trainer: str, overrides: dict, devices: int, recipe: str = LORA, start: int | None = None
+) -> dict:
     started = time.time()
     split = overrides.get("sequence_parallel_size", 1)  # a rank plans T / split positions: lengths scale by it
     grain = GRAIN * split
-    points = {n: plan(model, trainer, overrides, devices, n) for n in (32768 * split, 65536 * split)}
+    points = {n: plan(model, trainer, overrides, devices, n, recipe) for n in (32768 * split, 65536 * split)}
     (a, pa), (b, pb) = ((n, points[n]["peak_gib"]) for n in points)
     guess = start or int(a + (MEMORY - pa) / (pb - pa) * (b - a)) // grain * grain  # start: a previous answer
 
     def fits(n):
         if n not in points:
-            points[n] = plan(model, trainer, overrides, devices, n)
+            points[n] = plan(model, trainer, overrides, devices, n, recipe)
         return points[n]["peak_gib"] <= MEMORY
 
     n = guess
@@ -71,13 +81,14 @@ def row_job(model: str, trainer: str, overrides: dict, devices: int, start: int 
         n -= grain
     while fits(n + grain):
         n += grain
-    return {"model": model, "trainer": trainer, "overrides": overrides, "devices": devices, "points": points,
+    return {"model": model, "trainer": trainer, "overrides": overrides, "devices": devices, "recipe": recipe,
+            "points": points,
             "longest_80GB": n,
             "seconds": round(time.time() - started)}  # fmt: skip
 
 
 def key(row) -> tuple:
-    return row[0], row[1], json.dumps(row[2], sort_keys=True), row[3]
+    return row[0], row[1], json.dumps(row[2], sort_keys=True), row[3], row[4] if len(row) > 4 else LORA
 
 
 def main() -> None:
@@ -92,8 +103,9 @@ def main() -> None:
         if path and Path(path).exists():
             for row in json.loads(Path(path).read_text())["rows"]:
                 row.setdefault("devices", 1)
-                into[key((row["model"], row["trainer"], row["overrides"], row["devices"]))] = row
-    todo = [row for row in ROWS if key(row) not in done]
+                row.setdefault("recipe", LORA)
+                into[key((row["model"], row["trainer"], row["overrides"], row["devices"], row["recipe"]))] = row
+    todo = [(*row, LORA)[:5] for row in ROWS if key(row) not in done]
     begin = [starts[key(row)]["longest_80GB"] if key(row) in starts else None for row in todo]
     with ProcessPoolExecutor(args.workers, max_tasks_per_child=1) as pool:
         for row, result in zip(todo, pool.map(row_job, *zip(*todo), begin) if todo else []):
