@@ -97,6 +97,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--fresh", action="store_true", help="replan every row (default: keep the --json file's rows)")
     parser.add_argument("--start", default=None, help="a JSON of earlier rows whose lengths start the search")
+    parser.add_argument("--summary", action="store_true", help="plan nothing: the comparison of the --json rows")
     args = parser.parse_args()
     done, starts = {}, {}
     for path, into in ((args.start, starts), (None if args.fresh else args.json, done)):
@@ -105,16 +106,41 @@ def main() -> None:
                 row.setdefault("devices", 1)
                 row.setdefault("recipe", LORA)
                 into[key((row["model"], row["trainer"], row["overrides"], row["devices"], row["recipe"]))] = row
-    todo = [(*row, LORA)[:5] for row in ROWS if key(row) not in done]
+    todo = [] if args.summary else [(*row, LORA)[:5] for row in ROWS if key(row) not in done]
     begin = [starts[key(row)]["longest_80GB"] if key(row) in starts else None for row in todo]
     with ProcessPoolExecutor(args.workers, max_tasks_per_child=1) as pool:
         for row, result in zip(todo, pool.map(row_job, *zip(*todo), begin) if todo else []):
             done[key(row)] = result
-    rows = [done[key(row)] for row in ROWS]
+    rows = [done[key(row)] for row in ROWS if key(row) in done]
     for row in rows:
         print(json.dumps(row))
+    result = {"rows": rows, "against_trl": against_trl(rows)}
+    print(json.dumps(result["against_trl"], indent=1))
     if args.json:
-        Path(args.json).write_text(json.dumps({"rows": rows}, indent=1) + "\n")
+        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+
+
+def against_trl(rows: list[dict]) -> list[dict]:
+    """Each of our rows against trl 1.16's longest pair in the same setting (benchmarks/plan_scale.json: LoRA on
+    one GPU; full fine-tuning under ZeRO-3 on 8 GPUs for the rows on several GPUs) and trl with its own activation
+    offloading (the trl rows here)."""
+    scale = ROOT / "benchmarks" / "plan_scale.json"
+    tables = json.loads(scale.read_text())["tables"] if scale.exists() else []
+    out = []
+    for row in rows:
+        if row["trainer"] != "alignment":
+            continue
+        setup = "lora_1gpu" if row["recipe"] == LORA and row["devices"] == 1 else "full_zero3_8gpu"
+        base = next((t["longest"]["80GB"] for t in tables if (t["model"], t["setup"], t["trainer"]) ==
+                     (row["model"], setup, "trl")), None)  # fmt: skip
+        offload = next((r["longest_80GB"] for r in rows if r["trainer"] == "trl" and r["model"] == row["model"] and
+                        r["recipe"] == row["recipe"] and (r["devices"] > 1) == (row["devices"] > 1)), None)  # fmt: skip
+        out.append({"model": row["model"], "recipe": row["recipe"], "devices": row["devices"],
+                    "split": row["overrides"].get("sequence_parallel_size", 1), "longest": row["longest_80GB"],
+                    "trl": base, "times_trl": round(row["longest_80GB"] / base, 1) if base else None,
+                    "trl_offload": offload,
+                    "times_trl_offload": round(row["longest_80GB"] / offload, 1) if offload else None})  # fmt: skip
+    return out
 
 
 if __name__ == "__main__":
