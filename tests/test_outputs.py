@@ -26,15 +26,15 @@ def losses(out):
 
 
 def test_finished_run_is_refused_then_overwritten_on_request(tmp_path, capsys):
-    out = tmp_path / "run"
-    assert train(out) == 0
+    out, fast = tmp_path / "run", ("--precompute_ref_logps", "false")  # what is tested: the output folder
+    assert train(out, *fast) == 0
     before = (out / "alignment_run.json").stat().st_mtime_ns
     capsys.readouterr()
-    assert train(out) == 2
+    assert train(out, *fast) == 2
     err = capsys.readouterr().err.strip()
     assert "holds a finished run" in err and "--overwrite_output_dir true" in err and "\n" not in err
     assert "--resume_from_checkpoint" in err and (out / "alignment_run.json").stat().st_mtime_ns == before
-    assert train(out, "--overwrite_output_dir", "true") == 0
+    assert train(out, "--overwrite_output_dir", "true", *fast) == 0
     assert (out / "alignment_run.json").stat().st_mtime_ns != before
 
 

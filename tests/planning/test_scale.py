@@ -59,7 +59,7 @@ def test_padding_free_plans_only_the_real_tokens_of_skewed_batches(tmp_path):
     assert packed.step_peak_bytes < 0.8 * padded.step_peak_bytes, (packed.step_peak_bytes, padded.step_peak_bytes)
 
 
-@pytest.mark.parametrize("trainer", ["alignment", "trl"])
+@pytest.mark.parametrize("trainer", ["alignment", pytest.param("trl", marks=pytest.mark.slow)])
 def test_an_8b_step_plans_on_fake_tensors_without_their_memory(trainer):
     """Llama-3-8B's shape, LoRA: 15 GiB of bf16 parameters planned, far more than this process ever held."""
     import resource
