@@ -302,3 +302,15 @@ def validate_row(
         if kwargs is not None:
             clean[TEMPLATE_KWARGS] = kwargs
     return clean, fmt
+
+
+def clean_messages(messages: list[dict]) -> list[dict]:
+    """Messages as a chat template expects them: tool calls decoded from their JSON text, and the keys a
+    dataset's shared schema filled with None (a message without "name" or "tool_calls") left out."""
+    out = []
+    for message in messages:
+        clean = {k: v for k, v in message.items() if v is not None}
+        if isinstance(clean.get("tool_calls"), str):
+            clean["tool_calls"] = json.loads(clean["tool_calls"])
+        out.append(clean)
+    return out

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from alignment.data.errors import DataError, DataFormatError
-from alignment.data.formats import CARRIED_SUFFIX, TEMPLATE_KWARGS, common_prefix_length
+from alignment.data.formats import CARRIED_SUFFIX, TEMPLATE_KWARGS, clean_messages, common_prefix_length
 
 logger = logging.getLogger(__name__)
 TRUNCATION_MODES = ("keep_start", "keep_end")
@@ -59,18 +59,6 @@ def _completion_keys(row: dict[str, Any]) -> tuple[str, ...]:
     return tuple(k for k in ("chosen", "rejected", "completion") if k in row)
 
 
-def _messages(messages: list[dict]) -> list[dict]:
-    """Messages as a chat template expects them: tool calls decoded from their JSON text, and the keys a
-    dataset's shared schema filled with None (a message without "name" or "tool_calls") left out."""
-    out = []
-    for message in messages:
-        clean = {k: v for k, v in message.items() if v is not None}
-        if isinstance(clean.get("tool_calls"), str):
-            clean["tool_calls"] = json.loads(clean["tool_calls"])
-        out.append(clean)
-    return out
-
-
 def tokenize_row(row: dict[str, Any], tokenizer, chat_template: str | None = None) -> dict[str, list[int]]:
     """Token ids of one validated row, no truncation: ``{prompt_ids, chosen_ids, rejected_ids}`` for a
     preference row, ``{prompt_ids, completion_ids}`` for a supervised one."""
@@ -79,9 +67,9 @@ def tokenize_row(row: dict[str, Any], tokenizer, chat_template: str | None = Non
         kwargs = {"tokenize": True, "return_dict": True, **json.loads(row.get(TEMPLATE_KWARGS) or "{}")}
         if chat_template is not None:
             kwargs["chat_template"] = chat_template
-        prompt = _messages(prompt)
+        prompt = clean_messages(prompt)
         prompt_ids = _ids(tokenizer.apply_chat_template(prompt, add_generation_prompt=True, **kwargs))
-        full = [_ids(tokenizer.apply_chat_template(prompt + _messages(row[k]), **kwargs)) for k in keys]
+        full = [_ids(tokenizer.apply_chat_template(prompt + clean_messages(row[k]), **kwargs)) for k in keys]
     else:
         eos = tokenizer.eos_token or ""
         texts = [row[k] if row[k].endswith(eos) else row[k] + eos for k in keys]

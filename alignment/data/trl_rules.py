@@ -28,15 +28,11 @@ import json
 import logging
 from typing import Any
 
+from alignment.data.formats import clean_messages
+
 logger = logging.getLogger(__name__)
 RULES = ("shared", "trl")
 OWN_PROMPT = "{}_prompt_ids"  # chosen_prompt_ids, rejected_prompt_ids
-
-
-def _messages(messages: list[dict]) -> list[dict]:
-    from alignment.data.tokenize import _messages as clean
-
-    return clean(messages)
 
 
 def texts(row: dict[str, Any], keys: tuple[str, ...], tokenizer, chat_template: str | None) -> dict[str, str]:
@@ -50,7 +46,7 @@ def texts(row: dict[str, Any], keys: tuple[str, ...], tokenizer, chat_template: 
     tools = kwargs.pop("tools", None)
     if chat_template is not None:
         kwargs["chat_template"] = chat_template
-    example = {k: _messages(row[k]) for k in ("prompt", *keys)}
+    example = {k: clean_messages(row[k]) for k in ("prompt", *keys)}
     return maybe_apply_chat_template(example, tokenizer, tools=tools, **kwargs)
 
 

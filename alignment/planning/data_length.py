@@ -55,11 +55,14 @@ def _sizes(row: dict) -> tuple[int, int]:
 
 
 def _tokenized(method, script, config):
+    from alignment.data import load_preference_data
     from alignment.data.tokenize import tokenize_preference_dataset
     from alignment.models import load_tokenizer
-    from alignment.run import load_datasets
 
-    train, _ = load_datasets(method.trainer.completions, script, config.seed)
+    common = {"seed": config.seed, "drop_invalid": script.drop_invalid_rows, "completions": method.trainer.completions}
+    train = load_preference_data(script.dataset_mixture, script.dataset_split, script.test_split_size, **common)
+    if script.test_split_size:  # as training splits it (alignment.run.load_datasets)
+        train = train["train"]
     tokenizer = load_tokenizer(script.tokenizer_name_or_path or script.model_name_or_path, config.trust_remote_code)
     if config.pad_token and tokenizer.pad_token is None:
         tokenizer.pad_token = config.pad_token
