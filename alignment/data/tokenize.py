@@ -141,10 +141,10 @@ def _empty(keys, rule: str, truncation_mode: str) -> dict:
     """The columns of a dropped row (every row of a dataset has the same columns)."""
     from alignment.data.trl_rules import OWN_PROMPT
 
-    names = ["prompt", *keys]
+    empty = {f"{k}_ids": [] for k in ("prompt", *keys)}
     if rule == "trl_cpo" or (rule == "trl_dpo" and truncation_mode == "keep_end"):
-        names += [OWN_PROMPT.format(k)[: -len("_ids")] for k in keys]
-    return {f"{k}_ids": [] for k in names}
+        empty.update({OWN_PROMPT.format(k): [] for k in keys})
+    return empty
 
 
 def _check_rule(rule: str) -> None:

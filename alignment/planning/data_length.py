@@ -66,10 +66,9 @@ def _tokenized(method, script, config):
     tokenizer = load_tokenizer(script.tokenizer_name_or_path or script.model_name_or_path, config.trust_remote_code)
     if config.pad_token and tokenizer.pad_token is None:
         tokenizer.pad_token = config.pad_token
-    probe = method.trainer.__new__(method.trainer)  # the method's tokenization rule, without building a trainer
     dataset, _ = tokenize_preference_dataset(
         train, tokenizer, config.max_length, config.truncation_mode, config.chat_template, config.dataset_num_proc,
-        "train", config.max_prompt_length, config.max_completion_length, rule=probe.tokenize_rule(config),
+        "train", config.max_prompt_length, config.max_completion_length, rule=method.trainer.tokenize_rule(config),
     )  # fmt: skip
     keep = [c for c in dataset.column_names if c.endswith("_ids")]
     return dataset.select_columns(keep)

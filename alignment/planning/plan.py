@@ -199,7 +199,7 @@ def _simulate(method_name: str, script, model_args, config, batch: int, length: 
         if trainer == "trl":
             built, inputs, precompute, anchors = _build_trl(*recipe, skew)
         else:
-            built, inputs, precompute = build(*recipe, skew=skew, rows=rows if trainer == "alignment" else None)
+            built, inputs, precompute = build(*recipe, skew=skew, rows=rows)
             anchors = _anchor_models(built)
         pre_peak = None
         if precompute and getattr(built, "anchors", None):  # a frozen copy or the adapter-off pass

@@ -208,11 +208,12 @@ class AlignmentTrainer(Trainer):
         return method
 
     # ----- hooks ---------------------------------------------------------------------------------------
-    def tokenize_rule(self, args) -> str:
+    @classmethod
+    def tokenize_rule(cls, args) -> str:
         """alignment.data.tokenize's rule for ``args.tokenization`` (auto / shared / trl) on this method."""
         choice = getattr(args, "tokenization", "auto")
-        if choice == "trl" or (choice == "auto" and self.trl_tokenization_by_default):
-            return self.trl_tokenization
+        if choice == "trl" or (choice == "auto" and cls.trl_tokenization_by_default):
+            return cls.trl_tokenization
         return "shared"
 
     def make_dataset(self, dataset, tokenizer, args, name: str):

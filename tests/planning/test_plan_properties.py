@@ -7,7 +7,6 @@ the rows are one batch, so that batch is the one that runs), then trains two ste
 events in time order, after the model is built) plus the trained model's and anchors' parameters must be within
 10% of the plan. The default suite draws small cases (seeds 0, 1 and a fresh one); ``-m slow`` larger ones."""
 
-import gc
 import json
 import random
 from unittest import mock
@@ -82,9 +81,8 @@ def write_case(case: dict, folder) -> str:
 def measured_peak(recipe: str) -> int:
     """Two training steps through ``alignment train``: the profiler's running peak during ``Trainer.train`` plus
     the parameters of the trained model and its anchors (made before it)."""
-    from torch.profiler import ProfilerActivity, profile
-
     from alignment.cli import main
+    from alignment.planning.plan import _profiled_peak
 
     original, seen = transformers.Trainer.train, {}
 
@@ -94,17 +92,12 @@ def measured_peak(recipe: str) -> int:
             if anchor.model is not None:
                 models[id(anchor.model)] = anchor.model
         seen["params"] = sum(p.numel() * p.element_size() for m in models.values() for p in m.parameters())
-        gc.collect()  # a free inside the window of a tensor made before it would count against the window
-        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-            result = original(self, *args, **kwargs)
-        events = sorted((e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"),
-                        key=lambda e: e.start_ns())  # fmt: skip
-        current = peak = 0
-        for event in events:
-            current += event.nbytes()
-            peak = max(peak, current)
-        seen["peak"] = peak
-        return result
+
+        def run():
+            seen["result"] = original(self, *args, **kwargs)
+
+        seen["peak"] = _profiled_peak(run)  # gc first, then the memory events' running peak
+        return seen["result"]
 
     with mock.patch.object(transformers.Trainer, "train", train):
         assert main(["train", recipe]) == 0
