@@ -82,6 +82,11 @@ def _peak_mb() -> float:
 
     if torch.cuda.is_available():
         return torch.cuda.max_memory_allocated() / 2**20
+    return _peak_host_mb()
+
+
+def _peak_host_mb() -> float:
+    """This process's peak resident host memory (VmHWM), MiB."""
     import re
 
     return int(re.search(r"VmHWM:\s+(\d+)", Path("/proc/self/status").read_text()).group(1)) / 1024
@@ -311,11 +316,12 @@ def long_context_worker(dry: bool, tokens: int | None) -> dict:
         measured = planning.measure(*recipe, 1, n)["peak_bytes"]
         return {**result, "measured_mb": measured / 2**20, "error": planned.peak_bytes / measured - 1}
 
+    real_model = planning.fake_model
+
     def on_gpu(cfg, dtype, fake=True):  # real random weights, made on the GPU (seconds, not minutes on the CPU)
         with torch.device("cuda"):
             return real_model(cfg, dtype, False)
 
-    real_model = planning.fake_model
     with mock.patch.object(planning, "fake_model", on_gpu):
         trainer, inputs, precompute = planning.build(*recipe, 1, n, fake=False)
     inputs = trainer._prepare_inputs(inputs)
@@ -331,12 +337,6 @@ def long_context_worker(dry: bool, tokens: int | None) -> dict:
     return {**result, "measured_mb": measured / 2**20, "error": planned.peak_bytes / measured - 1,
             "precompute_s": round(middle - began, 1), "step_s": round(time.perf_counter() - middle, 1),
             "host_peak_mb": _peak_host_mb()}  # fmt: skip
-
-
-def _peak_host_mb() -> float:
-    import re
-
-    return int(re.search(r"VmHWM:\s+(\d+)", Path("/proc/self/status").read_text()).group(1)) / 1024
 
 
 # ----- the stages as subprocesses -----------------------------------------------------------------------------
