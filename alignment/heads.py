@@ -28,6 +28,7 @@ from torch import nn
 
 from alignment.data.packing import Packing
 from alignment.long_context.offload import keep_on_device
+from alignment.long_context.unmasked import rows_alone, too_large
 from alignment.models import unwrap
 from alignment.ops import TokenLogps, pair_fused_loss, token_logps
 
@@ -146,10 +147,22 @@ def run_with_head(head: HeadSpec, fn: Callable, *args):
 
 def run_backbone(model: nn.Module, input_ids, attention_mask, packing: Packing | None = None, **kwargs):
     """The backbone's output on a padded batch, or on its packed rows (``packing``: position ids restarting
-    per sequence, no attention mask; alignment.data.packing)."""
+    per sequence, no attention mask; alignment.data.packing). When either would make sdpa or eager attention
+    build an attention mask above 1 GiB, each sequence runs alone instead and the output is already in the padded
+    layout (``padded_layout``; alignment.long_context.unmasked)."""
+    inner = backbone(model)
+    if attention_mask is not None and too_large(inner, attention_mask, None if packing is None else packing.input_ids):
+        return rows_alone(inner, input_ids, attention_mask, **kwargs)
     if packing is None:
-        return backbone(model)(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **kwargs)
-    return backbone(model)(input_ids=packing.input_ids, position_ids=packing.position_ids, use_cache=False, **kwargs)
+        return inner(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **kwargs)
+    return inner(input_ids=packing.input_ids, position_ids=packing.position_ids, use_cache=False, **kwargs)
+
+
+def _padded(out, packing: Packing | None):
+    """``out``'s per-position states -> the padded layout (identity when they are in it already)."""
+    if packing is None or getattr(out, "padded_layout", False):
+        return lambda t: t
+    return packing.unpack
 
 
 def _last(out) -> torch.Tensor:
@@ -170,7 +183,7 @@ def hidden_states(
     out = run_backbone(model, input_ids, attention_mask, packing, **kwargs)
     if capture is not None:
         capture["outputs"] = out
-    return _last(out) if packing is None else packing.unpack(_last(out))
+    return _padded(out, packing)(_last(out))
 
 
 def packing_error(model: nn.Module, input_ids: torch.Tensor, lengths: list[int]) -> float:
@@ -231,9 +244,9 @@ def reference_states(
 ) -> ReferenceStates:
     """One no-grad pass of ``model`` (already in the state wanted, e.g. adapters off): see ReferenceStates.
     With ``packing`` the backbone runs on the packed rows; every state comes back in the padded layout."""
-    unpack = (lambda t: t) if packing is None else packing.unpack
     with torch.no_grad():
         out = run_backbone(model, input_ids, attention_mask, packing, output_hidden_states=all_layers)
+        unpack = _padded(out, packing)
         last = unpack(_last(out))[:, :-1]
         layers = tuple(unpack(h) for h in out.hidden_states) if all_layers else None
         head = lm_head(model)

@@ -21,13 +21,23 @@ class StorageTracker:
     A boolean mask computed from real token ids that indexes a fake tensor (``hidden[mask]``, as trl's fused
     head does) is replaced by its positions, so the output's size is known without reading fake data; a
     number read on the host from a fake tensor (a logged metric's ``.item()``) reads 1; a large tensor made from a
-    shape alone (a workspace, an accumulator) is made fake, so planning a long sequence costs no memory."""
+    shape alone (a workspace, an accumulator) is made fake, so planning a long sequence costs no memory.
+
+    Each storage is counted under a label (``label``, set by the caller: "activations" by default, the phase's
+    name or "kernel_workspace" inside the fused op) and moves to "gradients" when it becomes a parameter's
+    gradient; ``at_peak`` is the live bytes per label at the moment of the overall peak, so its values sum to
+    ``overall`` exactly (the breakdown a plan prints is taken at the peak itself)."""
 
     def __init__(self, *known):
         """``known``: modules and optimizers whose tensors exist already (their storages are not counted when an
         op returns a view of them, as ``weight.t()`` does)."""
         self.current = self.peak = self.overall = 0  # peak: of the current phase; overall: since the start
         self.grad_bytes = self.transient_overall = 0
+        self.label = "activations"
+        self.live: dict[str, int] = {}
+        self.at_peak: dict[str, int] = {}
+        self.peak_phase: str | None = None
+        self._phase: str | None = None
         self.marks: dict[str, int] = {}
         self.transient_marks: dict[str, int] = {}  # transient_overall at the end of each phase
         self._known = known
@@ -41,7 +51,7 @@ class StorageTracker:
         tracker, self._seen = self, WeakIdKeyDictionary()
         fake_mode = None
         for tensor in tensors_of(self._known):
-            self._seen[tensor.untyped_storage()] = 0
+            self._seen[tensor.untyped_storage()] = [0, None]
             fake_mode = fake_mode or getattr(tensor, "fake_mode", None)
 
         class Mode(TorchDispatchMode):
@@ -75,6 +85,7 @@ class StorageTracker:
             if not getattr(param, "_plan_grad_counted", False):
                 param._plan_grad_counted = True
                 self.grad_bytes += param.grad.numel() * param.grad.element_size()
+                self._relabel(param.grad.untyped_storage(), "gradients")
 
         self._hooks += [p.register_post_accumulate_grad_hook(seen) for p in parameters if p.requires_grad]
 
@@ -83,15 +94,38 @@ class StorageTracker:
         if storage in self._seen:
             return
         size = storage.nbytes()
-        self._seen[storage] = size
+        cell = [size, self.label]  # [bytes, label]: the label may change (a gradient)
+        self._seen[storage] = cell
         self.current += size
+        self.live[self.label] = self.live.get(self.label, 0) + size
         self.peak = max(self.peak, self.current)
-        self.overall = max(self.overall, self.current)
+        if self.current > self.overall:
+            self.overall = self.current
+            self.at_peak = {k: v for k, v in self.live.items() if v}
+            self.peak_phase = self._phase
         self.transient_overall = max(self.transient_overall, self.current - self.grad_bytes)
-        weakref.finalize(storage, self._free, size)
+        weakref.finalize(storage, self._free, cell)
 
-    def _free(self, size: int) -> None:
-        self.current -= size
+    def _relabel(self, storage, label: str) -> None:
+        cell = self._seen.get(storage) if self._seen is not None else None
+        if cell is None or cell[1] is None or cell[1] == label:
+            return
+        self.live[cell[1]] -= cell[0]
+        self.live[label] = self.live.get(label, 0) + cell[0]
+        cell[1] = label
+
+    def _free(self, cell: list) -> None:
+        self.current -= cell[0]
+        self.live[cell[1]] -= cell[0]
+
+    @contextlib.contextmanager
+    def labelled(self, label: str):
+        """Within the block, new storages count under ``label``."""
+        before, self.label = self.label, label
+        try:
+            yield
+        finally:
+            self.label = before
 
     def phase(self, name: str):
         """A context: the peak above the start of the block, recorded as ``marks[name]``."""
@@ -99,9 +133,12 @@ class StorageTracker:
         @contextlib.contextmanager
         def block():
             start, self.peak = self.current, self.current
+            before, label = self._phase, self.label
+            self._phase, self.label = name, PHASE_LABELS.get(name, name)
             try:
                 yield
             finally:
+                self._phase, self.label = before, label
                 self.marks[name] = self.peak - start
                 self.transient_marks[name] = self.transient_overall
                 self.peak = max(self.peak, self.current)
@@ -109,6 +146,9 @@ class StorageTracker:
         return block()
 
 
+#: what a storage made in each phase counts as in the breakdown at the peak
+PHASE_LABELS = {"forward": "activations", "backward": "backward_temporaries", "optimizer": "optimizer_temporaries",
+                "precompute": "precompute_activations"}  # fmt: skip
 _ONE = {True: 1.0, False: 1}
 _FACTORIES = {torch.ops.aten.empty.memory_format, torch.ops.aten.zeros.default, torch.ops.aten.ones.default,
               torch.ops.aten.full.default, torch.ops.aten.empty_strided.default}  # fmt: skip
