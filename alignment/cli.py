@@ -161,18 +161,22 @@ def _report(args) -> int:
 
 
 def _plan(args) -> int:
-    from alignment.planning.plan import describe, parse_memory, plan_recipe
+    from alignment.planning.plan import describe, plan_recipe
     from alignment.recipes import parse_overrides
 
     overrides = parse_overrides(args.overrides)  # the plan's own options may come after the recipe too
-    names = ("devices", "device_memory", "batch", "json", "trainer", "skew", "target")
-    options = {k: overrides.pop(k, getattr(args, k)) for k in names}
+    options = {k: overrides.pop(k) if k in overrides else getattr(args, k) for k in _PLAN_OPTIONS}
+    options = {k: _plan_option(k, v) for k, v in options.items()}
     length = overrides.pop("max_length", args.max_length)
-    batch = overrides.pop("per_device_train_batch_size", None) if options["batch"] is None else options["batch"]
-    memory = parse_memory(str(options["device_memory"])) if options["device_memory"] else None
-    plan = plan_recipe(args.recipe, overrides, int(options["devices"]), memory, None if length is None else str(length),
-                       None if batch is None else str(batch), options["trainer"], options["skew"] in (True, "true"),
-                       options["target"])  # fmt: skip
+    length = None if length is None else _plan_option("max_length", length)
+    batch = options["batch"]
+    if batch is None and "per_device_train_batch_size" in overrides:
+        batch = _plan_option("batch", overrides.pop("per_device_train_batch_size"))
+    card = options["device"] if options["device"] is not None else options["device_memory"]
+    plan = plan_recipe(args.recipe, overrides, options["devices"], card, None if length is None else str(length),
+                       None if batch is None else str(batch), options["trainer"], options["skew"], options["target"],
+                       options["prompt_tokens"], options["completion_tokens"], options["host_memory"],
+                       options["devices_per_node"])  # fmt: skip
     print("\n".join(describe(plan)))
     if options["json"]:
         from alignment.io import atomic_write_text
@@ -180,6 +184,92 @@ def _plan(args) -> int:
         atomic_write_text(options["json"], json.dumps(plan.to_json(), indent=1))
         print(f"wrote {options['json']}")
     return 0
+
+
+def _length_option(text) -> int | str:
+    if str(text).strip().lower() == "auto":
+        return "auto"
+    return _int_at_least(1, "a number of tokens or auto")(str(text))
+
+
+def _batch_option(text) -> int | str:
+    if str(text).strip().lower() == "auto":
+        return "auto"
+    return _int_at_least(1, "a number of pairs or auto")(str(text))
+
+
+def _completions_option(text) -> tuple[int, int]:
+    parts = [p for p in str(text).replace(" ", "").split(",") if p]
+    parse = _int_at_least(1, "a number of tokens")
+    if len(parts) == 1:
+        parts *= 2
+    if len(parts) != 2:
+        raise argparse.ArgumentTypeError(f"expected CHOSEN,REJECTED tokens (e.g. 1500,900), got {text!r}")
+    return parse(parts[0]), parse(parts[1])
+
+
+def _memory_option(name: str):
+    def parse(text):
+        from alignment.planning.plan import parse_memory
+
+        return parse_memory(str(text), name)
+
+    return parse
+
+
+def _device_option(text):
+    from alignment.planning.devices import device
+
+    return device(str(text))
+
+
+def _flag_option(text) -> bool:
+    lowered = str(text).strip().lower()
+    if lowered in ("true", "1", "yes"):
+        return True
+    if lowered in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _choice_option(*choices):
+    def parse(text):
+        if str(text) not in choices:
+            raise argparse.ArgumentTypeError(f"expected one of {', '.join(choices)}, got {text!r}")
+        return str(text)
+
+    return parse
+
+
+#: alignment plan's own options: how a value given after the recipe (which argparse does not see) is read
+_PLAN_OPTIONS = {
+    "devices": positive_int,
+    "devices_per_node": positive_int,
+    "device": _device_option,
+    "device_memory": _memory_option("--device_memory"),
+    "host_memory": _memory_option("--host_memory"),
+    "batch": _batch_option,
+    "json": str,
+    "trainer": _choice_option("alignment", "trl"),
+    "skew": _flag_option,
+    "target": _choice_option("cpu", "cuda"),
+    "prompt_tokens": _int_at_least(0, "a number of tokens"),
+    "completion_tokens": _completions_option,
+}
+
+
+def _plan_option(name: str, value):
+    """``value`` of plan option ``name`` read with its type (None and already-read values pass); a bad value is a
+    one-line RecipeError naming the option."""
+    from alignment.errors import RecipeError
+
+    reader = _length_option if name == "max_length" else _PLAN_OPTIONS[name]
+    if value is None:
+        return None
+    try:
+        return reader(str(value))
+    except argparse.ArgumentTypeError as e:
+        raise RecipeError(f"--{name}: {e}") from None
 
 
 def _regret_eval(args) -> int:
@@ -360,9 +450,18 @@ def _add_plan(commands) -> None:
     plan = commands.add_parser("plan", help="simulate one training step on fake tensors: the memory per device")
     plan.add_argument("recipe", help="a recipe file")
     plan.add_argument("--devices", type=positive_int, default=1, help="devices: > 1 plans each rank's ZeRO-3 share")
-    plan.add_argument("--device_memory", default=None, help="memory per device for the auto search, e.g. 80GB")
+    plan.add_argument("--device", type=str, default=None,
+                      help="the card: h100-80gb, h100-94gb, h200, a100-40gb, a100-80gb, l40s, b200 (its usable "
+                           "memory: what torch reports minus the CUDA context and an allocator reserve)")  # fmt: skip
+    plan.add_argument("--device_memory", default=None, help="a raw memory budget per device instead, e.g. 80GB")
     plan.add_argument("--max_length", default=None, help="tokens per sequence, or auto (longest that fits)")
     plan.add_argument("--batch", default=None, help="pairs per device, or auto (largest that fits)")
+    plan.add_argument("--prompt_tokens", default=None, help="the planned pair's prompt tokens")
+    plan.add_argument("--completion_tokens", default=None,
+                      help="the planned pair's CHOSEN,REJECTED completion tokens (e.g. 150000,60000)")  # fmt: skip
+    plan.add_argument("--host_memory", default=None, help="host memory per node (default: this machine's), e.g. 2TB")
+    plan.add_argument("--devices_per_node", default=None, help="devices sharing a node's host memory (default: "
+                      "min(--devices, 8))")  # fmt: skip
     plan.add_argument("--json", default=None, help="also write the plan to this JSON file")
     plan.add_argument(
         "--trainer",

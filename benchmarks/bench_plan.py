@@ -52,7 +52,7 @@ def calibrate(method: str, init_from_config: str | None, lengths=LENGTHS, batch:
         real = measure(name, script, model_args, config, batch, length, trainer=trainer)
         rows.append({"method": method, "length": length, "batch": batch, "planned": plan.peak_bytes,
                      "measured": real["peak_bytes"], "error": plan.peak_bytes / real["peak_bytes"] - 1,
-                     "breakdown": plan.breakdown})  # fmt: skip
+                     "breakdown": plan.breakdown, "phase_peaks": plan.phase_peaks})  # fmt: skip
     return rows
 
 

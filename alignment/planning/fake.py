@@ -4,6 +4,7 @@ for a measurement), the shipped tokenizer, and a synthetic batch of real token i
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -11,6 +12,38 @@ import torch
 from alignment.errors import RecipeError
 
 PROMPT_SHARE = 0.25  # of each synthetic sequence's tokens
+SHORTER = 0.75  # the shorter completion of a synthetic pair, as a share of the longer
+
+
+@dataclass(frozen=True)
+class PairShape:
+    """How a planned pair of ``length`` tokens (its longer sequence) splits: the prompt's share of it, the shorter
+    completion's share of the longer one, and which completion is the longer. Real pairs differ: a padded batch
+    then needs a mask (sdpa, eager) or an unpadding (flash attention), which the plan counts."""
+
+    prompt_share: float = PROMPT_SHARE
+    shorter: float = SHORTER
+    chosen_longer: bool = True
+    source: str = f"synthetic: prompt {PROMPT_SHARE:.0%} of the longer sequence, the shorter completion {SHORTER:.0%}"
+
+    @classmethod
+    def from_tokens(cls, prompt: int, chosen: int, rejected: int, source: str) -> PairShape:
+        longer = max(chosen, rejected)
+        return cls(prompt / (prompt + longer), min(chosen, rejected) / longer, chosen >= rejected, source)
+
+    def tokens(self, length: int) -> tuple[int, int, int]:
+        """(prompt, chosen, rejected) tokens of a pair whose longer sequence has ``length`` tokens."""
+        prompt = min(max(1, round(length * self.prompt_share)), length - 1) if length > 1 else 0
+        longer = max(1, length - prompt)
+        shorter = max(1, round(longer * self.shorter))
+        return (prompt, longer, shorter) if self.chosen_longer else (prompt, shorter, longer)
+
+    def describe(self, length: int) -> str:
+        prompt, chosen, rejected = self.tokens(length)
+        return f"prompt {prompt} + chosen {chosen} / rejected {rejected} tokens ({self.source})"
+
+
+EQUAL = PairShape(shorter=1.0, source=f"synthetic: prompt {PROMPT_SHARE:.0%}, equal completions")
 
 
 def model_config(script, trust_remote_code: bool = False):
@@ -33,35 +66,39 @@ def lengths(batch: int, length: int, skew: bool) -> list[int]:
     return [max(64, length >> i) if skew else length for i in range(batch)]
 
 
-def batch_rows(batch: int, length: int, vocab: int, skew: bool = False) -> list[dict]:
+def batch_rows(batch: int, length: int, vocab: int, skew: bool = False, shape: PairShape = PairShape()) -> list[dict]:
+    """``batch`` synthetic pairs of real token ids, each of ``shape`` with its longer sequence ``length`` tokens
+    (length-skewed with ``skew``)."""
     rows, token = [], min(5, vocab - 1)
     for i, n in enumerate(lengths(batch, length, skew)):
-        prompt = max(1, int(n * PROMPT_SHARE))
-        completion = max(1, n - prompt)
+        prompt, chosen, rejected = shape.tokens(n)
         rows.append(
             {
                 "prompt_ids": [token] * prompt,
-                "chosen_ids": [token] * completion,
-                "rejected_ids": [token] * completion,
+                "chosen_ids": [token] * chosen,
+                "rejected_ids": [token] * rejected,
                 "label": i % 2 == 0,
             }
         )  # fmt: skip (label: KTO's rows)
     return rows
 
 
-def fake_model(cfg, dtype: torch.dtype, fake: bool = True):
-    """The model of ``cfg`` in ``dtype``: fake parameters (no memory), or real random ones (seed 0)."""
+def fake_model(cfg, dtype: torch.dtype, fake: bool = True, attention: str = "sdpa"):
+    """The model of ``cfg`` in ``dtype``: fake parameters (no memory), or real random ones (seed 0); built with
+    ``attention`` (flash attention, which cannot load here, is built as sdpa and switched by
+    alignment.planning.attention for the step)."""
     from torch._subclasses.fake_tensor import FakeTensorMode
     from transformers import AutoModelForCausalLM
 
+    implementation = attention if attention in ("sdpa", "eager") else "sdpa"
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)  # fake modules cannot be cast after they are built
     try:
         if fake:
             with FakeTensorMode(allow_non_fake_inputs=True):
-                return AutoModelForCausalLM.from_config(cfg)
+                return AutoModelForCausalLM.from_config(cfg, attn_implementation=implementation)
         torch.manual_seed(0)
-        return AutoModelForCausalLM.from_config(cfg)
+        return AutoModelForCausalLM.from_config(cfg, attn_implementation=implementation)
     finally:
         torch.set_default_dtype(previous)
 

@@ -7,6 +7,13 @@ trl's rules, kept: tensors under ``min_offload_size`` bytes (1 KiB) and paramete
 last ``max_fwd_stash_size`` (5) offloaded tensors stay alive on the device until their copies complete on the side
 stream (the stash), and a storage saved again while its first copy is in flight is kept on the device rather than
 copied twice. What the fused op saves is kept on the device (``keep_on_device``: innermost hooks win) as in a run.
+
+Host memory as the pinned allocator takes it (``pinned_bytes``): on a GPU trl copies into pinned memory
+(``torch.empty(..., pin_memory=True)``), which torch's CachingHostAllocator serves in blocks of a power of two
+bytes (``aten/src/ATen/core/CachingHostAllocator.h``: ``c10::llvm::PowerOf2Ceil(size)``), caches on free and
+reuses only for a request of the same rounded size. So a 3.25 GiB checkpoint pins 4 GiB, and the host memory held
+is, per rounded size, the most blocks of that size alive at once, times the size. On the CPU (no pinning)
+``pinned_bytes`` is the plain ``host_peak``.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ class PlannedOffload(torch.autograd.graph.saved_tensors_hooks):
     def __init__(self, parameters, streams: bool = True):
         self.host_current = self.host_peak = 0
         self.offloaded = 0  # tensors moved in all
+        self._blocks: dict[int, list[int]] = {}  # rounded size -> [alive, most alive at once]
         self._params = {p.untyped_storage()._cdata for p in parameters}
         self._stash: OrderedDict[int, torch.Tensor] = OrderedDict()  # in flight on the side stream (GPU)
         self._in_flight: set[int] = set()
@@ -45,6 +53,9 @@ class PlannedOffload(torch.autograd.graph.saved_tensors_hooks):
         self.host_current += size
         self.host_peak = max(self.host_peak, self.host_current)
         self.offloaded += 1
+        block = self._blocks.setdefault(pinned_size(size), [0, 0])
+        block[0] += 1
+        block[1] = max(block[1], block[0])
         if self._streams:
             self._stash[id(host)] = tensor
             self._in_flight.add(storage)
@@ -60,4 +71,17 @@ class PlannedOffload(torch.autograd.graph.saved_tensors_hooks):
         self._in_flight.clear()
         _, host, size = packed
         self.host_current -= size
+        self._blocks[pinned_size(size)][0] -= 1
         return host.clone()  # back on the device (counted), freed when autograd lets it go
+
+    @property
+    def pinned_bytes(self) -> int:
+        """The host memory the step holds (module docstring): pinned blocks on a GPU, the copies on the CPU."""
+        if not self._streams:
+            return self.host_peak
+        return sum(size * most for size, (_, most) in self._blocks.items())
+
+
+def pinned_size(size: int) -> int:
+    """The block torch's pinned (CachingHostAllocator) memory serves for ``size`` bytes: the next power of two."""
+    return 1 << max(size - 1, 0).bit_length()

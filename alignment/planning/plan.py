@@ -38,7 +38,10 @@ from pathlib import Path
 from unittest import mock
 
 from alignment.errors import RecipeError
+from alignment.planning.attention import check as check_attention
+from alignment.planning.attention import gpu_attention, recipe_attention
 from alignment.planning.fake import (
+    PairShape,
     batch_rows,
     checkpointing,
     fake_model,
@@ -74,17 +77,34 @@ class Plan:
     sequence_parallel: int = 1
     #: why the plan has this length: the training rows' longest sequence, max_length, or the one asked for
     length_source: str | None = None
+    #: the attention implementation counted (the recipe's model_init_kwargs attn_implementation)
+    attention: str = "sdpa"
+    #: the planned pair (its longer sequence max_length tokens): prompt, chosen and rejected tokens, and why
+    pair: str | None = None
+    #: the phase the peak falls in (precompute, forward, backward, optimizer)
+    peak_phase: str | None = None
+    #: each phase's peak above the resident bytes, and the fused op's own (``kernel``)
+    phase_peaks: dict[str, int] = field(default_factory=dict)
+    #: host memory as torch's pinned allocator holds it for the offloaded tensors (blocks of a power of two)
+    host_pinned_bytes: int | None = None
+    #: the card planned for (alignment.planning.devices) and the verdicts against its usable memory
+    device: str | None = None
+    usable_bytes: int | None = None
+    fits: bool | None = None
+    host_memory_bytes: int | None = None
+    devices_per_node: int = 1
+    host_fits: bool | None = None
 
     def to_json(self) -> dict:
         return asdict(self)
 
 
 def build(method_name: str, script, model_args, config, batch: int, length: int, fake: bool = True,
-          skew: bool = False, rows: list[dict] | None = None):  # fmt: skip
+          skew: bool = False, rows: list[dict] | None = None, shape: PairShape = PairShape()):  # fmt: skip
     """(trainer, inputs, precompute): the recipe's trainer around a model built from its config alone (fake
-    parameters, or real random ones for a measurement) and a batch of ``batch`` synthetic pairs of ``length``
-    tokens (length-skewed with ``skew``); ``precompute``: the recipe precomputes its anchors (simulated as their
-    own phase)."""
+    parameters, or real random ones for a measurement) with the recipe's attention implementation, and a batch of
+    ``batch`` synthetic pairs of ``shape`` whose longer sequence has ``length`` tokens (length-skewed with
+    ``skew``); ``precompute``: the recipe precomputes its anchors (simulated as their own phase)."""
     from datasets import Dataset
 
     from alignment.trainers import get_method
@@ -93,10 +113,10 @@ def build(method_name: str, script, model_args, config, batch: int, length: int,
     if not method.trainer.completions or method.build is not None:
         raise NotImplementedError(f"alignment plan simulates trainers of token sequences, not {method_name}")
     cfg = model_config(script, config.trust_remote_code)
-    model = fake_model(cfg, model_dtype(model_args), fake)
+    model = fake_model(cfg, model_dtype(model_args), fake, recipe_attention(config))
     precompute = bool(getattr(config, "precompute_ref_logps", False))
     config = _planning_copy(config, batch, length)
-    data = Dataset.from_list(rows or batch_rows(batch, length, cfg.vocab_size, skew))  # rows: the data's own
+    data = Dataset.from_list(rows or batch_rows(batch, length, cfg.vocab_size, skew, shape))  # rows: the data's own
     with mock.patch.object(type(config), "place_model_on_device", property(lambda self: not fake)):
         trainer = method.trainer(model, args=config, train_dataset=data, processing_class=planning_tokenizer(),
                                  peft_config=model_args.peft_config())  # fmt: skip
@@ -163,12 +183,15 @@ def step(trainer, inputs: dict, tracker=None, offload=None) -> None:
 
 def simulate(method_name: str, script, model_args, config, batch: int, length: int, *, target: str = "cpu",
              trainer: str = "alignment", devices: int = 1, skew: bool = False,
-             rows: list[dict] | None = None) -> Plan:  # fmt: skip
-    """One optimizer step of ``batch`` pairs of ``length``-token sequences, on fake tensors: on this CPU's code
-    paths or a GPU's (``target="cuda"``), of our trainer or trl's DPOTrainer (``trainer="trl"``), one device or
-    each rank's share under ZeRO-3 (``devices``), full-length or length-skewed pairs (``skew``). With the recipe's
-    ``sequence_parallel_size`` N: one rank's shard of T/N positions under ZeRO-2 (planning.sequence_parallel).
-    ``rows``: the batch's tokenized rows (planning.data_length), instead of ``batch`` rows of ``length`` tokens."""
+             rows: list[dict] | None = None, shape: PairShape = PairShape()) -> Plan:  # fmt: skip
+    """One optimizer step of ``batch`` pairs of ``shape`` whose longer sequence has ``length`` tokens, on fake
+    tensors: on this CPU's code paths or a GPU's (``target="cuda"``, with the attention the recipe asks for), of our
+    trainer or trl's DPOTrainer (``trainer="trl"``), one device or each rank's share under ZeRO-3 (``devices``),
+    full-length or length-skewed pairs (``skew``). With the recipe's ``sequence_parallel_size`` N: one rank's shard
+    of T/N positions under ZeRO-2 (planning.sequence_parallel). ``rows``: the batch's tokenized rows
+    (planning.data_length), instead of synthetic ones."""
+    attention = recipe_attention(config)
+    check_attention(attention, target)
     parallel = getattr(config, "sequence_parallel_size", 1)
     if parallel > 1:
         if trainer != "alignment" or devices % parallel:
@@ -180,78 +203,122 @@ def simulate(method_name: str, script, model_args, config, batch: int, length: i
                               "shards")  # fmt: skip
         with ulysses_attention(parallel):
             plan = _simulate(method_name, script, model_args, config, batch, -(-length // parallel), target=target,
-                             trainer=trainer, devices=devices, skew=skew, zero=2)  # fmt: skip
+                             trainer=trainer, devices=devices, skew=skew, zero=2, shape=shape)  # fmt: skip
         plan.max_length, plan.sequence_parallel = length, parallel
+        plan.pair = shape.describe(length)
         return plan
     return _simulate(method_name, script, model_args, config, batch, length, target=target, trainer=trainer,
-                     devices=devices, skew=skew, rows=rows)  # fmt: skip
+                     devices=devices, skew=skew, rows=rows, shape=shape)  # fmt: skip
 
 
 def _simulate(method_name: str, script, model_args, config, batch: int, length: int, *, target: str, trainer: str,
-              devices: int, skew: bool, zero: int = 3, rows: list[dict] | None = None) -> Plan:  # fmt: skip
+              devices: int, skew: bool, zero: int = 3, rows: list[dict] | None = None,
+              shape: PairShape = PairShape()) -> Plan:  # fmt: skip
     if trainer not in ("alignment", "trl"):
         raise ValueError(f"trainer must be 'alignment' or 'trl', got {trainer!r}")
     if target not in ("cpu", "cuda"):
         raise ValueError(f"target must be 'cpu' or 'cuda', got {target!r}")
+    attention = recipe_attention(config)
     paths = gpu_code_paths() if target == "cuda" else contextlib.nullcontext()
     recipe = (method_name, script, model_args, config, batch, length)
     with paths:
         if trainer == "trl":
-            built, inputs, precompute, anchors = _build_trl(*recipe, skew)
+            built, inputs, precompute, anchors = _build_trl(*recipe, skew, shape=shape)
         else:
-            built, inputs, precompute = build(*recipe, skew=skew, rows=rows)
+            built, inputs, precompute = build(*recipe, skew=skew, rows=rows, shape=shape)
             anchors = _anchor_models(built)
-        pre_peak = None
-        if precompute and getattr(built, "anchors", None):  # a frozen copy or the adapter-off pass
-            resident = nbytes(p for m in [built.model, *anchors] for p in m.parameters())
-            with StorageTracker(built.model, *anchors) as tracker, tracker.phase("precompute"):
-                precompute_phase(built, inputs)
-            pre_peak = resident + tracker.marks["precompute"]
-            anchors = _anchor_models(built)
-        steady_state(built)
-        states = nbytes(tensors_of([built.optimizer]))
-        params = nbytes(built.model.parameters())
-        anchor_bytes = nbytes(p for m in anchors for p in m.parameters())
-        offload = None
-        if getattr(config, "activation_offloading", False):  # the recipe's (trl's own manager is modelled too)
-            offload = PlannedOffload(built.model.parameters(), streams=target == "cuda")
-        with StorageTracker(built.model, built.optimizer, *anchors) as tracker:
-            tracker.track_gradients(built.model.parameters())
-            step(built, inputs, tracker, offload)
-    resident = params + anchor_bytes + states
-    breakdown = {
-        "parameters": params,
-        "anchors": anchor_bytes,
-        "gradients": nbytes(p.grad for p in built.model.parameters()),
-        "optimizer_states": states,
-        "activations": tracker.marks["forward"] - tracker.marks.get("kernel", 0),
-        "kernel_workspace": tracker.marks.get("kernel", 0),
-    }  # fmt: skip
-    peak = max(resident + tracker.overall, pre_peak or 0)
-    plan = Plan(method_name, batch, length, resident, tracker.overall, peak, pre_peak, breakdown, None, trainer,
-                target, devices, skew, offload.host_peak if offload is not None else None)  # fmt: skip
+        kernels = gpu_attention(attention, built.model) if target == "cuda" else contextlib.nullcontext()
+        with kernels:
+            plan = _phases(built, inputs, precompute, anchors, config, target)
+    plan.method, plan.batch, plan.max_length, plan.trainer = method_name, batch, length, trainer
+    plan.target, plan.devices, plan.skew, plan.attention = target, devices, skew, attention
+    plan.pair = None if rows else shape.describe(length)
     if devices > 1:
-        model_of = share if zero == 3 else share_zero2
-        rank = model_of(built.model, anchors, tracker.transient_marks["backward"], devices, _hidden(built.model))
-        plan.resident_bytes, plan.step_peak_bytes = rank.partitioned_bytes, rank.peak_bytes - rank.partitioned_bytes
-        plan.peak_bytes, plan.breakdown, plan.precompute_peak_bytes = rank.peak_bytes, rank.breakdown(), None
+        _share(plan, built, zero, devices)
+    for private in ("_tracker", "_anchors", "_precompute", "_pre_anchors"):
+        plan.__dict__.pop(private, None)
     return plan
+
+
+def _phases(built, inputs, precompute: bool, anchors: list, config, target: str) -> Plan:
+    """The precompute phase (when the recipe has one) and the steady-state step of ``built``, tracked; the plan's
+    peak and its breakdown at the peak (the resident parts and what is alive then, by kind: they sum to it)."""
+    pre, pre_anchors = None, anchors
+    if precompute and getattr(built, "anchors", None):  # a frozen copy or the adapter-off pass
+        pre_resident = {"parameters": nbytes(built.model.parameters()),
+                        "anchors": nbytes(p for m in anchors for p in m.parameters())}  # fmt: skip
+        with StorageTracker(built.model, *anchors) as pre_tracker, pre_tracker.phase("precompute"):
+            precompute_phase(built, inputs)
+        pre = (pre_resident, pre_tracker)
+        anchors = _anchor_models(built)
+    steady_state(built)
+    resident = {"parameters": nbytes(built.model.parameters()),
+                "anchors": nbytes(p for m in anchors for p in m.parameters()),
+                "optimizer_states": nbytes(tensors_of([built.optimizer]))}  # fmt: skip
+    offload = None
+    if getattr(config, "activation_offloading", False):  # the recipe's (trl's own manager is modelled too)
+        offload = PlannedOffload(built.model.parameters(), streams=target == "cuda")
+    with StorageTracker(built.model, built.optimizer, *anchors) as tracker:
+        tracker.track_gradients(built.model.parameters())
+        step(built, inputs, tracker, offload)
+    total = sum(resident.values())
+    plan = Plan("", 0, 0, total, tracker.overall, total + tracker.overall)
+    plan.breakdown = {**resident, **tracker.at_peak}
+    plan.peak_phase = tracker.peak_phase
+    plan.phase_peaks = dict(tracker.marks)
+    plan._tracker, plan._anchors = tracker, anchors  # for a rank's share (not serialized)
+    if pre is not None:
+        pre_resident, pre_tracker = pre
+        plan.precompute_peak_bytes = sum(pre_resident.values()) + pre_tracker.overall
+        plan.phase_peaks["precompute"] = pre_tracker.overall
+        plan._precompute, plan._pre_anchors = (pre_resident, pre_tracker), pre_anchors
+        if plan.precompute_peak_bytes > plan.peak_bytes:
+            plan.peak_bytes, plan.peak_phase = plan.precompute_peak_bytes, "precompute"
+            plan.breakdown = {**pre_resident, **pre_tracker.at_peak}
+    if offload is not None:
+        plan.host_offload_bytes, plan.host_pinned_bytes = offload.host_peak, offload.pinned_bytes
+    return plan
+
+
+def _share(plan: Plan, built, zero: int, devices: int) -> None:
+    """Replace ``plan``'s totals by one rank's under ZeRO-3 (or ZeRO-2 with sequence parallelism), the precompute
+    phase's included."""
+    model_of = share if zero == 3 else share_zero2
+    tracker, anchors = plan._tracker, plan._anchors
+    rank = model_of(built.model, anchors, tracker.transient_marks["backward"], devices, _hidden(built.model))
+    plan.resident_bytes, plan.step_peak_bytes = rank.partitioned_bytes, rank.peak_bytes - rank.partitioned_bytes
+    plan.peak_bytes, plan.breakdown, plan.precompute_peak_bytes = rank.peak_bytes, rank.breakdown(), None
+    plan.peak_phase = "backward"
+    if getattr(plan, "_precompute", None) is not None:
+        _, pre_tracker = plan._precompute
+        pre_anchors = [m for m in _anchor_models_before(plan) if m is not built.model]
+        before = model_of(built.model, pre_anchors, pre_tracker.overall, devices, _hidden(built.model))
+        before.bucket_bytes = 0  # no gradients to reduce in a no-grad pass
+        plan.precompute_peak_bytes = before.peak_bytes
+        if before.peak_bytes > plan.peak_bytes:
+            plan.peak_bytes, plan.breakdown, plan.peak_phase = before.peak_bytes, before.breakdown(), "precompute"
+
+
+def _anchor_models_before(plan: Plan) -> list:
+    return getattr(plan, "_pre_anchors", []) or plan._anchors
 
 
 def _hidden(model) -> int:
     return model.get_input_embeddings().weight.shape[1]
 
 
-def _build_trl(method_name, script, model_args, config, batch: int, length: int, skew: bool, fake: bool = True):
+def _build_trl(method_name, script, model_args, config, batch: int, length: int, skew: bool, fake: bool = True,
+               shape: PairShape = PairShape()):  # fmt: skip
     from alignment.planning.trl_dpo import build_trl, trl_anchor_models
 
     if method_name != "dpo":
         raise NotImplementedError(f"the trl comparison plans trl's DPOTrainer, not {method_name}")
     cfg = model_config(script, config.trust_remote_code)
-    model = fake_model(cfg, model_dtype(model_args), fake)
+    model = fake_model(cfg, model_dtype(model_args), fake, recipe_attention(config))
     copy = _planning_copy(config, batch, length)
     copy.precompute_ref_logps = bool(getattr(config, "precompute_ref_logps", False))
-    trainer, inputs = build_trl(cfg, model_args, copy, batch_rows(batch, length, cfg.vocab_size, skew), model, fake)
+    rows = batch_rows(batch, length, cfg.vocab_size, skew, shape)
+    trainer, inputs = build_trl(cfg, model_args, copy, rows, model, fake)
     return trainer, inputs, False, trl_anchor_models(trainer)
 
 
@@ -275,19 +342,20 @@ def _profiled_peak(run) -> int:
     return peak
 
 
-def measure(method_name: str, script, model_args, config, batch: int, length: int, trainer: str = "alignment") -> dict:
+def measure(method_name: str, script, model_args, config, batch: int, length: int, trainer: str = "alignment",
+            shape: PairShape = PairShape()) -> dict:  # fmt: skip
     """The same step on real tensors on this CPU: the trained and anchor models' parameters plus the peak of
     what torch allocates during the step (and during the precompute phase), from the profiler's memory events."""
     if trainer == "trl":
         built, inputs, precompute, anchors = _build_trl(method_name, script, model_args, config, batch, length,
-                                                        False, fake=False)  # fmt: skip
+                                                        False, fake=False, shape=shape)  # fmt: skip
         steady_state(built)
         resident = nbytes(p for m in [built.model, *anchors] for p in m.parameters())
         resident += nbytes(tensors_of([built.optimizer]))
         step_peak = _profiled_peak(lambda: step(built, inputs))
         return {"resident_bytes": resident, "step_peak_bytes": step_peak, "precompute_peak_bytes": None,
                 "peak_bytes": resident + step_peak}  # fmt: skip
-    trainer, inputs, precompute = build(method_name, script, model_args, config, batch, length, fake=False)
+    trainer, inputs, precompute = build(method_name, script, model_args, config, batch, length, fake=False, shape=shape)
     pre_peak = None
     if precompute and getattr(trainer, "anchors", None):
         resident = nbytes(p for m in [trainer.model, *_anchor_models(trainer)] for p in m.parameters())
@@ -315,7 +383,8 @@ def _kernel_phase(tracker: StorageTracker):
             start, before = tracker.current, tracker.peak
             tracker.peak = tracker.current
             try:
-                return _original(*args, **kwargs)
+                with tracker.labelled("kernel_workspace"):
+                    return _original(*args, **kwargs)
             finally:
                 tracker.marks["kernel"] = max(tracker.marks.get("kernel", 0), tracker.peak - start)
                 tracker.peak = max(before, tracker.peak)
@@ -341,14 +410,24 @@ def _planning_copy(config, batch: int, length: int):
     return config
 
 
-def parse_memory(text: str) -> int:
-    """'80GB', '141GiB', '512MB' -> bytes (GB and GiB both read as 2^30: device memory is quoted that way)."""
-    units = {"kb": 2**10, "kib": 2**10, "mb": 2**20, "mib": 2**20, "gb": 2**30, "gib": 2**30, "tb": 2**40}
-    lowered = text.strip().lower()
+def parse_memory(text: str, name: str = "--device_memory") -> int:
+    """'80GB', '141GiB', '512MB', '1TB', '4096B' -> bytes (GB and GiB both read as 2^30: device memory is quoted that way).
+    A number without a unit is refused (80 would be 80 bytes), and so is a size that is not positive or beyond
+    1 PiB."""
+    units = {"b": 1, "kb": 2**10, "kib": 2**10, "mb": 2**20, "mib": 2**20, "gb": 2**30, "gib": 2**30, "tb": 2**40,
+             "tib": 2**40}  # fmt: skip
+    lowered = str(text).strip().lower()
     for unit in sorted(units, key=len, reverse=True):
         if lowered.endswith(unit):
-            return int(float(lowered[: -len(unit)]) * units[unit])
-    return int(float(lowered))
+            try:
+                value = float(lowered[: -len(unit)])
+            except ValueError:
+                break
+            size = value * units[unit]
+            if not 0 < size <= 2**50:
+                raise RecipeError(f"{name} {text}: give a positive size up to 1PB (e.g. 80GB)")
+            return int(size)
+    raise RecipeError(f"{name} {text!r}: give a size with its unit, e.g. 80GB, 141GiB or 512MB")
 
 
 def search(fits, low: int, high: int, step: int) -> int | None:
@@ -365,60 +444,110 @@ def search(fits, low: int, high: int, step: int) -> int | None:
     return best
 
 
-def plan_recipe(recipe: str, overrides: dict | None = None, devices: int = 1, device_memory: int | None = None,
+def host_memory() -> int:
+    """This machine's memory in bytes (the default --host_memory)."""
+    import os
+
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def plan_recipe(recipe: str, overrides: dict | None = None, devices: int = 1, device_memory=None,
                 length: str | None = None, batch: str | None = None, trainer: str = "alignment",
-                skew: bool = False, target: str | None = None) -> Plan:  # fmt: skip
+                skew: bool = False, target: str | None = None, prompt_tokens: int | None = None,
+                completion_tokens: tuple[int, int] | None = None, host_bytes: int | None = None,
+                devices_per_node: int | None = None) -> Plan:  # fmt: skip
     """The plan of a recipe (``alignment plan``). ``length`` / ``batch``: a number, or "auto" for the longest
-    length (the largest batch) whose peak fits ``device_memory``. ``target``: the device the step runs on (by
-    default the recipe's: cpu with ``use_cpu``, else cuda); ``devices`` > 1: each rank's share under ZeRO-3;
-    ``trainer="trl"``: trl's DPOTrainer on the same model and batch; ``skew``: length-skewed pairs."""
+    length (the largest batch) whose peak fits ``device_memory`` (a :class:`~alignment.planning.devices.Device`,
+    whose usable memory counts, or a raw budget in bytes). ``target``: the device the step runs on (by default the
+    recipe's: cpu with ``use_cpu``, else cuda); ``devices`` > 1: each rank's share under ZeRO-3;
+    ``trainer="trl"``: trl's DPOTrainer on the same model and batch; ``skew``: length-skewed pairs;
+    ``prompt_tokens`` / ``completion_tokens`` (chosen, rejected): the pair planned (else the recipe's rows when they
+    can be read, else a synthetic unequal pair); ``host_bytes`` (default: this machine's memory) and
+    ``devices_per_node`` (default: min(devices, 8)): the host verdict of the offloaded tensors per node."""
+    from alignment.planning.devices import Device, raw
     from alignment.recipes import load_recipe
     from alignment.yaml_io import load_yaml
 
     if devices < 1:
         raise RecipeError(f"--devices must be a positive number, got {devices}")
+    card = device_memory if isinstance(device_memory, Device) or device_memory is None else raw(int(device_memory))
     if target is None:
-        raw = load_yaml(Path(recipe).read_text(encoding="utf-8"), str(recipe)) if Path(recipe).exists() else {}
-        use_cpu = {**(raw if isinstance(raw, dict) else {}), **(overrides or {})}.get("use_cpu", False)
+        raw_recipe = load_yaml(Path(recipe).read_text(encoding="utf-8"), str(recipe)) if Path(recipe).exists() else {}
+        use_cpu = {**(raw_recipe if isinstance(raw_recipe, dict) else {}), **(overrides or {})}.get("use_cpu", False)
         target = "cpu" if use_cpu is True else "cuda"
     method, script, model_args, config = load_recipe(recipe, {**(overrides or {}), "use_cpu": True})
+    check_attention(recipe_attention(config), target)
     # a self-play recipe plans one iteration's training step (its trainer is the method's, its rows the pairs)
     b = config.per_device_train_batch_size if batch in (None, "auto") else int(batch)
     n = (config.max_length or 1024) if length in (None, "auto") else int(length)
     source = "given (--max_length)" if length not in (None, "auto") else f"max_length {n}"
-    rows = None
-    plain = length is None and batch != "auto" and not skew and trainer == "alignment"
+    rows, shape = None, PairShape()
+    if completion_tokens is not None:
+        prompt = prompt_tokens if prompt_tokens is not None else round(max(completion_tokens) / 3)
+        shape = PairShape.from_tokens(prompt, *completion_tokens, "given (--prompt_tokens, --completion_tokens)")
+        if length is None:
+            n, source = prompt + max(completion_tokens), "the pair given (--prompt_tokens, --completion_tokens)"
+    plain = length is None and batch != "auto" and not skew and trainer == "alignment" and completion_tokens is None
     if plain and getattr(config, "sequence_parallel_size", 1) == 1:  # the heaviest batch of the rows themselves
         from alignment.planning.data_length import heaviest_batch
 
         rows, longest, source = heaviest_batch(method, script, config, b)
         n = longest or n
-    options = {"target": target, "trainer": trainer, "devices": devices, "skew": skew}
+    elif completion_tokens is None and length is not None:
+        shape = rows_shape(method, script, config) or shape  # the rows' own proportions at another length
+    options = {"target": target, "trainer": trainer, "devices": devices, "skew": skew, "shape": shape}
 
     def plan(pairs: int, tokens: int, data: list[dict] | None = None) -> Plan:
         return simulate(method, script, model_args, config, pairs, tokens, rows=data, **options)
 
     if "auto" in (length, batch):
-        if device_memory is None:
-            raise RecipeError("--max_length auto / --batch auto need --device_memory (e.g. 80GB)")
+        if card is None:
+            raise RecipeError("--max_length auto / --batch auto need --device NAME (e.g. h100-80gb) or "
+                              "--device_memory SIZE (e.g. 80GB)")  # fmt: skip
         limit = 1 << 20 if length == "auto" else 4096
         cache: dict[int, Plan] = {}
 
         def fits(x: int) -> bool:
             cache[x] = plan(b if length == "auto" else x, x if length == "auto" else n)
-            return cache[x].peak_bytes <= device_memory
+            return cache[x].peak_bytes <= card.usable_bytes
 
         step = 64 if length == "auto" else 1
         high = _doubling(fits, step, limit)
         best = search(fits, step, high, step) if high else None
         result = cache[best] if best else plan(b, n)
         result.search = {"field": "max_length" if length == "auto" else "batch", "best": best,
-                         "device_memory": device_memory}  # fmt: skip
+                         "device_memory": card.usable_bytes}  # fmt: skip
         result.length_source = "the longest that fits" if length == "auto" else source
-        return result
-    result = plan(b, n, rows)
-    result.length_source = source
+    else:
+        result = plan(b, n, rows)
+        result.length_source = source
+    _verdicts(result, card, host_bytes, devices_per_node or min(devices, 8))
     return result
+
+
+def rows_shape(method, script, config) -> PairShape | None:
+    """The proportions of the recipe's heaviest row (prompt share, the shorter completion's share), when the rows
+    can be read."""
+    from alignment.planning.data_length import heaviest_batch
+
+    rows, _, _ = heaviest_batch(method, script, config, 1)
+    if not rows or "chosen_ids" not in rows[0] or "rejected_ids" not in rows[0]:
+        return None
+    row = rows[0]
+    chosen, rejected = len(row["chosen_ids"]), len(row["rejected_ids"])
+    return PairShape.from_tokens(len(row["prompt_ids"]), max(chosen, 1), max(rejected, 1),
+                                 "the proportions of the training rows' longest pair")  # fmt: skip
+
+
+def _verdicts(plan: Plan, card, host_bytes: int | None, per_node: int) -> None:
+    if card is not None:
+        plan.device = card.describe()
+        plan.usable_bytes = card.usable_bytes
+        plan.fits = plan.peak_bytes <= card.usable_bytes
+    if plan.host_pinned_bytes is not None:
+        plan.host_memory_bytes = host_bytes or host_memory()
+        plan.devices_per_node = per_node
+        plan.host_fits = plan.host_pinned_bytes * per_node <= plan.host_memory_bytes
 
 
 def _doubling(fits, step: int, limit: int) -> int | None:
@@ -444,16 +573,28 @@ def describe(plan: Plan) -> list[str]:
     pairs = "length-skewed pairs (halving) up to" if plan.skew else "pairs of"
     lines = [f"{plan.method}{who}: {plan.batch} {pairs} {plan.max_length} tokens per device ({where})",
              f"  length                       {plan.length_source}" if plan.length_source else None,
+             f"  pair                         {plan.pair}" if plan.pair else None,
+             f"  attention                    {plan.attention}",
              f"  resident                     {gib(plan.resident_bytes)} (model, anchors, optimizer state"
              + ("; a share)" if plan.devices > 1 else ")"),
              f"  step peak above it           {gib(plan.step_peak_bytes)}",
-             f"  peak per device              {gib(plan.peak_bytes)}"]  # fmt: skip
+             f"  peak per device              {gib(plan.peak_bytes)}"
+             + (f" (in the {plan.peak_phase})" if plan.peak_phase else "")]  # fmt: skip
     lines = [line for line in lines if line is not None]
     if plan.precompute_peak_bytes is not None:
         lines.append(f"  precompute phase peak        {gib(plan.precompute_peak_bytes)}")
     if plan.host_offload_bytes is not None:
         lines.append(f"  CPU memory, offloaded        {gib(plan.host_offload_bytes)} per device (activation offload)")
-    lines.append("  at the peak: " + ", ".join(f"{k} {gib(v)}" for k, v in plan.breakdown.items() if v))
+    if plan.host_pinned_bytes is not None and plan.target == "cuda":
+        node = plan.host_pinned_bytes * plan.devices_per_node
+        verdict = "fits" if plan.host_fits else "DOES NOT FIT"
+        lines.append(f"  pinned host memory           {gib(plan.host_pinned_bytes)} per device (blocks of a power of two), "
+                     f"{gib(node)} for {plan.devices_per_node} per node: {verdict} in {gib(plan.host_memory_bytes)}")  # fmt: skip
+    lines.append("  at the peak: " + ", ".join(f"{k} {gib(v)}" for k, v in plan.breakdown.items() if v)
+                 + f" (sum {gib(sum(plan.breakdown.values()))})")  # fmt: skip
+    if plan.device:
+        verdict = "fits" if plan.fits else "DOES NOT FIT"
+        lines.append(f"  device                       {plan.device}: {verdict}")
     if plan.search:
         best = plan.search["best"]
         lines.append(f"  longest {plan.search['field']} that fits {gib(plan.search['device_memory'])}: "

@@ -60,10 +60,13 @@ class StorageTracker:
                     return _ONE[args[0].dtype.is_floating_point] if args[0].dtype != torch.bool else True
                 if func is torch.ops.aten.index.Tensor:
                     args = (args[0], _positions(args[1]))
+                out = None
                 if fake_mode is not None and _large_factory(func, args):
                     with fake_mode:  # a workspace made from a shape alone: fake too (no real memory)
                         out = func(*args, **(kwargs or {}))
-                else:
+                elif fake_mode is not None and _all_real(args, kwargs):
+                    out = _large_from_real(func, args, kwargs, fake_mode)
+                if out is None:
                     out = func(*args, **(kwargs or {}))
                 if not (kwargs and "out" in kwargs):  # an out= op writes into tensors that exist already (under
                     torch.utils._pytree.tree_map_only(torch.Tensor, tracker._add, out)  # fake tensors: new wrappers)
@@ -163,6 +166,29 @@ def _large_factory(func, args) -> bool:
     for size in args[0]:
         numel *= int(size)
     return numel >= LARGE
+
+
+def _all_real(args, kwargs) -> bool:
+    """Tensors among the arguments, none of them fake (an op on real token ids or masks)."""
+    leaves = [t for t in torch.utils._pytree.tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
+    return bool(leaves) and not any(_fake(t) for t in leaves)
+
+
+def _large_from_real(func, args, kwargs, fake_mode):
+    """The op's fake output when it would be large (at least LARGE elements) and far larger than its inputs (an
+    outer product, a broadcast), else None. A mask transformers builds from the real [N, T] attention mask
+    ([N, 1, T, T] for sdpa and eager, in a trainer that does not avoid it) is then fake: counted, never allocated
+    on this machine. Values the step reads back on the host (a mask's own copy, its sums) stay real."""
+    if func in _FACTORIES or func is torch.ops.aten._local_scalar_dense.default:
+        return None
+    try:
+        with fake_mode:
+            out = func(*args, **(kwargs or {}))
+    except Exception:  # data-dependent output shapes (nonzero, masked indexing): run it for real
+        return None
+    sizes = [t.numel() for t in torch.utils._pytree.tree_leaves(out) if isinstance(t, torch.Tensor)]
+    inputs = [t.numel() for t in torch.utils._pytree.tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
+    return out if sizes and max(sizes) >= LARGE and max(sizes) >= 8 * max(inputs) else None
 
 
 def _fake(t) -> bool:

@@ -8,7 +8,8 @@ import sys
 import pytest
 
 from alignment.cli import main
-from alignment.planning.plan import parse_memory, search, simulate
+from alignment.errors import RecipeError
+from alignment.planning.plan import parse_memory, rows_shape, search, simulate
 from alignment.recipes import load_recipe
 from tests.conftest import ROOT
 
@@ -26,7 +27,8 @@ def _config(tmp_path, shape):
 def test_the_plan_matches_the_measured_peak_within_10_percent(tmp_path, method):
     (row,) = calibrate(method, _config(tmp_path, QWEN), lengths=(64,))
     assert abs(row["error"]) <= 0.10, row
-    assert row["breakdown"]["gradients"] > 0 and row["breakdown"]["kernel_workspace"] > 0
+    assert sum(row["breakdown"].values()) == row["planned"]  # the breakdown is taken at the peak
+    assert row["phase_peaks"]["kernel"] > 0 and row["phase_peaks"]["backward"] > 0
 
 
 @pytest.mark.slow
@@ -43,28 +45,33 @@ def test_the_cli_prints_a_breakdown_and_writes_json(tmp_path, capsys):
     recipe = str(ROOT / "recipes" / "quickstart" / "dpo.yaml")
     assert main(["plan", recipe, "--json", str(out), "--batch", "4", "--max_length", "128"]) == 0
     printed = capsys.readouterr().out
-    assert "dpo: 4 pairs of 128 tokens per device" in printed and "kernel_workspace" in printed
+    assert "dpo: 4 pairs of 128 tokens per device" in printed and "at the peak: parameters" in printed
     plan = json.loads(out.read_text())
     assert {"resident_bytes", "step_peak_bytes", "peak_bytes", "breakdown", "search"} <= set(plan)
     assert plan["peak_bytes"] >= plan["resident_bytes"] + plan["step_peak_bytes"] - 1
+    assert sum(plan["breakdown"].values()) == plan["peak_bytes"]
     assert plan["precompute_peak_bytes"] is not None  # the recipe precomputes its reference
 
 
 def test_max_length_auto_finds_the_longest_length_that_fits(tmp_path, capsys):
     recipe = str(ROOT / "recipes" / "quickstart" / "dpo.yaml")
     method, script, model_args, config = load_recipe(recipe, {"use_cpu": True})
-    memory = simulate(method, script, model_args, config, 4, 300).peak_bytes  # a length of 300 just fits
+    shape = rows_shape(method, script, config)  # the rows' proportions at each length searched
+    memory = simulate(method, script, model_args, config, 4, 300, shape=shape).peak_bytes  # 300 just fits
     out = tmp_path / "plan.json"
-    assert main(["plan", recipe, "--batch", "4", "--max_length", "auto", "--device_memory", str(memory),
+    assert main(["plan", recipe, "--batch", "4", "--max_length", "auto", "--device_memory", f"{memory}B",
                  "--json", str(out)]) == 0  # fmt: skip
     found = json.loads(out.read_text())
     assert found["search"]["best"] == 256 and found["peak_bytes"] <= memory  # multiples of 64: 256 <= 300 < 320
-    assert simulate(method, script, model_args, config, 4, 320).peak_bytes > memory
+    assert simulate(method, script, model_args, config, 4, 320, shape=shape).peak_bytes > memory
 
 
 def test_search_and_memory_units():
     assert search(lambda x: x <= 1000, 64, 4096, 64) == 960 and search(lambda x: False, 64, 128, 64) is None
     assert parse_memory("80GB") == 80 * 2**30 == parse_memory("80GiB") and parse_memory("512MB") == 512 * 2**20
+    for bad in ("80", "abc", "0GB", "-1GB", "1e30GB", "GB"):
+        with pytest.raises(RecipeError):
+            parse_memory(bad)
 
 
 def test_errors_are_one_line(capsys):
@@ -72,4 +79,9 @@ def test_errors_are_one_line(capsys):
     assert main(["plan", str(ROOT / "recipes" / "quickstart" / "sparsepo.yaml"), "--trainer", "trl"]) == 2
     assert "plans trl's DPOTrainer, not sparsepo" in capsys.readouterr().err
     assert main(["plan", recipe, "--max_length", "auto"]) == 2
-    assert "need --device_memory" in capsys.readouterr().err
+    assert "need --device NAME" in capsys.readouterr().err
+    for option, value in (("--device_memory", "80"), ("--device", "h300"), ("--batch", "0"), ("--devices", "abc"),
+                          ("--max_length", "0"), ("--max_length", "abc"), ("--completion_tokens", "1,2,3")):
+        assert main(["plan", recipe, option, value]) == 2, (option, value)
+        err = capsys.readouterr().err
+        assert err.startswith("error:") and len(err.strip().splitlines()) == 1 and option in err, err

@@ -44,8 +44,8 @@ def test_zero3_share_partitions_states_and_keeps_the_step(tmp_path):
 def test_the_gpu_code_paths_copy_no_float32_weight(tmp_path):
     """bf16 weights: on CPU the op upcasts the [V, H] head per tile; on a GPU it never copies it."""
     method, script, model_args, config = _recipe(tmp_path, dtype="bfloat16", bf16=True)
-    cpu = simulate(method, script, model_args, config, 2, 64, target="cpu").breakdown["kernel_workspace"]
-    gpu = simulate(method, script, model_args, config, 2, 64, target="cuda").breakdown["kernel_workspace"]
+    cpu = simulate(method, script, model_args, config, 2, 64, target="cpu").phase_peaks["kernel"]
+    gpu = simulate(method, script, model_args, config, 2, 64, target="cuda").phase_peaks["kernel"]
     head = QWEN["vocab_size"] * QWEN["hidden_size"] * 4
     assert cpu - gpu >= head, (cpu, gpu)
 
