@@ -504,17 +504,17 @@ def plan_recipe(recipe: str, overrides: dict | None = None, devices: int = 1, de
         if card is None:
             raise RecipeError("--max_length auto / --batch auto need --device NAME (e.g. h100-80gb) or "
                               "--device_memory SIZE (e.g. 80GB)")  # fmt: skip
-        limit = 1 << 20 if length == "auto" else 4096
+        from alignment.planning.search import longest
+
         cache: dict[int, Plan] = {}
 
-        def fits(x: int) -> bool:
+        def peak_at(x: int) -> int:
             cache[x] = plan(b if length == "auto" else x, x if length == "auto" else n)
-            return cache[x].peak_bytes <= card.usable_bytes
+            return cache[x].peak_bytes
 
-        step = 64 if length == "auto" else 1
-        high = _doubling(fits, step, limit)
-        best = search(fits, step, high, step) if high else None
-        result = cache[best] if best else plan(b, n)
+        grain, limit = (64, 1 << 22) if length == "auto" else (1, 4096)
+        best = longest(peak_at, card.usable_bytes, grain, limit, start=n if length == "auto" else b)
+        result = cache[best] if best else cache[min(cache)]
         result.search = {"field": "max_length" if length == "auto" else "batch", "best": best,
                          "device_memory": card.usable_bytes}  # fmt: skip
         result.length_source = "the longest that fits" if length == "auto" else source
@@ -548,17 +548,6 @@ def _verdicts(plan: Plan, card, host_bytes: int | None, per_node: int) -> None:
         plan.host_memory_bytes = host_bytes or host_memory()
         plan.devices_per_node = per_node
         plan.host_fits = plan.host_pinned_bytes * per_node <= plan.host_memory_bytes
-
-
-def _doubling(fits, step: int, limit: int) -> int | None:
-    """The first doubling of ``step`` that does not fit (capped at ``limit``); None when ``step`` itself does
-    not fit."""
-    x = step
-    if not fits(x):
-        return None
-    while x < limit and fits(x * 2):
-        x *= 2
-    return min(x * 2, limit)
 
 
 def describe(plan: Plan) -> list[str]:
