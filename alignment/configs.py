@@ -382,6 +382,9 @@ class AlignmentConfig(TrainingArguments):
                 re.compile(self.diagnostics_params)
             except re.error as err:
                 raise ValueError(f"diagnostics_params is not a valid regular expression: {err}") from None
+        from alignment.long_context.allocator import configure_allocator
+
+        configure_allocator(self)  # before TrainingArguments may touch the device (expandable segments)
         super().__post_init__()
 
 

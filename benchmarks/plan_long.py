@@ -1,17 +1,19 @@
-"""The long-context table of BENCHMARKS.md: the longest DPO pair that fits 80 GB GPUs, ours with activation
+"""The long-context table of BENCHMARKS.md: the longest DPO pair that fits a real card (H100 80GB, H200: the usable
+memory of alignment.planning.devices, the CUDA context and an allocator reserve taken off), ours with activation
 offloading and the tiled MLP and norms (and on several GPUs each pair split across them: sequence parallelism)
 against trl 1.16 (without and with its own activation offloading), LoRA on one GPU and full fine-tuning on 8,
-planned with `alignment plan` on fake tensors along the GPU code paths (docs/planning.md).
+planned with `alignment plan` on fake tensors along the GPU code paths (docs/planning.md), with
+flash_attention_2 (what recipes/llama-3-8b/dpo_lora_long.yaml loads) and real pairs: prompt 25% of the longer
+sequence, the shorter completion 75% of the longer (a padded pair, which flash attention unpads).
 
     OMP_NUM_THREADS=1 python benchmarks/plan_long.py --json benchmarks/plan_long.json   # hours on 2 cores; --fresh
+    OMP_NUM_THREADS=1 python benchmarks/plan_long.py --json benchmarks/plan_long.json --card h200
 
 Rows already in the --json file are kept (--fresh replans them).
 
-How "longest" is found: the step's peak is its resident part (weights, LoRA states) plus a part linear in the
-tokens, so two plans (32k and 64k tokens per sequence) give the line; its crossing of 80 GB is rounded down to the
-grain (4096 tokens) and checked: the plan at that length must fit and the plan one grain longer must not
-(otherwise the length moves a grain at a time until both hold). Every reported length is a planned step, not an
-extrapolation. trl 1.16 without offloading: benchmarks/plan_scale.json (51,200 and 53,248 tokens)."""
+How "longest" is found: alignment.planning.search.longest from 32k tokens per sequence (the peak is the resident
+part plus a part linear in the tokens under flash attention, so two plans give the line, its crossing is planned
+and then one grain (4096 tokens) more): every reported length is a planned step, not an extrapolation."""
 
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 GIB = 2**30
 GRAIN = 4096
-MEMORY = 80
+FLASH = {"model_init_kwargs": {"attn_implementation": "flash_attention_2"}}
 LONG = {"activation_offloading": True, "tiled_mlp": True, "tiled_norms": True}
 SPLIT = {**LONG, "precompute_ref_logps": False}  # sequence parallelism: the reference runs on each step's shards
 LORA, FULL = "recipes/llama-3-8b/dpo_lora.yaml", "recipes/zephyr-7b/dpo.yaml"
@@ -52,78 +54,82 @@ def plan(model: str, trainer: str, overrides: dict, devices: int, length: int, r
     from alignment.recipes import load_recipe
 
     extra = {"init_from_config": str(ROOT / "benchmarks" / "model_configs" / f"{model}.json"), "use_cpu": True,
-             "per_device_train_batch_size": 1, "max_length": length, **overrides}  # fmt: skip
+             "per_device_train_batch_size": 1, "max_length": length, **FLASH, **overrides}  # fmt: skip
     method, script, model_args, config = load_recipe(ROOT / recipe, extra)
     result = simulate(method, script, model_args, config, 1, length, target="cuda", trainer=trainer,
                       devices=devices)  # fmt: skip
     gc.collect()
     return {"peak_gib": round(result.peak_bytes / GIB, 2), "host_gib": round((result.host_offload_bytes or 0) / GIB, 2),
-            "precompute_gib": round((result.precompute_peak_bytes or 0) / GIB, 2)}  # fmt: skip
+            "pinned_gib": round((result.host_pinned_bytes or 0) / GIB, 2),
+            "precompute_gib": round((result.precompute_peak_bytes or 0) / GIB, 2), "peak_bytes": result.peak_bytes,
+            "peak_phase": result.peak_phase}  # fmt: skip
 
 
-def row_job(
-    model: str, trainer: str, overrides: dict, devices: int, recipe: str = LORA, start: int | None = None
-) -> dict:
+def row_job(model: str, trainer: str, overrides: dict, devices: int, recipe: str = LORA, card: str = "h100-80gb",
+            start: int | None = None) -> dict:  # fmt: skip
+    sys.path.insert(0, str(ROOT))
+    from alignment.planning.devices import device
+    from alignment.planning.search import longest
+
     started = time.time()
+    usable = device(card).usable_bytes
     split = overrides.get("sequence_parallel_size", 1)  # a rank plans T / split positions: lengths scale by it
-    grain = GRAIN * split
-    points = {n: plan(model, trainer, overrides, devices, n, recipe) for n in (32768 * split, 65536 * split)}
-    (a, pa), (b, pb) = ((n, points[n]["peak_gib"]) for n in points)
-    guess = start or int(a + (MEMORY - pa) / (pb - pa) * (b - a)) // grain * grain  # start: a previous answer
+    points = {}
 
-    def fits(n):
-        if n not in points:
-            points[n] = plan(model, trainer, overrides, devices, n, recipe)
-        return points[n]["peak_gib"] <= MEMORY
+    def peak_at(n: int) -> int:
+        points[n] = plan(model, trainer, overrides, devices, n, recipe)
+        return points[n]["peak_bytes"]
 
-    n = guess
-    while not fits(n):
-        n -= grain
-    while fits(n + grain):
-        n += grain
+    n = longest(peak_at, usable, GRAIN * split, 1 << 24, start=start or 32768 * split)
     return {"model": model, "trainer": trainer, "overrides": overrides, "devices": devices, "recipe": recipe,
-            "points": points,
-            "longest_80GB": n,
-            "seconds": round(time.time() - started)}  # fmt: skip
+            "card": card, "usable_gib": round(usable / GIB, 2), "points": points, "longest": n,
+            "pinned_gib": points[n]["pinned_gib"] if n else None, "seconds": round(time.time() - started)}  # fmt: skip
 
 
-def key(row) -> tuple:
-    return row[0], row[1], json.dumps(row[2], sort_keys=True), row[3], row[4] if len(row) > 4 else LORA
+def key(row, card: str) -> tuple:
+    return row[0], row[1], json.dumps(row[2], sort_keys=True), row[3], row[4] if len(row) > 4 else LORA, card
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", default=None)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--card", default="h100-80gb", help="the card (alignment.planning.devices)")
+    parser.add_argument("--rows", default=None, help="plan only these rows of ROWS (comma-separated indices)")
     parser.add_argument("--fresh", action="store_true", help="replan every row (default: keep the --json file's rows)")
-    parser.add_argument("--start", default=None, help="a JSON of earlier rows whose lengths start the search")
     parser.add_argument("--summary", action="store_true", help="plan nothing: the comparison of the --json rows")
     args = parser.parse_args()
-    done, starts = {}, {}
-    for path, into in ((args.start, starts), (None if args.fresh else args.json, done)):
-        if path and Path(path).exists():
-            for row in json.loads(Path(path).read_text())["rows"]:
-                row.setdefault("devices", 1)
-                row.setdefault("recipe", LORA)
-                into[key((row["model"], row["trainer"], row["overrides"], row["devices"], row["recipe"]))] = row
-    todo = [] if args.summary else [(*row, LORA)[:5] for row in ROWS if key(row) not in done]
-    begin = [starts[key(row)]["longest_80GB"] if key(row) in starts else None for row in todo]
+    done = {}
+    if args.json and Path(args.json).exists() and not args.fresh:
+        for row in json.loads(Path(args.json).read_text())["rows"]:
+            if "card" in row:  # rows of the corrected planner (earlier ones planned 80 GB flat)
+                done[
+                    key((row["model"], row["trainer"], row["overrides"], row["devices"], row["recipe"]), row["card"])
+                ] = row
+    wanted = [ROWS[int(i)] for i in args.rows.split(",")] if args.rows else ROWS
+    todo = [] if args.summary else [(*row, LORA)[:5] for row in wanted if key(row, args.card) not in done]
     with ProcessPoolExecutor(args.workers, max_tasks_per_child=1) as pool:
-        for row, result in zip(todo, pool.map(row_job, *zip(*todo), begin) if todo else []):
-            done[key(row)] = result
-    rows = [done[key(row)] for row in ROWS if key(row) in done]
-    for row in rows:
-        print(json.dumps(row))
+        jobs = [pool.submit(row_job, *row, card=args.card) for row in todo]
+        for row, job in zip(todo, jobs):
+            done[key(row, args.card)] = result = job.result()
+            print(json.dumps({k: v for k, v in result.items() if k != "points"}), flush=True)
+            _write(args.json, done)
+    _write(args.json, done)
+
+
+def _write(path, done: dict) -> None:
+    rows = [done[k] for card in ("h100-80gb", "h200") for row in ROWS if (k := key(row, card)) in done]
+    rows += [r for k, r in done.items() if r not in rows]
     result = {"rows": rows, "against_trl": against_trl(rows)}
+    if path:
+        Path(path).write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result["against_trl"], indent=1))
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
 
 
 def against_trl(rows: list[dict]) -> list[dict]:
-    """Each of our rows against trl 1.16's longest pair in the same setting (benchmarks/plan_scale.json: LoRA on
-    one GPU; its longest on 8 GPUs, full fine-tuning under ZeRO-3, for the rows on several GPUs) and trl with its
-    own activation offloading (the trl rows here, same model and training)."""
+    """Each of our rows against trl 1.16's longest pair in the same setting and card: trl without offloading
+    (benchmarks/plan_scale.json: LoRA on one GPU, full fine-tuning under ZeRO-3 on 8) and trl with its own
+    activation offloading (the trl rows here, same model, training and card)."""
     scale = ROOT / "benchmarks" / "plan_scale.json"
     tables = json.loads(scale.read_text())["tables"] if scale.exists() else []
     out = []
@@ -131,16 +137,16 @@ def against_trl(rows: list[dict]) -> list[dict]:
         if row["trainer"] != "alignment":
             continue
         setup = "lora_1gpu" if row["recipe"] == LORA and row["devices"] == 1 else "full_zero3_8gpu"
-        base = next((t["longest"]["80GB"] for t in tables if (t["model"], t["setup"], t["trainer"]) ==
+        base = next((t["longest"].get(row["card"]) for t in tables if (t["model"], t["setup"], t["trainer"]) ==
                      (row["model"], setup, "trl")), None)  # fmt: skip
-        # trl with its offloading in the same training (one pair per GPU: data parallelism does not lengthen it)
-        offload = next((r["longest_80GB"] for r in rows if r["trainer"] == "trl" and r["model"] == row["model"] and
-                        r["recipe"] == row["recipe"]), None)  # fmt: skip
-        out.append({"model": row["model"], "recipe": row["recipe"], "devices": row["devices"],
-                    "split": row["overrides"].get("sequence_parallel_size", 1), "longest": row["longest_80GB"],
-                    "trl": base, "times_trl": round(row["longest_80GB"] / base, 1) if base else None,
+        offload = next((r["longest"] for r in rows if r["trainer"] == "trl" and r["model"] == row["model"] and
+                        r["recipe"] == row["recipe"] and r["card"] == row["card"]), None)  # fmt: skip
+        out.append({"model": row["model"], "recipe": row["recipe"], "devices": row["devices"], "card": row["card"],
+                    "split": row["overrides"].get("sequence_parallel_size", 1), "longest": row["longest"],
+                    "trl": base, "times_trl": round(row["longest"] / base, 1) if base and row["longest"] else None,
                     "trl_offload": offload,
-                    "times_trl_offload": round(row["longest_80GB"] / offload, 1) if offload else None})  # fmt: skip
+                    "times_trl_offload": round(row["longest"] / offload, 1) if offload and row["longest"] else None,
+                    })  # fmt: skip
     return out
 
 

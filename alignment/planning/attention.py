@@ -80,7 +80,7 @@ class FlashKernel(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dout):
-        q, k, v, out, lse = ctx.saved_tensors
+        q, k, v, _out, _lse = ctx.saved_tensors
         dq, dk, dv = (torch.empty_like(t, memory_format=torch.contiguous_format) for t in (q, k, v))
         heads, kv, d = q.shape[-2], k.shape[-2], _round(q.shape[-1], 8)
         grouped = kv != heads
@@ -143,14 +143,17 @@ class SdpaKernel(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dout):
-        q, k, v, out, lse, bias = ctx.saved_tensors
+        q, k, v, _out, _lse, _bias = ctx.saved_tensors
         dq, dk, dv = (torch.empty_like(t, memory_format=torch.contiguous_format) for t in (q, k, v))
         b, h, n, d = q.shape[0], q.shape[1], q.shape[2], _round(q.shape[3], 8)
         if ctx.masked:
             work = [q.new_empty((b, h, n), dtype=torch.float32)]
         else:
             rounded = _round(n, 128)
-            work = [q.new_empty((b, h, rounded), dtype=torch.float32), q.new_empty((b, rounded, h, d), dtype=torch.float32)]
+            work = [
+                q.new_empty((b, h, rounded), dtype=torch.float32),
+                q.new_empty((b, rounded, h, d), dtype=torch.float32),
+            ]
             if k.shape[1] != h:  # enable_gqa: the flash kernel's expanded dk, dv
                 work += [q.new_empty((b, k.shape[2], h, k.shape[3])) for _ in range(2)]
         del work

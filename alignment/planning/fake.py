@@ -43,6 +43,7 @@ class PairShape:
         return f"prompt {prompt} + chosen {chosen} / rejected {rejected} tokens ({self.source})"
 
 
+DEFAULT_SHAPE = PairShape()
 EQUAL = PairShape(shorter=1.0, source=f"synthetic: prompt {PROMPT_SHARE:.0%}, equal completions")
 
 
@@ -90,7 +91,7 @@ def lengths(batch: int, length: int, skew: bool) -> list[int]:
     return [max(64, length >> i) if skew else length for i in range(batch)]
 
 
-def batch_rows(batch: int, length: int, vocab: int, skew: bool = False, shape: PairShape = PairShape()) -> list[dict]:
+def batch_rows(batch: int, length: int, vocab: int, skew: bool = False, shape: PairShape = DEFAULT_SHAPE) -> list[dict]:
     """``batch`` synthetic pairs of real token ids, each of ``shape`` with its longer sequence ``length`` tokens
     (length-skewed with ``skew``)."""
     rows, token = [], min(5, vocab - 1)

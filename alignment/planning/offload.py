@@ -29,7 +29,10 @@ FWD_STASH = 5
 class PlannedOffload(torch.autograd.graph.saved_tensors_hooks):
     """saved_tensors_hooks counting what trl's manager would move to host memory (see the module docstring)."""
 
-    def __init__(self, parameters, streams: bool = True):
+    def __init__(self, parameters, streams: bool = True, tracker=None):
+        """``streams``: a GPU's manager (pinned host copies on a side stream, outside the device's count); without
+        them the CPU's (the host copy is made in the same memory, so it is counted, under ``tracker``'s label
+        "offloaded_to_host", and trl's unpack hands back the copy itself)."""
         self.host_current = self.host_peak = 0
         self.offloaded = 0  # tensors moved in all
         self._blocks: dict[int, list[int]] = {}  # rounded size -> [alive, most alive at once]
@@ -37,6 +40,7 @@ class PlannedOffload(torch.autograd.graph.saved_tensors_hooks):
         self._stash: OrderedDict[int, torch.Tensor] = OrderedDict()  # in flight on the side stream (GPU)
         self._in_flight: set[int] = set()
         self._streams = streams
+        self._tracker = tracker
         super().__init__(self._pack, self._unpack)
 
     def _pack(self, tensor: torch.Tensor):
@@ -46,10 +50,15 @@ class PlannedOffload(torch.autograd.graph.saved_tensors_hooks):
             return ("kept", tensor)
         if self._streams and storage in self._in_flight:  # trl: a storage already being copied stays on the device
             return ("kept", tensor)
-        from torch.utils._python_dispatch import _disable_current_modes
+        if self._streams:
+            from torch.utils._python_dispatch import _disable_current_modes
 
-        with _disable_current_modes():  # the host copy: outside the device count
-            host = tensor.detach().clone()
+            with _disable_current_modes():  # the host copy: outside the device count
+                host = tensor.detach().clone()
+        else:  # the CPU is the device: the copy is made (and counted) in the same memory
+            label = self._tracker.labelled("offloaded_to_host") if self._tracker is not None else _nothing()
+            with label:
+                host = tensor.detach().clone()
         self.host_current += size
         self.host_peak = max(self.host_peak, self.host_current)
         self.offloaded += 1
@@ -72,6 +81,8 @@ class PlannedOffload(torch.autograd.graph.saved_tensors_hooks):
         _, host, size = packed
         self.host_current -= size
         self._blocks[pinned_size(size)][0] -= 1
+        if not self._streams:
+            return host  # trl's .to(device) of a CPU tensor on the CPU: the copy itself
         return host.clone()  # back on the device (counted), freed when autograd lets it go
 
     @property
@@ -80,6 +91,12 @@ class PlannedOffload(torch.autograd.graph.saved_tensors_hooks):
         if not self._streams:
             return self.host_peak
         return sum(size * most for size, (_, most) in self._blocks.items())
+
+
+def _nothing():
+    import contextlib
+
+    return contextlib.nullcontext()
 
 
 def pinned_size(size: int) -> int:

@@ -41,6 +41,7 @@ from alignment.errors import RecipeError
 from alignment.planning.attention import check as check_attention
 from alignment.planning.attention import gpu_attention, recipe_attention
 from alignment.planning.fake import (
+    DEFAULT_SHAPE,
     PairShape,
     batch_rows,
     checkpointing,
@@ -100,7 +101,7 @@ class Plan:
 
 
 def build(method_name: str, script, model_args, config, batch: int, length: int, fake: bool = True,
-          skew: bool = False, rows: list[dict] | None = None, shape: PairShape = PairShape()):  # fmt: skip
+          skew: bool = False, rows: list[dict] | None = None, shape: PairShape = DEFAULT_SHAPE):  # fmt: skip
     """(trainer, inputs, precompute): the recipe's trainer around a model built from its config alone (fake
     parameters, or real random ones for a measurement) with the recipe's attention implementation, and a batch of
     ``batch`` synthetic pairs of ``shape`` whose longer sequence has ``length`` tokens (length-skewed with
@@ -183,7 +184,7 @@ def step(trainer, inputs: dict, tracker=None, offload=None) -> None:
 
 def simulate(method_name: str, script, model_args, config, batch: int, length: int, *, target: str = "cpu",
              trainer: str = "alignment", devices: int = 1, skew: bool = False,
-             rows: list[dict] | None = None, shape: PairShape = PairShape()) -> Plan:  # fmt: skip
+             rows: list[dict] | None = None, shape: PairShape = DEFAULT_SHAPE) -> Plan:  # fmt: skip
     """One optimizer step of ``batch`` pairs of ``shape`` whose longer sequence has ``length`` tokens, on fake
     tensors: on this CPU's code paths or a GPU's (``target="cuda"``, with the attention the recipe asks for), of our
     trainer or trl's DPOTrainer (``trainer="trl"``), one device or each rank's share under ZeRO-3 (``devices``),
@@ -201,7 +202,7 @@ def simulate(method_name: str, script, model_args, config, batch: int, length: i
             raise RecipeError("precompute_ref_logps with sequence_parallel_size > 1 is not implemented (its pass "
                               "runs whole sequences on one process): set it false, the reference then runs on the "
                               "shards")  # fmt: skip
-        with ulysses_attention(parallel):
+        with ulysses_attention(parallel, attention):
             plan = _simulate(method_name, script, model_args, config, batch, -(-length // parallel), target=target,
                              trainer=trainer, devices=devices, skew=skew, zero=2, shape=shape)  # fmt: skip
         plan.max_length, plan.sequence_parallel = length, parallel
@@ -213,7 +214,7 @@ def simulate(method_name: str, script, model_args, config, batch: int, length: i
 
 def _simulate(method_name: str, script, model_args, config, batch: int, length: int, *, target: str, trainer: str,
               devices: int, skew: bool, zero: int = 3, rows: list[dict] | None = None,
-              shape: PairShape = PairShape()) -> Plan:  # fmt: skip
+              shape: PairShape = DEFAULT_SHAPE) -> Plan:  # fmt: skip
     if trainer not in ("alignment", "trl"):
         raise ValueError(f"trainer must be 'alignment' or 'trl', got {trainer!r}")
     if target not in ("cpu", "cuda"):
@@ -260,6 +261,8 @@ def _phases(built, inputs, precompute: bool, anchors: list, config, target: str)
         offload = PlannedOffload(built.model.parameters(), streams=target == "cuda")
     with StorageTracker(built.model, built.optimizer, *anchors) as tracker:
         tracker.track_gradients(built.model.parameters())
+        if offload is not None:
+            offload._tracker = tracker
         step(built, inputs, tracker, offload)
     total = sum(resident.values())
     plan = Plan("", 0, 0, total, tracker.overall, total + tracker.overall)
@@ -308,7 +311,7 @@ def _hidden(model) -> int:
 
 
 def _build_trl(method_name, script, model_args, config, batch: int, length: int, skew: bool, fake: bool = True,
-               shape: PairShape = PairShape()):  # fmt: skip
+               shape: PairShape = DEFAULT_SHAPE):  # fmt: skip
     from alignment.planning.trl_dpo import build_trl, trl_anchor_models
 
     if method_name != "dpo":
@@ -343,7 +346,7 @@ def _profiled_peak(run) -> int:
 
 
 def measure(method_name: str, script, model_args, config, batch: int, length: int, trainer: str = "alignment",
-            shape: PairShape = PairShape()) -> dict:  # fmt: skip
+            shape: PairShape = DEFAULT_SHAPE) -> dict:  # fmt: skip
     """The same step on real tensors on this CPU: the trained and anchor models' parameters plus the peak of
     what torch allocates during the step (and during the precompute phase), from the profiler's memory events."""
     if trainer == "trl":
@@ -411,7 +414,8 @@ def _planning_copy(config, batch: int, length: int):
 
 
 def parse_memory(text: str, name: str = "--device_memory") -> int:
-    """'80GB', '141GiB', '512MB', '1TB', '4096B' -> bytes (GB and GiB both read as 2^30: device memory is quoted that way).
+    """'80GB', '141GiB', '512MB', '1TB', '4096B' -> bytes (GB and GiB both read as 2^30: device memory is quoted
+    that way).
     A number without a unit is refused (80 would be 80 bytes), and so is a size that is not positive or beyond
     1 PiB."""
     units = {"b": 1, "kb": 2**10, "kib": 2**10, "mb": 2**20, "mib": 2**20, "gb": 2**30, "gib": 2**30, "tb": 2**40,
@@ -481,7 +485,7 @@ def plan_recipe(recipe: str, overrides: dict | None = None, devices: int = 1, de
     b = config.per_device_train_batch_size if batch in (None, "auto") else int(batch)
     n = (config.max_length or 1024) if length in (None, "auto") else int(length)
     source = "given (--max_length)" if length not in (None, "auto") else f"max_length {n}"
-    rows, shape = None, PairShape()
+    rows, shape = None, DEFAULT_SHAPE
     if completion_tokens is not None:
         prompt = prompt_tokens if prompt_tokens is not None else round(max(completion_tokens) / 3)
         shape = PairShape.from_tokens(prompt, *completion_tokens, "given (--prompt_tokens, --completion_tokens)")
@@ -577,8 +581,9 @@ def describe(plan: Plan) -> list[str]:
     if plan.host_pinned_bytes is not None and plan.target == "cuda":
         node = plan.host_pinned_bytes * plan.devices_per_node
         verdict = "fits" if plan.host_fits else "DOES NOT FIT"
-        lines.append(f"  pinned host memory           {gib(plan.host_pinned_bytes)} per device (blocks of a power of two), "
-                     f"{gib(node)} for {plan.devices_per_node} per node: {verdict} in {gib(plan.host_memory_bytes)}")  # fmt: skip
+        per_node = f"{gib(node)} for {plan.devices_per_node} per node: {verdict} in {gib(plan.host_memory_bytes)}"
+        lines.append(f"  pinned host memory           {gib(plan.host_pinned_bytes)} per device (power-of-two blocks), "
+                     + per_node)  # fmt: skip
     lines.append("  at the peak: " + ", ".join(f"{k} {gib(v)}" for k, v in plan.breakdown.items() if v)
                  + f" (sum {gib(sum(plan.breakdown.values()))})")  # fmt: skip
     if plan.device:

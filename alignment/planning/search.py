@@ -28,8 +28,10 @@ def longest(peak_at: Callable[[int], int], budget: int, grain: int, limit: int, 
     def peak(x: int) -> int:
         if x not in seen:
             if len(seen) >= MAX_PLANS:
-                raise RecipeError(f"the search for the longest length that fits stopped after {MAX_PLANS} plans "
-                                  "(does the peak grow with the length?); plan one length with --max_length N")  # fmt: skip
+                raise RecipeError(
+                    f"the search for the longest length that fits stopped after {MAX_PLANS} plans (does the peak "
+                    "grow with the length?); plan one length with --max_length N"
+                )
             seen[x] = peak_at(x)
             order.append(x)
         return seen[x]

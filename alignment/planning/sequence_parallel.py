@@ -42,12 +42,13 @@ def share_zero2(model: torch.nn.Module, anchors: list[torch.nn.Module], transien
 
 
 @contextlib.contextmanager
-def ulysses_attention(size: int):
-    """Within the block, transformers' sdpa attention runs as DeepSpeed Ulysses over ``size`` ranks would on this
-    rank: the swapped q, k, v and the swapped-back output are new tensors of their shapes."""
+def ulysses_attention(size: int, implementation: str = "sdpa"):
+    """Within the block, the model's attention (``implementation``, which DeepSpeed's UlyssesSPAttentionHF wraps)
+    runs as DeepSpeed Ulysses over ``size`` ranks would on this rank: the swapped q, k, v and the swapped-back
+    output are new tensors of their shapes."""
     from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-    core = ALL_ATTENTION_FUNCTIONS["sdpa"]
+    core = ALL_ATTENTION_FUNCTIONS[implementation]
 
     def gathered(t: torch.Tensor) -> torch.Tensor:
         """[b, h, T/N, d] -> [b, h/N, T, d]; fewer heads than ranks: DeepSpeed repeats each head over N/h ranks,
@@ -67,5 +68,5 @@ def ulysses_attention(size: int):
         b, s, h, d = out.shape
         return out.new_empty(b, s // size, h * size, d), weights
 
-    with mock.patch.dict(ALL_ATTENTION_FUNCTIONS._global_mapping, {"sdpa": attention}):
+    with mock.patch.dict(ALL_ATTENTION_FUNCTIONS._global_mapping, {implementation: attention}):
         yield

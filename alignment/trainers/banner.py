@@ -45,6 +45,11 @@ def long_context_summary(args) -> str:
                                    ("tiled MLP", args.tiled_mlp), ("tiled norms", args.tiled_norms)) if on]  # fmt: skip
     if args.sequence_parallel_size > 1:
         parts.append(f"sequence parallel over {args.sequence_parallel_size} ranks (DeepSpeed Ulysses)")
+    from alignment.long_context.allocator import allocator_summary
+
+    allocator = allocator_summary(args)
+    if allocator:
+        parts.append(f"allocator {allocator}")
     return ", ".join(parts) or "off"
 
 

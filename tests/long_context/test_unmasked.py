@@ -3,6 +3,7 @@ whose [N, 1, T, T] mask would pass the limit run one sequence at a time, with th
 gradients, and no T x T tensor is made."""
 
 import copy
+import os
 from unittest import mock
 
 import pytest
@@ -82,3 +83,23 @@ def test_mask_size_follows_the_implementation(tiny):
     with mock.patch.object(unmasked, "MASK_LIMIT_BYTES", 0):
         model.config._attn_implementation = "sdpa"
         assert unmasked.mask_bytes(model, torch.ones(2, 1000, dtype=torch.long), None) == 0  # unpadded: no mask
+
+
+def test_long_context_runs_set_expandable_segments(monkeypatch, tmp_path):
+    """A long-context config sets PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True unless the user set the
+    allocator; the banner's long-context line names the setting; other runs leave it alone."""
+    from alignment.trainers.builtin.dpo import DPOConfig
+    from alignment.long_context.allocator import SETTING
+    from alignment.trainers.banner import long_context_summary
+
+    for name in ("PYTORCH_CUDA_ALLOC_CONF", "PYTORCH_ALLOC_CONF"):
+        monkeypatch.delenv(name, raising=False)
+    plain = train_args(DPOConfig, tmp_path)
+    assert "PYTORCH_CUDA_ALLOC_CONF" not in os.environ and long_context_summary(plain) == "off"
+    long = train_args(DPOConfig, tmp_path, activation_offloading=True)
+    assert os.environ["PYTORCH_CUDA_ALLOC_CONF"] == SETTING
+    assert f"allocator PYTORCH_CUDA_ALLOC_CONF={SETTING}" in long_context_summary(long)
+    monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", "max_split_size_mb:512")
+    mine = train_args(DPOConfig, tmp_path, tiled_mlp=True)
+    assert os.environ["PYTORCH_CUDA_ALLOC_CONF"] == "max_split_size_mb:512"
+    assert "max_split_size_mb:512" in long_context_summary(mine)

@@ -17,7 +17,8 @@ from alignment.recipes import load_recipe
 from tests.conftest import ROOT
 
 SMALL = {"model_type": "llama", "hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 2,
-         "num_attention_heads": 8, "num_key_value_heads": 2, "vocab_size": 1024, "max_position_embeddings": 65536}  # fmt: skip
+         "num_attention_heads": 8, "num_key_value_heads": 2, "vocab_size": 1024,
+         "max_position_embeddings": 65536}  # fmt: skip
 UNEQUAL = PairShape(0.25, 0.5, True, "test")
 
 

@@ -80,8 +80,15 @@ def test_errors_are_one_line(capsys):
     assert "plans trl's DPOTrainer, not sparsepo" in capsys.readouterr().err
     assert main(["plan", recipe, "--max_length", "auto"]) == 2
     assert "need --device NAME" in capsys.readouterr().err
-    for option, value in (("--device_memory", "80"), ("--device", "h300"), ("--batch", "0"), ("--devices", "abc"),
-                          ("--max_length", "0"), ("--max_length", "abc"), ("--completion_tokens", "1,2,3")):
+    for option, value in (
+        ("--device_memory", "80"),
+        ("--device", "h300"),
+        ("--batch", "0"),
+        ("--devices", "abc"),
+        ("--max_length", "0"),
+        ("--max_length", "abc"),
+        ("--completion_tokens", "1,2,3"),
+    ):
         assert main(["plan", recipe, option, value]) == 2, (option, value)
         err = capsys.readouterr().err
         assert err.startswith("error:") and len(err.strip().splitlines()) == 1 and option in err, err
