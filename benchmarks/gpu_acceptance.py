@@ -245,20 +245,39 @@ LONG = {"activation_checkpointing": True, "activation_offloading": True, "tiled_
 HOST_SHARE = 0.6  # of the host's available memory the offloaded checkpoints may take (pinned pages)
 
 
-def long_length(device_bytes: int, host_bytes: int) -> dict:
-    """The longest Llama-3-8B LoRA DPO pair this machine can run with offloading and tiling: the device line of
-    benchmarks/plan_long.json (peak = a + b * tokens, planned at 32k and 64k) at 95% of the GPU's memory, and the
-    host line (offloaded bytes per token) at HOST_SHARE of the available host memory; the shorter, in 4096-token
-    steps."""
+def card_of(total_bytes: int) -> str | None:
+    """The card (alignment.planning.devices) whose reported memory is within 1% of ``total_bytes``."""
+    from alignment.planning.devices import CARDS
+
+    return next((name for name, (gib, _) in CARDS.items() if abs(total_bytes / 2**30 - gib) <= 0.01 * gib), None)
+
+
+def long_rows(card: str | None, model: str | None = None) -> list[dict]:
+    """The one-GPU rows of ours in benchmarks/plan_long.json planned for ``card`` (the rows this machine can check);
+    for a card the table has no rows for, the H100 80GB rows (their lines scale to any memory)."""
     rows = json.loads((ROOT / "benchmarks" / "plan_long.json").read_text())["rows"]
-    row = next(r for r in rows if (r["model"], r["trainer"], r.get("devices", 1)) == ("llama-3-8b", "alignment", 1))
+    mine = [r for r in rows if r["trainer"] == "alignment" and r["devices"] == 1 and (model in (None, r["model"]))]
+    return [r for r in mine if r.get("card") == card] or [r for r in mine if r.get("card") == "h100-80gb"]
+
+
+def long_length(device_bytes: int, host_bytes: int, row: dict | None = None) -> dict:
+    """The longest pair of ``row`` (default: Llama-3-8B LoRA DPO with offloading and tiling) this machine can run:
+    the row's device line (peak = a + b * tokens, its two shortest plans) at the card's usable memory (the reserve
+    of alignment.planning.devices; 95% of an unknown card's), and its host line (pinned bytes per token) at
+    HOST_SHARE of the available host memory; the shorter, in 4096-token steps."""
+    from alignment.planning.devices import device
+
+    card = card_of(device_bytes)
+    row = row or long_rows(card, "llama-3-8b")[0]
+    budget = device(card).usable_bytes if card else 0.95 * device_bytes
     (a, pa), (b, pb) = sorted((int(n), p) for n, p in row["points"].items())[:2]
-    slope = (pb["peak_gib"] - pa["peak_gib"]) / (b - a)
-    by_device = a + (0.95 * device_bytes / 2**30 - pa["peak_gib"]) / slope
-    by_host = HOST_SHARE * host_bytes / 2**30 / (pb["host_gib"] / b)
+    slope = (pb["peak_bytes"] - pa["peak_bytes"]) / (b - a)
+    by_device = a + (budget - pa["peak_bytes"]) / slope
+    by_host = HOST_SHARE * host_bytes / 2**30 / (pb.get("pinned_gib", pb["host_gib"]) / b)
     tokens = int(min(by_device, by_host)) // 4096 * 4096
-    return {"tokens": tokens, "limited_by": "device" if by_device <= by_host else "host",
-            "by_device": int(by_device), "by_host": int(by_host)}  # fmt: skip
+    return {"tokens": tokens, "limited_by": "device" if by_device <= by_host else "host", "card": card,
+            "model": row["model"], "by_device": int(by_device), "by_host": int(by_host),
+            "table_longest": row.get("longest")}  # fmt: skip
 
 
 def _available_host_bytes() -> int:
@@ -267,20 +286,24 @@ def _available_host_bytes() -> int:
     return int(re.search(r"MemAvailable:\s+(\d+)", Path("/proc/meminfo").read_text()).group(1)) * 1024
 
 
-def long_recipe(dry: bool, tokens: int):
+def long_recipe(dry: bool, tokens: int, model: str = "llama-3-8b"):
     """(method, script, model_args, config) of the long-context stage: recipes/llama-3-8b/dpo_lora_long.yaml on a
-    random Llama-3-8B (sdpa attention, one pair of ``tokens`` per sequence); dry: the same options on a tiny Qwen2
-    shape on the CPU in float32."""
+    random ``model`` (flash_attention_2 where flash-attn is installed, else sdpa, whose mask the trainer avoids;
+    one pair of ``tokens`` for its longer sequence); dry: the same options on a tiny Qwen2 shape on the CPU in
+    float32 (sdpa)."""
+    import importlib.util
     import tempfile
 
     import yaml
 
     from alignment.recipes import load_recipe
 
+    flash = not dry and importlib.util.find_spec("flash_attn") is not None
     overrides = {"max_length": tokens, "per_device_train_batch_size": 1, "diagnostics": False,
-                 "model_init_kwargs": {"attn_implementation": "sdpa"}, **LONG}  # fmt: skip
+                 "model_init_kwargs": {"attn_implementation": "flash_attention_2" if flash else "sdpa"},
+                 **LONG}  # fmt: skip
     if not dry:
-        overrides["init_from_config"] = str(ROOT / "benchmarks" / "model_configs" / "llama-3-8b.json")
+        overrides["init_from_config"] = str(ROOT / "benchmarks" / "model_configs" / f"{model}.json")
         return load_recipe(ROOT / "recipes" / "llama-3-8b" / "dpo_lora_long.yaml", overrides)
     folder = Path(tempfile.mkdtemp(prefix="gpu-acceptance-long-"))
     shape = {"model_type": "qwen2", **QWEN_TINY, "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2}
@@ -293,8 +316,20 @@ def long_recipe(dry: bool, tokens: int):
 
 
 def long_context_worker(dry: bool, tokens: int | None) -> dict:
-    """Plan, then run, one step of the longest pair (stage 5): on a GPU, the precompute pass and the training step
-    on real random weights, ``torch.cuda.max_memory_allocated`` against the plan's peak; dry: the planner's CPU
+    """Stage 5: every one-GPU row of ours in benchmarks/plan_long.json for the card found (Llama-3-8B, Qwen2.5-7B
+    LoRA), each at the longest pair this machine holds (or ``tokens``); dry: one tiny row on the CPU."""
+    import torch
+
+    if dry or not torch.cuda.is_available():
+        return long_context_row(dry, tokens, "llama-3-8b")
+    card = card_of(torch.cuda.get_device_properties(0).total_memory)
+    rows = [long_context_row(dry, tokens, row["model"]) for row in long_rows(card)]
+    return {**rows[0], "rows": rows, "card": card}
+
+
+def long_context_row(dry: bool, tokens: int | None, model: str) -> dict:
+    """Plan, then run, one step of ``model``'s longest pair: on a GPU, the precompute pass and the training step on
+    real random weights, ``torch.cuda.max_memory_allocated`` against the plan's peak; dry: the planner's CPU
     measurement (the profiler's memory events of the same step on real tensors) against its CPU plan."""
     from unittest import mock
 
@@ -303,24 +338,27 @@ def long_context_worker(dry: bool, tokens: int | None) -> dict:
     from alignment.planning import plan as planning
 
     cuda = torch.cuda.is_available()
-    chosen = {"tokens": tokens or 256, "limited_by": "given" if tokens or dry else None}
+    chosen = {"tokens": tokens or 256, "limited_by": "given" if tokens or dry else None, "model": model}
     if cuda and not tokens:
-        chosen = long_length(torch.cuda.get_device_properties(0).total_memory, _available_host_bytes())
+        row = long_rows(card_of(torch.cuda.get_device_properties(0).total_memory), model)[0]
+        chosen = long_length(torch.cuda.get_device_properties(0).total_memory, _available_host_bytes(), row)
     n = chosen["tokens"]
-    recipe = long_recipe(dry, n)
+    recipe = long_recipe(dry, n, model)
     began = time.perf_counter()
     planned = planning.simulate(*recipe, 1, n, target="cuda" if cuda else "cpu")
     result = {**chosen, "planned_mb": planned.peak_bytes / 2**20, "plan_s": round(time.perf_counter() - began),
-              "planned_host_mb": (planned.host_offload_bytes or 0) / 2**20}  # fmt: skip
+              "planned_host_mb": (planned.host_offload_bytes or 0) / 2**20,
+              "planned_pinned_mb": (planned.host_pinned_bytes or 0) / 2**20,
+              "attention": planned.attention}  # fmt: skip
     if not cuda:
         measured = planning.measure(*recipe, 1, n)["peak_bytes"]
         return {**result, "measured_mb": measured / 2**20, "error": planned.peak_bytes / measured - 1}
 
     real_model = planning.fake_model
 
-    def on_gpu(cfg, dtype, fake=True):  # real random weights, made on the GPU (seconds, not minutes on the CPU)
+    def on_gpu(cfg, dtype, fake=True, attention="sdpa"):  # real random weights, made on the GPU (seconds)
         with torch.device("cuda"):
-            return real_model(cfg, dtype, False)
+            return real_model(cfg, dtype, False, attention)
 
     with mock.patch.object(planning, "fake_model", on_gpu):
         trainer, inputs, precompute = planning.build(*recipe, 1, n, fake=False)

@@ -5,11 +5,13 @@ paths), ours against trl 1.16's DPOTrainer on the same model and batch, bf16, gr
 
 Setups: LoRA on one GPU (recipes/llama-3-8b/dpo_lora.yaml: r 16 on every linear layer, reference = adapter off,
 precompute) and full fine-tuning under ZeRO-3 on 8 GPUs (recipes/zephyr-7b/dpo.yaml: a frozen reference copy,
-each rank's share); one pair per device, lengths 1k-32k; then the longest length that fits 80 GB and 141 GB, and
-on length-skewed batches (4 pairs of L, L/2, L/4, L/8 tokens) ours with padding_free against trl (trl 1.16
-disables its padding_free; Llama-3-8B). 70B: LoRA under ZeRO-3 on 8 x 80 GB (full fine-tuning's partitioned
-states alone, 16 bytes x 70.6B / 8 = 131 GiB per rank, do not fit 80 GB for either trainer). Model shapes:
-benchmarks/model_configs/*.json (the public config.json fields)."""
+each rank's share); one pair per device, lengths 1k-32k; then the longest length that fits an H100 80GB and an
+H200 (their usable memory: alignment.planning.devices), and on length-skewed batches (4 pairs of L, L/2, L/4, L/8
+tokens) ours with padding_free against trl (trl 1.16 disables its padding_free; Llama-3-8B). 70B: LoRA under
+ZeRO-3 on 8 x H100 80GB (full fine-tuning's partitioned states alone, 16 bytes x 70.6B / 8 = 131 GiB per rank, do
+not fit 80 GB for either trainer). Attention: the recipes' (sdpa); pairs: real ones, prompt 25% of the longer
+sequence and the shorter completion 75% of the longer (a padded batch: sdpa's mask, or our mask-free path above
+1 GiB of mask). Model shapes: benchmarks/model_configs/*.json (the public config.json fields)."""
 
 from __future__ import annotations
 
@@ -26,8 +28,15 @@ GIB = 2**30
 MODELS = {"llama-3-8b": "Llama-3-8B", "qwen2.5-7b": "Qwen2.5-7B"}
 SETUPS = {"lora_1gpu": ("recipes/llama-3-8b/dpo_lora.yaml", 1), "full_zero3_8gpu": ("recipes/zephyr-7b/dpo.yaml", 8)}
 LENGTHS = (1024, 2048, 4096, 8192, 16384, 32768)
-MEMORIES = {"80GB": 80 * GIB, "141GB": 141 * GIB}
+CARDS = ("h100-80gb", "h200")
 GRAIN = 2048
+
+
+def usable(card: str) -> int:
+    sys.path.insert(0, str(ROOT))
+    from alignment.planning.devices import device
+
+    return device(card).usable_bytes
 
 
 def peak(model: str, setup: str, trainer: str, length: int, batch: int = 1, skew: bool = False,
@@ -47,36 +56,21 @@ def peak(model: str, setup: str, trainer: str, length: int, batch: int = 1, skew
     return plan.peak_bytes / GIB
 
 
-def longest(known: dict[int, float], memory: float, run) -> int | None:
-    """The longest multiple of GRAIN whose peak fits ``memory`` GiB: the table's points bracket it, a linear
-    interpolation guesses it, and the guess is checked (and moved) a grain at a time; doubling past the table."""
-    points = dict(known)
-    fitting = [n for n, p in points.items() if p <= memory]
-    if not fitting:
-        return None
-    while max(fitting) == max(points) and max(points) < 1 << 17:  # the table's longest fits: go further
-        n = max(points) * 2
-        points[n] = run(n)
-        fitting = [m for m, p in points.items() if p <= memory]
-    low = max(fitting)
-    highs = [n for n, p in points.items() if p > memory and n > low]
-    if not highs:
-        return low
-    high = min(highs)
-    guess = low + (memory - points[low]) / (points[high] - points[low]) * (high - low)
-    n = max(low, min(high - GRAIN, int(guess) // GRAIN * GRAIN))
-    while n > low and (points.setdefault(n, run(n)) > memory):
-        n -= GRAIN
-    while n + GRAIN < high and points.setdefault(n + GRAIN, run(n + GRAIN)) <= memory:
-        n += GRAIN
-    return n
+def longest(known: dict[int, float], card: str, run) -> int | None:
+    """The longest multiple of GRAIN whose peak fits ``card``'s usable memory (alignment.planning.search, started
+    at the table's longest point that fits): ``known`` and ``run`` give peaks in GiB."""
+    from alignment.planning.search import longest as search
+
+    budget = usable(card)
+    fitting = [n for n, p in known.items() if p * GIB <= budget]
+    return search(lambda n: int((known[n] if n in known else run(n)) * GIB), budget, GRAIN, 1 << 18,
+                  start=max(fitting) if fitting else GRAIN)  # fmt: skip
 
 
 def table_job(model: str, setup: str, trainer: str) -> dict:
     started = time.time()
     points = {n: peak(model, setup, trainer, n) for n in LENGTHS}
-    fits = {name: longest(points, memory / GIB, lambda n: peak(model, setup, trainer, n))
-            for name, memory in MEMORIES.items()}  # fmt: skip
+    fits = {card: longest(points, card, lambda n: peak(model, setup, trainer, n)) for card in CARDS}
     return {"model": model, "setup": setup, "trainer": trainer, "peak_gib": points, "longest": fits,
             "seconds": round(time.time() - started)}  # fmt: skip
 
@@ -87,7 +81,7 @@ def skew_job(model: str, trainer: str, padding_free: bool) -> dict:
 
     points = {n: run(n) for n in (4096, 8192)}
     return {"model": model, "trainer": trainer, "padding_free": padding_free, "peak_gib": points,
-            "longest_80GB": longest(points, 80, run)}  # fmt: skip
+            "longest_h100": longest(points, "h100-80gb", run)}  # fmt: skip
 
 
 def seventy_job(trainer: str) -> dict:
@@ -104,7 +98,7 @@ def seventy_job(trainer: str) -> dict:
 
     points = {n: run(n) for n in (4096, 16384)}
     return {"model": "llama-3-70b", "setup": "lora_zero3_8gpu", "trainer": trainer, "peak_gib": points,
-            "longest_80GB": longest(points, 80, run)}  # fmt: skip
+            "longest_h100": longest(points, "h100-80gb", run)}  # fmt: skip
 
 
 def markdown(results: dict) -> str:
@@ -112,30 +106,30 @@ def markdown(results: dict) -> str:
     for setup, title in (("lora_1gpu", "LoRA, 1 GPU"), ("full_zero3_8gpu", "full fine-tuning, ZeRO-3 on 8 GPUs")):
         lines += [f"\n{title}: peak per GPU (GiB), one pair per device\n",
                   "| model | trainer | " + " | ".join(f"{n // 1024}k" for n in LENGTHS)
-                  + " | longest in 80 GB | longest in 141 GB |",
+                  + " | longest on an H100 80GB | longest on an H200 |",
                   "| --- | --- |" + " ---: |" * (len(LENGTHS) + 2)]  # fmt: skip
         for row in results["tables"]:
             if row["setup"] == setup:
                 cells = " | ".join(f"{row['peak_gib'][n]:.1f}" for n in LENGTHS)
-                fit = " | ".join(str(row["longest"][m]) for m in MEMORIES)
+                fit = " | ".join(str(row["longest"][m]) for m in CARDS)
                 lines.append(f"| {MODELS[row['model']]} | {row['trainer']} | {cells} | {fit} |")
     lines += [
-        "\nLength-skewed batches (LoRA, 1 GPU; 4 pairs of L, L/2, L/4, L/8 tokens): longest L in 80 GB\n",
-        "| model | trainer | peak at L = 4k / 8k (GiB) | longest L in 80 GB |",
+        "\nLength-skewed batches (LoRA, 1 GPU; 4 pairs of L, L/2, L/4, L/8 tokens): longest L on an H100 80GB\n",
+        "| model | trainer | peak at L = 4k / 8k (GiB) | longest L on an H100 80GB |",
         "| --- | --- | --- | ---: |",
     ]
     for row in results["skew"]:
         who = f"{row['trainer']}" + (" padding_free" if row["padding_free"] else " padded")
         cells = " / ".join(f"{v:.1f}" for v in row["peak_gib"].values())
-        lines.append(f"| {MODELS[row['model']]} | {who} | {cells} | {row['longest_80GB']} |")
+        lines.append(f"| {MODELS[row['model']]} | {who} | {cells} | {row['longest_h100']} |")
     lines += [
-        "\nLlama-3-70B, LoRA under ZeRO-3 on 8 x 80 GB, one pair per device\n",
-        "| trainer | peak at 4k / 16k (GiB) | longest in 80 GB |",
+        "\nLlama-3-70B, LoRA under ZeRO-3 on 8 x H100 80GB, one pair per device\n",
+        "| trainer | peak at 4k / 16k (GiB) | longest on an H100 80GB |",
         "| --- | --- | ---: |",
     ]
     for row in results["seventy"]:
         cells = " / ".join(f"{v:.1f}" for v in row["peak_gib"].values())
-        lines.append(f"| {row['trainer']} | {cells} | {row['longest_80GB']} |")
+        lines.append(f"| {row['trainer']} | {cells} | {row['longest_h100']} |")
     return "\n".join(lines)
 
 

@@ -175,8 +175,8 @@ def _all_real(args, kwargs) -> bool:
 
 
 def _large_from_real(func, args, kwargs, fake_mode):
-    """The op's fake output when it would be large (at least LARGE elements) and far larger than its inputs (an
-    outer product, a broadcast), else None. A mask transformers builds from the real [N, T] attention mask
+    """The op's fake output when it is a large [.., T, T] square (at least LARGE elements) far larger than its
+    inputs (an outer product, a broadcast), else None. A mask transformers builds from the real [N, T] attention mask
     ([N, 1, T, T] for sdpa and eager, in a trainer that does not avoid it) is then fake: counted, never allocated
     on this machine. Values the step reads back on the host (a mask's own copy, its sums) stay real."""
     if func in _FACTORIES or func is torch.ops.aten._local_scalar_dense.default:
@@ -186,9 +186,11 @@ def _large_from_real(func, args, kwargs, fake_mode):
             out = func(*args, **(kwargs or {}))
     except Exception:  # data-dependent output shapes (nonzero, masked indexing): run it for real
         return None
-    sizes = [t.numel() for t in torch.utils._pytree.tree_leaves(out) if isinstance(t, torch.Tensor)]
+    outs = [t for t in torch.utils._pytree.tree_leaves(out) if isinstance(t, torch.Tensor)]
     inputs = [t.numel() for t in torch.utils._pytree.tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
-    return out if sizes and max(sizes) >= LARGE and max(sizes) >= 8 * max(inputs) else None
+    square = [t for t in outs if t.dim() >= 2 and t.shape[-1] == t.shape[-2]]  # a mask's [.., T, T]
+    big = [t.numel() for t in square if t.numel() >= LARGE and t.numel() >= 8 * max(inputs)]
+    return out if big else None
 
 
 def _fake(t) -> bool:
