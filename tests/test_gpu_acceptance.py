@@ -36,11 +36,16 @@ def test_the_long_context_length_is_the_shorter_of_the_device_and_host_lines():
     import sys
 
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    from gpu_acceptance import long_length
+    from gpu_acceptance import card_of, long_length, long_rows
+
+    from alignment.planning.devices import CARDS
 
     gib = 2**30
-    big_host = long_length(80 * gib, 4096 * gib)  # an 80 GB GPU on a host with plenty of memory
-    assert big_host["limited_by"] == "device" and 180_000 <= big_host["tokens"] <= 240_000, big_host
-    assert big_host["tokens"] % 4096 == 0
-    small_host = long_length(80 * gib, 128 * gib)  # the same GPU on a 128 GiB host: the pinned copies set it
+    h100 = int(CARDS["h100-80gb"][0] * gib)
+    assert card_of(h100) == "h100-80gb" and card_of(12 * gib) is None
+    row = long_rows("h100-80gb", "llama-3-8b")[0]
+    big_host = long_length(h100, 4096 * gib)  # an H100 80GB on a host with plenty of memory: the table's length
+    assert big_host["limited_by"] == "device" and big_host["tokens"] % 4096 == 0, big_host
+    assert row["longest"] - 2 * 4096 <= big_host["tokens"] <= row["longest"] + 4096, (big_host, row["longest"])
+    small_host = long_length(h100, 128 * gib)  # the same GPU on a 128 GiB host: the pinned copies set it
     assert small_host["limited_by"] == "host" and small_host["tokens"] < big_host["tokens"], small_host

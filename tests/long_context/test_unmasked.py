@@ -88,9 +88,9 @@ def test_mask_size_follows_the_implementation(tiny):
 def test_long_context_runs_set_expandable_segments(monkeypatch, tmp_path):
     """A long-context config sets PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True unless the user set the
     allocator; the banner's long-context line names the setting; other runs leave it alone."""
-    from alignment.trainers.builtin.dpo import DPOConfig
     from alignment.long_context.allocator import SETTING
     from alignment.trainers.banner import long_context_summary
+    from alignment.trainers.builtin.dpo import DPOConfig
 
     for name in ("PYTORCH_CUDA_ALLOC_CONF", "PYTORCH_ALLOC_CONF"):
         monkeypatch.delenv(name, raising=False)
