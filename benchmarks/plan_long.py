@@ -45,6 +45,11 @@ ROWS = [  # (model, trainer, overrides, devices[, recipe]): LoRA on one GPU, the
     ("llama-3-8b", "alignment", {**SPLIT, "sequence_parallel_size": 8}, 8, FULL),
     ("qwen2.5-7b", "alignment", {**SPLIT, "sequence_parallel_size": 4}, 8, FULL),  # 4-way split x 2 replicas
     ("llama-3-8b", "trl", {"activation_offloading": True}, 8, FULL),
+    # trl 1.16 without offloading, with the same attention (flash_attention_2) and pairs: the "x trl" baseline
+    ("llama-3-8b", "trl", {}, 1),
+    ("qwen2.5-7b", "trl", {}, 1),
+    ("llama-3-8b", "trl", {}, 8, FULL),
+    ("qwen2.5-7b", "trl", {}, 8, FULL),
 ]
 
 
@@ -98,6 +103,7 @@ def main() -> None:
     parser.add_argument("--rows", default=None, help="plan only these rows of ROWS (comma-separated indices)")
     parser.add_argument("--fresh", action="store_true", help="replan every row (default: keep the --json file's rows)")
     parser.add_argument("--summary", action="store_true", help="plan nothing: the comparison of the --json rows")
+    parser.add_argument("--markdown", action="store_true", help="plan nothing: print BENCHMARKS.md's table")
     args = parser.parse_args()
     done = {}
     if args.json and Path(args.json).exists() and not args.fresh:
@@ -106,6 +112,9 @@ def main() -> None:
                 done[
                     key((row["model"], row["trainer"], row["overrides"], row["devices"], row["recipe"]), row["card"])
                 ] = row
+    if args.markdown:
+        print(markdown(json.loads(Path(args.json).read_text()), args.json))
+        return
     wanted = [ROWS[int(i)] for i in args.rows.split(",")] if args.rows else ROWS
     todo = [] if args.summary else [(*row, LORA)[:5] for row in wanted if key(row, args.card) not in done]
     with ProcessPoolExecutor(args.workers, max_tasks_per_child=1) as pool:
@@ -127,20 +136,20 @@ def _write(path, done: dict) -> None:
 
 
 def against_trl(rows: list[dict]) -> list[dict]:
-    """Each of our rows against trl 1.16's longest pair in the same setting and card: trl without offloading
-    (benchmarks/plan_scale.json: LoRA on one GPU, full fine-tuning under ZeRO-3 on 8) and trl with its own
-    activation offloading (the trl rows here, same model, training and card)."""
-    scale = ROOT / "benchmarks" / "plan_scale.json"
-    tables = json.loads(scale.read_text())["tables"] if scale.exists() else []
+    """Each of our rows against trl 1.16's longest pair in the same training, card and attention: trl without
+    offloading (one GPU for LoRA; full fine-tuning under ZeRO-3 on 8 GPUs, where data parallelism does not lengthen
+    a pair) and trl with its own activation offloading (the trl rows here)."""
+
+    def trl(row, offloading: bool):
+        return next((r["longest"] for r in rows if r["trainer"] == "trl" and r["model"] == row["model"] and
+                     r["recipe"] == row["recipe"] and r["card"] == row["card"] and
+                     bool(r["overrides"].get("activation_offloading")) == offloading), None)  # fmt: skip
+
     out = []
     for row in rows:
         if row["trainer"] != "alignment":
             continue
-        setup = "lora_1gpu" if row["recipe"] == LORA and row["devices"] == 1 else "full_zero3_8gpu"
-        base = next((t["longest"].get(row["card"]) for t in tables if (t["model"], t["setup"], t["trainer"]) ==
-                     (row["model"], setup, "trl")), None)  # fmt: skip
-        offload = next((r["longest"] for r in rows if r["trainer"] == "trl" and r["model"] == row["model"] and
-                        r["recipe"] == row["recipe"] and r["card"] == row["card"]), None)  # fmt: skip
+        base, offload = trl(row, False), trl(row, True)
         out.append({"model": row["model"], "recipe": row["recipe"], "devices": row["devices"], "card": row["card"],
                     "split": row["overrides"].get("sequence_parallel_size", 1), "longest": row["longest"],
                     "trl": base, "times_trl": round(row["longest"] / base, 1) if base and row["longest"] else None,
@@ -148,6 +157,43 @@ def against_trl(rows: list[dict]) -> list[dict]:
                     "times_trl_offload": round(row["longest"] / offload, 1) if offload and row["longest"] else None,
                     })  # fmt: skip
     return out
+
+
+NAMES = {"llama-3-8b": "Llama-3-8B", "qwen2.5-7b": "Qwen2.5-7B"}
+
+
+def markdown(result: dict, path: str) -> str:
+    """BENCHMARKS.md's long-context table of ``result`` (each number tagged with its place in ``path``)."""
+    path = Path(path).resolve().relative_to(ROOT).as_posix()
+    head = (
+        "| card | model | training | GPUs | trainer | pair split over | longest pair (tokens per sequence) | peak "
+        "per GPU at it (GiB) | pinned host memory per GPU (GiB) | x trl 1.16 | x trl with its offloading |"
+    )
+    lines = [head, "| --- | --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for i, row in enumerate(result["rows"]):
+        model, card = NAMES[row["model"]], row["card"]
+        full = row["recipe"] != LORA
+        training = "full" if full else "LoRA"
+        split = row["overrides"].get("sequence_parallel_size", 1)
+        zero = " (ZeRO-2)" if split > 1 else " (ZeRO-3)" if full else ""
+        offloaded = row["overrides"].get("activation_offloading")
+        who = ("alignment" if row["trainer"] == "alignment" else "trl + offloading" if offloaded else "trl 1.16") + zero
+        n = row["longest"]
+        cells = [f"{n}<!--@ {path}:rows.{i}.longest -->" if n else "none"]
+        if n:
+            point = row["points"].get(str(n)) or row["points"][n]
+            cells.append(f"{point['peak_gib']}<!--@ {path}:rows.{i}.points.{n}.peak_gib -->")
+            cells.append(f"{row['pinned_gib']}<!--@ {path}:rows.{i}.pinned_gib -->")
+        else:
+            cells += ["", ""]
+        k = next((j for j, c in enumerate(result["against_trl"]) if (c["model"], c["recipe"], c["devices"], c["card"],
+                  c["split"]) == (row["model"], row["recipe"], row["devices"], card, split)), None)  # fmt: skip
+        for field in ("times_trl", "times_trl_offload"):
+            value = result["against_trl"][k][field] if k is not None and row["trainer"] == "alignment" else None
+            cells.append(f"{value}x<!--@ {path}:against_trl.{k}.{field} -->" if value else "")
+        lines.append(f"| {card} | {model} | {training} | {row['devices']} | {who} | {split} | " + " | ".join(cells)
+                     + " |")  # fmt: skip
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -101,35 +101,51 @@ def seventy_job(trainer: str) -> dict:
             "longest_h100": longest(points, "h100-80gb", run)}  # fmt: skip
 
 
-def markdown(results: dict) -> str:
+def markdown(results: dict, path: str = "benchmarks/plan_scale.json") -> str:
+    """BENCHMARKS.md's tables of ``results``, every number tagged with its place in ``path``."""
+
+    def tag(value, key: str, digits: int = 1) -> str:
+        return (
+            f"{value:.{digits}f}<!--@ {path}:{key} -->"
+            if isinstance(value, float)
+            else f"{value}<!--@ {path}:{key} -->"
+        )
+
     lines = []
     for setup, title in (("lora_1gpu", "LoRA, 1 GPU"), ("full_zero3_8gpu", "full fine-tuning, ZeRO-3 on 8 GPUs")):
         lines += [f"\n{title}: peak per GPU (GiB), one pair per device\n",
                   "| model | trainer | " + " | ".join(f"{n // 1024}k" for n in LENGTHS)
                   + " | longest on an H100 80GB | longest on an H200 |",
                   "| --- | --- |" + " ---: |" * (len(LENGTHS) + 2)]  # fmt: skip
-        for row in results["tables"]:
+        for i, row in enumerate(results["tables"]):
             if row["setup"] == setup:
-                cells = " | ".join(f"{row['peak_gib'][n]:.1f}" for n in LENGTHS)
-                fit = " | ".join(str(row["longest"][m]) for m in CARDS)
+                cells = " | ".join(tag(row["peak_gib"][str(n)] if str(n) in row["peak_gib"] else row["peak_gib"][n],
+                                       f"tables.{i}.peak_gib.{n}") for n in LENGTHS)  # fmt: skip
+                fit = " | ".join(tag(row["longest"][m], f"tables.{i}.longest.{m}") if row["longest"][m] else "none"
+                                 for m in CARDS)  # fmt: skip
                 lines.append(f"| {MODELS[row['model']]} | {row['trainer']} | {cells} | {fit} |")
     lines += [
         "\nLength-skewed batches (LoRA, 1 GPU; 4 pairs of L, L/2, L/4, L/8 tokens): longest L on an H100 80GB\n",
         "| model | trainer | peak at L = 4k / 8k (GiB) | longest L on an H100 80GB |",
         "| --- | --- | --- | ---: |",
     ]
-    for row in results["skew"]:
+    for i, row in enumerate(results["skew"]):
         who = f"{row['trainer']}" + (" padding_free" if row["padding_free"] else " padded")
-        cells = " / ".join(f"{v:.1f}" for v in row["peak_gib"].values())
-        lines.append(f"| {MODELS[row['model']]} | {who} | {cells} | {row['longest_h100']} |")
+        cells = " / ".join(tag(v, f"skew.{i}.peak_gib.{n}") for n, v in row["peak_gib"].items())
+        lines.append(
+            f"| {MODELS[row['model']]} | {who} | {cells} | {tag(row['longest_h100'], f'skew.{i}.longest_h100')} |"
+        )
     lines += [
         "\nLlama-3-70B, LoRA under ZeRO-3 on 8 x H100 80GB, one pair per device\n",
         "| trainer | peak at 4k / 16k (GiB) | longest on an H100 80GB |",
         "| --- | --- | ---: |",
     ]
-    for row in results["seventy"]:
-        cells = " / ".join(f"{v:.1f}" for v in row["peak_gib"].values())
-        lines.append(f"| {row['trainer']} | {cells} | {row['longest_h100']} |")
+    for i, row in enumerate(results["seventy"]):
+        cells = " / ".join(tag(v, f"seventy.{i}.peak_gib.{n}") for n, v in row["peak_gib"].items())
+        longest = row["longest_h100"]
+        lines.append(
+            f"| {row['trainer']} | {cells} | {tag(longest, f'seventy.{i}.longest_h100') if longest else 'none'} |"
+        )
     return "\n".join(lines)
 
 
@@ -137,7 +153,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", default=None)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--markdown", action="store_true", help="plan nothing: the tagged tables of --json")
     args = parser.parse_args()
+    if args.markdown:
+        print(markdown(json.loads(Path(args.json).read_text())))
+        return 0
     with ProcessPoolExecutor(args.workers, max_tasks_per_child=1) as pool:
         tables = [pool.submit(table_job, m, s, t) for m in MODELS for s in SETUPS for t in ("alignment", "trl")]
         skews = [pool.submit(skew_job, "llama-3-8b", t, pf) for t, pf in
