@@ -71,7 +71,7 @@ def plan(model: str, trainer: str, overrides: dict, devices: int, length: int, r
 
 
 def row_job(model: str, trainer: str, overrides: dict, devices: int, recipe: str = LORA, card: str = "h100-80gb",
-            start: int | None = None) -> dict:  # fmt: skip
+            known: dict | None = None) -> dict:  # fmt: skip
     sys.path.insert(0, str(ROOT))
     from alignment.planning.devices import device
     from alignment.planning.search import longest
@@ -79,13 +79,15 @@ def row_job(model: str, trainer: str, overrides: dict, devices: int, recipe: str
     started = time.time()
     usable = device(card).usable_bytes
     split = overrides.get("sequence_parallel_size", 1)  # a rank plans T / split positions: lengths scale by it
-    points = {}
+    points = {int(n): p for n, p in (known or {}).items()}  # the same step planned for another card
 
     def peak_at(n: int) -> int:
-        points[n] = plan(model, trainer, overrides, devices, n, recipe)
+        if n not in points:
+            points[n] = plan(model, trainer, overrides, devices, n, recipe)
         return points[n]["peak_bytes"]
 
-    n = longest(peak_at, usable, GRAIN * split, 1 << 24, start=start or 32768 * split)
+    seeded = {n: p["peak_bytes"] for n, p in points.items()}
+    n = longest(peak_at, usable, GRAIN * split, 1 << 24, start=None if seeded else 32768 * split, known=seeded)
     return {"model": model, "trainer": trainer, "overrides": overrides, "devices": devices, "recipe": recipe,
             "card": card, "usable_gib": round(usable / GIB, 2), "points": points, "longest": n,
             "pinned_gib": points[n]["pinned_gib"] if n else None, "seconds": round(time.time() - started)}  # fmt: skip
@@ -115,10 +117,11 @@ def main() -> None:
     if args.markdown:
         print(markdown(json.loads(Path(args.json).read_text()), args.json))
         return
+    known = {k[:5]: r["points"] for k, r in done.items()}  # a row's peaks do not depend on the card: seeds
     wanted = [ROWS[int(i)] for i in args.rows.split(",")] if args.rows else ROWS
     todo = [] if args.summary else [(*row, LORA)[:5] for row in wanted if key(row, args.card) not in done]
     with ProcessPoolExecutor(args.workers, max_tasks_per_child=1) as pool:
-        jobs = [pool.submit(row_job, *row, card=args.card) for row in todo]
+        jobs = [pool.submit(row_job, *row, card=args.card, known=known.get(key(row, "any")[:5])) for row in todo]
         for row, job in zip(todo, jobs):
             done[key(row, args.card)] = result = job.result()
             print(json.dumps({k: v for k, v in result.items() if k != "points"}), flush=True)

@@ -18,12 +18,14 @@ from alignment.errors import RecipeError
 MAX_PLANS = 40
 
 
-def longest(peak_at: Callable[[int], int], budget: int, grain: int, limit: int, start: int | None = None) -> int | None:
+def longest(peak_at: Callable[[int], int], budget: int, grain: int, limit: int, start: int | None = None,
+            known: dict[int, int] | None = None) -> int | None:  # fmt: skip
     """The largest multiple of ``grain`` in [grain, limit] with ``peak_at(x) <= budget`` (``peak_at`` growing with
-    x), or None when ``grain`` itself does not fit. ``start``: the first length planned (default 1024)."""
+    x), or None when ``grain`` itself does not fit. ``start``: the first length planned (default 1024); ``known``:
+    peaks already planned (another budget's search of the same step), whose line gives the first guess."""
     top = max(grain, limit // grain * grain)
-    seen: dict[int, int] = {}
-    order: list[int] = []
+    seen: dict[int, int] = dict(known or {})
+    order: list[int] = sorted(seen)
 
     def peak(x: int) -> int:
         if x not in seen:
@@ -41,6 +43,14 @@ def longest(peak_at: Callable[[int], int], budget: int, grain: int, limit: int, 
 
     fits = misses = None
     moved: list[str] = []  # which end each plan moved
+    for x in order:
+        if seen[x] <= budget:
+            fits = x if fits is None else max(fits, x)
+        else:
+            misses = x if misses is None else min(misses, x)
+    if len(order) > 1 and start is None:  # the known line's crossing
+        guess = _crossing(order[-2], seen[order[-2]], order[-1], seen[order[-1]], budget)
+        start = guess if guess else None
     x = snap(start or 1024)
     while True:
         if peak(x) <= budget:
