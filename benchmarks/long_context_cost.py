@@ -64,7 +64,9 @@ def main() -> int:
     print("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for row in rows:
         cfg = json.loads((ROOT / "benchmarks" / "model_configs" / f"{row['model']}.json").read_text())
-        n = row["longest_80GB"]
+        n = row.get("longest", row.get("longest_80GB"))
+        if not n:
+            continue
         tiled = row["overrides"].get("tiled_mlp", False)
         split = row["overrides"].get("sequence_parallel_size", 1)
         full = "zephyr" in row.get("recipe", "")

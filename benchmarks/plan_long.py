@@ -139,14 +139,17 @@ def _write(path, done: dict) -> None:
 
 
 def against_trl(rows: list[dict]) -> list[dict]:
-    """Each of our rows against trl 1.16's longest pair in the same training, card and attention: trl without
-    offloading (one GPU for LoRA; full fine-tuning under ZeRO-3 on 8 GPUs, where data parallelism does not lengthen
-    a pair) and trl with its own activation offloading (the trl rows here)."""
+    """Each of our rows against trl 1.16's longest pair with the same model, card and attention: trl without
+    offloading and trl with its own activation offloading (the trl rows here). One GPU: trl in the same training
+    (LoRA or full). Several GPUs: trl's longest on several GPUs, the larger of its full fine-tuning under ZeRO-3 on
+    8 (which partitions the weights) and its LoRA step (data parallelism does not lengthen a pair)."""
 
     def trl(row, offloading: bool):
-        return next((r["longest"] for r in rows if r["trainer"] == "trl" and r["model"] == row["model"] and
-                     r["recipe"] == row["recipe"] and r["card"] == row["card"] and
-                     bool(r["overrides"].get("activation_offloading")) == offloading), None)  # fmt: skip
+        same = [r for r in rows if r["trainer"] == "trl" and r["model"] == row["model"] and r["card"] == row["card"]
+                and bool(r["overrides"].get("activation_offloading")) == offloading and r["longest"]]  # fmt: skip
+        if row["devices"] == 1:
+            same = [r for r in same if r["recipe"] == row["recipe"] and r["devices"] == 1]
+        return max((r["longest"] for r in same), default=None)
 
     out = []
     for row in rows:
