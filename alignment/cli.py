@@ -259,8 +259,8 @@ _PLAN_OPTIONS = {
 
 
 def _plan_option(name: str, value):
-    """``value`` of plan option ``name`` read with its type (None and already-read values pass); a bad value is a
-    one-line RecipeError naming the option."""
+    """``value`` of plan option ``name`` (from argparse or after the recipe) read with its type; None stays None; a
+    bad value is a one-line RecipeError naming the option."""
     from alignment.errors import RecipeError
 
     reader = _length_option if name == "max_length" else _PLAN_OPTIONS[name]

@@ -22,26 +22,24 @@ def is_long_context(args) -> bool:
                 or getattr(args, "tiled_norms", False) or getattr(args, "sequence_parallel_size", 1) > 1)  # fmt: skip
 
 
-def configure_allocator(args) -> str | None:
-    """Set expandable segments for a long-context run (module docstring); the banner's words, None otherwise."""
-    if not is_long_context(args):
-        return None
-    for name in VARIABLES:
-        if os.environ.get(name):
-            return f"{name}={os.environ[name]} (yours)"
+def _configured() -> str | None:
+    """``NAME=value`` of the allocator setting in the environment, None when there is none."""
+    return next((f"{name}={os.environ[name]}" for name in VARIABLES if os.environ.get(name)), None)
+
+
+def configure_allocator(args) -> None:
+    """Set expandable segments for a long-context run unless the allocator is configured (module docstring)."""
+    if not is_long_context(args) or _configured():
+        return
     os.environ["PYTORCH_CUDA_ALLOC_CONF"] = SETTING
     import torch
 
     if torch.cuda.is_available() and torch.cuda.is_initialized():  # read at the first allocation: set it now too
         torch.cuda.memory._set_allocator_settings(SETTING)
-    return f"PYTORCH_CUDA_ALLOC_CONF={SETTING} (set for this long-context run)"
 
 
 def allocator_summary(args) -> str | None:
     """The banner's words for the allocator of a long-context run (None when the run is not one)."""
     if not is_long_context(args):
         return None
-    for name in VARIABLES:
-        if os.environ.get(name):
-            return f"{name}={os.environ[name]}"
-    return "default (not configured)"
+    return _configured() or "default (not configured)"

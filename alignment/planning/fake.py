@@ -44,7 +44,6 @@ class PairShape:
 
 
 DEFAULT_SHAPE = PairShape()
-EQUAL = PairShape(shorter=1.0, source=f"synthetic: prompt {PROMPT_SHARE:.0%}, equal completions")
 
 
 #: the shipped copies of the configs of the Hub models the recipes train (benchmarks/model_configs): the planner

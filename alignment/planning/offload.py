@@ -18,6 +18,7 @@ is, per rounded size, the most blocks of that size alive at once, times the size
 
 from __future__ import annotations
 
+import contextlib
 from collections import OrderedDict
 
 import torch
@@ -56,8 +57,8 @@ class PlannedOffload(torch.autograd.graph.saved_tensors_hooks):
             with _disable_current_modes():  # the host copy: outside the device count
                 host = tensor.detach().clone()
         else:  # the CPU is the device: the copy is made (and counted) in the same memory
-            label = self._tracker.labelled("offloaded_to_host") if self._tracker is not None else _nothing()
-            with label:
+            label = self._tracker.labelled("offloaded_to_host") if self._tracker is not None else None
+            with label or contextlib.nullcontext():
                 host = tensor.detach().clone()
         self.host_current += size
         self.host_peak = max(self.host_peak, self.host_current)
@@ -91,12 +92,6 @@ class PlannedOffload(torch.autograd.graph.saved_tensors_hooks):
         if not self._streams:
             return self.host_peak
         return sum(size * most for size, (_, most) in self._blocks.items())
-
-
-def _nothing():
-    import contextlib
-
-    return contextlib.nullcontext()
 
 
 def pinned_size(size: int) -> int:

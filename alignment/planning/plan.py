@@ -258,12 +258,10 @@ def _phases(built, inputs, precompute: bool, anchors: list, config, target: str)
                 "anchors": nbytes(p for m in anchors for p in m.parameters()),
                 "optimizer_states": nbytes(tensors_of([built.optimizer]))}  # fmt: skip
     offload = None
-    if getattr(config, "activation_offloading", False):  # the recipe's (trl's own manager is modelled too)
-        offload = PlannedOffload(built.model.parameters(), streams=target == "cuda")
     with StorageTracker(built.model, built.optimizer, *anchors) as tracker:
         tracker.track_gradients(built.model.parameters())
-        if offload is not None:
-            offload._tracker = tracker
+        if getattr(config, "activation_offloading", False):  # the recipe's (trl's own manager is modelled too)
+            offload = PlannedOffload(built.model.parameters(), streams=target == "cuda", tracker=tracker)
         step(built, inputs, tracker, offload)
     total = sum(resident.values())
     plan = Plan("", 0, 0, total, tracker.overall, total + tracker.overall)
@@ -295,16 +293,11 @@ def _share(plan: Plan, built, zero: int, devices: int) -> None:
     plan.peak_phase = "backward"
     if getattr(plan, "_precompute", None) is not None:
         _, pre_tracker = plan._precompute
-        pre_anchors = [m for m in _anchor_models_before(plan) if m is not built.model]
-        before = model_of(built.model, pre_anchors, pre_tracker.overall, devices, _hidden(built.model))
+        before = model_of(built.model, plan._pre_anchors, pre_tracker.overall, devices, _hidden(built.model))
         before.bucket_bytes = 0  # no gradients to reduce in a no-grad pass
         plan.precompute_peak_bytes = before.peak_bytes
         if before.peak_bytes > plan.peak_bytes:
             plan.peak_bytes, plan.breakdown, plan.peak_phase = before.peak_bytes, before.breakdown(), "precompute"
-
-
-def _anchor_models_before(plan: Plan) -> list:
-    return getattr(plan, "_pre_anchors", []) or plan._anchors
 
 
 def _hidden(model) -> int:

@@ -14,6 +14,7 @@ import torch
 
 from alignment.data.packing import Packing
 from alignment.heads import packing_error
+from alignment.long_context.unmasked import attention_of
 from alignment.models import unwrap
 
 #: the largest relative change of a sequence's hidden states that packing may cause (float32 / half types);
@@ -23,8 +24,7 @@ HALF_TOLERANCE = 5e-2
 
 
 def attention_implementation(model) -> str:
-    config = getattr(unwrap(model), "config", None)
-    return str(getattr(config, "_attn_implementation", None) or "eager")
+    return attention_of(unwrap(model))
 
 
 def configure(trainer) -> None:
