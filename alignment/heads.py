@@ -28,6 +28,7 @@ from torch import nn
 
 from alignment.data.packing import Packing
 from alignment.long_context.offload import keep_on_device
+from alignment.long_context.unmasked import last_state as _last
 from alignment.long_context.unmasked import rows_alone, too_large
 from alignment.models import unwrap
 from alignment.ops import TokenLogps, pair_fused_loss, token_logps
@@ -163,10 +164,6 @@ def _padded(out, packing: Packing | None):
     if packing is None or getattr(out, "padded_layout", False):
         return lambda t: t
     return packing.unpack
-
-
-def _last(out) -> torch.Tensor:
-    return out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
 
 
 def hidden_states(

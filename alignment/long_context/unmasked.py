@@ -84,7 +84,7 @@ def rows_alone(inner: torch.nn.Module, input_ids: torch.Tensor, attention_mask: 
         rows = [s.new_zeros((t, *s.shape[2:])).index_copy(0, p, s[0]) for s, p in zip(states, where)]
         return torch.stack(rows)
 
-    out = SimpleNamespace(last_hidden_state=padded([_last(o) for o in outs]), padded_layout=True)
+    out = SimpleNamespace(last_hidden_state=padded([last_state(o) for o in outs]), padded_layout=True)
     layers = getattr(outs[0], "hidden_states", None)
     out.hidden_states = None if layers is None else tuple(padded([o.hidden_states[j] for o in outs])
                                                           for j in range(len(layers)))  # fmt: skip
@@ -94,5 +94,6 @@ def rows_alone(inner: torch.nn.Module, input_ids: torch.Tensor, attention_mask: 
     return out
 
 
-def _last(out) -> torch.Tensor:
+def last_state(out) -> torch.Tensor:
+    """A backbone output's final hidden states (a model output or a tuple)."""
     return out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
