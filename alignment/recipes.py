@@ -178,6 +178,10 @@ def load_recipe(path: str | os.PathLike, overrides: dict | None = None, method: 
     parser = HfArgumentParser((ScriptArguments, ModelArguments, config_class))
     try:
         script, model_args, config = parser.parse_dict(raw)
+    except (
+        FileNotFoundError
+    ) as e:  # a field naming a file (accelerator_config, fsdp_config, deepspeed) that is not there
+        raise RecipeError(f"{path}: a file a field names does not exist: {e.filename}") from None
     except (ValueError, TypeError) as e:
         raise RecipeError(f"{path}: {e}") from None
     script.self_play = self_play

@@ -8,7 +8,7 @@ import math
 import time
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from alignment.cli import main
@@ -161,6 +161,8 @@ def _parse_or_one_line(recipe, overrides):
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(overrides=st.dictionaries(st.sampled_from(DPO_FIELDS), BAD, min_size=1, max_size=2))
+@example(overrides={"accelerator_config": "x"})  # file fields naming no file (transformers opens them)
+@example(overrides={"fsdp": 0, "fsdp_config": "x"})
 def test_every_field_with_bad_values_parses_or_fails_in_one_line(overrides):
     _parse_or_one_line(DPO, overrides)
 
