@@ -53,21 +53,39 @@ def _from_pretrained(loader: Callable, name: str, what: str, **kwargs):
         ) from None
 
 
+#: the heads :func:`load_model` builds: a causal LM (every policy) or a one-output sequence classifier (a reward model)
+HEADS = ("causal_lm", "reward")
+
+
+def _auto_class(head: str):
+    import transformers
+
+    if head not in HEADS:
+        raise ValueError(f"head must be one of {HEADS}, got {head!r}")
+    return transformers.AutoModelForCausalLM if head == "causal_lm" else transformers.AutoModelForSequenceClassification
+
+
 def load_model(
     model: str | nn.Module,
     dtype: str | torch.dtype = "float32",
     trust_remote_code: bool = False,
     init_from_config: str | None = None,
+    head: str = "causal_lm",
     **from_pretrained_kwargs,
 ) -> nn.Module:
     """A causal LM from a folder or Hub name (a module passes through unchanged). ``dtype``: a torch dtype or
     its name, or "auto" (``torch_dtype``, the older name, too). ``init_from_config``: a JSON model config, to
     build a randomly initialised model instead (the quickstart's SFT model is trained from scratch this way).
-    Other keyword arguments go to ``from_pretrained`` (attn_implementation, device_map, revision, ...)."""
-    from transformers import AutoConfig, AutoModelForCausalLM
+    ``head="reward"``: the same backbone with a one-output linear head (``AutoModelForSequenceClassification``,
+    ``num_labels=1``; from a causal LM's folder the head is new, the LM head is left out). Other keyword arguments
+    go to ``from_pretrained`` (attn_implementation, device_map, revision, ...)."""
+    from transformers import AutoConfig
 
+    auto = _auto_class(head)
     if isinstance(model, nn.Module):
         return model
+    if head == "reward":
+        from_pretrained_kwargs["num_labels"] = 1
     if init_from_config:
         import json
 
@@ -77,15 +95,39 @@ def load_model(
             raise ModelNotFoundError(
                 f"{init_from_config}: not a JSON model config ({str(e).splitlines()[0]})"
             ) from None
-        return AutoModelForCausalLM.from_config(config)
+        if head == "reward":
+            config.num_labels = 1
+        return auto.from_config(config)
     dtype = from_pretrained_kwargs.pop("torch_dtype", dtype)
     torch_dtype = getattr(torch, dtype, None) if isinstance(dtype, str) and dtype != "auto" else dtype
     if not (torch_dtype == "auto" or isinstance(torch_dtype, torch.dtype)):
         raise ValueError(f"dtype must be a torch dtype, its name or 'auto', got {dtype!r}")
-    return _from_pretrained(
-        AutoModelForCausalLM.from_pretrained, model, "model", dtype=torch_dtype, trust_remote_code=trust_remote_code,
-        **from_pretrained_kwargs,
-    )  # fmt: skip
+    with _quiet_new_head(head):
+        return _from_pretrained(
+            auto.from_pretrained, model, "model", dtype=torch_dtype, trust_remote_code=trust_remote_code,
+            **from_pretrained_kwargs,
+        )  # fmt: skip
+
+
+def _quiet_new_head(head: str):
+    """A reward model loaded from a causal LM reports its new ``score`` head as missing and the unused ``lm_head``
+    as unexpected: expected here (the head is what training fits), so transformers' load report is silenced."""
+    import contextlib
+
+    if head != "reward":
+        return contextlib.nullcontext()
+    from transformers.utils import logging as hf_logging
+
+    @contextlib.contextmanager
+    def quiet():
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()
+        try:
+            yield
+        finally:
+            hf_logging.set_verbosity(verbosity)
+
+    return quiet()
 
 
 def load_tokenizer(name: str, trust_remote_code: bool = False):

@@ -185,6 +185,9 @@ def load_recipe(path: str | os.PathLike, overrides: dict | None = None, method: 
     except (ValueError, TypeError) as e:
         raise RecipeError(f"{path}: {e}") from None
     script.self_play = self_play
+    if known_methods[method].trainer.model_head == "reward" and script.eval_task:
+        raise RecipeError(f"{path}: field 'eval_task' scores a policy's answers; a reward model is scored on held-out "
+                          "pairs: drop eval_task and set eval_dataset (its pair accuracy is reported)")  # fmt: skip
     return method, script, model_args, config
 
 

@@ -60,7 +60,8 @@ def _train(recipe, method, script, model_args, config, command) -> dict:
         load_kwargs = {"dtype": model_args.dtype, "trust_remote_code": config.trust_remote_code,
                        **(config.model_init_kwargs or {})}  # fmt: skip
         train_ds, eval_ds = load_datasets(method.trainer.completions, script, config.seed)  # data errors first
-        model = load_model(script.model_name_or_path, init_from_config=script.init_from_config, **load_kwargs)
+        model = load_model(script.model_name_or_path, init_from_config=script.init_from_config,
+                           head=method.trainer.model_head, **load_kwargs)  # fmt: skip
         tokenizer = load_tokenizer(script.tokenizer_name_or_path or script.model_name_or_path, config.trust_remote_code)
         start_eval = None if from_scratch else _evaluate_start(model, tokenizer, script, config, resume)
         base_model = None if from_scratch else script.model_name_or_path

@@ -113,6 +113,35 @@ def tiny_llama(vocab_size: int, hidden: int = 32, layers: int = 2, heads: int = 
     return LlamaForCausalLM(config)
 
 
+def tiny_reward_model(vocab_size: int, hidden: int = 32, layers: int = 2, heads: int = 4, kv_heads: int = 2,
+                      seed: int = 0):  # fmt: skip
+    """:func:`tiny_llama`'s shape as a one-output sequence classifier (a reward model), its head scaled so that
+    rewards are of order 1 (the loss and its gradients are not all at log 2)."""
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=vocab_size, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
+        num_attention_heads=heads, num_key_value_heads=kv_heads, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+        num_labels=1,
+    )  # fmt: skip
+    model = LlamaForSequenceClassification(config)
+    with torch.no_grad():
+        model.score.weight.mul_(20.0)
+    return model
+
+
+def model_for(method, causal_lm: torch.nn.Module) -> torch.nn.Module:
+    """A copy of ``causal_lm`` for ``method``'s trainer, or for a reward method the same shape with a scalar head."""
+    import copy
+
+    if method.trainer.model_head != "reward":
+        return copy.deepcopy(causal_lm)
+    c = causal_lm.config
+    return tiny_reward_model(c.vocab_size, c.hidden_size, c.num_hidden_layers, c.num_attention_heads,
+                             c.num_key_value_heads)  # fmt: skip
+
+
 def full_parameters(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     """Copies of every parameter, gathered whole when DeepSpeed ZeRO-3 has partitioned it."""
     params = {}

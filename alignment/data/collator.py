@@ -15,6 +15,7 @@ the 2B sequences, rounded up to ``pad_to_multiple_of`` when set:
 - ``<anchor>_token_logps`` [2B, T], when the rows carry per-token anchor values
   (``<anchor>_chosen_token_logps`` / ``<anchor>_rejected_token_logps``, one value per completion token):
   the value of completion token j sits at that token's position in ``input_ids``, 0 elsewhere;
+- ``margin`` [B], when the rows carry trl's reward ``margin`` column;
 - with ``padding_free``: ``packed_input_ids`` / ``packed_position_ids`` [R, L] and ``packed_index`` [2B, T],
   the same sequences packed end to end (alignment.data.packing), which the backbone runs on instead.
 
@@ -100,6 +101,8 @@ class PreferenceCollator:
         for name in tokens:
             values = [row[name + TOKEN_SUFFIXES[0]] for row in rows] + [row[name + TOKEN_SUFFIXES[1]] for row in rows]
             batch[f"{name}_token_logps"] = _place(values, prompts, batch["input_ids"].shape)
+        if "margin" in rows[0]:
+            batch["margin"] = torch.tensor([float(row["margin"]) for row in rows], dtype=torch.float32)
         return with_packing(batch, self)
 
 

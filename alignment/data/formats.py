@@ -33,6 +33,15 @@ COLUMNS = ("prompt", *PREFERENCE)
 #: columns ending in this are precomputed anchor log-probabilities (``ref_chosen_logps``, ...): validation and
 #: tokenization carry them with their rows
 CARRIED_SUFFIX = "_logps"
+#: other numeric columns carried with their rows: trl's reward ``margin`` (r_chosen - r_rejected must pass it)
+CARRIED_COLUMNS = ("margin",)
+
+
+def is_carried(key: Any) -> bool:
+    """Whether validation and tokenization carry column ``key`` with its row (``*_logps``, ``margin``)."""
+    return isinstance(key, str) and (key.endswith(CARRIED_SUFFIX) or key in CARRIED_COLUMNS)
+
+
 #: the column holding a conversational row's extra apply_chat_template arguments (its ``tools`` and
 #: ``chat_template_kwargs``) as JSON text
 TEMPLATE_KWARGS = "template_kwargs"
@@ -52,13 +61,13 @@ def _number_text(value: Any) -> Any:
 
 
 def carried_values(row: dict[str, Any]) -> dict[str, Any]:
-    """The row's precomputed log-probability columns (``*_logps``), checked: a sum column (``ref_chosen_logps``)
-    holds one finite number, a per-token column (``ref_chosen_token_logps``) a list of finite numbers. A NaN, an
-    infinity, a missing value or text is an error naming the column: it would reach the loss, and from there
-    every weight."""
+    """The row's precomputed log-probability columns (``*_logps``) and ``margin``, checked: a sum column
+    (``ref_chosen_logps``, ``margin``) holds one finite number, a per-token column (``ref_chosen_token_logps``) a
+    list of finite numbers. A NaN, an infinity, a missing value or text is an error naming the column: it would
+    reach the loss, and from there every weight."""
     out = {}
     for key, value in row.items():
-        if not (isinstance(key, str) and key.endswith(CARRIED_SUFFIX)):
+        if not is_carried(key):
             continue
         if key.endswith("_token" + CARRIED_SUFFIX):
             if not (isinstance(value, list) and all(_finite_number(v) for v in value)):
@@ -67,7 +76,8 @@ def carried_values(row: dict[str, Any]) -> dict[str, Any]:
         else:
             value = _number_text(value)  # a csv file's cells are text
             if not _finite_number(value):
-                raise DataFormatError(f"expected a finite number (a log-probability), got {value!r}", field=key)
+                what = "a reward margin" if key in CARRIED_COLUMNS else "a log-probability"
+                raise DataFormatError(f"expected a finite number ({what}), got {value!r}", field=key)
         out[key] = value
     return out
 

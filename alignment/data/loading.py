@@ -32,12 +32,12 @@ from typing import Any
 
 from alignment.data.errors import DataFormatError, DataLoadError
 from alignment.data.formats import (
-    CARRIED_SUFFIX,
     PREFERENCE,
     SFT,
     TEMPLATE_KWARGS,
     UNPAIRED,
     carried_values,
+    is_carried,
     validate_row,
 )
 
@@ -220,7 +220,7 @@ def check_carried_columns(rows: list[dict[str, Any]], numbers: list[int], source
     """Precomputed columns (``*_logps``) are all or nothing: a column that some rows have and another lacks is
     an error naming the first row without it (``Dataset.from_list`` would otherwise keep the first row's
     columns and drop or null the column for every row)."""
-    carried = sorted({k for row in rows for k in row if k.endswith(CARRIED_SUFFIX)})
+    carried = sorted({k for row in rows for k in row if is_carried(k)})
     for column in carried:
         for row, number in zip(rows, numbers):
             if column not in row:
@@ -233,7 +233,7 @@ def check_carried_columns(rows: list[dict[str, Any]], numbers: list[int], source
 def check_tokenized_columns(dataset, source: str) -> None:
     """An already tokenized dataset's precomputed columns, checked as :func:`validate_rows` checks raw rows
     (finite numbers in every row)."""
-    carried = [c for c in dataset.column_names if c.endswith(CARRIED_SUFFIX)]
+    carried = [c for c in dataset.column_names if is_carried(c)]
     if not carried:
         return
     for number, row in enumerate(dataset.select_columns(carried).to_list(), start=1):

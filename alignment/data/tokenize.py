@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from alignment.data.errors import DataError, DataFormatError
-from alignment.data.formats import CARRIED_SUFFIX, TEMPLATE_KWARGS, clean_messages, common_prefix_length
+from alignment.data.formats import TEMPLATE_KWARGS, clean_messages, common_prefix_length, is_carried
 
 logger = logging.getLogger(__name__)
 TRUNCATION_MODES = ("keep_start", "keep_end")
@@ -201,7 +201,7 @@ def tokenize_preference_dataset(
 
     out = dataset.map(
         process,
-        remove_columns=[c for c in dataset.column_names if not c.endswith(CARRIED_SUFFIX) and c not in keep_columns],
+        remove_columns=[c for c in dataset.column_names if not is_carried(c) and c not in keep_columns],
         num_proc=num_proc,
         desc=f"Tokenizing {name} dataset",
     )
@@ -274,7 +274,7 @@ def tokenize_stream(
     def process(row):
         ids, _ = tokenize_pair(row, tokenizer, keys, max_length, truncation_mode, chat_template, max_prompt_length,
                                max_completion_length, rule)  # fmt: skip
-        kept = {k: row[k] for k in row if k.endswith(CARRIED_SUFFIX) or (labeled and k == "label")}
+        kept = {k: row[k] for k in row if is_carried(k) or (labeled and k == "label")}
         return {**(ids or _empty(keys, rule, truncation_mode)), **kept, "_keep": ids is not None}
 
     out = rows.map(process, remove_columns=columns)

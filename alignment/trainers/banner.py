@@ -79,6 +79,8 @@ def diagnostics_summary(trainer) -> str:
     args = trainer.args
     if not args.diagnostics:
         return "off"
+    if not trainer.vocabulary_softmax:
+        return f"none: {trainer.method.name} has no vocabulary softmax to watch (its own metrics are logged)"
     if trainer.probe_status != "on":
         return f"softmax collapse every step; probes {trainer.probe_status}"
     params = f", params ~ /{args.diagnostics_params}/" if args.diagnostics_params else ""

@@ -75,6 +75,9 @@ class AlignmentTrainer(Trainer):
     #: method's default (``tokenization: auto``); alignment.data.trl_rules
     trl_tokenization = "shared"
     trl_tokenization_by_default = False
+    #: the head alignment.models.load_model builds: "causal_lm" (a policy) or "reward" (a one-output scalar head)
+    model_head = "causal_lm"
+    vocabulary_softmax = True  # False for a scalar head (the reward model): no softmax-collapse diagnostics
 
     def __init__(
         self,
@@ -109,7 +112,7 @@ class AlignmentTrainer(Trainer):
                              f"{self.completions}")  # fmt: skip
         self.load_kwargs = load_kwargs(args, model_init_kwargs, model)
         self.model_id = model_name(model)
-        model = load_model(model, **self.load_kwargs)
+        model = load_model(model, head=self.model_head, **self.load_kwargs)
         if processing_class is None and self.needs_tokenizer:
             if not self.model_id:
                 raise ValueError("pass processing_class (a tokenizer): the model has no path to load one from")
@@ -224,8 +227,9 @@ class AlignmentTrainer(Trainer):
             return dataset
         if is_stream(dataset):
             check_stream(args, name)
-            return tokenize_stream(dataset, tokenizer, name, self.completions, args.max_length, args.truncation_mode,
-                                   args.chat_template, args.max_prompt_length, args.max_completion_length,
+            return tokenize_stream(dataset, tokenizer, name, self.completions, self.cut_length(args),
+                                   args.truncation_mode, args.chat_template, args.max_prompt_length,
+                                   args.max_completion_length,
                                    rule=self.tokenize_rule(args))  # fmt: skip
         if {"prompt_ids", *(f"{c}_ids" for c in self.completions)} <= set(dataset.column_names):
             check_tokenized_columns(dataset, f"{name} dataset")
@@ -233,11 +237,17 @@ class AlignmentTrainer(Trainer):
         dataset, report = validate_dataset(dataset, f"{name} dataset", completions=self.completions)
         logger.info("%s", report)
         dataset, tok_report = tokenize_preference_dataset(
-            dataset, tokenizer, args.max_length, args.truncation_mode, args.chat_template, args.dataset_num_proc, name,
+            dataset, tokenizer, self.cut_length(args), args.truncation_mode, args.chat_template, args.dataset_num_proc,
+            name,
             args.max_prompt_length, args.max_completion_length, rule=self.tokenize_rule(args),
         )  # fmt: skip
         self.data_reports[name] = str(tok_report)
         return dataset
+
+    def cut_length(self, args) -> int | None:
+        """The length tokenization truncates rows to (``max_length``; a method that drops long rows instead,
+        as the reward model does, returns None and filters them itself)."""
+        return args.max_length
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"):
         """Trainer.evaluate, taking raw rows too (prompt/chosen/rejected, a dict of splits): they are validated

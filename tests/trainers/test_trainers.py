@@ -8,7 +8,7 @@ import torch
 
 from alignment.data import SFT
 from alignment.trainers import DPOConfig, DPOTrainer, RPOConfig, RPOTrainer, SFTConfig, get_method, methods
-from tests.helpers import changed, rel_err, tiny_llama
+from tests.helpers import changed, model_for, rel_err, tiny_llama
 from tests.helpers import preference_rows as rows
 from tests.helpers import train_args as args
 
@@ -38,14 +38,16 @@ MATRIX = [
 def test_every_parameter_changes(tiny, tokenizer, data_dir, tmp_path, method_name, extra):
     method = get_method(method_name)
     kind = "sft" if method.trainer.completions == SFT else "pref"  # KTO unpairs preference rows
-    model = copy.deepcopy(tiny)
+    model = model_for(method, tiny)
     config = args(method.config, tmp_path, **extra)
     trainer = method.trainer(model, args=config, train_dataset=rows(data_dir, kind), processing_class=tokenizer)
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}  # with any module it adds
     trainer.train()
     assert sorted(changed(before, trainer.model)) == sorted(before)
     logged = trainer.state.log_history[0]
-    if method_name == "kto":  # unpaired: the first batch of the unpaired rows is all desirable (TRL's order)
+    if method_name == "reward":  # a scalar head: trl's reward metrics
+        assert {"accuracy", "margin", "min_reward", "mean_reward", "max_reward", "num_tokens"} <= set(logged)
+    elif method_name == "kto":  # unpaired: the first batch of the unpaired rows is all desirable (TRL's order)
         assert {"kl", "rewards/chosen", "logps/chosen"} <= set(logged)
     elif kind == "pref":
         for key in (
