@@ -52,6 +52,8 @@ RUNS = {
     "inpo": ("inpo.yaml", []),
     "inpo_arithmetic": ("inpo_arithmetic.yaml", []),
     "inpo_arithmetic_seed1": ("inpo_arithmetic.yaml", ["--seed", "1"]),
+    "reward": ("reward.yaml", []),
+    "reward_seed1": ("reward.yaml", ["--seed", "1"]),
     "regret": ("regret.yaml", []),
     "regret_seed1": ("regret.yaml", ["--seed", "1"]),
     "regret_2threads": ("regret.yaml", []),  # the same recipe on two threads (THREADS)

@@ -9,6 +9,24 @@ import torch
 from alignment.judges.base import check_lengths
 
 
+def is_adapter(path: str) -> bool:
+    """A folder holding a PEFT adapter (a LoRA-trained reward model: ``method: reward`` with ``use_peft``)."""
+    from pathlib import Path
+
+    return (Path(path) / "adapter_config.json").is_file()
+
+
+def load_reward_model(path: str):
+    """A LoRA-trained reward model's folder: its base with a one-output head, the adapter (and the trained
+    ``score`` head, saved as ``modules_to_save``) loaded and merged in."""
+    from peft import PeftConfig, PeftModel
+
+    from alignment.models import load_model
+
+    base = load_model(PeftConfig.from_pretrained(path).base_model_name_or_path, head="reward")
+    return PeftModel.from_pretrained(base, path).merge_and_unload()
+
+
 class RewardModelJudge:
     """Any ``AutoModelForSequenceClassification`` with one output (a model or a local/Hub path).
 
@@ -23,7 +41,11 @@ class RewardModelJudge:
 
         if isinstance(model, str):
             tokenizer = tokenizer or AutoTokenizer.from_pretrained(model)
-            model = AutoModelForSequenceClassification.from_pretrained(model)
+            model = (
+                load_reward_model(model)
+                if is_adapter(model)
+                else AutoModelForSequenceClassification.from_pretrained(model)
+            )
         if tokenizer is None:
             raise ValueError("RewardModelJudge needs the reward model's tokenizer")
         if getattr(model.config, "num_labels", 1) != 1:

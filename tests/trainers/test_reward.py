@@ -129,7 +129,8 @@ def test_a_model_with_several_labels_is_refused(tokenizer, tmp_path):
                       processing_class=tokenizer)  # fmt: skip
 
 
-def test_trained_model_is_a_judge(data_dir, tmp_path):
+@pytest.mark.parametrize("peft", [False, True])
+def test_trained_model_is_a_judge(data_dir, tmp_path, peft):
     """From the shipped SFT model's folder (a causal LM): a new head, trained, saved, loaded back as a judge whose
     P(chosen > rejected) agrees with the trainer's own rewards (conversational rows: the judge renders the chat
     template)."""
@@ -141,7 +142,7 @@ def test_trained_model_is_a_judge(data_dir, tmp_path):
                         split="train").select(range(16))  # fmt: skip
     args = RewardConfig(output_dir=str(tmp_path / "rm"), use_cpu=True, report_to=[], max_steps=3,
                         per_device_train_batch_size=4, save_strategy="no", max_length=64)  # fmt: skip
-    trainer = RewardTrainer(str(data_dir / "sft_model"), args, train_dataset=rows)
+    trainer = RewardTrainer(str(data_dir / "sft_model"), args, train_dataset=rows, peft_config=lora() if peft else None)
     trainer.train()
     trainer.save_model()
     judge = RewardModelJudge(str(tmp_path / "rm"))
@@ -161,3 +162,24 @@ def test_a_causal_lm_object_is_refused_in_one_line(tokenizer, tmp_path):
         RewardTrainer(tiny_llama(len(tokenizer)), RewardConfig(output_dir=str(tmp_path), use_cpu=True),
                       train_dataset=Dataset.from_list([{"prompt": "a", "chosen": "b", "rejected": "c"}]),
                       processing_class=tokenizer)  # fmt: skip
+
+
+def test_quickstart_recipe_from_the_command_line(tmp_path):
+    """`alignment train recipes/quickstart/reward.yaml` (2 steps): a sequence classifier saved with its pad id, the
+    held-out pair accuracy in the summary, the card and the report written; eval_task is refused in one line."""
+    import json
+    from pathlib import Path
+
+    from alignment.cli import main
+
+    root = Path(__file__).resolve().parents[2]
+    out = tmp_path / "rm"
+    recipe = str(root / "recipes/quickstart/reward.yaml")
+    assert main(["train", recipe, "--max_steps", "2", "--logging_steps", "1", "--output_dir", str(out)]) == 0
+    summary = json.loads((out / "alignment_run.json").read_text())
+    assert summary["method"] == "reward" and summary["eval"]["heldout"]["pairs"] == 500
+    assert 0.0 <= summary["eval"]["heldout"]["pair_accuracy"] <= 1.0
+    config = json.loads((out / "config.json").read_text())
+    assert config["architectures"] == ["LlamaForSequenceClassification"] and config["pad_token_id"] == 0
+    assert (out / "report.html").exists() and "reward" in (out / "README.md").read_text()
+    assert main(["train", recipe, "--eval_task", "sentiment", "--output_dir", str(tmp_path / "x")]) != 0

@@ -107,9 +107,7 @@ def evaluate_after_training(trainer, output_dir) -> dict:
     (``eval_dataset``; on the shipped tasks their chosen side is the task oracle's choice), ``{name: {pair_accuracy,
     pairs}}``."""
     out = {}
-    datasets = (
-        trainer.eval_dataset if isinstance(trainer.eval_dataset, dict) else {"held-out pairs": trainer.eval_dataset}
-    )
+    datasets = trainer.eval_dataset if isinstance(trainer.eval_dataset, dict) else {"heldout": trainer.eval_dataset}
     for name, dataset in datasets.items():
         if dataset is not None and not is_stream(dataset):
             out[name] = pair_accuracy(trainer, dataset)
