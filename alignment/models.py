@@ -57,7 +57,8 @@ def _from_pretrained(loader: Callable, name: str, what: str, **kwargs):
 HEADS = ("causal_lm", "reward")
 
 
-def _auto_class(head: str):
+def auto_class(head: str):
+    """The transformers Auto class of ``head`` (one of :data:`HEADS`)."""
     import transformers
 
     if head not in HEADS:
@@ -81,7 +82,7 @@ def load_model(
     go to ``from_pretrained`` (attn_implementation, device_map, revision, ...)."""
     from transformers import AutoConfig
 
-    auto = _auto_class(head)
+    auto = auto_class(head)
     if isinstance(model, nn.Module):
         return model
     if head == "reward":

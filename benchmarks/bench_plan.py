@@ -21,7 +21,13 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-RECIPES = {"dpo": "dpo.yaml", "sparsepo": "sparsepo.yaml", "inpo": "inpo.yaml", "trl_dpo": "dpo.yaml"}
+RECIPES = {
+    "dpo": "dpo.yaml",
+    "sparsepo": "sparsepo.yaml",
+    "inpo": "inpo.yaml",
+    "trl_dpo": "dpo.yaml",
+    "reward": "reward.yaml",
+}
 QWEN = {"model_type": "qwen2", "vocab_size": 2048, "hidden_size": 96, "intermediate_size": 256,
         "num_hidden_layers": 3, "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 1024,
         "tie_word_embeddings": False, "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2}  # fmt: skip

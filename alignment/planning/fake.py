@@ -107,12 +107,18 @@ def batch_rows(batch: int, length: int, vocab: int, skew: bool = False, shape: P
     return rows
 
 
-def fake_model(cfg, dtype: torch.dtype, fake: bool = True, attention: str = "sdpa"):
+def fake_model(cfg, dtype: torch.dtype, fake: bool = True, attention: str = "sdpa", head: str = "causal_lm"):
     """The model of ``cfg`` in ``dtype``: fake parameters (no memory), or real random ones (seed 0); built with
     ``attention`` (flash attention, which cannot load here, is built as sdpa and switched by
-    alignment.planning.attention for the step)."""
+    alignment.planning.attention for the step). ``head``: alignment.models.HEADS (``reward``: the backbone and a
+    one-output ``score`` head, no LM head)."""
     from torch._subclasses.fake_tensor import FakeTensorMode
-    from transformers import AutoModelForCausalLM
+
+    from alignment.models import auto_class
+
+    auto = auto_class(head)
+    if head == "reward":
+        cfg.num_labels = 1
 
     implementation = attention if attention in ("sdpa", "eager") else "sdpa"
     previous = torch.get_default_dtype()
@@ -120,9 +126,9 @@ def fake_model(cfg, dtype: torch.dtype, fake: bool = True, attention: str = "sdp
     try:
         if fake:
             with FakeTensorMode(allow_non_fake_inputs=True):
-                return AutoModelForCausalLM.from_config(cfg, attn_implementation=implementation)
+                return auto.from_config(cfg, attn_implementation=implementation)
         torch.manual_seed(0)
-        return AutoModelForCausalLM.from_config(cfg, attn_implementation=implementation)
+        return auto.from_config(cfg, attn_implementation=implementation)
     finally:
         torch.set_default_dtype(previous)
 

@@ -115,7 +115,7 @@ def build(method_name: str, script, model_args, config, batch: int, length: int,
     if not method.trainer.completions or method.build is not None:
         raise NotImplementedError(f"alignment plan simulates trainers of token sequences, not {method_name}")
     cfg = model_config(script, config.trust_remote_code)
-    model = fake_model(cfg, model_dtype(model_args), fake, recipe_attention(config))
+    model = fake_model(cfg, model_dtype(model_args), fake, recipe_attention(config), method.trainer.model_head)
     precompute = bool(getattr(config, "precompute_ref_logps", False))
     config = _planning_copy(config, batch, length)
     data = Dataset.from_list(rows or batch_rows(batch, length, cfg.vocab_size, skew, shape))  # rows: the data's own
@@ -126,6 +126,8 @@ def build(method_name: str, script, model_args, config, batch: int, length: int,
         checkpointing(trainer.model)
     trainer.create_optimizer()
     trainer.log_step_metrics = lambda values, mode: None  # host-side means of fake values: not memory
+    if hasattr(trainer, "record_metrics"):  # the same for a method's own host-side metrics (reward: min / max)
+        trainer.record_metrics = lambda *args: None
     trainer._packing_checked = fake  # the packing check compares hidden states: real ones only
     inputs = trainer.data_collator([trainer.train_dataset[i] for i in range(batch)])
     return trainer, inputs, precompute

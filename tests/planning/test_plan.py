@@ -92,3 +92,11 @@ def test_errors_are_one_line(capsys):
         assert main(["plan", recipe, option, value]) == 2, (option, value)
         err = capsys.readouterr().err
         assert err.startswith("error:") and len(err.strip().splitlines()) == 1 and option in err, err
+
+
+def test_a_reward_model_plan_matches_the_measured_peak(tmp_path):
+    """method: reward: the backbone and a one-output head (no LM head, no fused op), planned within 10%."""
+    (row,) = calibrate("reward", _config(tmp_path, QWEN), lengths=(64,))
+    assert abs(row["error"]) <= 0.10, row
+    assert sum(row["breakdown"].values()) == row["planned"]
+    assert "kernel" not in row["phase_peaks"] or row["phase_peaks"]["kernel"] == 0  # no LM head: no fused op

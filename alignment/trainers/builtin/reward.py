@@ -191,11 +191,11 @@ class RewardTrainer(AlignmentTrainer):
         rewards = sequence_rewards(model, inputs["input_ids"], inputs["attention_mask"], pad, packing)
         chosen, rejected = rewards.chunk(2)
         loss, metrics = reward_loss(chosen, rejected, inputs.get("margin"), self.args.center_rewards_coefficient)
-        self.record(mode, inputs, metrics)
+        self.record_metrics(mode, inputs, metrics)
         return (loss, rewards) if return_outputs else loss
 
     @torch.no_grad()
-    def record(self, mode: str, inputs, metrics) -> None:
+    def record_metrics(self, mode: str, inputs, metrics) -> None:
         """trl's metrics: num_tokens (all processes, cumulative), min / mean / max_reward over every sequence of
         every process, accuracy and margin (means)."""
         if mode == "train":
