@@ -108,6 +108,9 @@ def _check_type(path, key: str, value, type_name: str):
         return str(value).lower()  # --resume_from_checkpoint true
     if kinds <= {"str", "none"} and isinstance(value, (int, float)):
         return str(value)
+    numbers = type_name.replace("typing.", "").startswith(("list[float]", "list[int]"))
+    if numbers and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return [value]  # one value for a list of numbers (online DPO's beta: one per epoch, or one for all)
     fits = {
         "bool": isinstance(value, bool),
         "int": isinstance(value, int) and not isinstance(value, bool),
@@ -162,7 +165,7 @@ def load_recipe(path: str | os.PathLike, overrides: dict | None = None, method: 
     config_class = known_methods[method].config
     if raw.get("init_from_config") is not None:
         _check_model_config(path, raw["init_from_config"])
-    self_play = _self_play(path, raw)
+    self_play = _self_play(path, raw, _fields(config_class))
     env = raw.pop("env", {}) or {}
     known = _fields(ScriptArguments, ModelArguments, config_class)
     for key in raw:
@@ -188,7 +191,23 @@ def load_recipe(path: str | os.PathLike, overrides: dict | None = None, method: 
     if known_methods[method].trainer.model_head == "reward" and script.eval_task:
         raise RecipeError(f"{path}: field 'eval_task' scores a policy's answers; a reward model is scored on held-out "
                           "pairs: drop eval_task and set eval_dataset (its pair accuracy is reported)")  # fmt: skip
+    _check_online_judge(path, config, script)
     return method, script, model_args, config
+
+
+def _check_online_judge(path, config, script) -> None:
+    """A method whose config names a judge (online DPO) has one, of a known form, before anything loads."""
+    if not hasattr(config, "judge"):
+        return
+    from alignment.loops.settings import JUDGE_FORMS, check_judge
+
+    if config.judge is None:
+        raise RecipeError(f"{path}: field 'judge': online DPO labels its sampled pairs with a judge: set judge to "
+                          f"{JUDGE_FORMS}")  # fmt: skip
+    try:
+        check_judge(config.judge, script.eval_task)
+    except ValueError as e:
+        raise RecipeError(f"{path}: field 'judge': {e}") from None
 
 
 def _check_model_config(path, init_config) -> None:
@@ -205,14 +224,15 @@ def _check_model_config(path, init_config) -> None:
                           "a model_type")  # fmt: skip
 
 
-def _self_play(path, raw: dict):
-    """The self-play loop's settings (``loop: self_play`` and its fields, popped from ``raw``), or None."""
+def _self_play(path, raw: dict, method_fields: set[str] = frozenset()):
+    """The self-play loop's settings (``loop: self_play`` and its fields, popped from ``raw``), or None. A field
+    that is the method's own too (online DPO's ``judge``) stays the method's when there is no loop."""
     from alignment.loops.settings import SelfPlayArguments, check_judge
 
     loop = raw.pop("loop", None)
     names = _fields(SelfPlayArguments)
     if loop is None:
-        stray = sorted(k for k in raw if k in names)
+        stray = sorted(k for k in raw if k in names and k not in method_fields)
         if stray:
             raise RecipeError(f"{path}: field '{stray[0]}' belongs to the self-play loop: add 'loop: self_play'")
         return None

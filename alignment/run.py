@@ -74,6 +74,7 @@ def _train(recipe, method, script, model_args, config, command) -> dict:
             processing_class=tokenizer,
             peft_config=model_args.peft_config(),
             run_info=RunInfo(command=command, datasets=datasets, base_model=base_model),
+            **_judge(config, script),
         )
     result = trainer.train(resume_from_checkpoint=resume)
     if trainer.sigterm.stopped_at is not None:  # stopped by SIGTERM or Ctrl-C: a checkpoint, not a finished run
@@ -112,6 +113,15 @@ def _train(recipe, method, script, model_args, config, command) -> dict:
     if config.push_to_hub:
         trainer.push_to_hub()
     return summary
+
+
+def _judge(config, script) -> dict:
+    """``judge=`` for a method whose config names one (online DPO): the recipe's judge, loaded."""
+    if getattr(config, "judge", None) is None:
+        return {}
+    from alignment.loops.settings import make_judge
+
+    return {"judge": make_judge(config.judge, script.eval_task, device=None)}
 
 
 def _evaluate_start(model, tokenizer, script, config, resume) -> dict | None:

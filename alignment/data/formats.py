@@ -29,6 +29,8 @@ SFT = ("completion",)  # the completion column of a supervised row
 #: KTO's rows: unpaired (prompt, completion, label) or preference rows (then unpaired by the trainer); each
 #: source is one or the other, decided by its first row
 UNPAIRED = ("completion", "label")
+#: rows of prompts alone (online DPO samples their completions)
+PROMPTS: tuple[str, ...] = ()
 COLUMNS = ("prompt", *PREFERENCE)
 #: columns ending in this are precomputed anchor log-probabilities (``ref_chosen_logps``, ...): validation and
 #: tokenization carry them with their rows
@@ -284,6 +286,16 @@ def validate_row(
     for key in completions:
         if key not in row or row[key] is None:
             raise DataFormatError("missing column", field=key)
+    if not completions:  # prompts only (online DPO samples the completions)
+        if row.get("prompt") is None:
+            raise DataFormatError("missing column", field="prompt")
+        fmt = detect_format(row, "prompt")
+        if expected_format is not None and fmt != expected_format:
+            raise DataFormatError(
+                f"this row is in the {fmt} format but the rows before it are {expected_format}", field="prompt"
+            )
+        prompt = _check_text(row["prompt"], "prompt") if fmt == STANDARD else _check_messages(row["prompt"], "prompt")
+        return {"prompt": prompt, **carried_values(row)}, fmt
     fmt = detect_format(row, completions[0])
     if expected_format is not None and fmt != expected_format:
         raise DataFormatError(

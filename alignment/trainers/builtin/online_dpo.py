@@ -20,6 +20,7 @@ when P >= 0.5. ``beta`` may be a list: one value per epoch, the last one after.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +30,7 @@ from torch import nn
 from alignment.configs import PreferenceConfig, choice
 from alignment.data import PreferenceCollator
 from alignment.data.errors import DataError
+from alignment.data.formats import PROMPTS
 from alignment.data.tokenize import truncate_row
 from alignment.losses.online_dpo import ONLINE_LOSS_TYPES, online_dpo_loss
 from alignment.trainers.base import is_stream
@@ -42,8 +44,8 @@ logger = logging.getLogger(__name__)
 class OnlineDPOConfig(PreferenceConfig):
     """Online DPO (README, "Online DPO"): trl 1.16's OnlineDPOConfig fields that apply, and its defaults."""
 
-    beta: float | list[float] = field(
-        default=0.1, metadata={"help": "KL strength beta, or one per epoch (the last one after)."}
+    beta: list[float] = field(
+        default_factory=lambda: [0.1], metadata={"help": "KL strength beta, or one per epoch (the last one after)."}
     )
     loss_type: str = field(default="sigmoid", metadata={"help": f"One of {ONLINE_LOSS_TYPES} (on summed log-probs)."})
     learning_rate: float = field(default=5e-7, metadata={"help": "The initial learning rate (trl's online default)."})
@@ -67,6 +69,8 @@ class OnlineDPOConfig(PreferenceConfig):
         return list(self.beta) if isinstance(self.beta, (list, tuple)) else [self.beta]
 
     def __post_init__(self):
+        if isinstance(self.beta, (list, tuple)) and len(self.beta) == 1:  # trl's: one value is a float
+            self.beta = self.beta[0]
         choice("loss_type", self.loss_type, ONLINE_LOSS_TYPES)
         if not self.betas or not all(isinstance(b, (int, float)) and b > 0 for b in self.betas):
             raise ValueError(f"beta must be > 0 (or a list of values > 0), got {self.beta}")
@@ -113,6 +117,7 @@ def prompt_text(prompt) -> str:
 )
 class OnlineDPOTrainer(PreferenceTrainer):
     console_metrics = ("rewards/margins", "objective/scores")
+    completions = PROMPTS  # rows of prompts: the completions are sampled
     supports_packing = False  # the pairs are built inside the step
 
     def __init__(self, model, ref_model=None, reward_funcs=None, args: OnlineDPOConfig | None = None,
@@ -255,10 +260,15 @@ class OnlineDPOTrainer(PreferenceTrainer):
         return first, stats
 
     def pairs(self, inputs: dict) -> tuple[list[dict], dict]:
+        """The step's pairs in the collator's rows, and its statistics (the judge's, and the seconds spent
+        sampling and judging: ``time/generation``, ``time/judge``)."""
         prompts = list(inputs["prompt"])
+        began = time.perf_counter()
         prompt_ids = self.prompt_ids(prompts)
         completions = self.sample(prompt_ids)
+        sampled = time.perf_counter()
         first, stats = self.label(prompts, completions, inputs)
+        stats["time/generation"], stats["time/judge"] = sampled - began, time.perf_counter() - sampled
         n, rows = len(prompts), []
         for i in range(n):
             a, b = completions[i], completions[n + i]
@@ -270,8 +280,10 @@ class OnlineDPOTrainer(PreferenceTrainer):
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         rows, stats = self.pairs(inputs)
+        began = time.perf_counter()
         batch = self.pair_collator(rows)
         loss = super().training_step(model, batch, None)
+        stats["time/train"] = time.perf_counter() - began
         self.record_online(stats)
         return loss
 
