@@ -142,6 +142,19 @@ def model_for(method, causal_lm: torch.nn.Module) -> torch.nn.Module:
                              c.num_key_value_heads)  # fmt: skip
 
 
+def required_recipe_fields(method) -> dict:
+    """What a minimal recipe of ``method`` must hold beyond its defaults (online DPO: a judge)."""
+    return {"judge": "task:arithmetic"} if hasattr(method.config, "judge") else {}
+
+
+def trainer_kwargs(method) -> dict:
+    """The constructor arguments ``method``'s trainer needs beyond the common ones (online DPO: a judge, here
+    trl's reward function form: longer answers score higher)."""
+    if not hasattr(method.config, "judge"):
+        return {}
+    return {"reward_funcs": [lambda prompts, completions, **kw: [float(len(str(c))) for c in completions]]}
+
+
 def full_parameters(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     """Copies of every parameter, gathered whole when DeepSpeed ZeRO-3 has partitioned it."""
     params = {}

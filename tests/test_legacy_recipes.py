@@ -13,6 +13,7 @@ from alignment.cli import main
 from alignment.data.tokenize import cut_parts
 from alignment.recipes import RecipeError, load_recipe
 from tests.conftest import DATA
+from tests.helpers import required_recipe_fields
 
 MODEL = str(DATA / "sft_model")
 ROWS = DATA / "tasks" / "arithmetic" / "pref_train_conversational.jsonl"
@@ -135,8 +136,8 @@ def test_without_a_method_the_error_names_both_ways(tmp_path, capsys):
     assert "--config RECIPE.yaml" in capsys.readouterr().err
     from alignment.trainers import methods
 
-    path = write(tmp_path, {**COMMON, "dataset_mixture": [str(ROWS)]})
-    for name in methods():  # every registered method is a command, and names the recipe's method
+    for name, registered in methods().items():  # every registered method is a command, and names the recipe's
+        path = write(tmp_path, {**COMMON, "dataset_mixture": [str(ROWS)], **required_recipe_fields(registered)})
         assert load_recipe(path, method=name)[0] == name
 
 

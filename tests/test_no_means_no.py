@@ -11,6 +11,7 @@ from alignment.errors import RecipeError
 from alignment.recipes import load_recipe, parse_overrides
 from alignment.trainers import methods
 from tests.conftest import ROOT
+from tests.helpers import required_recipe_fields
 
 RECIPE = ROOT / "recipes" / "quickstart" / "dpo.yaml"
 
@@ -55,7 +56,8 @@ def test_every_text_field_of_every_method_keeps_no(tmp_path, method):
     fields = text_fields(config_class)
     assert "save_strategy" in fields and "output_dir" in fields
     recipe = tmp_path / "minimal.yaml"
-    recipe.write_text(f"method: {method}\nuse_cpu: true\nmax_steps: 1\n")
+    extra = "".join(f"{k}: {v}\n" for k, v in required_recipe_fields(methods()[method]).items())
+    recipe.write_text(f"method: {method}\nuse_cpu: true\nmax_steps: 1\n{extra}")
     kept, refused = [], []
     for name in fields:
         argv = [f"--{name}", "no"] + (["--output_dir", str(tmp_path / "out")] if name != "output_dir" else [])

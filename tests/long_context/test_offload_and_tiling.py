@@ -13,7 +13,7 @@ from alignment.long_context import offload_context, tile_mlps, untile_mlps
 from alignment.long_context.tiling import MLP, NORMS, mlp_modules, tile_count
 from alignment.planning.fake import checkpointing
 from alignment.trainers import get_method, methods
-from tests.helpers import model_for, preference_rows, tiny_llama, train_args
+from tests.helpers import model_for, preference_rows, tiny_llama, train_args, trainer_kwargs
 
 METHODS = [name for name, m in methods().items() if m.trainer.needs_tokenizer]
 
@@ -34,7 +34,7 @@ def run(method_name, tiny, tokenizer, data_dir, tmp_path, **kw):
     config = train_args(method.config, tmp_path, activation_checkpointing=True, diagnostics=False, **kw)
     torch.manual_seed(0)  # a module a method adds (SparsePO's mask network) is initialised before the trainer seeds
     trainer = method.trainer(model_for(method, tiny), args=config, train_dataset=preference_rows(data_dir, kind),
-                             processing_class=tokenizer)  # fmt: skip
+                             processing_class=tokenizer, **trainer_kwargs(method))  # fmt: skip
     trainer.train()
     losses = [r["loss"] for r in trainer.state.log_history if "loss" in r]
     return losses, {n: p.detach().clone() for n, p in trainer.model.named_parameters()}, trainer

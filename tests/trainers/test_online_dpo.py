@@ -141,3 +141,120 @@ def test_equal_to_trl_given_the_same_completions_and_labels(seed, model, tokeniz
             assert o_log[key] == pytest.approx(t_log[key], rel=1e-5, abs=tol), f"{where}: {key}"
     for name, value in theirs[1].items():
         assert rel_err(ours[1][name].detach(), value.detach()) <= 1e-5, f"{where}: {name}"
+
+
+class KeyedSampler:
+    """Completions fixed by each prompt's tokens (so that a pair is the same in any batch layout)."""
+
+    def __init__(self, vocab: int, eos: int):
+        self.vocab, self.eos = vocab, eos
+
+    def __call__(self, trainer, prompt_ids):
+        rows = []
+        for half in (0, 1):
+            for ids in prompt_ids:
+                rng = random.Random(f"{ids}-{half}")
+                rows.append([rng.randrange(6, self.vocab) for _ in range(rng.randint(1, 6))] + [self.eos])
+        return rows
+
+
+def our_trainer(model, rows, tokenizer, out, judge=None, **options):
+    args = OnlineDPOConfig(output_dir=str(out), **{**COMMON, **options})
+    kwargs = {"judge": judge} if judge is not None else {"reward_funcs": [score]}
+    return OnlineDPOTrainer(copy.deepcopy(model), args=args, train_dataset=Dataset.from_list(rows),
+                            processing_class=tokenizer, **kwargs)  # fmt: skip
+
+
+def test_accumulation_equals_one_big_batch(model, tokenizer, data_dir, tmp_path):
+    """Two micro-batches of 2 prompts accumulated equal one batch of 4 (trl's online trainer sums instead)."""
+    rows = [{"prompt": p} for p in prompts_of_one_length(data_dir, tokenizer, 4)]
+    sampler = KeyedSampler(len(tokenizer), tokenizer.eos_token_id)
+    params = []
+    for batch, steps in ((4, 1), (2, 2)):
+        trainer = our_trainer(model, rows, tokenizer, tmp_path / f"b{batch}", max_steps=1,
+                              per_device_train_batch_size=batch, gradient_accumulation_steps=steps)  # fmt: skip
+        with mock.patch.object(OnlineDPOTrainer, "sample", lambda self, ids: sampler(self, ids)):
+            trainer.train()
+        params.append({n: p.detach().clone() for n, p in trainer.model.named_parameters()})
+    assert any(not torch.equal(params[0][n], p) for n, p in model.named_parameters())
+    for name, value in params[0].items():
+        assert rel_err(params[1][name], value) <= 1e-5, name
+
+
+def test_real_sampling_a_pairwise_judge_and_a_resume(model, tokenizer, data_dir, tmp_path):
+    """The real sampler (generate with the KV cache): completions end at their first EOS, a pairwise judge picks
+    the chosen side; a run resumed from its step-2 checkpoint ends with the weights of the run that went on."""
+    from alignment.judges import CallableJudge
+
+    calls = []
+
+    def longer(prompt, a, b):  # P(a > b): the longer answer wins
+        calls.append((a, b))
+        return 1.0 if len(a) > len(b) else 0.0 if len(a) < len(b) else 0.5
+
+    rows = [{"prompt": p} for p in prompts_of_one_length(data_dir, tokenizer, 8)]
+    options = dict(max_steps=4, per_device_train_batch_size=2, max_new_tokens=6, save_strategy="steps", save_steps=2)
+    whole = our_trainer(model, rows, tokenizer, tmp_path / "whole", judge=CallableJudge(longer), **options)
+    made = []
+    real = OnlineDPOTrainer.sample
+
+    def spy(self, prompt_ids):
+        out = real(self, prompt_ids)
+        made.append(out)
+        return out
+
+    with mock.patch.object(OnlineDPOTrainer, "sample", spy):
+        whole.train()
+    eos = tokenizer.eos_token_id
+    assert len(made) == 4 and all(len(c) <= 6 and (eos not in c or c.index(eos) == len(c) - 1) for m in made for c in m)
+    assert len(calls) == 8  # one verdict per pair, 2 pairs a step
+    logged = [e for e in whole.state.log_history if "loss" in e]
+    assert {"time/generation", "time/judge", "time/train", "rewards/margins"} <= set(logged[0])
+    resumed = our_trainer(model, rows, tokenizer, tmp_path / "whole", judge=CallableJudge(longer), **options)
+    resumed.train(resume_from_checkpoint=str(tmp_path / "whole" / "checkpoint-2"))
+    for (name, a), b in zip(whole.model.named_parameters(), resumed.model.parameters()):
+        assert rel_err(b.detach(), a.detach()) <= 1e-6, name
+
+
+def test_beta_schedule_per_epoch(model, tokenizer, data_dir, tmp_path):
+    rows = [{"prompt": p} for p in prompts_of_one_length(data_dir, tokenizer, 2)]
+    trainer = our_trainer(model, rows, tokenizer, tmp_path, beta=[0.5, 0.2, 0.1])
+    for epoch, beta in ((0.0, 0.5), (0.99, 0.5), (1.0, 0.2), (2.5, 0.1), (7.0, 0.1)):
+        trainer.state.epoch = epoch
+        assert trainer.beta == beta
+    assert OnlineDPOConfig(output_dir=str(tmp_path), use_cpu=True, beta=[0.3]).beta == 0.3  # one value: a float
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"judge": None, "reward_funcs": None}, "online DPO needs one judge"),
+        ({"judge": lambda p, a, b: [0.5] * len(p), "missing_eos_penalty": 1.0}, "missing_eos_penalty lowers"),
+        ({"precompute_ref_logps": True}, "nothing to precompute"),
+        ({"temperature": 0.0}, "temperature must be > 0"),
+        ({"beta": [0.1, -1.0]}, "beta must be > 0"),
+        ({"loss_type": "hinge"}, "loss_type"),
+    ],
+)
+def test_one_line_refusals(model, tokenizer, tmp_path, kwargs, message):
+    rows = [{"prompt": "What is 1 + 1?"}]
+    judge = kwargs.pop("judge", "unset")
+    funcs = kwargs.pop("reward_funcs", [score])
+    with pytest.raises(ValueError, match=message):
+        args = OnlineDPOConfig(output_dir=str(tmp_path), use_cpu=True, **kwargs)
+        OnlineDPOTrainer(copy.deepcopy(model), args=args, train_dataset=Dataset.from_list(rows),
+                         processing_class=tokenizer, judge=None if judge == "unset" else judge,
+                         reward_funcs=None if judge not in ("unset", None) else funcs)  # fmt: skip
+
+
+def test_the_recipe_needs_a_judge(tmp_path):
+    from alignment.errors import RecipeError
+    from alignment.recipes import load_recipe
+    from tests.conftest import ROOT
+
+    recipe = ROOT / "recipes/quickstart/online_dpo.yaml"
+    with pytest.raises(RecipeError, match="field 'judge': online DPO labels"):
+        load_recipe(recipe, {"judge": None})
+    with pytest.raises(RecipeError, match="field 'judge'"):
+        load_recipe(recipe, {"judge": "oracle"})
+    assert load_recipe(recipe)[3].judge == "task"

@@ -8,7 +8,7 @@ import torch
 
 from alignment.data import SFT
 from alignment.trainers import DPOConfig, DPOTrainer, RPOConfig, RPOTrainer, SFTConfig, get_method, methods
-from tests.helpers import changed, model_for, rel_err, tiny_llama
+from tests.helpers import changed, model_for, rel_err, tiny_llama, trainer_kwargs
 from tests.helpers import preference_rows as rows
 from tests.helpers import train_args as args
 
@@ -40,7 +40,9 @@ def test_every_parameter_changes(tiny, tokenizer, data_dir, tmp_path, method_nam
     kind = "sft" if method.trainer.completions == SFT else "pref"  # KTO unpairs preference rows
     model = model_for(method, tiny)
     config = args(method.config, tmp_path, **extra)
-    trainer = method.trainer(model, args=config, train_dataset=rows(data_dir, kind), processing_class=tokenizer)
+    trainer = method.trainer(
+        model, args=config, train_dataset=rows(data_dir, kind), processing_class=tokenizer, **trainer_kwargs(method)
+    )
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}  # with any module it adds
     trainer.train()
     assert sorted(changed(before, trainer.model)) == sorted(before)
