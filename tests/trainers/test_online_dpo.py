@@ -258,3 +258,20 @@ def test_the_recipe_needs_a_judge(tmp_path):
     with pytest.raises(RecipeError, match="field 'judge'"):
         load_recipe(recipe, {"judge": "oracle"})
     assert load_recipe(recipe)[3].judge == "task"
+
+
+def test_lora_samples_from_the_adapter_and_refers_to_the_base(model, tokenizer, data_dir, tmp_path):
+    """Under LoRA the reference is the adapter switched off (no copy), the sampler runs the adapted policy."""
+    from peft import LoraConfig
+
+    rows = [{"prompt": p} for p in prompts_of_one_length(data_dir, tokenizer, 4)]
+    args = OnlineDPOConfig(output_dir=str(tmp_path), **{**COMMON, "max_steps": 1, "max_new_tokens": 4,
+                                                        "learning_rate": 0.5})  # fmt: skip
+    trainer = OnlineDPOTrainer(copy.deepcopy(model), args=args, train_dataset=Dataset.from_list(rows),
+                               processing_class=tokenizer, reward_funcs=[score],
+                               peft_config=LoraConfig(r=4, lora_alpha=8, target_modules="all-linear"))  # fmt: skip
+    assert trainer.ref_model is None and trainer.active_summary()["reference"].startswith("adapter")
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if "lora_B" in n}
+    trainer.train()
+    after = dict(trainer.model.named_parameters())
+    assert any(not torch.equal(after[n].detach(), v) for n, v in before.items())
