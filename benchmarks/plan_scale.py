@@ -149,22 +149,37 @@ def markdown(results: dict, path: str = "benchmarks/plan_scale.json") -> str:
     return "\n".join(lines)
 
 
+def cached(pool, path: Path, fn, args):
+    """A finished job's saved result, or the job submitted (its result saved when it ends)."""
+    if path.exists():
+        return json.loads(path.read_text())
+    future = pool.submit(fn, *args)
+    future.add_done_callback(lambda f: f.exception() is None and path.write_text(json.dumps(f.result())))
+    return future
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", default=None)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--cache", default="outputs/plan_scale_jobs", help="each job's result, kept for a rerun")
     parser.add_argument("--markdown", action="store_true", help="plan nothing: the tagged tables of --json")
     args = parser.parse_args()
     if args.markdown:
         print(markdown(json.loads(Path(args.json).read_text())))
         return 0
-    with ProcessPoolExecutor(args.workers, max_tasks_per_child=1) as pool:
-        tables = [pool.submit(table_job, m, s, t) for m in MODELS for s in SETUPS for t in ("alignment", "trl")]
-        skews = [pool.submit(skew_job, "llama-3-8b", t, pf) for t, pf in
-                 (("alignment", True), ("alignment", False), ("trl", False))]  # fmt: skip
-        seventy = [pool.submit(seventy_job, t) for t in ("alignment", "trl")]
-        results = {"tables": [f.result() for f in tables], "skew": [f.result() for f in skews],
-                   "seventy": [f.result() for f in seventy]}  # fmt: skip
+    cache = Path(args.cache)
+    cache.mkdir(parents=True, exist_ok=True)
+    jobs = {"tables": [(table_job, (m, s, t)) for m in MODELS for s in SETUPS for t in ("alignment", "trl")],
+            "skew": [(skew_job, ("llama-3-8b", t, pf)) for t, pf in
+                     (("alignment", True), ("alignment", False), ("trl", False))],
+            "seventy": [(seventy_job, (t,)) for t in ("alignment", "trl")]}  # fmt: skip
+    results = {}
+    for group, listed in jobs.items():  # 70B plans take ~14 GB of host memory each: one at a time
+        workers = 1 if group == "seventy" else args.workers
+        with ProcessPoolExecutor(workers, max_tasks_per_child=1) as pool:
+            results[group] = [cached(pool, cache / f"{group}-{'-'.join(map(str, a))}.json", fn, a) for fn, a in listed]
+            results[group] = [r if isinstance(r, dict) else r.result() for r in results[group]]
     print(markdown(results))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
