@@ -18,6 +18,11 @@ class ModelNotFoundError(FileNotFoundError):
     """A model or tokenizer that is neither a local folder nor a model the Hub serves."""
 
 
+class RemoteCodeError(ModelNotFoundError, ValueError):
+    """A model folder that ships its own Python code, loaded without ``trust_remote_code``: a ValueError as
+    transformers and trl raise it (its message says "custom code"), and one line in the CLI."""
+
+
 def _looks_local(name: str) -> bool:
     """A path, not a Hub name: explicit, nested, a file, or under a folder that exists here (``data/x``)."""
     parts = Path(name).parts
@@ -43,8 +48,8 @@ def _from_pretrained(loader: Callable, name: str, what: str, **kwargs):
             raise ModelNotFoundError(f"{name}: the {what}'s weights cannot be read (a truncated or corrupt "
                                      f".safetensors file: {str(e).splitlines()[0]})") from None  # fmt: skip
         if "custom code" in str(e) and not kwargs.get("trust_remote_code"):
-            raise ModelNotFoundError(f"{name}: the {what} ships its own Python code; set trust_remote_code: true "
-                                     "(trust_remote_code=True) to run it, if you trust it") from None  # fmt: skip
+            raise RemoteCodeError(f"{name}: the {what} ships its own Python code (custom code); set trust_remote_code: "
+                                  "true (trust_remote_code=True) to run it, if you trust it") from None  # fmt: skip
         if Path(name).exists():
             raise ModelNotFoundError(f"{name}: not a {what} folder ({str(e).splitlines()[0]})") from None
         raise ModelNotFoundError(

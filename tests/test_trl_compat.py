@@ -186,5 +186,5 @@ def test_a_local_folder_with_custom_code_loads_with_trust_remote_code(tmp_path):
     trainer = DPOTrainer(str(folder), args=config(tmp_path, trust_remote_code=True), train_dataset=rows())
     assert type(trainer.model).__name__ == "ToyForCausalLM" and trainer.aux_loss_enabled is False
     trainer.train()
-    with pytest.raises(Exception, match="ships its own Python code; set trust_remote_code: true"):
+    with pytest.raises(ValueError, match=r"custom code\); set trust_remote_code: true"):  # trl's tests: ValueError
         DPOTrainer(str(folder), args=config(tmp_path), train_dataset=rows())

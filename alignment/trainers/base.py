@@ -532,8 +532,9 @@ def check_stream(args, name: str) -> None:
     and no precompute (the values are computed once over a dataset with a length; TRL refuses it too)."""
     if getattr(args, "precompute_ref_logps", False):
         raise ValueError(
-            f"the {name} dataset streams (IterableDataset), so its reference log-probabilities cannot be "
-            "precomputed: set precompute_ref_logps: false, or load the dataset without streaming=True"
+            f"`precompute_ref_log_probs=True` is not supported with IterableDataset: the {name} dataset streams, so "
+            "its reference log-probabilities cannot be precomputed: set precompute_ref_logps: false, or load the "
+            "dataset without streaming=True"
         )
     if name == "train" and args.max_steps <= 0:
         raise ValueError("a streaming train dataset (IterableDataset) has no length: set max_steps (> 0)")

@@ -183,7 +183,7 @@ class PreferenceTrainer(AlignmentTrainer):
     def setup_anchors(self, model, args, train_dataset, eval_dataset) -> None:
         columns = set(getattr(train_dataset, "column_names", None) or [])
         if eval_dataset is not None and not isinstance(eval_dataset, dict):
-            columns &= set(eval_dataset.column_names)
+            columns &= set(getattr(eval_dataset, "column_names", None) or [])
         self.anchors = anchor_lib.build_anchors(
             self.method.anchors, model, self._anchor_sources, self.load_kwargs, columns
         )

@@ -69,9 +69,13 @@ def test_what_a_stream_needs(tiny, tokenizer, data_dir, tmp_path):
     with pytest.raises(ValueError, match=r"has no length: set max_steps"):
         dpo.trainer(copy.deepcopy(tiny), args=dpo.config(output_dir=str(tmp_path), **{**COMMON, "max_steps": -1}),
                     train_dataset=data, processing_class=tokenizer)  # fmt: skip
-    with pytest.raises(ValueError, match=r"cannot be precomputed: set precompute_ref_logps: false"):
-        dpo.trainer(copy.deepcopy(tiny), args=dpo.config(output_dir=str(tmp_path), precompute_ref_logps=True, **COMMON),
-                    train_dataset=data, processing_class=tokenizer)  # fmt: skip
+    trl_words = r"`precompute_ref_log_probs=True` is not supported with IterableDataset"  # trl's tests match it
+    rows = preference_rows(data_dir, n=8)
+    for train, evaluation in ((data, None), (rows, stream(rows)), (rows, {"a": rows, "b": stream(rows)})):
+        with pytest.raises(ValueError, match=trl_words + r".*cannot be precomputed: set precompute_ref_logps: false"):
+            dpo.trainer(copy.deepcopy(tiny), args=dpo.config(output_dir=str(tmp_path), precompute_ref_logps=True,
+                                                             **COMMON),
+                        train_dataset=train, eval_dataset=evaluation, processing_class=tokenizer)  # fmt: skip
 
 
 def test_a_bad_row_is_named_when_it_streams_past(tiny, tokenizer, data_dir, tmp_path):

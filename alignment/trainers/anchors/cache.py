@@ -66,9 +66,11 @@ def refuse_freed(anchor: Anchor, split: str) -> None:
     error naming the fix, as in TRL."""
     if anchor.freed:
         raise ValueError(
-            f"the {split} dataset needs anchor {anchor.name!r}'s log-probabilities, but its frozen copy was released "
-            "after they were precomputed (precompute_ref_logps): pass this dataset as eval_dataset when the trainer "
-            f"is built, add {anchor.columns[0]}/{anchor.columns[1]} columns, or pass the reference as ref_model"
+            "Cannot compute reference log-probs for a dataset passed to `evaluate()` after training has started "
+            f"(trl's words): the {split} dataset needs anchor {anchor.name!r}'s log-probabilities, but its frozen copy "
+            "was released after they were precomputed (precompute_ref_logps): pass this dataset as eval_dataset when "
+            f"the trainer is built, add {anchor.columns[0]}/{anchor.columns[1]} columns, or pass the reference as "
+            "ref_model"
         )
 
 
