@@ -127,20 +127,12 @@ def sample_prompts(policy_path: str, task, config: BTFitConfig, dtype: str = "fl
 def train_reward_model(base_path: str, train_rows: list[dict], out: Path, config: BTFitConfig):
     """Fit a one-output sequence classifier on ``base_path``'s weights with trl's RewardTrainer; save it."""
     from datasets import Dataset
-    from transformers import AutoModelForSequenceClassification
     from trl import RewardConfig, RewardTrainer
 
-    from alignment.models import load_tokenizer
+    from alignment.models import load_model, load_tokenizer
 
     tokenizer = load_tokenizer(base_path)
-    from transformers.utils import logging as hf_logging
-
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # its load report lists score.weight as MISSING: the head the fit trains
-    try:
-        model = AutoModelForSequenceClassification.from_pretrained(base_path, num_labels=1, dtype="float32")
-    finally:
-        hf_logging.set_verbosity(verbosity)
+    model = load_model(base_path, head="reward")  # float32; its load report (the new score head) silenced
     logger.info("reward model: %s's weights with a new one-output head (score), trained by this fit", base_path)
     model.config.pad_token_id = tokenizer.pad_token_id
     args = RewardConfig(

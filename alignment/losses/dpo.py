@@ -159,9 +159,14 @@ def dpo_loss(
     )
     weights = loss_weights if loss_weights is not None else [1.0] * len(names)
     losses = sum(w * LOSS_VARIANTS[name].fn(ratios) for name, w in zip(names, weights, strict=True))
-    chosen_rewards = (beta * ratios.chosen).detach()
-    rejected_rewards = (beta * ratios.rejected).detach()
-    metrics = {
+    return losses, pair_metrics(beta * ratios.chosen, beta * ratios.rejected, policy_chosen, policy_rejected)
+
+
+def pair_metrics(chosen_rewards, rejected_rewards, policy_chosen, policy_rejected) -> dict[str, torch.Tensor]:
+    """trl's DPO metrics of a batch, [B] each (detached): rewards/chosen, rewards/rejected, rewards/margins,
+    rewards/accuracies, logps/chosen, logps/rejected."""
+    chosen_rewards, rejected_rewards = chosen_rewards.detach(), rejected_rewards.detach()
+    return {
         "rewards/chosen": chosen_rewards,
         "rewards/rejected": rejected_rewards,
         "rewards/margins": chosen_rewards - rejected_rewards,
@@ -169,4 +174,3 @@ def dpo_loss(
         "logps/chosen": policy_chosen.detach(),
         "logps/rejected": policy_rejected.detach(),
     }
-    return losses, metrics

@@ -17,6 +17,8 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
+from alignment.losses.dpo import pair_metrics
+
 ONLINE_LOSS_TYPES = ("sigmoid", "ipo")
 
 
@@ -32,14 +34,6 @@ def online_dpo_loss(
         raise ValueError(f"loss_type must be one of {ONLINE_LOSS_TYPES}, got {loss_type!r}")
     h = (policy_chosen - policy_rejected) - (ref_chosen - ref_rejected)
     losses = -F.logsigmoid(beta * h) if loss_type == "sigmoid" else (h - 1 / (2 * beta)) ** 2
-    chosen = (beta * (policy_chosen - ref_chosen)).detach()
-    rejected = (beta * (policy_rejected - ref_rejected)).detach()
-    metrics = {
-        "rewards/chosen": chosen,
-        "rewards/rejected": rejected,
-        "rewards/margins": chosen - rejected,
-        "rewards/accuracies": (chosen > rejected).float(),
-        "logps/chosen": policy_chosen.detach(),
-        "logps/rejected": policy_rejected.detach(),
-    }
-    return losses, metrics
+    return losses, pair_metrics(
+        beta * (policy_chosen - ref_chosen), beta * (policy_rejected - ref_rejected), policy_chosen, policy_rejected
+    )

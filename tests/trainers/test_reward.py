@@ -11,7 +11,7 @@ from datasets import Dataset
 
 from alignment.trainers.builtin.reward import RewardConfig, RewardTrainer
 from tests.helpers import FRESH_SEED, rel_err, tiny_reward_model
-from tests.trainers.test_trl_truncation import TASKS, draw_rows
+from tests.trainers.test_trl_truncation import draw_rows
 
 COMMON = dict(use_cpu=True, bf16=False, report_to=[], max_steps=2, learning_rate=0.05, optim="sgd",
               lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0, logging_steps=1, save_strategy="no",
@@ -21,20 +21,6 @@ COMMON = dict(use_cpu=True, bf16=False, report_to=[], max_steps=2, learning_rate
 @pytest.fixture(scope="module")
 def model(tokenizer):
     return tiny_reward_model(len(tokenizer))
-
-
-@pytest.fixture(scope="module")
-def pool(data_dir):
-    from datasets import load_dataset
-
-    out = {}
-    for fmt in ("standard", "conversational"):
-        rows = []
-        for task in TASKS:
-            path = data_dir / "tasks" / task / f"pref_train_{fmt}.jsonl"
-            rows += load_dataset("json", data_files=str(path), split="train").select(range(30)).to_list()
-        out[fmt] = rows
-    return out
 
 
 def draw(seed: int, pool, tokenizer) -> tuple[list[dict], dict, bool, str]:

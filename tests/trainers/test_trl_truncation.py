@@ -11,13 +11,12 @@ import random
 
 import pytest
 import torch
-from datasets import Dataset, load_dataset
+from datasets import Dataset
 
 from tests.helpers import FRESH_SEED, rel_err, tiny_llama
 from tests.trainers.test_trl_equivalence import COMMON
 
 NOT_FORMED = {"logits/chosen", "logits/rejected", "entropy", "mean_token_accuracy", "num_tokens"}
-TASKS = ("sentiment", "rps", "arithmetic")
 SUMMED = {"cpo_sigmoid", "cpo_hinge", "kto", "dpo_keep_start", "dpo_keep_end"}  # no 0/0 on an empty completion
 CASES = ["cpo_sigmoid", "cpo_hinge", "cpo_ipo", "cpo_simpo_nll", "cpo_alphapo", "simpo", "orpo", "kto",
          "dpo_keep_start", "dpo_keep_end"]  # fmt: skip
@@ -30,18 +29,6 @@ def model(tokenizer):
     with torch.no_grad():
         base.lm_head.weight.mul_(4.0)
     return base
-
-
-@pytest.fixture(scope="module")
-def pool(data_dir):
-    out = {}
-    for fmt in ("standard", "conversational"):
-        rows = []
-        for task in TASKS:
-            path = data_dir / "tasks" / task / f"pref_train_{fmt}.jsonl"
-            rows += load_dataset("json", data_files=str(path), split="train").select(range(30)).to_list()
-        out[fmt] = rows
-    return out
 
 
 def _repeat(value, k):

@@ -221,12 +221,12 @@ class OnlineDPOTrainer(PreferenceTrainer):
                 out = model.generate(input_ids=ids, attention_mask=mask, generation_config=config)
             finally:
                 model.train(was_training)
-        return [cut_after_eos(row.tolist(), self.eos_ids, pad) for row in out[:, width:]]
+        return [cut_after_eos(row.tolist(), self.eos_ids) for row in out[:, width:]]
 
-    def scores(self, prompts: list, completions: list[list[int]], inputs: dict) -> torch.Tensor | None:
-        """[2B] scores of the completions (None for a pairwise judge)."""
-        tok = self.processing_class
-        texts = tok.batch_decode(completions, skip_special_tokens=True)
+    def scores(
+        self, prompts: list, completions: list[list[int]], texts: list[str], inputs: dict
+    ) -> torch.Tensor | None:
+        """[2B] scores of the completions (``texts``: decoded; None for a pairwise judge)."""
         if self.reward_funcs is not None:
             shown = texts if isinstance(prompts[0], str) else [[{"role": "assistant", "content": t}] for t in texts]
             extra = {k: v * 2 for k, v in inputs.items() if k != "prompt" and isinstance(v, list)}
@@ -245,9 +245,9 @@ class OnlineDPOTrainer(PreferenceTrainer):
         n = len(prompts)
         eos = torch.tensor([any(t in self.eos_ids for t in c) for c in completions])
         stats = {"val/contain_eos_token": eos.float().mean().item()}
-        scores = self.scores(prompts, completions, inputs)
+        texts = self.processing_class.batch_decode(completions, skip_special_tokens=True)
+        scores = self.scores(prompts, completions, texts, inputs)
         if scores is None:
-            texts = self.processing_class.batch_decode(completions, skip_special_tokens=True)
             p = torch.tensor(self.judge([prompt_text(x) for x in prompts], texts[:n], texts[n:]))
             return p >= 0.5, stats
         if self.args.missing_eos_penalty is not None:
@@ -309,7 +309,7 @@ class OnlineDPOTrainer(PreferenceTrainer):
         return super().kernel_path() + "; completions sampled every step (generate, KV cache)"
 
 
-def cut_after_eos(ids: list[int], eos_ids: list[int], pad: int) -> list[int]:
+def cut_after_eos(ids: list[int], eos_ids: list[int]) -> list[int]:
     """A sampled row up to and including its first EOS (what follows is padding), trl's ``truncate_right``; a row
     without EOS is kept whole."""
     for i, t in enumerate(ids):
