@@ -27,6 +27,7 @@ RECIPES = {
     "inpo": "inpo.yaml",
     "trl_dpo": "dpo.yaml",
     "reward": "reward.yaml",
+    "online_dpo": "online_dpo.yaml",
 }
 QWEN = {"model_type": "qwen2", "vocab_size": 2048, "hidden_size": 96, "intermediate_size": 256,
         "num_hidden_layers": 3, "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 1024,
@@ -58,7 +59,8 @@ def calibrate(method: str, init_from_config: str | None, lengths=LENGTHS, batch:
         real = measure(name, script, model_args, config, batch, length, trainer=trainer)
         rows.append({"method": method, "length": length, "batch": batch, "planned": plan.peak_bytes,
                      "measured": real["peak_bytes"], "error": plan.peak_bytes / real["peak_bytes"] - 1,
-                     "breakdown": plan.breakdown, "phase_peaks": plan.phase_peaks})  # fmt: skip
+                     "breakdown": plan.breakdown, "phase_peaks": plan.phase_peaks,
+                     "generation": [plan.generation_peak_bytes, real.get("generation_peak_bytes")]})  # fmt: skip
     return rows
 
 

@@ -21,6 +21,8 @@ def heaviest_batch(method_name: str, script, config, batch: int) -> tuple[list[d
 
     method = get_method(method_name)
     limit = config.max_length
+    if method.trainer.samples_completions:
+        return None, None, f"max_length {limit} (prompts; both completions sampled to max_new_tokens)"
     if method.build is not None or not getattr(script, "dataset_mixture", None) or method_name == "kto":
         return None, None, f"max_length {limit} (the method's rows are not the recipe's pairs as they are)"
     try:

@@ -50,6 +50,10 @@ def describe(plan) -> list[str]:
     lines = [line for line in lines if line is not None]
     if plan.precompute_peak_bytes is not None:
         lines.append(f"  precompute phase peak        {gib(plan.precompute_peak_bytes)}")
+    if plan.generation_peak_bytes is not None:
+        gathered = ", the policy gathered whole (ZeRO-3)" if plan.devices > 1 else ""
+        lines.append(f"  generation phase peak        {gib(plan.generation_peak_bytes)} (2 x {plan.batch} completions "
+                     f"of {plan.new_tokens} tokens, KV cache{gathered})")  # fmt: skip
     if plan.host_offload_bytes is not None:
         lines.append(f"  CPU memory, offloaded        {gib(plan.host_offload_bytes)} per device (activation offload)")
     if plan.host_pinned_bytes is not None and plan.target == "cuda":

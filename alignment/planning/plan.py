@@ -96,6 +96,9 @@ class Plan:
     host_memory_bytes: int | None = None
     devices_per_node: int = 1
     host_fits: bool | None = None
+    #: online DPO's sampling phase (alignment.planning.generation): its peak, and the tokens sampled per completion
+    generation_peak_bytes: int | None = None
+    new_tokens: int | None = None
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -112,16 +115,19 @@ def build(method_name: str, script, model_args, config, batch: int, length: int,
     from alignment.trainers import get_method
 
     method = get_method(method_name)
-    if not method.trainer.completions or method.build is not None:
+    sampled = method.trainer.samples_completions
+    if (not method.trainer.completions and not sampled) or method.build is not None:
         raise NotImplementedError(f"alignment plan simulates trainers of token sequences, not {method_name}")
     cfg = model_config(script, config.trust_remote_code)
     model = fake_model(cfg, model_dtype(model_args), fake, recipe_attention(config), method.trainer.model_head)
     precompute = bool(getattr(config, "precompute_ref_logps", False))
     config = _planning_copy(config, batch, length)
-    data = Dataset.from_list(rows or batch_rows(batch, length, cfg.vocab_size, skew, shape))  # rows: the data's own
+    pairs = rows or batch_rows(batch, length, cfg.vocab_size, skew, shape)  # rows: the data's own
+    data = Dataset.from_list([{"prompt": "a prompt"}] * batch if sampled else pairs)
+    extra = {"reward_funcs": [_no_reward]} if sampled else {}  # the step's pairs are given: no judge runs
     with mock.patch.object(type(config), "place_model_on_device", property(lambda self: not fake)):
         trainer = method.trainer(model, args=config, train_dataset=data, processing_class=planning_tokenizer(),
-                                 peft_config=model_args.peft_config())  # fmt: skip
+                                 peft_config=model_args.peft_config(), **extra)  # fmt: skip
     if config.activation_checkpointing or config.gradient_checkpointing:
         checkpointing(trainer.model)
     trainer.create_optimizer()
@@ -129,8 +135,25 @@ def build(method_name: str, script, model_args, config, batch: int, length: int,
     if hasattr(trainer, "record_metrics"):  # the same for a method's own host-side metrics (reward: min / max)
         trainer.record_metrics = lambda *args: None
     trainer._packing_checked = fake  # the packing check compares hidden states: real ones only
-    inputs = trainer.data_collator([trainer.train_dataset[i] for i in range(batch)])
+    if sampled:  # the pairs the step's sampling made (alignment.planning.generation plans the sampling)
+        inputs = trainer.pair_collator([{k: row[k] for k in PAIR_COLUMNS} for row in pairs])
+    else:
+        inputs = trainer.data_collator([trainer.train_dataset[i] for i in range(batch)])
     return trainer, inputs, precompute
+
+
+PAIR_COLUMNS = ("prompt_ids", "chosen_ids", "rejected_ids")
+
+
+def _no_reward(prompts, **columns) -> list[float]:
+    return [0.0] * len(prompts)
+
+
+def sampled_shape(config, length: int) -> PairShape:
+    """The pair online DPO trains on at ``length`` tokens: both completions sampled to ``max_new_tokens`` (no EOS,
+    the worst case), the prompt the rest (training keeps a sequence's end: the prompt is what is cut)."""
+    new = min(config.max_new_tokens, length - 1)
+    return PairShape.from_tokens(length - new, new, new, f"sampled: both completions max_new_tokens {new}, no EOS")
 
 
 def _anchor_models(trainer) -> list:
@@ -196,6 +219,8 @@ def simulate(method_name: str, script, model_args, config, batch: int, length: i
     (planning.data_length), instead of synthetic ones."""
     attention = recipe_attention(config)
     check_attention(attention, target)
+    if _samples(method_name):
+        shape = sampled_shape(config, length)
     parallel = getattr(config, "sequence_parallel_size", 1)
     if parallel > 1:
         if trainer != "alignment" or devices % parallel:
@@ -233,20 +258,28 @@ def _simulate(method_name: str, script, model_args, config, batch: int, length: 
             anchors = _anchor_models(built)
         kernels = gpu_attention(attention, built.model) if target == "cuda" else contextlib.nullcontext()
         with kernels:
-            plan = _phases(built, inputs, precompute, anchors, config, target)
+            plan = _phases(built, inputs, precompute, anchors, config, target, shape.tokens(length) if
+                           _samples(method_name) else None)  # fmt: skip
     plan.method, plan.batch, plan.max_length, plan.trainer = method_name, batch, length, trainer
     plan.target, plan.devices, plan.skew, plan.attention = target, devices, skew, attention
     plan.pair = None if rows else shape.describe(length)
     if devices > 1:
         _share(plan, built, zero, devices)
-    for private in ("_tracker", "_anchors", "_precompute", "_pre_anchors"):
+    for private in ("_tracker", "_anchors", "_precompute", "_pre_anchors", "_generation"):
         plan.__dict__.pop(private, None)
     return plan
 
 
-def _phases(built, inputs, precompute: bool, anchors: list, config, target: str) -> Plan:
-    """The precompute phase (when the recipe has one) and the steady-state step of ``built``, tracked; the plan's
-    peak and its breakdown at the peak (the resident parts and what is alive then, by kind: they sum to it)."""
+def _samples(method_name: str) -> bool:
+    from alignment.trainers import get_method
+
+    return get_method(method_name).trainer.samples_completions
+
+
+def _phases(built, inputs, precompute: bool, anchors: list, config, target: str, sampled=None) -> Plan:
+    """The precompute phase (when the recipe has one), the generation phase (``sampled``: the pair's (prompt,
+    chosen, rejected) tokens, for online DPO) and the steady-state step of ``built``, tracked; the plan's peak and
+    its breakdown at the peak (the resident parts and what is alive then, by kind: they sum to it)."""
     pre, pre_anchors = None, anchors
     if precompute and getattr(built, "anchors", None):  # a frozen copy or the adapter-off pass
         pre_resident = {"parameters": nbytes(built.model.parameters()),
@@ -259,6 +292,12 @@ def _phases(built, inputs, precompute: bool, anchors: list, config, target: str)
     resident = {"parameters": nbytes(built.model.parameters()),
                 "anchors": nbytes(p for m in anchors for p in m.parameters()),
                 "optimizer_states": nbytes(tensors_of([built.optimizer]))}  # fmt: skip
+    generation = None
+    if sampled is not None:
+        from alignment.planning.generation import simulate_generation
+
+        with StorageTracker(built.model, built.optimizer, *anchors) as generation:
+            simulate_generation(built, len(inputs["input_ids"]) // 2, sampled[0], sampled[1], generation)
     offload = None
     with StorageTracker(built.model, built.optimizer, *anchors) as tracker:
         tracker.track_gradients(built.model.parameters())
@@ -271,6 +310,14 @@ def _phases(built, inputs, precompute: bool, anchors: list, config, target: str)
     plan.peak_phase = tracker.peak_phase
     plan.phase_peaks = dict(tracker.marks)
     plan._tracker, plan._anchors = tracker, anchors  # for a rank's share (not serialized)
+    if generation is not None:
+        plan.new_tokens = sampled[1]
+        plan.generation_peak_bytes = total + generation.overall
+        plan.phase_peaks["generation"] = generation.overall
+        plan._generation = generation.overall
+        if plan.generation_peak_bytes > plan.peak_bytes:
+            plan.peak_bytes, plan.peak_phase = plan.generation_peak_bytes, "generation"
+            plan.breakdown = {**resident, **generation.at_peak}
     if pre is not None:
         pre_resident, pre_tracker = pre
         plan.precompute_peak_bytes = sum(pre_resident.values()) + pre_tracker.overall
@@ -293,6 +340,15 @@ def _share(plan: Plan, built, zero: int, devices: int) -> None:
     plan.resident_bytes, plan.step_peak_bytes = rank.partitioned_bytes, rank.peak_bytes - rank.partitioned_bytes
     plan.peak_bytes, plan.breakdown, plan.precompute_peak_bytes = rank.peak_bytes, rank.breakdown(), None
     plan.peak_phase = "backward"
+    if getattr(plan, "_generation", None) is not None:  # the policy gathered whole for generation
+        from alignment.planning.generation import gathered_bytes
+
+        gathered = gathered_bytes(built.model, devices)
+        plan.generation_peak_bytes = rank.partitioned_bytes + gathered + plan._generation
+        if plan.generation_peak_bytes > plan.peak_bytes:
+            plan.peak_bytes, plan.peak_phase = plan.generation_peak_bytes, "generation"
+            plan.breakdown = {"partitioned": rank.partitioned_bytes, "gathered_parameters": gathered,
+                              "generation": plan._generation}  # fmt: skip
     if getattr(plan, "_precompute", None) is not None:
         _, pre_tracker = plan._precompute
         before = model_of(built.model, plan._pre_anchors, pre_tracker.overall, devices, _hidden(built.model))
@@ -354,6 +410,8 @@ def measure(method_name: str, script, model_args, config, batch: int, length: in
         step_peak = _profiled_peak(lambda: step(built, inputs))
         return {"resident_bytes": resident, "step_peak_bytes": step_peak, "precompute_peak_bytes": None,
                 "peak_bytes": resident + step_peak}  # fmt: skip
+    if _samples(method_name):
+        shape = sampled_shape(config, length)
     trainer, inputs, precompute = build(method_name, script, model_args, config, batch, length, fake=False, shape=shape)
     pre_peak = None
     if precompute and getattr(trainer, "anchors", None):
@@ -362,9 +420,16 @@ def measure(method_name: str, script, model_args, config, batch: int, length: in
     steady_state(trainer)
     resident = nbytes(p for m in [trainer.model, *_anchor_models(trainer)] for p in m.parameters())
     resident += nbytes(tensors_of([trainer.optimizer]))
+    generation_peak = None
+    if _samples(method_name):
+        from alignment.planning.generation import measure_generation
+
+        prompt, new, _ = sampled_shape(config, length).tokens(length)
+        generation_peak = resident + _profiled_peak(lambda: measure_generation(trainer, batch, prompt, new))
     step_peak = _profiled_peak(lambda: step(trainer, inputs))
     return {"resident_bytes": resident, "step_peak_bytes": step_peak, "precompute_peak_bytes": pre_peak,
-            "peak_bytes": max(resident + step_peak, pre_peak or 0)}  # fmt: skip
+            "generation_peak_bytes": generation_peak,
+            "peak_bytes": max(resident + step_peak, pre_peak or 0, generation_peak or 0)}  # fmt: skip
 
 
 def _kernel_phase(tracker: StorageTracker):

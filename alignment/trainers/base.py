@@ -62,6 +62,8 @@ class AlignmentTrainer(Trainer):
     method: Method  # set by @register
     #: the completion columns of a row: ("chosen", "rejected") for pairs, ("completion",) for SFT
     completions: tuple[str, ...] = ()
+    #: the rows are prompts and each step samples its completions (online DPO; planned with its generation phase)
+    samples_completions = False
     loss_is_scaled_for_ga = False  # the Trainer divides our micro-batch loss by the accumulation steps
     needs_tokenizer = True  # False for a method whose model reads no text (the numeric regret learner)
     supports_z_loss = True  # False for a method whose loss does not come through the kernel's softmax

@@ -100,3 +100,31 @@ def test_a_reward_model_plan_matches_the_measured_peak(tmp_path):
     assert abs(row["error"]) <= 0.10, row
     assert sum(row["breakdown"].values()) == row["planned"]
     assert "kernel" not in row["phase_peaks"] or row["phase_peaks"]["kernel"] == 0  # no LM head: no fused op
+
+
+def test_an_online_dpo_plan_counts_its_generation_phase(tmp_path):
+    """method: online_dpo: the sampling phase (transformers generate, KV cache of 2B rows x prompt + N tokens)
+    planned from its prefill and its last decode step equals a real generate of all N steps on this CPU; the
+    training step of the sampled pairs within 10%."""
+    (row,) = calibrate("online_dpo", _config(tmp_path, QWEN), lengths=(96,))
+    planned, measured = row["generation"]
+    assert measured and abs(planned / measured - 1) <= 0.01, row
+    assert abs(row["error"]) <= 0.10 and sum(row["breakdown"].values()) == row["planned"], row
+    assert row["phase_peaks"]["generation"] > 0 and row["phase_peaks"]["kernel"] > 0
+
+
+def test_online_dpo_under_zero3_gathers_the_policy_for_generation(tmp_path):
+    """Each rank holds the whole policy while it samples (trl's unwrap_model_for_generation gathers it)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from alignment.planning.describe import describe
+
+    recipe = str(ROOT / "recipes" / "quickstart" / "online_dpo.yaml")
+    overrides = {"use_cpu": True, "init_from_config": _config(tmp_path, QWEN)}
+    name, script, model_args, config = load_recipe(recipe, overrides)
+    one = simulate(name, script, model_args, config, 4, 64)
+    four = simulate(name, script, model_args, config, 4, 64, devices=4)
+    policy = 4 * sum(p.numel() for p in AutoModelForCausalLM.from_config(AutoConfig.for_model(**QWEN)).parameters())
+    sampling = one.generation_peak_bytes - one.resident_bytes  # the cache and the sampling buffers, not shared
+    assert four.generation_peak_bytes == four.resident_bytes + (policy - policy // 4) + sampling
+    assert any("generation phase peak" in line and "gathered whole" in line for line in describe(four))

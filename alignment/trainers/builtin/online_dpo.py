@@ -118,6 +118,7 @@ def prompt_text(prompt) -> str:
 class OnlineDPOTrainer(PreferenceTrainer):
     console_metrics = ("rewards/margins", "objective/scores")
     completions = PROMPTS  # rows of prompts: the completions are sampled
+    samples_completions = True
     supports_packing = False  # the pairs are built inside the step
 
     def __init__(self, model, ref_model=None, reward_funcs=None, args: OnlineDPOConfig | None = None,
