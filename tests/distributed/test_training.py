@@ -40,7 +40,9 @@ def same(a, b, tol=1e-5):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["dpo", "rpo", "sparsepo", "inpo", "two_anchor", "regret_numeric", "regret_text"])
+@pytest.mark.parametrize(
+    "method", ["dpo", "rpo", "sparsepo", "inpo", "two_anchor", "regret_numeric", "regret_text", "online_dpo"]
+)
 def test_ddp_two_processes_equal_one(tmp_path, method):
     single = run(tmp_path / "single.pt", method, 8, 1)
     ddp = run(tmp_path / "ddp.pt", method, 4, 1, "cpu_ddp.yaml")
@@ -51,6 +53,9 @@ def test_ddp_two_processes_equal_one(tmp_path, method):
         assert len(list((tmp_path / "ddp.pt.cache").iterdir())) == 2
     same(single, ddp)
     same(single, ddp_accum)
+    if method == "online_dpo":  # the judge's statistics are means over the processes too
+        for key in ("objective/scores", "objective/scores_margin", "objective/kl", "val/contain_eos_token"):
+            assert ddp["log"][key] == pytest.approx(single["log"][key], rel=1e-5), key
 
 
 @pytest.mark.slow

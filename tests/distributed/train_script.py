@@ -22,6 +22,8 @@ from alignment.trainers import (
     INPOTrainer,
     KTOConfig,
     KTOTrainer,
+    OnlineDPOConfig,
+    OnlineDPOTrainer,
     ORPOConfig,
     ORPOTrainer,
     RegretConfig,
@@ -90,6 +92,13 @@ elif method in ("kto", "kto_apo"):  # the arithmetic pairs unpaired; kto's KL po
     options = {"loss_type": "apo_zero_unpaired"} if method == "kto_apo" else {}
     cfg = KTOConfig(beta=0.2, train_sampling_strategy="sequential", **options, **common)
     trainer = KTOTrainer(model, ref_model=ref, args=cfg, train_dataset=rows, processing_class=tokenizer)
+elif method == "online_dpo":  # the prompts; each step's two completions a fixed function of the prompt (injected)
+    cfg = OnlineDPOConfig(beta=0.2, max_new_tokens=4, **common)
+    trainer = OnlineDPOTrainer(model, ref_model=ref, args=cfg, train_dataset=rows.select_columns(["prompt"]),
+                               processing_class=tokenizer, reward_funcs=[lambda completions, **kw: [len(c) for c in
+                               completions]])  # fmt: skip
+    eos = tokenizer.eos_token_id
+    trainer.sample = lambda ids: [[*p[-3:], eos] for p in ids] + [p[1:3] for p in ids]
 elif method == "rpo":
     trainer = RPOTrainer(
         model,

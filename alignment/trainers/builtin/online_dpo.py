@@ -63,6 +63,7 @@ class OnlineDPOConfig(PreferenceConfig):
         default=None,
         metadata={"help": "The recipe's judge: task, task:NAME, reward_model:PATH or pair_preference:PATH."},
     )
+    use_vllm: bool = field(default=False, metadata={"help": "trl's per-step vLLM sampling: not implemented yet."})
 
     @property
     def betas(self) -> list[float]:
@@ -84,6 +85,10 @@ class OnlineDPOConfig(PreferenceConfig):
             raise ValueError(f"top_k must be >= 0 (0: off), got {self.top_k}")
         if not self.repetition_penalty > 0:
             raise ValueError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
+        if self.use_vllm:
+            raise NotImplementedError("use_vllm: per-step sampling with vLLM is not implemented yet (the engine would "
+                                      "need the policy's weights after every step); online DPO samples with "
+                                      "transformers generate: leave use_vllm false")  # fmt: skip
         if self.precompute_ref_logps or self.precompute_ref_log_probs:
             raise ValueError("online DPO samples new completions every step: precompute_ref_logps has nothing to "
                              "precompute; leave it off")  # fmt: skip
@@ -294,16 +299,18 @@ class OnlineDPOTrainer(PreferenceTrainer):
                                self.args.loss_type)  # fmt: skip
 
     def record_online(self, stats: dict) -> None:
-        """trl's online statistics of the step, from its DPO metrics (means over the pairs and processes):
+        """trl's online statistics of the step, from its DPO metrics (means over the pairs and processes; the
+        judge's statistics and the timings are means over the processes too):
         objective/kl = mean over the 2B sequences of sum(log pi - log pi_ref), entropy = -mean sum(log pi),
         non_score_reward = -beta * kl, rlhf_reward = mean score + non_score_reward; and the judge's."""
         m, beta = self._metrics["train"], self.beta
         kl = (m["rewards/chosen"][-1] + m["rewards/rejected"][-1]) / (2 * beta)
         values = {"objective/kl": kl, "objective/entropy": -(m["logps/chosen"][-1] + m["logps/rejected"][-1]) / 2,
                   "objective/non_score_reward": -beta * kl, "beta": beta}  # fmt: skip
+        self.log_step_metrics(stats, "train")  # the judge's and the timings: means over the processes
         if "objective/scores" in stats:
-            values["objective/rlhf_reward"] = stats["objective/scores"] - beta * kl
-        for key, value in {**stats, **values}.items():
+            values["objective/rlhf_reward"] = m["objective/scores"][-1] - beta * kl
+        for key, value in values.items():
             self._metrics["train"][key].append(value)
 
     def kernel_path(self) -> str:
