@@ -18,6 +18,8 @@ MASK = "<redacted>"
 SECRET_WORDS = {"token", "secret", "key", "password", "passwd", "apikey", "credential", "credentials", "auth"}
 #: fields whose name holds "token" but whose value is a vocabulary token, not a credential
 VOCABULARY_FIELDS = {"pad_token", "bos_token", "eos_token", "unk_token", "sep_token", "cls_token", "mask_token"}
+#: a quoted key and its quoted value inside text (a JSON or Python mapping printed in a command or a log line)
+QUOTED_ENTRY = re.compile(r"""(["'])([\w.\-]+)\1(\s*[:=]\s*)(["'])((?:(?!\4).)*)\4""")
 TOKEN_SHAPES = re.compile(r"\b(?:hf_[A-Za-z0-9]{8,}|sk-[A-Za-z0-9_-]{16,}|gh[pousr]_[A-Za-z0-9]{20,})\b")
 
 
@@ -31,8 +33,15 @@ def is_secret_name(name: str) -> bool:
 def redact_text(text: str) -> str:
     """``text`` with token-shaped values and the values of secret options (``--hub_token X``, ``--hub_token=X``,
     ``hub_token: X``, ``HF_TOKEN=X``) replaced by the mask; spacing is kept."""
-    parts = re.split(r"(\s+)", TOKEN_SHAPES.sub(MASK, str(text)))
+    text = QUOTED_ENTRY.sub(_masked_entry, TOKEN_SHAPES.sub(MASK, str(text)))
+    parts = re.split(r"(\s+)", text)
     return "".join(redact_argv(parts[0::2], spaced=parts[1::2]))
+
+
+def _masked_entry(match: re.Match) -> str:
+    quote, key, sep, value_quote, value = match.groups()
+    shown = MASK if is_secret_name(key) and value else value
+    return f"{quote}{key}{quote}{sep}{value_quote}{shown}{value_quote}"
 
 
 def redact_argv(argv: list[str], spaced: list[str] | None = None) -> list[str]:
@@ -45,7 +54,10 @@ def redact_argv(argv: list[str], spaced: list[str] | None = None) -> list[str]:
             word, hide_next = MASK, False
         else:
             name, sep, value = re.match(r"([^=:]*)([=:]?)(.*)", word).groups()
-            if is_secret_name(name.lstrip("-")) and (name.startswith("-") or sep):
+            structured = _redacted_mapping(word)
+            if structured is not None:  # --model_init_kwargs '{"token": "..."}': the value's own secrets
+                word = structured
+            elif is_secret_name(name.lstrip("-")) and (name.startswith("-") or sep):
                 hide_next = not value  # the value is the next word
                 word = f"{name}{sep}{MASK}" if value else word
             else:
@@ -59,18 +71,52 @@ def redact_argv(argv: list[str], spaced: list[str] | None = None) -> list[str]:
     return joined
 
 
+def _redacted_mapping(word: str) -> str | None:
+    """A word that is a JSON or YAML mapping or list (an option's structured value), as JSON with its secrets
+    masked; None for any other word."""
+    if not word.strip().startswith(("{", "[")):
+        return None
+    import json
+
+    try:
+        data = json.loads(word)
+    except ValueError:
+        try:
+            import yaml
+
+            data = yaml.safe_load(word)
+        except Exception:  # not a mapping after all: the word is masked by its shapes only
+            return None
+    if not isinstance(data, (dict, list)):
+        return None
+    return word if redact(data) == data else json.dumps(redact(data))
+
+
 def redact(value: Any, name: str = "") -> Any:
-    """A JSON-like value with every secret entry masked: a mapping's secret keys (holding text), every string
-    through :func:`redact_text`."""
+    """A JSON-like value with every secret masked at any depth: text under a secret name (a key of any mapping,
+    or in a list under one), and token-shaped text anywhere (:func:`redact_text`)."""
     if isinstance(value, dict):
-        return {k: (MASK if is_secret_name(k) and isinstance(v, str) and v else redact(v, k)) for k, v in value.items()}
+        return {k: redact(v, k) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [redact(v, name) for v in value]
     if isinstance(value, str):
-        return redact_text(value)
+        return MASK if is_secret_name(name) and value else redact_text(value)
     return value
 
 
 def without_secrets(state: dict) -> dict:
-    """An object's ``__dict__`` for pickling, its secret fields (those holding text) set to None."""
-    return {k: (None if is_secret_name(k) and isinstance(v, str) and v else v) for k, v in state.items()}
+    """An object's ``__dict__`` for pickling, with every secret at any depth gone: a secret-named entry holding text
+    (a field, or a key of a mapping inside one: ``model_init_kwargs: {token: hf_...}``) is None, and a token-shaped
+    value anywhere in text is masked. Containers are copied (the live object keeps its values); other objects are
+    kept as they are."""
+    return {k: _scrubbed(v, k) for k, v in state.items()}
+
+
+def _scrubbed(value: Any, name: str = "") -> Any:
+    if isinstance(value, str):
+        return None if is_secret_name(name) and value else TOKEN_SHAPES.sub(MASK, value)
+    if isinstance(value, dict):
+        return {k: _scrubbed(v, k) for k, v in value.items()}
+    if isinstance(value, (list, tuple)) and type(value) in (list, tuple):
+        return type(value)(_scrubbed(v, name) for v in value)
+    return value
