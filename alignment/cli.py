@@ -45,7 +45,27 @@ def _int_at_least(minimum: int, what: str):
 
 
 positive_int = _int_at_least(1, "a whole number")
+pair_samples = _int_at_least(2, "a number of samples per prompt (a pair compares two)")
 row_number = _int_at_least(0, "a row number")
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse's parser (and its subcommands') with a bad option as one line, ``error: ...`` and where the help
+    is, status 2 (argparse prints the usage block first)."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def _pattern(text: str) -> str:
+    """An argparse type: a valid regular expression."""
+    import re
+
+    try:
+        re.compile(text)
+    except re.error as e:
+        raise argparse.ArgumentTypeError(f"not a valid regular expression ({e}): {text!r}") from None
+    return text
 
 
 def _data_build(args) -> int:
@@ -407,7 +427,7 @@ def _add_data(commands) -> None:
     pairs.add_argument("model", help="a model folder")
     pairs.add_argument("--task", required=True, choices=TASK_NAMES)
     pairs.add_argument("--n", type=positive_int, default=3000, help="training prompts")
-    pairs.add_argument("--samples", type=positive_int, default=4, help="responses sampled per prompt")
+    pairs.add_argument("--samples", type=pair_samples, default=4, help="responses sampled per prompt (>= 2)")
     pairs.add_argument("--seed", type=int, default=0)
     pairs.add_argument("--out", required=True, help="output .jsonl (conversational format)")
     pairs.set_defaults(func=_data_pairs)
@@ -425,7 +445,7 @@ def _add_judges(commands) -> None:
     fit.add_argument("--base", default=None, help="initialize the reward model from this model (default MODEL)")
     fit.add_argument("--prompts", type=positive_int, default=2048, help="training prompts sampled (default 2048)")
     fit.add_argument(
-        "--samples", type=positive_int, default=4, help="responses per prompt, paired at random (default 4)"
+        "--samples", type=pair_samples, default=4, help="responses per prompt, paired at random (default 4, >= 2)"
     )
     fit.add_argument("--epochs", type=float, default=6.0)
     fit.add_argument("--learning-rate", type=float, default=3e-4)
@@ -503,7 +523,8 @@ def _add_token_entanglement(commands) -> None:
     tokens.add_argument("model", help="a model folder")
     tokens.add_argument("data", help="a preference dataset (file, folder or Hub name)")
     tokens.add_argument("--row", type=row_number, default=0, help="the pair's row (default 0)")
-    tokens.add_argument("--params", default=None, help="regex on parameter names (default: all trainable)")
+    tokens.add_argument("--params", type=_pattern, default=None,
+                        help="regex on parameter names (default: all trainable)")  # fmt: skip
     tokens.add_argument("--max-length", type=positive_int, default=1024)
     tokens.add_argument("-o", "--output", default="token_entanglement.png", help="PNG file (a .json twin is written)")
     tokens.set_defaults(func=_tokens)
@@ -522,7 +543,7 @@ def _add_masks(commands) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="alignment", description="Preference alignment for language models.")
+    parser = OneLineParser(prog="alignment", description="Preference alignment for language models.")
     parser.add_argument("--version", action="version", version=f"alignment {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     _add_train(commands)
@@ -549,16 +570,6 @@ def _close_progress_bars() -> None:
         bar.close()
 
 
-def _user_errors() -> tuple[type, ...]:
-    """The errors that are a user's mistake (one line, status 2); imported only once one is raised, so that
-    ``--help`` and ``methods`` never import torch."""
-    from alignment.data import DataError
-    from alignment.diagnostics.probes import DiagnosticsError
-    from alignment.errors import RecipeError, RunError
-
-    return (DataError, RecipeError, DiagnosticsError, RunError, FileNotFoundError, NotImplementedError)
-
-
 def main(argv: list[str] | None = None) -> int:
     try:
         return _main(argv)
@@ -578,13 +589,18 @@ def _main(argv: list[str] | None) -> int:
         args.overrides = [*extra, *args.overrides]
     try:
         return args.func(args)
-    except _user_errors() as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:  # a second Ctrl-C during training, or one outside it
         _close_progress_bars()
         print("interrupted (Ctrl-C): stopped at once; complete checkpoints are kept", file=sys.stderr)
         return 130
+    except Exception as e:
+        from alignment.errors import one_line
+
+        line = one_line(e)  # a user's mistake: one line; an internal bug: its traceback
+        if line is None:
+            raise
+        print(line, file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

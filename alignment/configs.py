@@ -44,6 +44,8 @@ TRAINING_BOUNDS = {
     "kernel_memory_mb": ">= 1",
     "dataset_num_proc": ">= 1",
     "max_steps": ">= -1",
+    "tiled_mlp_shards": ">= 1",
+    "sequence_parallel_size": ">= 1",
 }
 
 

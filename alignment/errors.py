@@ -1,7 +1,8 @@
 """The library's error types for user mistakes and run-state problems. Every layer may import this module; it
 imports nothing of ours. The command line turns each of them into one ``error: ...`` line (exit status 2).
 
-- :class:`RecipeError`: a recipe or option that cannot be used (names the file and the field);
+- :class:`RecipeError`: a recipe or option that cannot be used (names the file and the field); its kind
+  :class:`UnavailableError`: something a setting needs that this machine lacks (a package, a device);
 - :class:`RunError` and its kinds: a run that must not go on as asked - non-finite values
   (:class:`NonFiniteError`), an output folder another process is writing (:class:`OutputDirBusyError`),
   a resumed run whose settings differ from the saved ones (:class:`SettingsChangedError`), a disk that filled
@@ -33,3 +34,36 @@ class SettingsChangedError(RunError):
 
 class DiskFullError(RunError):
     """A write failed for lack of space (or another OS error): the partial files are removed."""
+
+
+class UnavailableError(RecipeError, RuntimeError):
+    """A setting that needs what this machine lacks (a package, a CUDA device, a DeepSpeed launch)."""
+
+
+#: OS errors a user causes (a path that cannot be written, a full disk): one line, not a traceback
+USER_OS_ERRORS = {"EACCES", "EPERM", "EROFS", "ENOSPC", "EDQUOT", "ENOTDIR", "EISDIR", "EEXIST", "ENAMETOOLONG",
+                  "ENOENT", "ELOOP"}  # fmt: skip
+
+
+def user_classes() -> tuple[type, ...]:
+    """The exception classes that are a user's mistake or the machine's limits, never a bug of ours."""
+    from alignment.data.errors import DataError
+    from alignment.diagnostics.probes import DiagnosticsError
+
+    return (DataError, RecipeError, DiagnosticsError, RunError, FileNotFoundError, NotImplementedError, MemoryError)
+
+
+def one_line(error: BaseException) -> str | None:
+    """The one line (``error: ...`` and the fix) the command line prints for a user's mistake, or None for an
+    internal bug (whose traceback must show). The one place that decides which is which."""
+    import errno
+
+    if isinstance(error, MemoryError):
+        return ("error: this machine ran out of memory (MemoryError): lower max_length or the batch, or plan it first "
+                "with `alignment plan`")  # fmt: skip
+    if isinstance(error, user_classes()):
+        return f"error: {error}" if str(error).strip() else f"error: {type(error).__name__}"
+    if isinstance(error, OSError) and errno.errorcode.get(error.errno or 0) in USER_OS_ERRORS:
+        where = f" {error.filename}" if error.filename else ""
+        return f"error: cannot write or read{where}: {error.strerror} (check the path and its permissions or space)"
+    return None

@@ -167,6 +167,8 @@ def load_recipe(path: str | os.PathLike, overrides: dict | None = None, method: 
         _check_model_config(path, raw["init_from_config"])
     self_play = _self_play(path, raw, _fields(config_class))
     env = raw.pop("env", {}) or {}
+    if not isinstance(env, dict):
+        raise RecipeError(f"{path}: field 'env' must be a mapping of NAME: value (environment variables), got {env!r}")
     known = _fields(ScriptArguments, ModelArguments, config_class)
     for key in raw:
         if key not in known:
@@ -192,6 +194,9 @@ def load_recipe(path: str | os.PathLike, overrides: dict | None = None, method: 
         raise RecipeError(f"{path}: field 'eval_task' scores a policy's answers; a reward model is scored on held-out "
                           "pairs: drop eval_task and set eval_dataset (its pair accuracy is reported)")  # fmt: skip
     _check_online_judge(path, config, script)
+    from alignment.preflight import check_recipe
+
+    check_recipe(path, method, script, config)  # the environment, the steps, the model's config: before any work
     return method, script, model_args, config
 
 

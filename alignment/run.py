@@ -37,6 +37,9 @@ def train(recipe: str, overrides: dict | None = None, command: str | None = None
     from alignment.trainers import get_method
 
     method_name, script, model_args, config = load_recipe(recipe, overrides, method)
+    from alignment.preflight import check_launch
+
+    check_launch(config)  # DeepSpeed where asked for, a device for Triton, a writable output_dir
     method = get_method(method_name)
     set_seed(config.seed)
     with output_dir_lock(config.output_dir, command):  # one writer per output_dir, before any work

@@ -278,4 +278,21 @@ def tokenize_stream(
         return {**(ids or _empty(keys, rule, truncation_mode)), **kept, "_keep": ids is not None}
 
     out = rows.map(process, remove_columns=columns)
-    return out.filter(lambda row: row["_keep"]).remove_columns(["_keep"])
+    out = out.filter(lambda row: row["_keep"]).remove_columns(["_keep"])
+    _check_some_row_kept(rows, out, name, max_length, truncation_mode, process)
+    return out
+
+
+def _check_some_row_kept(rows, out, name: str, max_length, truncation_mode: str, process) -> None:
+    """A stream that keeps no row (each prompt fills max_length) is refused in one line naming the rows, as the
+    map-style path names its dropped rows; found by reading up to the first kept row (the stream is read again
+    by training, from its start)."""
+    if next(iter(out), None) is not None:
+        return
+    numbers = [n for n, row in enumerate(rows, start=1) if not process(row)["_keep"]]
+    if not numbers:
+        raise DataError(f"{name} dataset (streaming): it holds no rows")
+    shown = ", ".join(map(str, numbers[:5])) + (", ..." if len(numbers) > 5 else "")
+    raise DataError(f"{name} dataset (streaming): every one of its {len(numbers)} rows was dropped (rows {shown}): "
+                    f"each prompt fills max_length {max_length} ({truncation_mode}); raise max_length or set "
+                    "max_prompt_length")  # fmt: skip

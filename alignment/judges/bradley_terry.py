@@ -39,6 +39,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from alignment.errors import RecipeError
 from alignment.io import atomic_write_text, read_jsonl, write_jsonl
 
 logger = logging.getLogger("alignment")
@@ -65,9 +66,10 @@ class BTFitConfig:
 
     def __post_init__(self):
         if self.prompts < 1 or self.samples_per_prompt < 2:
-            raise ValueError("a Bradley-Terry fit needs prompts >= 1 and samples_per_prompt >= 2")
+            raise RecipeError(f"a Bradley-Terry fit compares two samples of each prompt: it needs --prompts >= 1 and "
+                              f"--samples >= 2 (got {self.prompts} and {self.samples_per_prompt})")  # fmt: skip
         if not 0 <= self.heldout_ratio < 1:
-            raise ValueError(f"heldout_ratio must be in [0, 1), got {self.heldout_ratio}")
+            raise RecipeError(f"heldout_ratio must be in [0, 1), got {self.heldout_ratio}")
 
 
 def label_comparisons(samples: list[dict], judge, seed: int = 0) -> list[dict]:

@@ -50,7 +50,9 @@ def check_heads(model_config, size: int) -> None:
         return
     if heads % size or (kv % size and size % kv):
         fits = max(d for d in range(1, size + 1) if heads % d == 0 and (kv % d == 0 or d % kv == 0))
-        raise ValueError(
+        from alignment.errors import RecipeError
+
+        raise RecipeError(
             f"sequence_parallel_size {size}: the model's {heads} attention heads must be divisible by it and its {kv} "
             f"key/value heads divisible by it or dividing it (DeepSpeed Ulysses splits heads across the ranks); "
             f"the largest size up to {size} that works is {fits}"

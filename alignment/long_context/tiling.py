@@ -51,7 +51,9 @@ def tile_mlps(model: torch.nn.Module, shards: int | None = None, kinds: tuple[st
             "tiled_mlp uses DeepSpeed's TiledMLP: pip install 'alignment[deepspeed]' (deepspeed>=0.18)"
         ) from e
     if shards is not None and shards < 1:
-        raise ValueError(f"tiled_mlp_shards must be a positive number of tiles, got {shards}")
+        from alignment.errors import RecipeError
+
+        raise RecipeError(f"tiled_mlp_shards must be a positive number of tiles, got {shards}")
     modules = mlp_modules(model, kinds)
     for module in modules:
         if "_alignment_untiled_forward" not in module.__dict__:

@@ -51,7 +51,10 @@ def requested(backend: str | None) -> str:
     """The backend asked for: the argument, else ALIGNMENT_KERNEL_BACKEND, else auto."""
     name = backend or os.environ.get("ALIGNMENT_KERNEL_BACKEND") or "auto"
     if name not in BACKENDS:
-        raise ValueError(f"backend must be one of {list(BACKENDS)}, got {name!r}")
+        from alignment.errors import RecipeError
+
+        raise RecipeError(f"backend must be one of {list(BACKENDS)} (kernel_backend, ALIGNMENT_KERNEL_BACKEND), got "
+                          f"{name!r}")  # fmt: skip
     return name
 
 
@@ -61,10 +64,12 @@ def resolve(backend: str | None, device: torch.device) -> str:
     if name == "auto":
         return "triton" if on_cuda(device) and triton_installed() else "torch"
     if name == "triton":
+        from alignment.errors import UnavailableError
+
         if not triton_installed():
-            raise RuntimeError("backend 'triton' needs triton: pip install 'alignment[triton]'")
+            raise UnavailableError("backend 'triton' needs triton: pip install 'alignment[triton]'")
         if not on_cuda(device) and not interpreter_on():
-            raise RuntimeError(
+            raise UnavailableError(
                 f"backend 'triton' runs on a CUDA device, and these tensors are on {device.type}: use backend "
                 "'torch' (or 'auto'), or set TRITON_INTERPRET=1 before triton is imported to run the kernels in "
                 "Triton's CPU interpreter (slow: for tests)"

@@ -19,7 +19,17 @@ NORMALIZERS = ("softmax", "stablemax")
 
 def default_budget() -> int:
     value = os.environ.get("ALIGNMENT_KERNEL_BUDGET_MB")
-    return int(float(value) * 2**20) if value else DEFAULT_BUDGET
+    if not value:
+        return DEFAULT_BUDGET
+    try:
+        megabytes = float(value)
+    except ValueError:
+        megabytes = float("nan")
+    if not 0 < megabytes < float("inf"):
+        from alignment.errors import RecipeError
+
+        raise RecipeError(f"ALIGNMENT_KERNEL_BUDGET_MB {value!r} must be a positive number of MiB, e.g. 512")
+    return int(megabytes * 2**20)
 
 
 @dataclass(frozen=True)

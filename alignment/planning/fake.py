@@ -58,7 +58,25 @@ SHIPPED_CONFIGS = {
 CONFIGS_DIR = Path(__file__).resolve().parents[2] / "benchmarks" / "model_configs"
 
 
+#: the largest model the planner simulates (a config beyond them is refused before any simulation: a million
+#: layers would plan for hours)
+MODEL_CAPS = {"num_hidden_layers": 1024, "hidden_size": 1 << 17, "intermediate_size": 1 << 20, "vocab_size": 1 << 23,
+              "num_attention_heads": 4096}  # fmt: skip
+
+
 def model_config(script, trust_remote_code: bool = False):
+    """The model's config without its weights (:func:`_model_config`), refused in one line beyond
+    :data:`MODEL_CAPS`."""
+    cfg = _model_config(script, trust_remote_code)
+    for name, cap in MODEL_CAPS.items():
+        value = getattr(cfg, name, None)
+        if isinstance(value, int) and not 1 <= value <= cap:
+            raise RecipeError(f"{name} {value} in the model's config: the planner simulates models with 1 to {cap:,} "
+                              f"(check the config, e.g. --init_from_config)")  # fmt: skip
+    return cfg
+
+
+def _model_config(script, trust_remote_code: bool = False):
     """The model's config without its weights: ``init_from_config`` (JSON) or the model folder's config.json
     (a Hub name works where the Hub or its cache is reachable; for the recipes' Hub models a shipped copy is read
     when it is not, with a log line saying so)."""

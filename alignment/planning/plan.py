@@ -104,6 +104,28 @@ class Plan:
         return asdict(self)
 
 
+def releasing_fake_tensors(function):
+    """``function``, and when it raises, the frames of the traceback cleared and collected before the error goes
+    on. Those frames hold the fake model and a half-built trainer; left to the interpreter's teardown, they are
+    freed after torch's fake-tensor machinery is gone, and their storages' finalizers corrupt the heap
+    ("corrupted double-linked list", a segmentation fault after the error was printed)."""
+    import functools
+
+    @functools.wraps(function)
+    def wrapped(*args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        except BaseException as e:
+            import gc
+            import traceback
+
+            traceback.clear_frames(e.__traceback__)
+            gc.collect()
+            raise
+
+    return wrapped
+
+
 def build(method_name: str, script, model_args, config, batch: int, length: int, fake: bool = True,
           skew: bool = False, rows: list[dict] | None = None, shape: PairShape = DEFAULT_SHAPE):  # fmt: skip
     """(trainer, inputs, precompute): the recipe's trainer around a model built from its config alone (fake
@@ -208,6 +230,7 @@ def step(trainer, inputs: dict, tracker=None, offload=None) -> None:
         trainer.optimizer.step()
 
 
+@releasing_fake_tensors
 def simulate(method_name: str, script, model_args, config, batch: int, length: int, *, target: str = "cpu",
              trainer: str = "alignment", devices: int = 1, skew: bool = False,
              rows: list[dict] | None = None, shape: PairShape = DEFAULT_SHAPE) -> Plan:  # fmt: skip
@@ -495,6 +518,26 @@ def host_memory() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
+#: the longest pair and the largest batch the planner simulates (a step beyond them is refused before simulating)
+MAX_TOKENS, MAX_BATCH, MAX_DEVICES = 1 << 22, 4096, 1 << 16
+
+
+def check_bounds(length, batch, devices: int) -> None:
+    """The planner's own options inside what it simulates, in one line each."""
+    if not isinstance(devices, int) or not 1 <= devices <= MAX_DEVICES:
+        raise RecipeError(f"--devices must be a whole number from 1 to {MAX_DEVICES}, got {devices}")
+    for name, value, cap in (("--max_length", length, MAX_TOKENS), ("--batch", batch, MAX_BATCH)):
+        if value in (None, "auto"):
+            continue
+        try:
+            number = int(value)
+        except (TypeError, ValueError):
+            raise RecipeError(f"{name} must be a whole number or auto, got {value!r}") from None
+        if not 1 <= number <= cap:
+            raise RecipeError(f"{name} must be from 1 to {cap:,} (or auto), got {value}")
+
+
+@releasing_fake_tensors
 def plan_recipe(recipe: str, overrides: dict | None = None, devices: int = 1, device_memory=None,
                 length: str | None = None, batch: str | None = None, trainer: str = "alignment",
                 skew: bool = False, target: str | None = None, prompt_tokens: int | None = None,
@@ -512,8 +555,7 @@ def plan_recipe(recipe: str, overrides: dict | None = None, devices: int = 1, de
     from alignment.recipes import load_recipe
     from alignment.yaml_io import load_yaml
 
-    if devices < 1:
-        raise RecipeError(f"--devices must be a positive number, got {devices}")
+    check_bounds(length, batch, devices)
     card = device_memory if isinstance(device_memory, Device) or device_memory is None else raw(int(device_memory))
     if target is None:
         raw_recipe = load_yaml(Path(recipe).read_text(encoding="utf-8"), str(recipe)) if Path(recipe).exists() else {}
@@ -539,6 +581,8 @@ def plan_recipe(recipe: str, overrides: dict | None = None, devices: int = 1, de
         n = longest or n
     elif completion_tokens is None and length is not None:
         shape = rows_shape(method, script, config) or shape  # the rows' own proportions at another length
+    if not 2 <= n <= MAX_TOKENS:
+        raise RecipeError(f"a pair of {n:,} tokens ({source}): the planner simulates 2 to {MAX_TOKENS:,}")
     options = {"target": target, "trainer": trainer, "devices": devices, "skew": skew, "shape": shape}
 
     def plan(pairs: int, tokens: int, data: list[dict] | None = None) -> Plan:
@@ -556,7 +600,7 @@ def plan_recipe(recipe: str, overrides: dict | None = None, devices: int = 1, de
             cache[x] = plan(b if length == "auto" else x, x if length == "auto" else n)
             return cache[x].peak_bytes
 
-        grain, limit = (64, 1 << 22) if length == "auto" else (1, 4096)
+        grain, limit = (64, MAX_TOKENS) if length == "auto" else (1, MAX_BATCH)
         best = longest(peak_at, card.usable_bytes, grain, limit, start=n if length == "auto" else b)
         result = cache[best] if best else cache[min(cache)]
         result.search = {"field": "max_length" if length == "auto" else "batch", "best": best,

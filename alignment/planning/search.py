@@ -16,6 +16,21 @@ from collections.abc import Callable
 from alignment.errors import RecipeError
 
 MAX_PLANS = 40
+#: seconds a search may take (ALIGNMENT_PLAN_TIME_LIMIT overrides): past it, the next plan is not started
+TIME_LIMIT = 3600.0
+
+
+def time_limit() -> float:
+    import os
+
+    text = os.environ.get("ALIGNMENT_PLAN_TIME_LIMIT")
+    try:
+        value = float(text) if text else TIME_LIMIT
+    except ValueError:
+        raise RecipeError(f"ALIGNMENT_PLAN_TIME_LIMIT {text!r}: give seconds, e.g. 600") from None
+    if not value > 0:
+        raise RecipeError(f"ALIGNMENT_PLAN_TIME_LIMIT {text!r}: give a positive number of seconds")
+    return value
 
 
 def longest(peak_at: Callable[[int], int], budget: int, grain: int, limit: int, start: int | None = None,
@@ -23,9 +38,12 @@ def longest(peak_at: Callable[[int], int], budget: int, grain: int, limit: int, 
     """The largest multiple of ``grain`` in [grain, limit] with ``peak_at(x) <= budget`` (``peak_at`` growing with
     x), or None when ``grain`` itself does not fit. ``start``: the first length planned (default 1024); ``known``:
     peaks already planned (another budget's search of the same step), whose line gives the first guess."""
+    import time
+
     top = max(grain, limit // grain * grain)
     seen: dict[int, int] = dict(known or {})
     order: list[int] = sorted(seen)
+    began, seconds = time.monotonic(), time_limit()
 
     def peak(x: int) -> int:
         if x not in seen:
@@ -33,6 +51,13 @@ def longest(peak_at: Callable[[int], int], budget: int, grain: int, limit: int, 
                 raise RecipeError(
                     f"the search for the longest length that fits stopped after {MAX_PLANS} plans (does the peak "
                     "grow with the length?); plan one length with --max_length N"
+                )
+            if time.monotonic() - began > seconds:
+                raise RecipeError(
+                    f"the search stopped after {time.monotonic() - began:.0f} s and {len(seen)} plans (limit "
+                    f"{seconds:.0f} s, ALIGNMENT_PLAN_TIME_LIMIT); the longest that fit so far: "
+                    f"{max((k for k, v in seen.items() if v <= budget), default='none')}; plan one length with "
+                    "--max_length N"
                 )
             seen[x] = peak_at(x)
             order.append(x)

@@ -28,6 +28,7 @@ from alignment.data import PREFERENCE, tokenize_preference_dataset, validate_dat
 from alignment.data.loading import check_tokenized_columns
 from alignment.data.tokenize import tokenize_stream
 from alignment.diagnostics.collapse import collapse_stats
+from alignment.errors import RecipeError, RunError
 from alignment.locks import output_dir_lock
 from alignment.long_context import offload_context, tile_mlps
 from alignment.long_context.tiling import MLP, NORMS
@@ -151,10 +152,9 @@ class AlignmentTrainer(Trainer):
                 f"sequence_parallel_size > 1 is implemented for dpo, not {method.name} yet (docs/long-context.md)"
             )
         if args.sequence_parallel_size > 1 and not deepspeed_launch:  # accelerate's own error names no fix
-            raise ValueError(
-                "sequence_parallel_size > 1 runs under DeepSpeed: accelerate launch --config_file "
-                "accelerate_configs/deepspeed_ulysses.yaml -m alignment.cli train RECIPE"
-            )
+            from alignment.preflight import check_deepspeed_launch
+
+            check_deepspeed_launch(args)
         if args.sequence_parallel_size > 1:
             from alignment.long_context.sequence_parallel import check_heads
 
@@ -203,7 +203,7 @@ class AlignmentTrainer(Trainer):
         models = [self.model, *(a.model for a in getattr(self, "anchors", {}).values() if a.model is not None)]
         if not sum(tile_mlps(m, self.args.tiled_mlp_shards, kinds) for m in {id(m): m for m in models}.values()):
             names = " or ".join(f"*{k}" for k in kinds)
-            raise ValueError(f"tiled_mlp / tiled_norms: {type(unwrap(self.model)).__name__} has no {names} to tile")
+            raise RecipeError(f"tiled_mlp / tiled_norms: {type(unwrap(self.model)).__name__} has no {names} to tile")
 
     @classmethod
     def _registered(cls) -> Method:
@@ -244,6 +244,8 @@ class AlignmentTrainer(Trainer):
             args.max_prompt_length, args.max_completion_length, rule=self.tokenize_rule(args),
         )  # fmt: skip
         self.data_reports[name] = str(tok_report)
+        if name == "train":
+            check_learnable(dataset, self.completions, tok_report, args)
         return dataset
 
     def cut_length(self, args) -> int | None:
@@ -556,3 +558,16 @@ def deepspeed_inference(model: nn.Module, accelerator) -> nn.Module:
     engine, *_ = deepspeed.initialize(model=unwrap(model), config=config)
     engine.eval()
     return engine
+
+
+def check_learnable(dataset, completions: tuple[str, ...], report, args) -> None:
+    """A training set whose rows hold no completion token at all (every prompt fills max_length, so truncation left
+    nothing to score) is refused before training: such a run would take its steps and change nothing."""
+    if len(dataset) == 0:
+        return  # the data layer names the dropped rows
+    columns = [f"{c}_ids" for c in completions if f"{c}_ids" in dataset.column_names]
+    if columns and not any(len(ids) for c in columns for ids in dataset[c]):
+        raise RunError(f"train dataset: none of its {len(dataset)} rows keeps a completion token after truncation to "
+                       f"max_length {args.max_length} ({report.truncated} truncated): nothing to learn from; raise "
+                       "max_length, or set max_prompt_length / truncation_mode keep_end to cut the prompts"
+                       )  # fmt: skip

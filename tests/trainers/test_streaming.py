@@ -87,3 +87,15 @@ def test_a_bad_row_is_named_when_it_streams_past(tiny, tokenizer, data_dir, tmp_
                           train_dataset=data, processing_class=tokenizer)  # fmt: skip
     with pytest.raises(DataFormatError, match=r"train dataset, row 6, field 'chosen\[0\]': message has no 'content'"):
         trainer.train()
+
+
+def test_a_stream_whose_rows_are_all_dropped_is_refused_naming_them(tiny, tokenizer, data_dir, tmp_path):
+    """Each prompt fills max_length: the map-style path names the dropped rows; the stream does too, at once
+    (accelerate's "Batch does not contain any data" was the message)."""
+    from alignment.data.errors import DataError
+
+    dpo = get_method("dpo")
+    args = dpo.config(output_dir=str(tmp_path), **{**COMMON, "max_length": 4})
+    with pytest.raises(DataError, match=r"every one of its 8 rows was dropped \(rows 1, 2, 3, 4, 5, \.\.\.\)"):
+        dpo.trainer(copy.deepcopy(tiny), args=args, train_dataset=stream(preference_rows(data_dir, n=8)),
+                    processing_class=tokenizer)  # fmt: skip

@@ -1,0 +1,162 @@
+"""Checks of a recipe's values that need more than their field (the environment, the model's config, the launch, the
+file system), made before a model is loaded or a row tokenized, each a one-line error naming the field and the fix.
+
+- :func:`check_recipe` (``load_recipe``, for ``alignment train`` and ``alignment plan`` alike): the environment's
+  kernel settings, a run with no step to take, sequence parallelism and tiling against the model's config.
+- :func:`check_launch` (``alignment train`` only): what the launch must provide (DeepSpeed for sequence
+  parallelism, a device for the Triton backend) and an output folder that can be written.
+
+The trainers raise the same errors when they are built from Python.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from alignment.errors import RecipeError, UnavailableError
+
+
+def check_recipe(path, method_name: str, script, config) -> None:
+    where = f"{path}: "
+    try:
+        _check_environment()
+        check_steps(config)
+        _check_long_context(method_name, script, config)
+    except RecipeError as e:
+        raise type(e)(where + str(e)) from None
+
+
+def check_launch(config) -> None:
+    """What a training launch must provide, before anything loads."""
+    if getattr(config, "sequence_parallel_size", 1) > 1:
+        check_deepspeed_launch(config)
+    check_triton(config)
+    check_writable(config.output_dir, "output_dir")
+
+
+def _check_environment() -> None:
+    from alignment.ops.backend import BACKENDS
+
+    budget = os.environ.get("ALIGNMENT_KERNEL_BUDGET_MB")
+    if budget:
+        try:
+            ok = float(budget) > 0 and float(budget) != float("inf")
+        except ValueError:
+            ok = False
+        if not ok:
+            raise RecipeError(f"ALIGNMENT_KERNEL_BUDGET_MB {budget!r} (environment or the recipe's env:) must be a "
+                              "positive number of MiB, e.g. 512")  # fmt: skip
+    backend = os.environ.get("ALIGNMENT_KERNEL_BACKEND")
+    if backend and backend not in BACKENDS:
+        raise RecipeError(f"ALIGNMENT_KERNEL_BACKEND {backend!r} (environment or the recipe's env:) must be one of "
+                          f"{list(BACKENDS)}")  # fmt: skip
+
+
+def check_steps(config) -> None:
+    """A run that would take no optimizer step is refused (``max_steps 0``, or no epochs)."""
+    max_steps = getattr(config, "max_steps", -1)
+    if max_steps == 0:
+        raise RecipeError("field 'max_steps' is 0: the run would take no step; set max_steps >= 1, or -1 to train "
+                          "num_train_epochs")  # fmt: skip
+    if max_steps < 0 and not getattr(config, "num_train_epochs", 1) > 0:
+        raise RecipeError(f"field 'num_train_epochs' is {config.num_train_epochs}: the run would take no step; set "
+                          "num_train_epochs > 0 or max_steps >= 1")  # fmt: skip
+
+
+def _check_long_context(method_name: str, script, config) -> None:
+    size = getattr(config, "sequence_parallel_size", 1)
+    tiled = getattr(config, "tiled_mlp", False) or getattr(config, "tiled_norms", False)
+    if size <= 1 and not tiled:
+        return
+    from alignment.trainers import get_method
+
+    trainer = get_method(method_name).trainer
+    if size > 1 and not trainer.supports_sequence_parallel:
+        raise NotImplementedError(f"sequence_parallel_size > 1 is implemented for dpo, not {method_name} yet "
+                                  "(docs/long-context.md)")  # fmt: skip
+    model_config = _readable_model_config(script, config)
+    if model_config is None:  # a Hub model offline: the trainer checks it once the model is there
+        return
+    if size > 1:
+        from alignment.long_context.sequence_parallel import check_heads
+
+        check_heads(model_config, size)
+    if tiled:
+        check_tileable(model_config, config)
+
+
+def _readable_model_config(script, config):
+    try:
+        from alignment.planning.fake import model_config
+
+        return model_config(script, getattr(config, "trust_remote_code", False))
+    except Exception:  # unreadable here (no network): left to the trainer
+        return None
+
+
+def check_tileable(model_config, config) -> None:
+    """tiled_mlp / tiled_norms: DeepSpeed's TiledMLP is installed and the model has modules to tile (the model built
+    on the meta device: no memory)."""
+    import importlib.util
+
+    import torch
+
+    from alignment.long_context.tiling import MLP, NORMS, mlp_modules
+    from alignment.models import auto_class
+
+    if importlib.util.find_spec("deepspeed") is None:
+        raise UnavailableError("tiled_mlp / tiled_norms use DeepSpeed's TiledMLP: pip install 'alignment[deepspeed]'")
+    kinds = (MLP if config.tiled_mlp else ()) + (NORMS if config.tiled_norms else ())
+    try:
+        with torch.device("meta"):
+            model = auto_class("causal_lm").from_config(model_config)
+    except Exception:  # a model class this check cannot build: the trainer checks the real one
+        return
+    if not mlp_modules(model, kinds):
+        names = " or ".join(f"*{k}" for k in kinds)
+        raise RecipeError(f"tiled_mlp / tiled_norms: {type(model).__name__} has no {names} to tile; set them false")
+
+
+def check_deepspeed_launch(config) -> None:
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "false") != "true" and not getattr(config, "deepspeed", None):
+        raise UnavailableError("sequence_parallel_size > 1 runs under DeepSpeed: accelerate launch --config_file "
+                               "accelerate_configs/deepspeed_ulysses.yaml -m alignment.cli train RECIPE")  # fmt: skip
+
+
+def check_triton(config) -> None:
+    """kernel_backend triton (the recipe's or ALIGNMENT_KERNEL_BACKEND) where Triton cannot run."""
+    from alignment.ops.backend import interpreter_on, triton_installed
+
+    backend = os.environ.get("ALIGNMENT_KERNEL_BACKEND") if config.kernel_backend == "auto" else config.kernel_backend
+    if backend != "triton":
+        return
+    if not triton_installed():
+        raise UnavailableError("kernel_backend triton needs triton: pip install 'alignment[triton]', or set "
+                               "kernel_backend auto")  # fmt: skip
+    import torch
+
+    on_gpu = not config.use_cpu and torch.cuda.is_available()
+    if not on_gpu and not interpreter_on():
+        raise UnavailableError("kernel_backend triton runs on a CUDA device and this run is on the CPU: set "
+                               "kernel_backend auto (or torch), or TRITON_INTERPRET=1 for Triton's CPU interpreter "
+                               "(slow: for tests)")  # fmt: skip
+
+
+def check_writable(folder, field: str) -> None:
+    """``folder`` can be created and written: a file is made and removed in it, or in its nearest existing parent."""
+    import tempfile
+
+    target = Path(folder).expanduser().absolute()
+    existing = target
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise RecipeError(f"field '{field}': {folder}: {existing} is a file, not a folder")
+    try:
+        handle, name = tempfile.mkstemp(dir=existing, prefix=".alignment-write-check-")
+        os.close(handle)
+        os.unlink(name)
+    except OSError as e:
+        raise RecipeError(f"field '{field}': {folder} cannot be written ({e.strerror} in {existing}): choose a "
+                          "writable folder") from None  # fmt: skip
