@@ -81,20 +81,48 @@ def _field_types(*classes) -> dict[str, str]:
     return out
 
 
-def _kinds(type_name: str) -> set[str]:
-    """The plain kinds a field's type admits: bool, int, float, str, list, dict, none (others: unchecked)."""
+def _members(type_name: str) -> list[str]:
+    """The members of a union type's text at its top level (``dict[str, Any] | str | None`` -> three)."""
     name = type_name.replace("<class '", "").replace("'>", "").replace("typing.", "").replace("NoneType", "None")
-    kinds = {"none"} if "Optional[" in name else set()
-    for part in (p.strip() for p in name.replace("Union[", "").replace("Optional[", "").rstrip("]").split("|")):
-        for piece in part.split(","):
-            base = piece.strip().split("[")[0]
-            if base in ("bool", "int", "float", "str", "list", "dict"):
-                kinds.add(base)
-            elif base == "None":
-                kinds.add("none")
-            elif base:
-                return set()  # an enum, a class, a Literal: leave it to the parser
+    if name.startswith(("Union[", "Optional[")) and name.endswith("]"):
+        inner, optional = name[name.index("[") + 1 : -1], name.startswith("Optional[")
+        return _split_top(inner) + (["None"] if optional else [])
+    return _split_top(name, "|")
+
+
+def _split_top(text: str, separator: str = ",") -> list[str]:
+    parts, depth, current = [], 0, ""
+    for char in text:
+        depth += char == "["
+        depth -= char == "]"
+        if char == separator and depth == 0:
+            parts.append(current.strip())
+            current = ""
+        else:
+            current += char
+    return [p for p in [*parts, current.strip()] if p]
+
+
+def _kinds(type_name: str) -> set[str]:
+    """The plain kinds a field's type admits: bool, int, float, str, list, dict, none; ``class`` for a type given from
+    Python only (an accelerate ParallelismConfig); an empty set for the others (an enum with text, a Literal,
+    Any: left to the parser)."""
+    kinds = set()
+    for member in _members(type_name):
+        base = member.split("[")[0].strip()
+        if base in ("bool", "int", "float", "str", "list", "dict"):
+            kinds.add(base)
+        elif base == "None":
+            kinds.add("none")
+        elif "." in base and not base.startswith(("transformers.trainer_utils", "transformers.training_args")):
+            kinds.add("class")
+        else:
+            return set()  # an enum, a Literal, Any: leave it to the parser
     return kinds
+
+
+#: text fields that name a file (a JSON config), checked to exist
+FILE_FIELDS = {"deepspeed", "fsdp_config", "accelerator_config"}
 
 
 def _check_type(path, key: str, value, type_name: str):
@@ -104,6 +132,11 @@ def _check_type(path, key: str, value, type_name: str):
     kinds = _kinds(type_name)
     if not kinds or (value is None and "none" in kinds):
         return value
+    if "class" in kinds:
+        raise RecipeError(f"{path}: field '{key}' is set from Python (a {type_name.split('.')[-1].split()[0]}), not "
+                          "in a recipe")  # fmt: skip
+    if {"dict", "str"} <= kinds and isinstance(value, str):  # a mapping given as text: JSON, or a file
+        return _mapping_text(path, key, value)
     if kinds <= {"str", "none"} and isinstance(value, bool):
         return str(value).lower()  # --resume_from_checkpoint true
     if kinds <= {"str", "none"} and isinstance(value, (int, float)):
@@ -125,6 +158,23 @@ def _check_type(path, key: str, value, type_name: str):
             "list": "a list, e.g. [a, b]", "dict": "a mapping"}  # fmt: skip
     wanted = " or ".join(want[k] for k in ("bool", "int", "float", "str", "list", "dict") if k in kinds)
     raise RecipeError(f"{path}: field '{key}' must be {wanted}, got {value!r}")
+
+
+def _mapping_text(path, key: str, value: str) -> str:
+    """A field that takes a mapping or its text: JSON text of a mapping, or (the config files) a file that exists."""
+    import json
+
+    if key in FILE_FIELDS and not value.lstrip().startswith("{"):
+        if not Path(value).is_file():
+            raise RecipeError(f"{path}: field '{key}': {value}: no such file")
+        return value
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        parsed = None
+    if not isinstance(parsed, dict):
+        raise RecipeError(f"{path}: field '{key}' must be a mapping (or its JSON text), got {value!r}")
+    return value
 
 
 def load_recipe(path: str | os.PathLike, overrides: dict | None = None, method: str | None = None):
