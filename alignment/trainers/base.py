@@ -123,6 +123,9 @@ class AlignmentTrainer(Trainer):
         set_pad_token(processing_class, args.pad_token)
         if hasattr(model, "add_model_tags"):  # shown on the Hub when the model is pushed
             model.add_model_tags(["alignment", method.name])
+        #: the model came with its adapter (a PeftModel, no peft_config): its reference is that adapter's copy
+        self.starting_adapter = peft_config is None and hasattr(model, "peft_config") and hasattr(model,
+                                                                                              "disable_adapter")  # fmt: skip
         if peft_config is not None:
             import warnings
 

@@ -185,8 +185,9 @@ class PreferenceTrainer(AlignmentTrainer):
         if eval_dataset is not None and not isinstance(eval_dataset, dict):
             columns &= set(getattr(eval_dataset, "column_names", None) or [])
         self.anchors = anchor_lib.build_anchors(
-            self.method.anchors, model, self._anchor_sources, self.load_kwargs, columns
-        )
+            self.method.anchors, model, self._anchor_sources, self.load_kwargs, columns,
+            starting_adapter=getattr(self, "starting_adapter", False),
+        )  # fmt: skip
         if getattr(args, "precompute_ref_logps", False):
             for anchor in self.anchors.values():
                 anchor.precomputed = True

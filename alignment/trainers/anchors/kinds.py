@@ -39,6 +39,7 @@ class Anchor:
     adapter_state: dict[str, torch.Tensor] | None = field(default=None, repr=False)
     precomputed: bool = False
     freed: bool = False  # a ``copy`` released after its values were precomputed
+    label: str | None = None  # what the banner says beside the kind (the starting adapter of a PeftModel)
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -53,7 +54,8 @@ class Anchor:
         return f"{self.name}_chosen_token_logps", f"{self.name}_rejected_token_logps"
 
     def describe(self) -> str:
-        return f"precomputed ({self.kind})" if self.precomputed else self.kind
+        kind = f"{self.kind}: {self.label}" if self.label else self.kind
+        return f"precomputed ({kind})" if self.precomputed else kind
 
     def policy(self, trainer_model: nn.Module):
         """A context giving the module whose forward is this anchor (the trainer's model for the adapter
@@ -79,10 +81,17 @@ def _yielding(module, context):
 
 
 def build_anchors(
-    names: tuple[str, ...], model: nn.Module, sources: dict, load_kwargs: dict, columns: set[str]
+    names: tuple[str, ...],
+    model: nn.Module,
+    sources: dict,
+    load_kwargs: dict,
+    columns: set[str],
+    starting_adapter: bool = False,
 ) -> dict[str, Anchor]:
     """The anchors a method declares, from explicit ``sources`` (a model, a path, an adapter state dict),
-    the dataset's precomputed ``columns``, or the defaults (module docstring)."""
+    the dataset's precomputed ``columns``, or the defaults (module docstring). ``starting_adapter``: the model
+    came as a PeftModel whose adapter may be trained already (an SFT LoRA): the reference is a frozen copy of
+    that adapter, as trl 1.16 makes its ``ref`` adapter, not the base model."""
     unknown = set(sources) - set(names)
     if unknown:
         raise ValueError(f"anchors {sorted(unknown)} are not used by this method (it uses {list(names) or 'none'})")
@@ -96,7 +105,10 @@ def build_anchors(
         elif source is not None:
             anchors[name] = Anchor(name, "model", model=frozen_copy(load_model(source, **load_kwargs)))
         elif is_peft(model):
-            if name == "ref":
+            if name == "ref" and starting_adapter:
+                anchors[name] = Anchor(name, "adapter state", adapter_state=adapter_snapshot(model),
+                                       label="a frozen copy of the model's starting adapter")  # fmt: skip
+            elif name == "ref":
                 anchors[name] = Anchor(name, "adapter")
             else:
                 anchors[name] = Anchor(name, "adapter state", adapter_state=adapter_snapshot(model))
