@@ -66,8 +66,10 @@ class BTFitConfig:
 
     def __post_init__(self):
         if self.prompts < 1 or self.samples_per_prompt < 2:
-            raise RecipeError(f"a Bradley-Terry fit compares two samples of each prompt: it needs prompts >= 1 and "
-                              f"samples_per_prompt >= 2 (--samples; got {self.prompts} and {self.samples_per_prompt})")  # fmt: skip
+            raise RecipeError(
+                "a Bradley-Terry fit compares two samples of each prompt: it needs prompts >= 1 and samples_per_prompt "
+                f">= 2 (--samples; got {self.prompts} and {self.samples_per_prompt})"
+            )
         if not 0 <= self.heldout_ratio < 1:
             raise RecipeError(f"heldout_ratio must be in [0, 1), got {self.heldout_ratio}")
 

@@ -124,8 +124,9 @@ class AlignmentTrainer(Trainer):
         if hasattr(model, "add_model_tags"):  # shown on the Hub when the model is pushed
             model.add_model_tags(["alignment", method.name])
         #: the model came with its adapter (a PeftModel, no peft_config): its reference is that adapter's copy
-        self.starting_adapter = peft_config is None and hasattr(model, "peft_config") and hasattr(model,
-                                                                                              "disable_adapter")  # fmt: skip
+        from alignment.trainers.anchors.peft import is_peft
+
+        self.starting_adapter = peft_config is None and is_peft(model)
         if peft_config is not None:
             import warnings
 
