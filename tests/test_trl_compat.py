@@ -59,6 +59,7 @@ def test_tags_pad_token_and_dropout(tmp_path, tokenizer):
     trainer = DPOTrainer(model, args=config(tmp_path, pad_token=pad), train_dataset=rows(), processing_class=tokenizer)
     assert all(m.p == 0 for m in trainer.model.modules() if isinstance(m, torch.nn.Dropout))
     assert tokenizer.pad_token == pad and {"alignment", "dpo"} <= set(trainer.model.model_tags)
+    assert "trl" not in trainer.model.model_tags  # deliberate (README, "Coming from TRL"): not trained by trl
     kept = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_embd=16, n_layer=1, n_head=2, resid_pdrop=0.3))
     DPOTrainer(kept, args=config(tmp_path, disable_dropout=False), train_dataset=rows(), processing_class=tokenizer)
     assert any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in kept.modules())
