@@ -50,11 +50,11 @@ row_number = _int_at_least(0, "a row number")
 
 
 class OneLineParser(argparse.ArgumentParser):
-    """argparse's parser (and its subcommands') with a bad option as one line, ``error: ...`` and where the help
-    is, status 2 (argparse prints the usage block first)."""
+    """argparse's parser (and its subcommands') with a bad option as one line, ``error: PROG: ...``, status 2
+    (argparse prints the usage block first)."""
 
     def error(self, message: str):
-        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+        self.exit(2, f"error: {self.prog}: {message}\n")
 
 
 def _pattern(text: str) -> str:

@@ -45,7 +45,6 @@ TRAINING_BOUNDS = {
     "dataset_num_proc": ">= 1",
     "max_steps": ">= -1",
     "tiled_mlp_shards": ">= 1",
-    "sequence_parallel_size": ">= 1",
 }
 
 

@@ -12,11 +12,16 @@ imports nothing of ours. The command line turns each of them into one ``error: .
 from __future__ import annotations
 
 
-class RecipeError(ValueError):
+class UserError(Exception):
+    """The base of every error a user causes (a recipe, data, a run's state): the command line prints it in one
+    line. The data and diagnostics layers' errors derive from it too."""
+
+
+class RecipeError(UserError, ValueError):
     """A recipe that cannot be used: names the file and the field."""
 
 
-class RunError(RuntimeError):
+class RunError(UserError, RuntimeError):
     """A training run that must stop (or must not start): the message says why and what to do."""
 
 
@@ -47,10 +52,7 @@ USER_OS_ERRORS = {"EACCES", "EPERM", "EROFS", "ENOSPC", "EDQUOT", "ENOTDIR", "EI
 
 def user_classes() -> tuple[type, ...]:
     """The exception classes that are a user's mistake or the machine's limits, never a bug of ours."""
-    from alignment.data.errors import DataError
-    from alignment.diagnostics.probes import DiagnosticsError
-
-    return (DataError, RecipeError, DiagnosticsError, RunError, FileNotFoundError, NotImplementedError, MemoryError)
+    return (UserError, FileNotFoundError, NotImplementedError, MemoryError)
 
 
 def one_line(error: BaseException) -> str | None:

@@ -162,3 +162,46 @@ def unwrap(model: nn.Module) -> nn.Module:
             model = model.module
         else:
             return model
+
+
+#: the shipped copies of the configs of the Hub models the recipes train (benchmarks/model_configs): the planner
+#: needs only a model's shapes, so a machine without the Hub still plans these recipes
+SHIPPED_CONFIGS = {
+    "meta-llama/Meta-Llama-3-8B-Instruct": "llama-3-8b.json",
+    "meta-llama/Meta-Llama-3-8B": "llama-3-8b.json",
+    "meta-llama/Llama-3.1-8B-Instruct": "llama-3-8b.json",  # the same shapes (its rope scaling adds no memory)
+    "meta-llama/Meta-Llama-3-70B-Instruct": "llama-3-70b.json",
+    "Qwen/Qwen2.5-7B-Instruct": "qwen2.5-7b.json",
+}
+CONFIGS_DIR = Path(__file__).resolve().parents[1] / "benchmarks" / "model_configs"
+
+
+def config_only(script, trust_remote_code: bool = False):
+    """The model's config without its weights: ``init_from_config`` (JSON) or the model folder's config.json
+    (a Hub name works where the Hub or its cache is reachable; for the recipes' Hub models a shipped copy is read
+    when it is not, with a log line saying so)."""
+    import json
+
+    from transformers import AutoConfig
+
+    from alignment.errors import RecipeError
+
+    if script.init_from_config:
+        return AutoConfig.for_model(**json.loads(Path(script.init_from_config).read_text()))
+    try:
+        return AutoConfig.from_pretrained(script.model_name_or_path, trust_remote_code=trust_remote_code)
+    except OSError as e:
+        shipped = SHIPPED_CONFIGS.get(str(script.model_name_or_path))
+        if shipped and (CONFIGS_DIR / shipped).exists():
+            import logging
+
+            logging.getLogger(__name__).warning(
+                "%s: the Hub is not reachable; planning from the shipped copy of its config (%s)",
+                script.model_name_or_path,
+                CONFIGS_DIR / shipped,
+            )
+            return AutoConfig.for_model(**json.loads((CONFIGS_DIR / shipped).read_text()))
+        raise RecipeError(
+            f"{script.model_name_or_path}: no model config to plan from ({str(e).splitlines()[0]}); give one with "
+            "--init_from_config CONFIG.json"
+        ) from None

@@ -30,6 +30,8 @@ def check_recipe(path, method_name: str, script, config) -> None:
 def check_launch(config) -> None:
     """What a training launch must provide, before anything loads."""
     if getattr(config, "sequence_parallel_size", 1) > 1:
+        from alignment.long_context.sequence_parallel import check_deepspeed_launch
+
         check_deepspeed_launch(config)
     check_triton(config)
     check_writable(config.output_dir, "output_dir")
@@ -88,9 +90,9 @@ def _check_long_context(method_name: str, script, config) -> None:
 
 def _readable_model_config(script, config):
     try:
-        from alignment.planning.fake import model_config
+        from alignment.models import config_only
 
-        return model_config(script, getattr(config, "trust_remote_code", False))
+        return config_only(script, getattr(config, "trust_remote_code", False))
     except Exception:  # unreadable here (no network): left to the trainer
         return None
 
@@ -116,12 +118,6 @@ def check_tileable(model_config, config) -> None:
     if not mlp_modules(model, kinds):
         names = " or ".join(f"*{k}" for k in kinds)
         raise RecipeError(f"tiled_mlp / tiled_norms: {type(model).__name__} has no {names} to tile; set them false")
-
-
-def check_deepspeed_launch(config) -> None:
-    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "false") != "true" and not getattr(config, "deepspeed", None):
-        raise UnavailableError("sequence_parallel_size > 1 runs under DeepSpeed: accelerate launch --config_file "
-                               "accelerate_configs/deepspeed_ulysses.yaml -m alignment.cli train RECIPE")  # fmt: skip
 
 
 def check_triton(config) -> None:
@@ -152,7 +148,7 @@ def check_writable(folder, field: str) -> None:
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if not existing.is_dir():
-        raise RecipeError(f"field '{field}': {folder}: {existing} is a file, not a folder")
+        raise RecipeError(f"{field} {existing} is a file, not a folder: choose another --{field}")
     try:
         handle, name = tempfile.mkstemp(dir=existing, prefix=".alignment-write-check-")
         os.close(handle)

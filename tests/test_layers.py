@@ -23,7 +23,7 @@ LAYERS = [
     ("trainers", ["alignment.trainers"]),
     ("judges", ["alignment.judges"]),
     ("loops", ["alignment.loops"]),
-    ("recipes", ["alignment.legacy", "alignment.recipes"]),
+    ("recipes", ["alignment.legacy", "alignment.recipes", "alignment.preflight"]),
     ("planning", ["alignment.planning"]),
     ("commands", ["alignment.run", "alignment.method_index", "alignment.cli", "alignment"]),
 ]  # fmt: skip

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from alignment.errors import UserError
 
-class DataError(ValueError):
+
+class DataError(UserError, ValueError):
     """Base class of the data layer's errors (a ValueError, so generic handlers still catch it)."""
 
 

@@ -15,11 +15,12 @@ import torch
 from torch import nn
 
 from alignment.diagnostics.entanglement import grad_dot
+from alignment.errors import UserError
 from alignment.heads import causal_token_logps
 from alignment.models import unwrap
 
 
-class DiagnosticsError(ValueError):
+class DiagnosticsError(UserError, ValueError):
     """A diagnostics option that cannot work (no parameter matches, too much memory): a user mistake."""
 
 

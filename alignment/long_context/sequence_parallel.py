@@ -41,6 +41,17 @@ def parallelism_config(size: int, attn_implementation: str = "sdpa"):
     return ParallelismConfig(sp_backend="deepspeed", sp_size=size, sp_handler=handler)
 
 
+def check_deepspeed_launch(config) -> None:
+    """sequence_parallel_size > 1 runs under a DeepSpeed launch (accelerate's own error names no fix)."""
+    import os
+
+    from alignment.errors import UnavailableError
+
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "false") != "true" and not getattr(config, "deepspeed", None):
+        raise UnavailableError("sequence_parallel_size > 1 runs under DeepSpeed: accelerate launch --config_file "
+                               "accelerate_configs/deepspeed_ulysses.yaml -m alignment.cli train RECIPE")  # fmt: skip
+
+
 def check_heads(model_config, size: int) -> None:
     """DeepSpeed Ulysses' rule, before any process group exists: the attention heads split evenly over the ``size``
     ranks, and the key/value heads either split evenly or are repeated over ``size / kv`` ranks each."""

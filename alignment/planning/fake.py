@@ -3,13 +3,13 @@ for a measurement), the shipped tokenizer, and a synthetic batch of real token i
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from alignment.errors import RecipeError
+from alignment.models import config_only
 
 PROMPT_SHARE = 0.25  # of each synthetic sequence's tokens
 SHORTER = 0.75  # the shorter completion of a synthetic pair, as a share of the longer
@@ -46,18 +46,6 @@ class PairShape:
 DEFAULT_SHAPE = PairShape()
 
 
-#: the shipped copies of the configs of the Hub models the recipes train (benchmarks/model_configs): the planner
-#: needs only a model's shapes, so a machine without the Hub still plans these recipes
-SHIPPED_CONFIGS = {
-    "meta-llama/Meta-Llama-3-8B-Instruct": "llama-3-8b.json",
-    "meta-llama/Meta-Llama-3-8B": "llama-3-8b.json",
-    "meta-llama/Llama-3.1-8B-Instruct": "llama-3-8b.json",  # the same shapes (its rope scaling adds no memory)
-    "meta-llama/Meta-Llama-3-70B-Instruct": "llama-3-70b.json",
-    "Qwen/Qwen2.5-7B-Instruct": "qwen2.5-7b.json",
-}
-CONFIGS_DIR = Path(__file__).resolve().parents[2] / "benchmarks" / "model_configs"
-
-
 #: the largest model the planner simulates (a config beyond them is refused before any simulation: a million
 #: layers would plan for hours)
 MODEL_CAPS = {"num_hidden_layers": 1024, "hidden_size": 1 << 17, "intermediate_size": 1 << 20, "vocab_size": 1 << 23,
@@ -67,40 +55,13 @@ MODEL_CAPS = {"num_hidden_layers": 1024, "hidden_size": 1 << 17, "intermediate_s
 def model_config(script, trust_remote_code: bool = False):
     """The model's config without its weights (:func:`_model_config`), refused in one line beyond
     :data:`MODEL_CAPS`."""
-    cfg = _model_config(script, trust_remote_code)
+    cfg = config_only(script, trust_remote_code)
     for name, cap in MODEL_CAPS.items():
         value = getattr(cfg, name, None)
         if isinstance(value, int) and not 1 <= value <= cap:
             raise RecipeError(f"{name} {value} in the model's config: the planner simulates models with 1 to {cap:,} "
                               f"(check the config, e.g. --init_from_config)")  # fmt: skip
     return cfg
-
-
-def _model_config(script, trust_remote_code: bool = False):
-    """The model's config without its weights: ``init_from_config`` (JSON) or the model folder's config.json
-    (a Hub name works where the Hub or its cache is reachable; for the recipes' Hub models a shipped copy is read
-    when it is not, with a log line saying so)."""
-    from transformers import AutoConfig
-
-    if script.init_from_config:
-        return AutoConfig.for_model(**json.loads(Path(script.init_from_config).read_text()))
-    try:
-        return AutoConfig.from_pretrained(script.model_name_or_path, trust_remote_code=trust_remote_code)
-    except OSError as e:
-        shipped = SHIPPED_CONFIGS.get(str(script.model_name_or_path))
-        if shipped and (CONFIGS_DIR / shipped).exists():
-            import logging
-
-            logging.getLogger(__name__).warning(
-                "%s: the Hub is not reachable; planning from the shipped copy of its config (%s)",
-                script.model_name_or_path,
-                CONFIGS_DIR / shipped,
-            )
-            return AutoConfig.for_model(**json.loads((CONFIGS_DIR / shipped).read_text()))
-        raise RecipeError(
-            f"{script.model_name_or_path}: no model config to plan from ({str(e).splitlines()[0]}); give one with "
-            "--init_from_config CONFIG.json"
-        ) from None
 
 
 def lengths(batch: int, length: int, skew: bool) -> list[int]:

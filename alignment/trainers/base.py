@@ -156,7 +156,7 @@ class AlignmentTrainer(Trainer):
                 f"sequence_parallel_size > 1 is implemented for dpo, not {method.name} yet (docs/long-context.md)"
             )
         if args.sequence_parallel_size > 1 and not deepspeed_launch:  # accelerate's own error names no fix
-            from alignment.preflight import check_deepspeed_launch
+            from alignment.long_context.sequence_parallel import check_deepspeed_launch
 
             check_deepspeed_launch(args)
         if args.sequence_parallel_size > 1:
