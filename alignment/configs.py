@@ -45,6 +45,11 @@ TRAINING_BOUNDS = {
     "dataset_num_proc": ">= 1",
     "max_steps": ">= -1",
     "tiled_mlp_shards": ">= 1",
+    "seed": "[0, 4294967295]",  # numpy's and torch's seeds (set_seed refused the others after the model loaded)
+    "data_seed": "[0, 4294967295]",
+    "ddp_bucket_cap_mb": "> 0",
+    "ddp_timeout": "> 0",
+    "neftune_noise_alpha": ">= 0",
 }
 
 

@@ -20,7 +20,7 @@ from unittest import mock
 import pytest
 
 from alignment.cli import main
-from alignment.configs import ModelArguments, ScriptArguments
+from alignment.configs import TRAINING_BOUNDS, ModelArguments, ScriptArguments
 from alignment.errors import RecipeError
 from alignment.recipes import _field_types, _fields, _kinds
 from alignment.trainers.registry import methods
@@ -118,6 +118,25 @@ def test_every_field_of_every_method(tmp_path):
         one_line(_train_argv(recipe, field, value, tmp_path))
 
 
+def outside(bound: str) -> str:
+    """A value outside a TRAINING_BOUNDS bound (">= 1", "> 0", "[0, 1)", "[0, 4294967295]")."""
+    bound = bound.strip()
+    if bound[0] in "[(":
+        low, high = (float(x) for x in bound[1:-1].split(","))
+        return repr(int(high) + 1) if high > 1 else repr(high + 0.5)
+    op, _, number = bound.partition(" ")
+    limit = float(number)
+    below = limit - 1 if op in (">=", ">") else limit + 1
+    return repr(int(below)) if float(below).is_integer() else repr(below)
+
+
+@pytest.mark.parametrize(("field", "bound"), sorted(TRAINING_BOUNDS.items()))
+def test_a_value_outside_its_range_is_one_line(field, bound, tmp_path):
+    recipe = str(ROOT / "recipes" / "quickstart" / "dpo.yaml")
+    line = one_line(_train_argv(recipe, field, outside(bound), tmp_path))
+    assert field in line, line
+
+
 PLAN_BAD = {
     "--devices": ["0", "-1", "abc", "2.5", "100000"],
     "--batch": ["0", "-3", "abc", "1e9"],
@@ -179,6 +198,8 @@ def test_a_user_error_is_one_line_and_an_internal_bug_keeps_its_traceback(tmp_pa
         (["--num_train_epochs", "0"], "the run would take no step"),
         (["--tiled_mlp", "true", "--tiled_mlp_shards", "-3"], "tiled_mlp_shards must be >= 1"),
         (["--sequence_parallel_size", "4"], "attention heads must be divisible"),
+        (["--sequence_parallel_size", "1000000000000"], "attention heads must be divisible"),  # it used to hang
+        (["--seed", "-1"], "seed must be in"),
         (["--sequence_parallel_size", "2"], "runs under DeepSpeed"),
         (["--kernel_backend", "triton"], "triton"),
         (["--diagnostics_params", "(("], "not a valid regular expression"),
@@ -231,3 +252,12 @@ def test_an_error_inside_the_fake_tensor_simulation_does_not_crash_the_process()
                           env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
     assert done.returncode == 0 and "caught: raised inside the simulation" in done.stdout, done.stderr[-2000:]
     assert "corrupted" not in done.stderr and "Fatal Python error" not in done.stderr
+
+
+def test_more_held_out_rows_than_the_mixture_has_is_one_error():
+    from alignment.data import load_preference_data
+    from alignment.data.errors import DataLoadError
+
+    path = str(ROOT / "data" / "tasks" / "arithmetic" / "pref_train_conversational.jsonl")
+    with pytest.raises(DataLoadError, match=r"test_split_size 1e\+12: the mixture has 3000 rows"):
+        load_preference_data([path], "train", 1e12, seed=0)

@@ -368,6 +368,9 @@ def load_preference_data(
         raise DataLoadError(f"cannot mix paired and unpaired datasets: {kinds}")
     mixed = concatenate_datasets(parts).shuffle(seed=seed) if len(parts) > 1 else parts[0]
     if test_split_size:
+        if test_split_size >= 1 and not test_split_size < len(mixed):
+            raise DataLoadError(f"test_split_size {test_split_size:g}: the mixture has {len(mixed)} rows; give fewer "
+                                "held-out rows, or a fraction in (0, 1)")  # fmt: skip
         return mixed.train_test_split(test_size=test_split_size, seed=seed)
     return mixed
 

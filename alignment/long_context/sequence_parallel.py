@@ -60,7 +60,7 @@ def check_heads(model_config, size: int) -> None:
     if heads is None:
         return
     if heads % size or (kv % size and size % kv):
-        fits = max(d for d in range(1, size + 1) if heads % d == 0 and (kv % d == 0 or d % kv == 0))
+        fits = max(d for d in range(1, min(size, heads) + 1) if heads % d == 0 and (kv % d == 0 or d % kv == 0))
         from alignment.errors import RecipeError
 
         raise RecipeError(
