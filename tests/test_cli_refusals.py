@@ -122,7 +122,7 @@ def outside(bound: str) -> str:
     """A value outside a TRAINING_BOUNDS bound (">= 1", "> 0", "[0, 1)", "[0, 4294967295]")."""
     bound = bound.strip()
     if bound[0] in "[(":
-        low, high = (float(x) for x in bound[1:-1].split(","))
+        _, high = (float(x) for x in bound[1:-1].split(","))
         return repr(int(high) + 1) if high > 1 else repr(high + 0.5)
     op, _, number = bound.partition(" ")
     limit = float(number)
