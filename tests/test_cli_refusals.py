@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import io
+import json
 import os
 import random
 import subprocess
@@ -261,3 +262,15 @@ def test_more_held_out_rows_than_the_mixture_has_is_one_error():
     path = str(ROOT / "data" / "tasks" / "arithmetic" / "pref_train_conversational.jsonl")
     with pytest.raises(DataLoadError, match=r"test_split_size 1e\+12: the mixture has 3000 rows"):
         load_preference_data([path], "train", 1e12, seed=0)
+
+
+def test_tiling_a_model_without_an_mlp_module_is_one_line_before_it_loads(tmp_path):
+    """OPT's decoder layer holds fc1 / fc2 itself (no *MLP module): found on the meta device, no weights."""
+    config = tmp_path / "opt.json"
+    opt = {"model_type": "opt", "vocab_size": 903, "hidden_size": 64, "ffn_dim": 128, "num_hidden_layers": 1,
+           "num_attention_heads": 4, "word_embed_proj_dim": 64}  # fmt: skip
+    config.write_text(json.dumps(opt))
+    recipe = str(ROOT / "recipes" / "quickstart" / "dpo.yaml")
+    line = one_line(["train", recipe, "--output_dir", str(tmp_path / "out"), "--tiled_mlp", "true",
+                     "--init_from_config", str(config)])  # fmt: skip
+    assert "OPTForCausalLM has no *MLP to tile" in line
