@@ -94,3 +94,27 @@ def test_every_trainer_with_a_reference_uses_the_starting_adapter(sft_adapter, t
     first = trainer.state.log_history[0]
     chosen = next(v for k, v in first.items() if k.startswith("rewards/chosen"))
     assert chosen == pytest.approx(0.0, abs=1e-5), first  # the policy at step 1 is its own reference
+
+
+def test_kto_from_a_trained_adapter_equals_trl(sft_adapter, tokenizer, data_dir, tmp_path):
+    """trl 1.16's KTOTrainer makes the same ``ref`` adapter: two steps from the SFT adapter, equal."""
+    from trl import KTOConfig, KTOTrainer
+
+    rows = _rows(data_dir)  # paired rows: both trainers unpair them
+    options = dict(output_dir=str(tmp_path / "trl-kto"), beta=0.2, **{**COMMON, "max_steps": 2})
+    theirs = KTOTrainer(model=copy.deepcopy(sft_adapter), args=KTOConfig(**options), train_dataset=rows,
+                        processing_class=tokenizer)  # fmt: skip
+    assert "ref" in theirs.model.peft_config
+    theirs.train()
+    ours = _ours("kto", copy.deepcopy(sft_adapter), tokenizer, rows, tmp_path, max_steps=2)
+    ours.train()
+    second_t, second_o = theirs.state.log_history[1], ours.state.log_history[1]
+    keys = [k for k in ("loss", "kl", "rewards/chosen", "rewards/rejected", "logps/chosen", "logps/rejected")
+            if k in second_t]  # fmt: skip
+    assert {"loss", "kl", "rewards/rejected"} <= set(keys) and second_t["kl"] > 0  # the policy left its reference
+    for key in keys:
+        assert second_o[key] == pytest.approx(second_t[key], rel=1e-5, abs=1e-6), key
+    t_params = {n.replace(".default.", "."): p for n, p in theirs.model.named_parameters() if ".ref." not in n}
+    o_params = {n.replace(".default.", "."): p for n, p in ours.model.named_parameters()}
+    for name, value in t_params.items():
+        assert rel_err(o_params[name].detach(), value.detach()) <= 1e-5, name
