@@ -274,3 +274,12 @@ def test_tiling_a_model_without_an_mlp_module_is_one_line_before_it_loads(tmp_pa
     line = one_line(["train", recipe, "--output_dir", str(tmp_path / "out"), "--tiled_mlp", "true",
                      "--init_from_config", str(config)])  # fmt: skip
     assert "OPTForCausalLM has no *MLP to tile" in line
+
+
+def test_a_read_only_output_dir_is_one_line(tmp_path):
+    """A read-only file system (root writes anywhere else, so the file system's refusal is simulated)."""
+    recipe = str(ROOT / "recipes" / "quickstart" / "dpo.yaml")
+    refused = OSError(errno.EROFS, "Read-only file system")
+    with mock.patch("tempfile.mkstemp", side_effect=refused):
+        line = one_line(["train", recipe, "--output_dir", str(tmp_path / "run")])
+    assert "field 'output_dir'" in line and "Read-only file system" in line and "choose a writable folder" in line
