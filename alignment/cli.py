@@ -185,6 +185,11 @@ def _plan(args) -> int:
     from alignment.recipes import parse_overrides
 
     overrides = parse_overrides(args.overrides)  # the plan's own options may come after the recipe too
+    from alignment.errors import RecipeError
+
+    empty = [k for k in _PLAN_OPTIONS if k in overrides and overrides[k] in (None, "")]
+    if empty:  # `--device ""` after the recipe: given, but no value
+        raise RecipeError(f"--{empty[0]} needs a value")
     options = {k: overrides.pop(k) if k in overrides else getattr(args, k) for k in _PLAN_OPTIONS}
     options = {k: _plan_option(k, v) for k, v in options.items()}
     length = overrides.pop("max_length", args.max_length)

@@ -526,15 +526,15 @@ def check_bounds(length, batch, devices: int) -> None:
     """The planner's own options inside what it simulates, in one line each."""
     if not isinstance(devices, int) or not 1 <= devices <= MAX_DEVICES:
         raise RecipeError(f"--devices must be a whole number from 1 to {MAX_DEVICES}, got {devices}")
-    for name, value, cap in (("--max_length", length, MAX_TOKENS), ("--batch", batch, MAX_BATCH)):
+    for name, value, low, cap in (("--max_length", length, 2, MAX_TOKENS), ("--batch", batch, 1, MAX_BATCH)):
         if value in (None, "auto"):
             continue
         try:
             number = int(value)
         except (TypeError, ValueError):
             raise RecipeError(f"{name} must be a whole number or auto, got {value!r}") from None
-        if not 1 <= number <= cap:
-            raise RecipeError(f"{name} must be from 1 to {cap:,} (or auto), got {value}")
+        if not low <= number <= cap:
+            raise RecipeError(f"{name} must be from {low} to {cap:,} (or auto), got {value}")
 
 
 @releasing_fake_tensors
