@@ -36,6 +36,8 @@ WIDE = {"model_type": "llama", "vocab_size": 903, "hidden_size": 320, "intermedi
         "num_hidden_layers": 2, "num_attention_heads": 5, "num_key_value_heads": 1, "max_position_embeddings": 1024,
         "tie_word_embeddings": False, "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2}  # fmt: skip
 LENGTHS = (64, 256)
+FIRST = ("dpo", "sparsepo", "inpo", "trl_dpo")  # the rows of the first calibration, in its order
+LATER = ("reward", "online_dpo")  # added since: their rows follow
 
 
 def shapes(folder: Path) -> dict[str, str | None]:
@@ -75,8 +77,9 @@ def main() -> int:
         return 0
     results = []
     with tempfile.TemporaryDirectory() as folder:
-        for shape, config in shapes(Path(folder)).items():
-            for method in RECIPES:
+        jobs = [(shape, config, m) for m in (FIRST, LATER) for shape, config in shapes(Path(folder)).items()]
+        for shape, config, methods in jobs:  # the later methods' rows after the first ones (their indexes kept)
+            for method in methods:
                 done = subprocess.run([sys.executable, __file__, "--worker", method, config or "-"], cwd=ROOT,
                                       capture_output=True, text=True)  # fmt: skip
                 if done.returncode != 0:

@@ -193,6 +193,14 @@ class PreferenceTrainer(AlignmentTrainer):
                 anchor.precomputed = True
 
     def prepare_anchors(self) -> None:
+        if self.is_deepspeed_enabled and self._zero_stage() == "3":
+            swapped = [n for n, a in self.anchors.items() if a.kind == "adapter state"]
+            if swapped:  # its weights are partitioned: they cannot be swapped in for a pass (refused before any step)
+                raise NotImplementedError(
+                    f"anchor {swapped[0]!r} is an adapter's saved weights (a PeftModel's starting adapter, or "
+                    "anchors={name: state}), which DeepSpeed ZeRO-3 partitions: pass the anchor as a model, as "
+                    "precomputed <name>_chosen_logps / <name>_rejected_logps columns, or use ZeRO-2"
+                )
         placed: dict[int, torch.nn.Module] = {}
         for anchor in self.anchors.values():
             if anchor.model is None:

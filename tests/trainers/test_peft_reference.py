@@ -118,3 +118,16 @@ def test_kto_from_a_trained_adapter_equals_trl(sft_adapter, tokenizer, data_dir,
     o_params = {n.replace(".default.", "."): p for n, p in ours.model.named_parameters()}
     for name, value in t_params.items():
         assert rel_err(o_params[name].detach(), value.detach()) <= 1e-5, name
+
+
+def test_under_zero3_the_starting_adapter_reference_is_refused_before_any_step(sft_adapter, tokenizer, data_dir,
+                                                                              tmp_path):  # fmt: skip
+    """ZeRO-3 partitions the adapter's weights, which the reference's pass swaps in: refused at setup, naming the
+    ways that work (a real ZeRO-3 launch reaches the same check: prepare_anchors runs in the trainer's __init__)."""
+    from unittest import mock
+
+    trainer = _ours("dpo", copy.deepcopy(sft_adapter), tokenizer, _rows(data_dir), tmp_path)
+    trainer.is_deepspeed_enabled = True
+    refused = pytest.raises(NotImplementedError, match=r"anchor 'ref' is an adapter's saved weights .* ZeRO-2")
+    with mock.patch.object(type(trainer), "_zero_stage", lambda self: "3"), refused:
+        trainer.prepare_anchors()
