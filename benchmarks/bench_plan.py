@@ -1,7 +1,8 @@
 """The memory planner's calibration on this CPU: ``alignment plan``'s ``peak_bytes`` against the measured peak
 (the trained and anchor models' parameters plus the most torch allocates during the step, from the torch
-profiler's memory events) for three model shapes x two lengths x {DPO, SparsePO, INPO one iteration, and trl
-1.16's DPOTrainer as the planner simulates it for the comparison tables}, batch 8.
+profiler's memory events) for three model shapes x two lengths x {DPO, SparsePO, INPO one iteration, trl
+1.16's DPOTrainer as the planner simulates it for the comparison tables, then the reward model and online DPO
+(its generation phase and its step)}, batch 8.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_plan.py [--json benchmarks/plan_calibration.json]
 
