@@ -124,7 +124,8 @@ def check_triton(config) -> None:
     """kernel_backend triton (the recipe's or ALIGNMENT_KERNEL_BACKEND) where Triton cannot run."""
     from alignment.ops.backend import interpreter_on, triton_installed
 
-    backend = os.environ.get("ALIGNMENT_KERNEL_BACKEND") if config.kernel_backend == "auto" else config.kernel_backend
+    chosen = getattr(config, "kernel_backend", "auto")
+    backend = os.environ.get("ALIGNMENT_KERNEL_BACKEND") if chosen == "auto" else chosen
     if backend != "triton":
         return
     if not triton_installed():
@@ -132,7 +133,7 @@ def check_triton(config) -> None:
                                "kernel_backend auto")  # fmt: skip
     import torch
 
-    on_gpu = not config.use_cpu and torch.cuda.is_available()
+    on_gpu = not getattr(config, "use_cpu", False) and torch.cuda.is_available()
     if not on_gpu and not interpreter_on():
         raise UnavailableError("kernel_backend triton runs on a CUDA device and this run is on the CPU: set "
                                "kernel_backend auto (or torch), or TRITON_INTERPRET=1 for Triton's CPU interpreter "
