@@ -38,21 +38,12 @@ def check_launch(config) -> None:
 
 
 def _check_environment() -> None:
-    from alignment.ops.backend import BACKENDS
+    """The kernel's settings from the environment (or the recipe's ``env:``), read as the kernel reads them."""
+    from alignment.ops.backend import requested
+    from alignment.ops.options import default_budget
 
-    budget = os.environ.get("ALIGNMENT_KERNEL_BUDGET_MB")
-    if budget:
-        try:
-            ok = float(budget) > 0 and float(budget) != float("inf")
-        except ValueError:
-            ok = False
-        if not ok:
-            raise RecipeError(f"ALIGNMENT_KERNEL_BUDGET_MB {budget!r} (environment or the recipe's env:) must be a "
-                              "positive number of MiB, e.g. 512")  # fmt: skip
-    backend = os.environ.get("ALIGNMENT_KERNEL_BACKEND")
-    if backend and backend not in BACKENDS:
-        raise RecipeError(f"ALIGNMENT_KERNEL_BACKEND {backend!r} (environment or the recipe's env:) must be one of "
-                          f"{list(BACKENDS)}")  # fmt: skip
+    default_budget()
+    requested(None)
 
 
 def check_steps(config) -> None:
@@ -71,12 +62,10 @@ def _check_long_context(method_name: str, script, config) -> None:
     tiled = getattr(config, "tiled_mlp", False) or getattr(config, "tiled_norms", False)
     if size <= 1 and not tiled:
         return
+    from alignment.long_context.sequence_parallel import check_method
     from alignment.trainers import get_method
 
-    trainer = get_method(method_name).trainer
-    if size > 1 and not trainer.supports_sequence_parallel:
-        raise NotImplementedError(f"sequence_parallel_size > 1 is implemented for dpo, not {method_name} yet "
-                                  "(docs/long-context.md)")  # fmt: skip
+    check_method(get_method(method_name).trainer.supports_sequence_parallel, method_name, size)
     model_config = _readable_model_config(script, config)
     if model_config is None:  # a Hub model offline: the trainer checks it once the model is there
         return
@@ -121,23 +110,15 @@ def check_tileable(model_config, config) -> None:
 
 
 def check_triton(config) -> None:
-    """kernel_backend triton (the recipe's or ALIGNMENT_KERNEL_BACKEND) where Triton cannot run."""
-    from alignment.ops.backend import interpreter_on, triton_installed
-
-    chosen = getattr(config, "kernel_backend", "auto")
-    backend = os.environ.get("ALIGNMENT_KERNEL_BACKEND") if chosen == "auto" else chosen
-    if backend != "triton":
-        return
-    if not triton_installed():
-        raise UnavailableError("kernel_backend triton needs triton: pip install 'alignment[triton]', or set "
-                               "kernel_backend auto")  # fmt: skip
+    """kernel_backend triton (the recipe's or ALIGNMENT_KERNEL_BACKEND) where Triton cannot run: the kernel's own
+    check (alignment.ops.backend.resolve), for the device the run will use."""
     import torch
 
+    from alignment.ops.backend import resolve
+
+    chosen = getattr(config, "kernel_backend", "auto")
     on_gpu = not getattr(config, "use_cpu", False) and torch.cuda.is_available()
-    if not on_gpu and not interpreter_on():
-        raise UnavailableError("kernel_backend triton runs on a CUDA device and this run is on the CPU: set "
-                               "kernel_backend auto (or torch), or TRITON_INTERPRET=1 for Triton's CPU interpreter "
-                               "(slow: for tests)")  # fmt: skip
+    resolve(None if chosen == "auto" else chosen, torch.device("cuda" if on_gpu else "cpu"))  # as the trainer asks
 
 
 def check_writable(folder, field: str) -> None:

@@ -89,7 +89,8 @@ def _redacted_mapping(word: str) -> str | None:
             return None
     if not isinstance(data, (dict, list)):
         return None
-    return word if redact(data) == data else json.dumps(redact(data))
+    masked = redact(data)
+    return word if masked == data else json.dumps(masked)
 
 
 def redact(value: Any, name: str = "") -> Any:

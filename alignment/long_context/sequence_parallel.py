@@ -41,6 +41,14 @@ def parallelism_config(size: int, attn_implementation: str = "sdpa"):
     return ParallelismConfig(sp_backend="deepspeed", sp_size=size, sp_handler=handler)
 
 
+def check_method(supported: bool, method_name: str, size: int) -> None:
+    """sequence_parallel_size > 1 for a method whose loss runs on shards (``supports_sequence_parallel``)."""
+    if size > 1 and not supported:
+        raise NotImplementedError(
+            f"sequence_parallel_size > 1 is implemented for dpo, not {method_name} yet (docs/long-context.md)"
+        )
+
+
 def check_deepspeed_launch(config) -> None:
     """sequence_parallel_size > 1 runs under a DeepSpeed launch (accelerate's own error names no fix)."""
     import os

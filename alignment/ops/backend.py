@@ -53,8 +53,9 @@ def requested(backend: str | None) -> str:
     if name not in BACKENDS:
         from alignment.errors import RecipeError
 
-        raise RecipeError(f"backend must be one of {list(BACKENDS)} (kernel_backend, ALIGNMENT_KERNEL_BACKEND), got "
-                          f"{name!r}")  # fmt: skip
+        where = "" if backend else f"ALIGNMENT_KERNEL_BACKEND {name!r} (environment or the recipe's env:): "
+        raise RecipeError(f"{where}backend must be one of {list(BACKENDS)} (kernel_backend, ALIGNMENT_KERNEL_BACKEND), "
+                          f"got {name!r}")  # fmt: skip
     return name
 
 

@@ -53,7 +53,7 @@ MODEL_CAPS = {"num_hidden_layers": 1024, "hidden_size": 1 << 17, "intermediate_s
 
 
 def model_config(script, trust_remote_code: bool = False):
-    """The model's config without its weights (:func:`_model_config`), refused in one line beyond
+    """The model's config without its weights (:func:`alignment.models.config_only`), refused in one line beyond
     :data:`MODEL_CAPS`."""
     cfg = config_only(script, trust_remote_code)
     for name, cap in MODEL_CAPS.items():

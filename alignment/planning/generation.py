@@ -46,9 +46,22 @@ def _stop_at(length: int):
         yield
 
 
-def _prompts(batch: int, prompt: int, token: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    ids = torch.full((2 * batch, prompt), token, device=device)  # each prompt twice, as the trainer samples
+def _prompts(model, batch: int, prompt: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``batch`` prompts of ``prompt`` tokens, each twice as the trainer samples them, and their mask."""
+    token = min(5, model.config.vocab_size - 1)
+    ids = torch.full((2 * batch, prompt), token, device=model.get_input_embeddings().weight.device)
     return ids, torch.ones_like(ids)
+
+
+@contextlib.contextmanager
+def _evaluating(model):
+    """The model in eval mode for the block (as the trainer samples), its mode restored after."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
 
 
 def filled_cache(model, rows: int, positions: int):
@@ -74,42 +87,29 @@ def simulate_generation(trainer, batch: int, prompt: int, new_tokens: int, track
     given (``generation``)."""
     model = trainer.model
     config = generation_config(trainer, new_tokens)
-    token = min(5, model.config.vocab_size - 1)
-    device = model.get_input_embeddings().weight.device
-    was_training = model.training
-    model.eval()
     phase = tracker.phase("generation") if tracker is not None else contextlib.nullcontext()
-    try:
-        with phase:
-            ids, mask = _prompts(batch, prompt, token, device)
-            with _stop_at(prompt + min(2, new_tokens)):  # (a) the prefill and the first decode step
-                config.min_new_tokens = min(2, new_tokens)
-                model.generate(input_ids=ids, attention_mask=mask, generation_config=config)
-            if new_tokens > 2:  # (b) the last decode step, the cache at its largest
-                total = prompt + new_tokens
-                ids, mask = _prompts(batch, total - 1, token, device)
-                cache = filled_cache(model, 2 * batch, total - 2)
-                config.min_new_tokens = 1
-                with _stop_at(total):
-                    model.generate(input_ids=ids, attention_mask=mask, generation_config=config,
-                                   cache=cache)  # fmt: skip
-                del cache
-    finally:
-        model.train(was_training)
+    with _evaluating(model), phase:
+        ids, mask = _prompts(model, batch, prompt)
+        with _stop_at(prompt + min(2, new_tokens)):  # (a) the prefill and the first decode step
+            config.min_new_tokens = min(2, new_tokens)
+            model.generate(input_ids=ids, attention_mask=mask, generation_config=config)
+        if new_tokens > 2:  # (b) the last decode step, the cache at its largest
+            total = prompt + new_tokens
+            ids, mask = _prompts(model, batch, total - 1)
+            cache = filled_cache(model, 2 * batch, total - 2)
+            config.min_new_tokens = 1
+            with _stop_at(total):
+                model.generate(input_ids=ids, attention_mask=mask, generation_config=config, cache=cache)
+            del cache
 
 
 @torch.no_grad()
 def measure_generation(trainer, batch: int, prompt: int, new_tokens: int) -> None:
     """The same phase for real: ``generate`` of all ``new_tokens`` decode steps (no early stop)."""
     model = trainer.model
-    config = generation_config(trainer, new_tokens)
-    ids, mask = _prompts(batch, prompt, min(5, model.config.vocab_size - 1), model.device)
-    was_training = model.training
-    model.eval()
-    try:
-        model.generate(input_ids=ids, attention_mask=mask, generation_config=config)
-    finally:
-        model.train(was_training)
+    with _evaluating(model):
+        ids, mask = _prompts(model, batch, prompt)
+        model.generate(input_ids=ids, attention_mask=mask, generation_config=generation_config(trainer, new_tokens))
 
 
 def gathered_bytes(model, devices: int) -> int:

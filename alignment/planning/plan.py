@@ -433,7 +433,8 @@ def measure(method_name: str, script, model_args, config, batch: int, length: in
         step_peak = _profiled_peak(lambda: step(built, inputs))
         return {"resident_bytes": resident, "step_peak_bytes": step_peak, "precompute_peak_bytes": None,
                 "peak_bytes": resident + step_peak}  # fmt: skip
-    if _samples(method_name):
+    sampled = _samples(method_name)
+    if sampled:
         shape = sampled_shape(config, length)
     trainer, inputs, precompute = build(method_name, script, model_args, config, batch, length, fake=False, shape=shape)
     pre_peak = None
@@ -444,10 +445,10 @@ def measure(method_name: str, script, model_args, config, batch: int, length: in
     resident = nbytes(p for m in [trainer.model, *_anchor_models(trainer)] for p in m.parameters())
     resident += nbytes(tensors_of([trainer.optimizer]))
     generation_peak = None
-    if _samples(method_name):
+    if sampled:
         from alignment.planning.generation import measure_generation
 
-        prompt, new, _ = sampled_shape(config, length).tokens(length)
+        prompt, new, _ = shape.tokens(length)
         generation_peak = resident + _profiled_peak(lambda: measure_generation(trainer, batch, prompt, new))
     step_peak = _profiled_peak(lambda: step(trainer, inputs))
     return {"resident_bytes": resident, "step_peak_bytes": step_peak, "precompute_peak_bytes": pre_peak,
@@ -522,7 +523,7 @@ def host_memory() -> int:
 MAX_TOKENS, MAX_BATCH, MAX_DEVICES = 1 << 22, 4096, 1 << 16
 
 
-def check_bounds(length, batch, devices: int) -> None:
+def check_options(length, batch, devices: int) -> None:
     """The planner's own options inside what it simulates, in one line each."""
     if not isinstance(devices, int) or not 1 <= devices <= MAX_DEVICES:
         raise RecipeError(f"--devices must be a whole number from 1 to {MAX_DEVICES}, got {devices}")
@@ -555,7 +556,7 @@ def plan_recipe(recipe: str, overrides: dict | None = None, devices: int = 1, de
     from alignment.recipes import load_recipe
     from alignment.yaml_io import load_yaml
 
-    check_bounds(length, batch, devices)
+    check_options(length, batch, devices)
     card = device_memory if isinstance(device_memory, Device) or device_memory is None else raw(int(device_memory))
     if target is None:
         raw_recipe = load_yaml(Path(recipe).read_text(encoding="utf-8"), str(recipe)) if Path(recipe).exists() else {}

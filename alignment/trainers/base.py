@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +29,7 @@ from alignment.data.tokenize import tokenize_stream
 from alignment.diagnostics.collapse import collapse_stats
 from alignment.errors import RecipeError, RunError
 from alignment.locks import output_dir_lock
-from alignment.long_context import offload_context, tile_mlps
+from alignment.long_context import offload_context, sequence_parallel, tile_mlps
 from alignment.long_context.tiling import MLP, NORMS
 from alignment.models import load_model, load_tokenizer, model_name, unwrap
 from alignment.run_settings import check_same, read_settings, write_settings
@@ -150,19 +149,10 @@ class AlignmentTrainer(Trainer):
         else:
             eval_dataset = self.make_dataset(eval_dataset, processing_class, args, "eval")
         quiet_deepspeed_cpu_notice(args.use_cpu)
-        deepspeed_launch = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false") == "true" or args.deepspeed
-        if args.sequence_parallel_size > 1 and not self.supports_sequence_parallel:
-            raise NotImplementedError(
-                f"sequence_parallel_size > 1 is implemented for dpo, not {method.name} yet (docs/long-context.md)"
-            )
-        if args.sequence_parallel_size > 1 and not deepspeed_launch:  # accelerate's own error names no fix
-            from alignment.long_context.sequence_parallel import check_deepspeed_launch
-
-            check_deepspeed_launch(args)
+        sequence_parallel.check_method(self.supports_sequence_parallel, method.name, args.sequence_parallel_size)
         if args.sequence_parallel_size > 1:
-            from alignment.long_context.sequence_parallel import check_heads
-
-            check_heads(getattr(model, "config", None), args.sequence_parallel_size)
+            sequence_parallel.check_deepspeed_launch(args)  # accelerate's own error names no fix
+            sequence_parallel.check_heads(getattr(model, "config", None), args.sequence_parallel_size)
             if getattr(args, "precompute_ref_logps", False):  # its pass would run whole sequences on one process
                 raise NotImplementedError(
                     "precompute_ref_logps with sequence_parallel_size > 1: the precompute pass runs whole sequences "
