@@ -328,7 +328,11 @@ class AlignmentTrainer(Trainer):
         flat = [torch.as_tensor(v, device=device).detach().float().reshape(-1) for v in values.values()]
         n = max(f.numel() for f in flat)
         stacked = torch.stack([f.expand(n) for f in flat], dim=1)
-        means = self.accelerator.gather_for_metrics(stacked).mean(dim=0).tolist()
+        # training: every pair counts (gather_for_metrics would cut an accumulation step's first micro-batch to
+        # the epoch's remainder, as the Trainer has already fetched the step's last one and the loader reports
+        # its end); evaluation: the duplicates that even out the processes' last batches are dropped
+        gather = self.accelerator.gather if mode == "train" else self.accelerator.gather_for_metrics
+        means = gather(stacked).mean(dim=0).tolist()
         for key, value in zip(values, means):
             self._metrics[mode][key].append(value)
 

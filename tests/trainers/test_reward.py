@@ -169,3 +169,19 @@ def test_quickstart_recipe_from_the_command_line(tmp_path):
     assert config["architectures"] == ["LlamaForSequenceClassification"] and config["pad_token_id"] == 0
     assert (out / "report.html").exists() and "reward" in (out / "README.md").read_text()
     assert main(["train", recipe, "--eval_task", "sentiment", "--output_dir", str(tmp_path / "x")]) != 0
+
+
+def test_metrics_of_the_last_accumulation_step_count_every_pair(model, pool, tokenizer, tmp_path):
+    """The draw that found it (seed 1856106152): 2 x 2 micro-batches of 4 pairs over 15 rows. The Trainer fetches a
+    step's micro-batches before computing them, so the loader reports its end during the step's first one; a
+    gather_for_metrics then cut that micro-batch to the epoch's remainder (3 of 4 pairs) and the logged accuracy
+    was not trl's."""
+    from trl import RewardConfig as TheirConfig
+    from trl import RewardTrainer as TheirTrainer
+
+    rows, options, peft, _ = draw(1856106152, pool, tokenizer)
+    theirs = run(TheirTrainer, TheirConfig, model, rows, tokenizer, tmp_path / "trl", peft, **options)
+    ours = run(RewardTrainer, RewardConfig, model, rows, tokenizer, tmp_path / "ours", peft, **options)
+    assert options["gradient_accumulation_steps"] == 2
+    for key in ("accuracy", "margin"):
+        assert ours[0][1][key] == pytest.approx(theirs[0][1][key], rel=1e-5, abs=1e-6), key
