@@ -189,3 +189,15 @@ def test_a_local_folder_with_custom_code_loads_with_trust_remote_code(tmp_path):
     trainer.train()
     with pytest.raises(ValueError, match=r"custom code\); set trust_remote_code: true"):  # trl's tests: ValueError
         DPOTrainer(str(folder), args=config(tmp_path), train_dataset=rows())
+
+
+def test_a_dataset_dict_is_refused_with_trls_words(tmp_path):
+    """trl's test file matches TypeError("`train_dataset` must be a `Dataset` or `IterableDataset`"); ours adds
+    the split to pass, before any model loads."""
+    from datasets import DatasetDict
+
+    from alignment.errors import one_line
+
+    with pytest.raises(TypeError, match="`train_dataset` must be a `Dataset` or `IterableDataset`") as caught:
+        DPOTrainer("no/such-model", args=config(tmp_path), train_dataset=DatasetDict({"train": rows()}))
+    assert "dataset['train']" in str(caught.value) and one_line(caught.value)

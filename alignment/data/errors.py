@@ -13,6 +13,11 @@ class DataLoadError(DataError):
     """A dataset could not be found or read (missing file, unknown format, Hub unreachable)."""
 
 
+class DatasetTypeError(DataError, TypeError):
+    """A dataset argument of a kind the trainers cannot read (a DatasetDict where one split is meant); a
+    TypeError, as trl raises it."""
+
+
 class DataFormatError(DataError):
     """A row of a preference dataset is malformed.
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from alignment.data.errors import DataFormatError, DataLoadError
+from alignment.data.errors import DataFormatError, DataLoadError, DatasetTypeError
 from alignment.data.formats import (
     PREFERENCE,
     SFT,
@@ -228,6 +228,18 @@ def check_carried_columns(rows: list[dict[str, Any]], numbers: list[int], source
                     "missing column (precomputed columns are all or nothing: other rows have it)", source, number,
                     column,
                 )  # fmt: skip
+
+
+def check_one_split(dataset, name: str = "train") -> None:
+    """A trainer's dataset is one split: a (Iterable)DatasetDict or another mapping of splits is refused with
+    trl's words (``train_dataset`` must be a ``Dataset`` or ``IterableDataset``) and the split names to pick from."""
+    if isinstance(dataset, Mapping):
+        splits = ", ".join(repr(k) for k in list(dataset)[:5]) or "none"
+        raise DatasetTypeError(
+            f"`{name}_dataset` must be a `Dataset` or `IterableDataset`, got a {type(dataset).__name__} of splits "
+            f"({splits}): pass one of them, e.g. dataset[{next(iter(dataset), 'train')!r}] (columns in a mapping: "
+            "Dataset.from_dict(...))"
+        )
 
 
 def check_tokenized_columns(dataset, source: str) -> None:

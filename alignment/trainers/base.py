@@ -24,7 +24,7 @@ from transformers import Trainer
 from alignment.checkpoints import latest_valid_checkpoint
 from alignment.configs import AlignmentConfig
 from alignment.data import PREFERENCE, tokenize_preference_dataset, validate_dataset
-from alignment.data.loading import check_tokenized_columns
+from alignment.data.loading import check_one_split, check_tokenized_columns
 from alignment.data.tokenize import tokenize_stream
 from alignment.diagnostics.collapse import collapse_stats
 from alignment.errors import RecipeError, RunError
@@ -112,6 +112,7 @@ class AlignmentTrainer(Trainer):
         if self.completions and train_dataset is None:
             raise ValueError(f"`train_dataset` is required: {type(self).__name__} trains on rows with prompt and "
                              f"{self.completions}")  # fmt: skip
+        check_one_split(train_dataset)
         self.load_kwargs = load_kwargs(args, model_init_kwargs, model)
         self.model_id = model_name(model)
         model = load_model(model, head=self.model_head, **self.load_kwargs)
