@@ -34,6 +34,10 @@ def check_launch(config) -> None:
 
         check_deepspeed_launch(config)
     check_triton(config)
+    if getattr(config, "use_vllm", False):  # online DPO's sampler
+        from alignment.vllm_backend import require_vllm
+
+        require_vllm("use_vllm: true", "leave use_vllm false to sample with transformers generate")
     check_writable(config.output_dir, "output_dir")
 
 

@@ -20,20 +20,26 @@ from collections.abc import Sequence
 BACKENDS = ("transformers", "vllm")
 
 
+def require_vllm(setting: str, otherwise: str) -> None:
+    """One line (UnavailableError) when this machine cannot run vLLM for ``setting``: the vllm package or a CUDA
+    GPU is missing; ``otherwise``: the setting to use instead."""
+    from alignment.errors import UnavailableError
+
+    if importlib.util.find_spec("vllm") is None:
+        raise UnavailableError(f"{setting} needs the vllm package, which is not installed: `pip install vllm` on a "
+                               f"machine with a CUDA GPU, or {otherwise}")  # fmt: skip
+    import torch
+
+    if not torch.cuda.is_available():
+        raise UnavailableError(f"{setting} needs a CUDA GPU and none is visible here; {otherwise}")
+
+
 def check_backend(name: str) -> None:
     """Raise a clear error when the backend is unknown or its package/device is missing."""
     if name not in BACKENDS:
         raise ValueError(f"generation_backend must be one of {', '.join(BACKENDS)}, got {name!r}")
     if name == "vllm":
-        if importlib.util.find_spec("vllm") is None:
-            raise RuntimeError(
-                "generation_backend: vllm needs the vllm package, which is not installed: `pip install vllm` on a "
-                "machine with a CUDA GPU, or set generation_backend: transformers"
-            )
-        import torch
-
-        if not torch.cuda.is_available():
-            raise RuntimeError("generation_backend: vllm needs a CUDA GPU; none is visible here")
+        require_vllm("generation_backend: vllm", "set generation_backend: transformers")
 
 
 def generate_vllm(model_path: str, tokenizer, prompts: Sequence, config, gpu_memory_utilization: float = 0.4,

@@ -218,6 +218,13 @@ def test_the_reported_cases_are_one_line(argv, words, tmp_path, monkeypatch):
     assert words in line, line
 
 
+def test_vllm_sampling_on_a_machine_without_it_is_one_line_before_any_work(tmp_path):
+    recipe = str(ROOT / "recipes" / "quickstart" / "online_dpo.yaml")
+    with mock.patch("alignment.evaluation.evaluate", side_effect=AssertionError("evaluated first")):
+        line = one_line(["train", recipe, "--output_dir", str(tmp_path / "out"), "--use_vllm", "true"])
+    assert "use_vllm: true needs" in line and not (tmp_path / "out").exists(), line
+
+
 def test_an_output_dir_that_cannot_be_written_is_one_line(tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("x")

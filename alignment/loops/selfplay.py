@@ -109,13 +109,9 @@ class SelfPlay:
     def check_backend(self) -> None:
         if self.loop.generation_backend != "vllm":
             return
-        from alignment.errors import RecipeError
         from alignment.vllm_backend import check_backend
 
-        try:
-            check_backend("vllm")
-        except RuntimeError as e:
-            raise RecipeError(str(e)) from None
+        check_backend("vllm")  # an UnavailableError (a RecipeError) when vllm or a GPU is missing
 
     # ----- paths and bookkeeping ------------------------------------------------------------------
     def folder(self, t: int) -> Path:

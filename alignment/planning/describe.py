@@ -54,6 +54,8 @@ def describe(plan) -> list[str]:
         gathered = ", the policy gathered whole (ZeRO-3)" if plan.devices > 1 else ""
         lines.append(f"  generation phase peak        {gib(plan.generation_peak_bytes)} (2 x {plan.batch} completions "
                      f"of {plan.new_tokens} tokens, KV cache{gathered})")  # fmt: skip
+    if plan.sampler:
+        lines.append(f"  sampling                     {plan.sampler}")
     if plan.host_offload_bytes is not None:
         lines.append(f"  CPU memory, offloaded        {gib(plan.host_offload_bytes)} per device (activation offload)")
     if plan.host_pinned_bytes is not None and plan.target == "cuda":

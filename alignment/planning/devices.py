@@ -20,7 +20,7 @@ allocated bytes (what the planner counts):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from alignment.errors import RecipeError
 
@@ -36,6 +36,8 @@ class Device:
     source: str
     #: False for a raw --device_memory budget: nothing is reserved
     reserve: bool = True
+    #: what a colocated vLLM engine takes of the card (online DPO's ``use_vllm``): gpu_memory_utilization x total
+    engine_bytes: int = 0
 
     @property
     def reserve_bytes(self) -> int:
@@ -43,13 +45,20 @@ class Device:
 
     @property
     def usable_bytes(self) -> int:
-        return self.total_bytes - self.reserve_bytes
+        return self.total_bytes - self.reserve_bytes - self.engine_bytes
+
+    def with_engine(self, fraction: float) -> Device:
+        """The card less a colocated vLLM engine's share: vLLM allocates ``gpu_memory_utilization`` of the
+        card's total memory (weights, KV cache, CUDA graphs) up front and keeps it."""
+        return replace(self, engine_bytes=int(fraction * self.total_bytes))
 
     def describe(self) -> str:
+        engine = f", less {self.engine_bytes / GIB:.2f} GiB for the colocated vLLM engine" if self.engine_bytes else ""
         if not self.reserve:
-            return f"{self.total_bytes / GIB:.2f} GiB ({self.source})"
-        return (f"{self.name}: {self.usable_bytes / GIB:.2f} GiB usable of the {self.total_bytes / GIB:.2f} GiB torch "
-                f"reports (reserve {self.reserve_bytes / GIB:.2f} GiB: CUDA context and allocator)")  # fmt: skip
+            return f"{self.usable_bytes / GIB:.2f} GiB ({self.source}{engine})"
+        reserve = f"reserve {self.reserve_bytes / GIB:.2f} GiB: CUDA context and allocator{engine}"
+        usable = f"{self.usable_bytes / GIB:.2f} GiB usable of the {self.total_bytes / GIB:.2f} GiB torch reports"
+        return f"{self.name}: {usable} ({reserve})"
 
 
 def _gib(x: float) -> int:

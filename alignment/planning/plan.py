@@ -99,6 +99,8 @@ class Plan:
     #: online DPO's sampling phase (alignment.planning.generation): its peak, and the tokens sampled per completion
     generation_peak_bytes: int | None = None
     new_tokens: int | None = None
+    #: how online DPO samples when not with transformers generate on the training card (use_vllm)
+    sampler: str | None = None
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -232,14 +234,15 @@ def step(trainer, inputs: dict, tracker=None, offload=None) -> None:
 
 @releasing_fake_tensors
 def simulate(method_name: str, script, model_args, config, batch: int, length: int, *, target: str = "cpu",
-             trainer: str = "alignment", devices: int = 1, skew: bool = False,
-             rows: list[dict] | None = None, shape: PairShape = DEFAULT_SHAPE) -> Plan:  # fmt: skip
+             trainer: str = "alignment", devices: int = 1, skew: bool = False, rows: list[dict] | None = None,
+             shape: PairShape = DEFAULT_SHAPE, generate: bool = True) -> Plan:  # fmt: skip
     """One optimizer step of ``batch`` pairs of ``shape`` whose longer sequence has ``length`` tokens, on fake
     tensors: on this CPU's code paths or a GPU's (``target="cuda"``, with the attention the recipe asks for), of our
     trainer or trl's DPOTrainer (``trainer="trl"``), one device or each rank's share under ZeRO-3 (``devices``),
     full-length or length-skewed pairs (``skew``). With the recipe's ``sequence_parallel_size`` N: one rank's shard
     of T/N positions under ZeRO-2 (planning.sequence_parallel). ``rows``: the batch's tokenized rows
-    (planning.data_length), instead of synthetic ones."""
+    (planning.data_length), instead of synthetic ones. ``generate``: online DPO's sampling phase runs
+    transformers generate on the training card (False: a vLLM engine samples, planned by the caller)."""
     attention = recipe_attention(config)
     check_attention(attention, target)
     if _samples(method_name):
@@ -255,17 +258,18 @@ def simulate(method_name: str, script, model_args, config, batch: int, length: i
                               "shards")  # fmt: skip
         with ulysses_attention(parallel, attention):
             plan = _simulate(method_name, script, model_args, config, batch, -(-length // parallel), target=target,
-                             trainer=trainer, devices=devices, skew=skew, zero=2, shape=shape)  # fmt: skip
+                             trainer=trainer, devices=devices, skew=skew, zero=2, shape=shape,
+                             generate=generate)  # fmt: skip
         plan.max_length, plan.sequence_parallel = length, parallel
         plan.pair = shape.describe(length)
         return plan
     return _simulate(method_name, script, model_args, config, batch, length, target=target, trainer=trainer,
-                     devices=devices, skew=skew, rows=rows, shape=shape)  # fmt: skip
+                     devices=devices, skew=skew, rows=rows, shape=shape, generate=generate)  # fmt: skip
 
 
 def _simulate(method_name: str, script, model_args, config, batch: int, length: int, *, target: str, trainer: str,
               devices: int, skew: bool, zero: int = 3, rows: list[dict] | None = None,
-              shape: PairShape = DEFAULT_SHAPE) -> Plan:  # fmt: skip
+              shape: PairShape = DEFAULT_SHAPE, generate: bool = True) -> Plan:  # fmt: skip
     if trainer not in ("alignment", "trl"):
         raise ValueError(f"trainer must be 'alignment' or 'trl', got {trainer!r}")
     if target not in ("cpu", "cuda"):
@@ -282,7 +286,7 @@ def _simulate(method_name: str, script, model_args, config, batch: int, length: 
         kernels = gpu_attention(attention, built.model) if target == "cuda" else contextlib.nullcontext()
         with kernels:
             plan = _phases(built, inputs, precompute, anchors, config, target, shape.tokens(length) if
-                           _samples(method_name) else None)  # fmt: skip
+                           _samples(method_name) and generate else None)  # fmt: skip
     plan.method, plan.batch, plan.max_length, plan.trainer = method_name, batch, length, trainer
     plan.target, plan.devices, plan.skew, plan.attention = target, devices, skew, attention
     plan.pair = None if rows else shape.describe(length)
@@ -564,6 +568,9 @@ def plan_recipe(recipe: str, overrides: dict | None = None, devices: int = 1, de
         target = "cpu" if use_cpu is True else "cuda"
     method, script, model_args, config = load_recipe(recipe, {**(overrides or {}), "use_cpu": True})
     check_attention(recipe_attention(config), target)
+    engine = vllm_engine(config)
+    if engine is not None and card is not None and engine[0] == "colocate":
+        card = card.with_engine(engine[1])
     # a self-play recipe plans one iteration's training step (its trainer is the method's, its rows the pairs)
     b = config.per_device_train_batch_size if batch in (None, "auto") else int(batch)
     n = (config.max_length or 1024) if length in (None, "auto") else int(length)
@@ -584,7 +591,8 @@ def plan_recipe(recipe: str, overrides: dict | None = None, devices: int = 1, de
         shape = rows_shape(method, script, config) or shape  # the rows' own proportions at another length
     if not 2 <= n <= MAX_TOKENS:
         raise RecipeError(f"a pair of {n:,} tokens ({source}): the planner simulates 2 to {MAX_TOKENS:,}")
-    options = {"target": target, "trainer": trainer, "devices": devices, "skew": skew, "shape": shape}
+    options = {"target": target, "trainer": trainer, "devices": devices, "skew": skew, "shape": shape,
+               "generate": engine is None}  # fmt: skip
 
     def plan(pairs: int, tokens: int, data: list[dict] | None = None) -> Plan:
         return simulate(method, script, model_args, config, pairs, tokens, rows=data, **options)
@@ -611,7 +619,21 @@ def plan_recipe(recipe: str, overrides: dict | None = None, devices: int = 1, de
         result = plan(b, n, rows)
         result.length_source = source
     _verdicts(result, card, host_bytes, devices_per_node or min(devices, 8))
+    if engine is not None:
+        result.sampler = (f"vLLM, {engine[0]}: " + (f"its engine takes gpu_memory_utilization {engine[1]:g} of the "
+                          "card, the step the rest" if engine[0] == "colocate" else "the engine runs on other GPUs "
+                          "(trl vllm-serve); nothing of it on this card"))  # fmt: skip
     return result
+
+
+def vllm_engine(config) -> tuple[str, float] | None:
+    """(vllm_mode, gpu_memory_utilization) of an online DPO recipe that samples with vLLM, else None. The
+    planned trainer is then built with ``use_vllm`` off (its step does not depend on it; this machine has no
+    vLLM), and no generate phase is planned on the training card."""
+    if not getattr(config, "use_vllm", False):
+        return None
+    config.use_vllm = False
+    return config.vllm_mode, config.vllm_gpu_memory_utilization
 
 
 def rows_shape(method, script, config) -> PairShape | None:

@@ -128,3 +128,27 @@ def test_online_dpo_under_zero3_gathers_the_policy_for_generation(tmp_path):
     sampling = one.generation_peak_bytes - one.resident_bytes  # the cache and the sampling buffers, not shared
     assert four.generation_peak_bytes == four.resident_bytes + (policy - policy // 4) + sampling
     assert any("generation phase peak" in line and "gathered whole" in line for line in describe(four))
+
+
+def test_online_dpo_with_vllm_plans_the_step_beside_the_engine(tmp_path):
+    """use_vllm: colocate: the card less vLLM's gpu_memory_utilization of it, no generate phase on the card (the
+    engine samples), the same training step; server: the whole card for the step."""
+    from alignment.planning.describe import describe
+    from alignment.planning.devices import device
+    from alignment.planning.plan import plan_recipe
+
+    recipe = str(ROOT / "recipes" / "quickstart" / "online_dpo.yaml")
+    base = {"init_from_config": _config(tmp_path, QWEN), "max_length": 64}
+    card = device("h100-80gb")
+    generate = plan_recipe(recipe, base, device_memory=card, target="cuda")
+    colocate = plan_recipe(recipe, {**base, "use_vllm": True, "vllm_gpu_memory_utilization": 0.4},
+                           device_memory=card, target="cuda")  # fmt: skip
+    server = plan_recipe(recipe, {**base, "use_vllm": True, "vllm_mode": "server"}, device_memory=card, target="cuda")
+    assert generate.generation_peak_bytes is not None and generate.sampler is None
+    for plan in (colocate, server):
+        assert plan.generation_peak_bytes is None and "generation" not in plan.phase_peaks
+        assert plan.step_peak_bytes == generate.step_peak_bytes and plan.resident_bytes == generate.resident_bytes
+    assert colocate.usable_bytes == card.usable_bytes - int(0.4 * card.total_bytes)
+    assert server.usable_bytes == card.usable_bytes
+    assert any("sampling" in line and "gpu_memory_utilization 0.4" in line for line in describe(colocate))
+    assert any("colocated vLLM engine" in line for line in describe(colocate))

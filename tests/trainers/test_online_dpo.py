@@ -247,11 +247,6 @@ def test_one_line_refusals(model, tokenizer, tmp_path, kwargs, message):
                          reward_funcs=None if judge not in ("unset", None) else funcs)  # fmt: skip
 
 
-def test_vllm_sampling_is_refused_until_it_is_built(tmp_path):
-    with pytest.raises(NotImplementedError, match="use_vllm: per-step sampling with vLLM is not implemented"):
-        OnlineDPOConfig(output_dir=str(tmp_path), use_cpu=True, use_vllm=True)
-
-
 def test_the_recipe_needs_a_judge(tmp_path):
     from alignment.errors import RecipeError
     from alignment.recipes import load_recipe

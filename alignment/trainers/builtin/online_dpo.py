@@ -5,9 +5,10 @@ trainer and registration; the loss is alignment.losses.online_dpo.
 
 A step: the batch's prompts (rows with a ``prompt`` column, standard or conversational) are rendered as trl does
 (the chat template with the generation prompt; no special tokens added), repeated twice and sampled from the policy
-(transformers ``generate`` with its KV cache, trl's ``unwrap_model_for_generation`` under DeepSpeed; each completion
-ends after its first EOS); the judge labels each pair; the pairs go through the same pair-fused step as offline
-DPO (the fused op scores both completions: no logits), the reference a frozen copy or the adapter switched off.
+(transformers ``generate`` with its KV cache, trl's ``unwrap_model_for_generation`` under DeepSpeed; or vLLM with
+``use_vllm``: alignment.trainers.builtin.online_vllm; each completion ends after its first EOS); the judge labels
+each pair; the pairs go through the same pair-fused step as offline DPO (the fused op scores both completions: no
+logits), the reference a frozen copy or the adapter switched off.
 
 Judges: ``reward_funcs`` (trl's: callables ``f(prompts=, completions=, completion_ids=, **columns) -> [float]``,
 summed), or ``judge``: anything with ``scores(prompts, responses)`` (a reward model, alignment.judges.
@@ -34,6 +35,7 @@ from alignment.data.formats import PROMPTS
 from alignment.data.tokenize import truncate_row
 from alignment.losses.online_dpo import ONLINE_LOSS_TYPES, online_dpo_loss
 from alignment.trainers.base import is_stream
+from alignment.trainers.builtin.online_vllm import VLLM_MODES, VLLMSampler, check_vllm_available, cut_after_eos
 from alignment.trainers.preference import PreferenceTrainer
 from alignment.trainers.registry import register
 
@@ -63,7 +65,17 @@ class OnlineDPOConfig(PreferenceConfig):
         default=None,
         metadata={"help": "The recipe's judge: task, task:NAME, reward_model:PATH or pair_preference:PATH."},
     )
-    use_vllm: bool = field(default=False, metadata={"help": "trl's per-step vLLM sampling: not implemented yet."})
+    use_vllm: bool = field(default=False, metadata={"help": "Sample with vLLM (a CUDA GPU and `pip install vllm`)."})
+    vllm_mode: str = field(default="colocate", metadata={"help": "colocate (vLLM in each training process) or "
+                                                                 "server (`trl vllm-serve`)."})  # fmt: skip
+    vllm_gpu_memory_utilization: float = field(default=0.55, metadata={"help": "colocate: vLLM's share of the GPU."})
+    vllm_tensor_parallel_size: int = field(default=1, metadata={"help": "colocate: GPUs per vLLM engine."})
+    vllm_enable_sleep_mode: bool = field(default=False, metadata={"help": "colocate: offload vLLM while training."})
+    vllm_server_base_url: str | None = field(default=None, metadata={"help": "server: its URL (else host:port)."})
+    vllm_server_host: str = field(default="0.0.0.0", metadata={"help": "server: its host."})
+    vllm_server_port: int = field(default=8000, metadata={"help": "server: its port."})
+    vllm_server_timeout: float = field(default=240.0, metadata={"help": "server: seconds to wait for it."})
+    vllm_group_port: int = field(default=51216, metadata={"help": "server: the weight-update group's port."})
 
     @property
     def betas(self) -> list[float]:
@@ -85,10 +97,16 @@ class OnlineDPOConfig(PreferenceConfig):
             raise ValueError(f"top_k must be >= 0 (0: off), got {self.top_k}")
         if not self.repetition_penalty > 0:
             raise ValueError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
-        if self.use_vllm:
-            raise NotImplementedError("use_vllm: per-step sampling with vLLM is not implemented yet (the engine would "
-                                      "need the policy's weights after every step); online DPO samples with "
-                                      "transformers generate: leave use_vllm false")  # fmt: skip
+        choice("vllm_mode", self.vllm_mode, VLLM_MODES)
+        if not 0 < self.vllm_gpu_memory_utilization <= 1:
+            raise ValueError(f"vllm_gpu_memory_utilization must be in (0, 1], got {self.vllm_gpu_memory_utilization}")
+        if self.vllm_tensor_parallel_size < 1:
+            raise ValueError(f"vllm_tensor_parallel_size must be >= 1, got {self.vllm_tensor_parallel_size}")
+        for name in ("vllm_server_port", "vllm_group_port"):
+            if not 0 < getattr(self, name) < 65536:
+                raise ValueError(f"{name} must be a port in 1..65535, got {getattr(self, name)}")
+        if not self.vllm_server_timeout > 0:
+            raise ValueError(f"vllm_server_timeout must be > 0 seconds, got {self.vllm_server_timeout}")
         if self.precompute_ref_logps or self.precompute_ref_log_probs:
             raise ValueError("online DPO samples new completions every step: precompute_ref_logps has nothing to "
                              "precompute; leave it off")  # fmt: skip
@@ -149,12 +167,15 @@ class OnlineDPOTrainer(PreferenceTrainer):
         if args.missing_eos_penalty is not None and not self.scored:
             raise ValueError("missing_eos_penalty lowers a completion's score: the judge gives P(a > b), not scores; "
                              "use a reward model or reward_funcs, or leave it unset")  # fmt: skip
+        if args.use_vllm:
+            check_vllm_available()  # before the model loads
         self._online: dict[str, list[float]] = {}
         super().__init__(model, ref_model=ref_model, args=args, data_collator=data_collator,
                          train_dataset=train_dataset, eval_dataset=eval_dataset, processing_class=processing_class,
                          peft_config=peft_config, **kwargs)  # fmt: skip
         self.pair_collator = PreferenceCollator(self.processing_class.pad_token_id, self.args.pad_to_multiple_of)
         self.eos_ids = [self.processing_class.eos_token_id]
+        self.vllm = VLLMSampler(self) if args.use_vllm else None
 
     # ----- data: prompts --------------------------------------------------------------------------------------
     def make_dataset(self, dataset, tokenizer, args, name: str):
@@ -210,7 +231,9 @@ class OnlineDPOTrainer(PreferenceTrainer):
     @torch.no_grad()
     def sample(self, prompt_ids: list[list[int]]) -> list[list[int]]:
         """Two completions per prompt from the current policy: [first of each prompt..., second of each...]
-        (token ids, each cut after its first EOS). Tests inject fixed completions here."""
+        (token ids, each cut after its first EOS), from vLLM with ``use_vllm``. Tests inject fixed completions here."""
+        if self.vllm is not None:
+            return self.vllm(prompt_ids)
         from trl.models.utils import unwrap_model_for_generation
 
         pad = self.processing_class.pad_token_id
@@ -315,12 +338,3 @@ class OnlineDPOTrainer(PreferenceTrainer):
 
     def kernel_path(self) -> str:
         return super().kernel_path() + "; completions sampled every step (generate, KV cache)"
-
-
-def cut_after_eos(ids: list[int], eos_ids: list[int]) -> list[int]:
-    """A sampled row up to and including its first EOS (what follows is padding), trl's ``truncate_right``; a row
-    without EOS is kept whole."""
-    for i, t in enumerate(ids):
-        if t in eos_ids:
-            return ids[: i + 1]
-    return ids
