@@ -39,10 +39,10 @@ TRAINING_BOUNDS = {
     "eval_steps": "> 0",
     "save_steps": "> 0",
     "save_total_limit": ">= 0",
-    "dataloader_num_workers": ">= 0",
+    "dataloader_num_workers": "[0, 1024]",  # processes: 1e12 spawned until the run hung
     "label_smoothing_factor": "[0, 1)",
     "kernel_memory_mb": ">= 1",
-    "dataset_num_proc": ">= 1",
+    "dataset_num_proc": "[1, 1024]",
     "max_steps": ">= -1",
     "tiled_mlp_shards": ">= 1",
     "seed": "[0, 4294967295]",  # numpy's and torch's seeds (set_seed refused the others after the model loaded)

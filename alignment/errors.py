@@ -60,12 +60,28 @@ def one_line(error: BaseException) -> str | None:
     internal bug (whose traceback must show). The one place that decides which is which."""
     import errno
 
-    if isinstance(error, MemoryError):
-        return ("error: this machine ran out of memory (MemoryError): lower max_length or the batch, or plan it first "
-                "with `alignment plan`")  # fmt: skip
+    if isinstance(error, MemoryError) or out_of_memory(error):
+        return (f"error: this machine ran out of memory ({type(error).__name__}: {first_line(error)}): lower "
+                "max_length, the batch or lora_r, or plan it first with `alignment plan`")  # fmt: skip
     if isinstance(error, user_classes()):
         return f"error: {error}" if str(error).strip() else f"error: {type(error).__name__}"
     if isinstance(error, OSError) and errno.errorcode.get(error.errno or 0) in USER_OS_ERRORS:
         where = f" {error.filename}" if error.filename else ""
         return f"error: cannot write or read{where}: {error.strerror} (check the path and its permissions or space)"
     return None
+
+
+#: what torch's allocators say when a tensor does not fit (the CPU's enforce-fail, CUDA's OutOfMemoryError)
+OUT_OF_MEMORY = ("DefaultCPUAllocator: can't allocate memory", "CUDA out of memory", "out of memory")
+
+
+def out_of_memory(error: BaseException) -> bool:
+    """An allocation the machine cannot make: torch raises it as a RuntimeError (torch.OutOfMemoryError on a GPU)."""
+    return isinstance(error, RuntimeError) and (
+        type(error).__name__ == "OutOfMemoryError" or any(words in str(error) for words in OUT_OF_MEMORY)
+    )
+
+
+def first_line(error: BaseException, limit: int = 160) -> str:
+    text = str(error).strip().splitlines()
+    return (text[0][:limit] if text else "") or type(error).__name__

@@ -2,7 +2,8 @@
 file system), made before a model is loaded or a row tokenized, each a one-line error naming the field and the fix.
 
 - :func:`check_recipe` (``load_recipe``, for ``alignment train`` and ``alignment plan`` alike): the environment's
-  kernel settings, a run with no step to take, sequence parallelism and tiling against the model's config.
+  kernel settings, a run with no step to take, sequence parallelism, tiling and the LoRA rank against the model's
+  config.
 - :func:`check_launch` (``alignment train`` only): what the launch must provide (DeepSpeed for sequence
   parallelism, a device for the Triton backend) and an output folder that can be written.
 
@@ -17,12 +18,14 @@ from pathlib import Path
 from alignment.errors import RecipeError, UnavailableError
 
 
-def check_recipe(path, method_name: str, script, config) -> None:
+def check_recipe(path, method_name: str, script, config, model_args=None) -> None:
     where = f"{path}: "
     try:
         _check_environment()
         check_steps(config)
         _check_long_context(method_name, script, config)
+        if model_args is not None and model_args.use_peft:
+            check_lora_rank(model_args.lora_r, _readable_model_config(script, config))
     except RecipeError as e:
         raise type(e)(where + str(e)) from None
 
@@ -79,6 +82,15 @@ def _check_long_context(method_name: str, script, config) -> None:
         check_heads(model_config, size)
     if tiled:
         check_tileable(model_config, config)
+
+
+def check_lora_rank(rank: int, model_config) -> None:
+    """A LoRA rank above the model's hidden size adds nothing (the update of a layer has rank <= min(in, out)) and
+    allocates rank x width matrices per layer: lora_r 1e12 ended in torch's allocator after the model loaded."""
+    hidden = getattr(model_config, "hidden_size", None) if model_config is not None else None
+    if isinstance(hidden, int) and rank > hidden:
+        raise RecipeError(f"field 'lora_r' is {rank}, above the model's hidden size {hidden}: a layer's update has "
+                          f"rank <= min(in, out); use lora_r <= {hidden} (8 to 256 is usual)")  # fmt: skip
 
 
 def _readable_model_config(script, config):

@@ -246,7 +246,7 @@ def load_recipe(path: str | os.PathLike, overrides: dict | None = None, method: 
     _check_online_judge(path, config, script)
     from alignment.preflight import check_recipe
 
-    check_recipe(path, method, script, config)  # the environment, the steps, the model's config: before any work
+    check_recipe(path, method, script, config, model_args)  # the environment, the steps, the model's config: first
     return method, script, model_args, config
 
 

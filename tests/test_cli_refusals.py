@@ -19,6 +19,7 @@ import sys
 from unittest import mock
 
 import pytest
+import torch
 
 from alignment.cli import main
 from alignment.configs import TRAINING_BOUNDS, ModelArguments, ScriptArguments
@@ -179,7 +180,10 @@ def test_a_user_error_is_one_line_and_an_internal_bug_keeps_its_traceback(tmp_pa
     recipe = str(ROOT / "recipes" / "quickstart" / "dpo.yaml")
     argv = ["train", recipe, "--output_dir", str(tmp_path / "out")]
     user = [RecipeError("bad value"), OSError(errno.EROFS, "Read-only file system", "/x"), MemoryError(),
-            PermissionError(errno.EACCES, "Permission denied", "/y"), NotImplementedError("not yet")]  # fmt: skip
+            PermissionError(errno.EACCES, "Permission denied", "/y"), NotImplementedError("not yet"),
+            RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory: you "
+                         "tried to allocate 768000000000000 bytes"),
+            torch.OutOfMemoryError("CUDA out of memory")]  # fmt: skip
     for error in user:
         with mock.patch("alignment.run.train", side_effect=error):
             assert one_line(argv)
@@ -207,6 +211,8 @@ def test_a_user_error_is_one_line_and_an_internal_bug_keeps_its_traceback(tmp_pa
         (["--activation_checkpointing_kwargs", "nope"], "must be a mapping"),
         (["--deepspeed", "missing.json"], "no such file"),
         (["--parallelism_config", "x"], "set from Python"),
+        (["--dataloader_num_workers", "1000000000000"], "dataloader_num_workers must be in"),  # it used to hang
+        (["--use_peft", "true", "--lora_r", "1000000000000"], "above the model's hidden size"),  # an enforce-fail
     ],
 )
 def test_the_reported_cases_are_one_line(argv, words, tmp_path, monkeypatch):
