@@ -72,7 +72,7 @@ def one_line(error: BaseException) -> str | None:
 
 
 #: what torch's allocators say when a tensor does not fit (the CPU's enforce-fail, CUDA's OutOfMemoryError)
-OUT_OF_MEMORY = ("DefaultCPUAllocator: can't allocate memory", "CUDA out of memory", "out of memory")
+OUT_OF_MEMORY = ("DefaultCPUAllocator: can't allocate memory", "out of memory")
 
 
 def out_of_memory(error: BaseException) -> bool:

@@ -12,6 +12,7 @@ The trainers raise the same errors when they are built from Python.
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -20,12 +21,13 @@ from alignment.errors import RecipeError, UnavailableError
 
 def check_recipe(path, method_name: str, script, config, model_args=None) -> None:
     where = f"{path}: "
+    model_config = functools.cache(lambda: _readable_model_config(script, config))  # read once, when a check asks
     try:
         _check_environment()
         check_steps(config)
-        _check_long_context(method_name, script, config)
+        _check_long_context(method_name, config, model_config)
         if model_args is not None and model_args.use_peft:
-            check_lora_rank(model_args.lora_r, _readable_model_config(script, config))
+            check_lora_rank(model_args.lora_r, model_config())
     except RecipeError as e:
         raise type(e)(where + str(e)) from None
 
@@ -37,10 +39,10 @@ def check_launch(config) -> None:
 
         check_deepspeed_launch(config)
     check_triton(config)
-    if getattr(config, "use_vllm", False):  # online DPO's sampler
-        from alignment.vllm_backend import require_vllm
+    if getattr(config, "use_vllm", False):  # online DPO's sampler: the trainer's own check, before anything loads
+        from alignment.trainers.builtin.online_vllm import check_vllm_available
 
-        require_vllm("use_vllm: true", "leave use_vllm false to sample with transformers generate")
+        check_vllm_available()
     check_writable(config.output_dir, "output_dir")
 
 
@@ -64,7 +66,7 @@ def check_steps(config) -> None:
                           "num_train_epochs > 0 or max_steps >= 1")  # fmt: skip
 
 
-def _check_long_context(method_name: str, script, config) -> None:
+def _check_long_context(method_name: str, config, read_model_config) -> None:
     size = getattr(config, "sequence_parallel_size", 1)
     tiled = getattr(config, "tiled_mlp", False) or getattr(config, "tiled_norms", False)
     if size <= 1 and not tiled:
@@ -73,7 +75,7 @@ def _check_long_context(method_name: str, script, config) -> None:
     from alignment.trainers import get_method
 
     check_method(get_method(method_name).trainer.supports_sequence_parallel, method_name, size)
-    model_config = _readable_model_config(script, config)
+    model_config = read_model_config()
     if model_config is None:  # a Hub model offline: the trainer checks it once the model is there
         return
     if size > 1:

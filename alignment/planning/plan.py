@@ -569,8 +569,10 @@ def plan_recipe(recipe: str, overrides: dict | None = None, devices: int = 1, de
     method, script, model_args, config = load_recipe(recipe, {**(overrides or {}), "use_cpu": True})
     check_attention(recipe_attention(config), target)
     engine = vllm_engine(config)
-    if engine is not None and card is not None and engine[0] == "colocate":
-        card = card.with_engine(engine[1])
+    if engine is not None:
+        config.use_vllm = False  # the step does not depend on it, and this machine has no vLLM to build it with
+        if card is not None and engine[0] == "colocate":
+            card = card.with_engine(engine[1])
     # a self-play recipe plans one iteration's training step (its trainer is the method's, its rows the pairs)
     b = config.per_device_train_batch_size if batch in (None, "auto") else int(batch)
     n = (config.max_length or 1024) if length in (None, "auto") else int(length)
@@ -627,12 +629,10 @@ def plan_recipe(recipe: str, overrides: dict | None = None, devices: int = 1, de
 
 
 def vllm_engine(config) -> tuple[str, float] | None:
-    """(vllm_mode, gpu_memory_utilization) of an online DPO recipe that samples with vLLM, else None. The
-    planned trainer is then built with ``use_vllm`` off (its step does not depend on it; this machine has no
-    vLLM), and no generate phase is planned on the training card."""
+    """(vllm_mode, gpu_memory_utilization) of an online DPO recipe that samples with vLLM, else None: no
+    generate phase is then planned on the training card."""
     if not getattr(config, "use_vllm", False):
         return None
-    config.use_vllm = False
     return config.vllm_mode, config.vllm_gpu_memory_utilization
 
 

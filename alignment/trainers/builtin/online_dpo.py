@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from alignment.checks import check_bounds
 from alignment.configs import PreferenceConfig, choice
 from alignment.data import PreferenceCollator
 from alignment.data.errors import DataError
@@ -35,7 +36,13 @@ from alignment.data.formats import PROMPTS
 from alignment.data.tokenize import truncate_row
 from alignment.losses.online_dpo import ONLINE_LOSS_TYPES, online_dpo_loss
 from alignment.trainers.base import is_stream
-from alignment.trainers.builtin.online_vllm import VLLM_MODES, VLLMSampler, check_vllm_available, cut_after_eos
+from alignment.trainers.builtin.online_vllm import (
+    VLLM_BOUNDS,
+    VLLM_MODES,
+    VLLMSampler,
+    check_vllm_available,
+    cut_after_eos,
+)
 from alignment.trainers.preference import PreferenceTrainer
 from alignment.trainers.registry import register
 
@@ -98,15 +105,7 @@ class OnlineDPOConfig(PreferenceConfig):
         if not self.repetition_penalty > 0:
             raise ValueError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
         choice("vllm_mode", self.vllm_mode, VLLM_MODES)
-        if not 0 < self.vllm_gpu_memory_utilization <= 1:
-            raise ValueError(f"vllm_gpu_memory_utilization must be in (0, 1], got {self.vllm_gpu_memory_utilization}")
-        if self.vllm_tensor_parallel_size < 1:
-            raise ValueError(f"vllm_tensor_parallel_size must be >= 1, got {self.vllm_tensor_parallel_size}")
-        for name in ("vllm_server_port", "vllm_group_port"):
-            if not 0 < getattr(self, name) < 65536:
-                raise ValueError(f"{name} must be a port in 1..65535, got {getattr(self, name)}")
-        if not self.vllm_server_timeout > 0:
-            raise ValueError(f"vllm_server_timeout must be > 0 seconds, got {self.vllm_server_timeout}")
+        check_bounds(self, VLLM_BOUNDS)
         if self.precompute_ref_logps or self.precompute_ref_log_probs:
             raise ValueError("online DPO samples new completions every step: precompute_ref_logps has nothing to "
                              "precompute; leave it off")  # fmt: skip
@@ -337,4 +336,5 @@ class OnlineDPOTrainer(PreferenceTrainer):
             self._metrics["train"][key].append(value)
 
     def kernel_path(self) -> str:
-        return super().kernel_path() + "; completions sampled every step (generate, KV cache)"
+        sampler = f"vLLM, {self.args.vllm_mode}" if self.args.use_vllm else "generate, KV cache"
+        return super().kernel_path() + f"; completions sampled every step ({sampler})"

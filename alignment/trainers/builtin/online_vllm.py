@@ -17,6 +17,14 @@ from __future__ import annotations
 from alignment.vllm_backend import require_vllm
 
 VLLM_MODES = ("colocate", "server")
+#: the numeric vllm_* fields of OnlineDPOConfig (alignment.checks.check_bounds)
+VLLM_BOUNDS = {
+    "vllm_gpu_memory_utilization": "(0, 1]",
+    "vllm_tensor_parallel_size": ">= 1",
+    "vllm_server_port": "[1, 65535]",
+    "vllm_group_port": "[1, 65535]",
+    "vllm_server_timeout": "> 0",
+}
 
 
 def check_vllm_available() -> None:
