@@ -85,12 +85,25 @@ def trl_run(model, ref, rows, tokenizer, sampler, out, **options):
         return enc["input_ids"].repeat(2, 1), enc["attention_mask"].repeat(2, 1), ids, mask, None
 
     args = TheirConfig(output_dir=str(out), **COMMON, **options)
-    with mock.patch.object(TheirTrainer, "_generate", generate):
+    losses, step = [], TheirTrainer.training_step
+
+    def recorded(self, *a, **k):  # the loss before the Trainer rounds it to 4 decimals for its log
+        loss = step(self, *a, **k)
+        losses.append(loss.item())
+        return loss
+
+    with mock.patch.object(TheirTrainer, "_generate", generate), mock.patch.object(TheirTrainer, "training_step",
+                                                                                   recorded):  # fmt: skip
         trainer = TheirTrainer(model=copy.deepcopy(model), ref_model=copy.deepcopy(ref), reward_funcs=[score],
                                args=args, train_dataset=Dataset.from_list(rows),
                                processing_class=tokenizer)  # fmt: skip
         trainer.train()
-    return [e for e in trainer.state.log_history if "loss" in e], dict(trainer.model.named_parameters())
+    logs = [e for e in trainer.state.log_history if "loss" in e]
+    assert len(losses) == len(logs)  # logging_steps 1, no accumulation: one step's loss per log
+    for log, loss in zip(logs, losses):
+        assert log["loss"] == round(loss, 4)
+        log["loss"] = loss
+    return logs, dict(trainer.model.named_parameters())
 
 
 def our_run(model, ref, rows, tokenizer, sampler, out, **options):
@@ -137,8 +150,7 @@ def test_equal_to_trl_given_the_same_completions_and_labels(seed, model, tokeniz
         scale = max(abs(t_log["logps/chosen"]), abs(t_log["logps/rejected"]), 1.0)
         for key in keys:
             assert key in o_log, f"{where}: trl logs {key}, we do not"
-            tol = 5e-5 if key == "loss" else 1e-6 * scale  # trl rounds the loss it logs to 4 decimals
-            assert o_log[key] == pytest.approx(t_log[key], rel=1e-5, abs=tol), f"{where}: {key}"
+            assert o_log[key] == pytest.approx(t_log[key], rel=1e-5, abs=1e-6 * scale), f"{where}: {key}"
     for name, value in theirs[1].items():
         assert rel_err(ours[1][name].detach(), value.detach()) <= 1e-5, f"{where}: {name}"
 
